@@ -1,0 +1,3 @@
+from alphapanda.cli.app import main
+
+main()

@@ -1,0 +1,1 @@
+"""The ``alphapanda`` command line."""

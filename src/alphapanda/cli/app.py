@@ -1,0 +1,64 @@
+"""Entry point of the ``alphapanda`` command: one Typer app, one module per command group."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from alphapanda.settings import Settings, SettingsError, load_settings
+
+app = typer.Typer(
+    name="alphapanda",
+    help="Alpha Panda market feed: Kite Connect ticker → Kafka/Redpanda.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+
+
+class CliContext:
+    """Carries the settings source; settings are built once, on first use."""
+
+    def __init__(self, env_file: Path | None) -> None:
+        self._env_file = env_file
+        self._settings: Settings | None = None
+
+    @property
+    def settings(self) -> Settings:
+        if self._settings is None:
+            try:
+                self._settings = load_settings(self._env_file)
+            except SettingsError as exc:
+                typer.secho(str(exc), fg=typer.colors.RED, err=True)
+                raise typer.Exit(2) from None
+        return self._settings
+
+
+@app.callback()
+def _root(
+    ctx: typer.Context,
+    env_file: Annotated[
+        Path | None, typer.Option("--env-file", help="Read settings from this .env file.")
+    ] = None,
+) -> None:
+    ctx.obj = CliContext(env_file)
+
+
+def settings_from(ctx: typer.Context) -> Settings:
+    """The settings of this invocation (for command modules)."""
+    obj = ctx.find_root().obj
+    assert isinstance(obj, CliContext)
+    return obj.settings
+
+
+def _register() -> None:
+    # Imported for their side effect of adding commands to ``app``.
+    from alphapanda.cli import config_cmd, doctor_cmd  # noqa: F401
+
+
+def main() -> None:
+    _register()
+    sys.exit(app())

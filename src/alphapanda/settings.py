@@ -1,0 +1,259 @@
+"""The one settings object.
+
+Built once at start-up from the environment (prefix ``ALPHAPANDA_``, nested groups
+joined by ``__``), an optional ``.env`` file and an optional TOML file, then passed
+down explicitly. Nothing in the package reads the environment anywhere else.
+
+Every secret (API secret, access token, database and Redis URLs, which may carry
+passwords) is a ``SecretStr`` so that reprs, logs and error messages never show it.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import urlsplit, urlunsplit
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+from alphapanda.topics import validate_topic_name
+
+ENV_PREFIX = "ALPHAPANDA_"
+ENV_NESTED_DELIMITER = "__"
+CONFIG_FILE_ENV = "ALPHAPANDA_CONFIG_FILE"
+
+SubscriptionMode = Literal["ltp", "quote", "full"]
+BufferPolicy = Literal["block", "drop_oldest", "conflate"]
+
+
+class _Group(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class KiteSettings(_Group):
+    """Kite Connect ticker and API endpoints, and the shape of the connection pool."""
+
+    ws_url: str = "ws://127.0.0.1:18765"
+    api_root: str = "http://127.0.0.1:18766"
+    api_key: str = "alphapanda-dev"
+    access_token: SecretStr = SecretStr("dev-access-token")
+    api_secret: SecretStr = SecretStr("dev-api-secret")
+    max_connections: int = Field(3, ge=1, le=3)
+    max_instruments_per_connection: int = Field(3000, ge=1, le=3000)
+    subscribe_chunk_size: int = Field(500, ge=1, le=3000)
+    subscribe_pacing_ms: int = Field(0, ge=0)
+    liveness_timeout: float = Field(5.0, gt=0)
+    connect_timeout: float = Field(10.0, gt=0)
+    reconnect_base_delay: float = Field(0.5, gt=0)
+    reconnect_max_delay: float = Field(30.0, gt=0)
+    healthy_reset_after: float = Field(30.0, gt=0)
+    auth_retry_delay: float = Field(15.0, gt=0)
+    capacity_retry_delay: float = Field(30.0, gt=0)
+
+    @field_validator("ws_url")
+    @classmethod
+    def _ws_scheme(cls, value: str) -> str:
+        if urlsplit(value).scheme not in ("ws", "wss"):
+            raise ValueError("must be a ws:// or wss:// URL")
+        return value
+
+    @field_validator("api_root")
+    @classmethod
+    def _http_scheme(cls, value: str) -> str:
+        if urlsplit(value).scheme not in ("http", "https"):
+            raise ValueError("must be an http:// or https:// URL")
+        return value.rstrip("/")
+
+
+class KafkaSettings(_Group):
+    """The broker and the producer's tuning. Topic names live in ``alphapanda.topics``."""
+
+    bootstrap_servers: str = "127.0.0.1:19092"
+    topic_prefix: str = ""
+    topic_partitions: int = Field(6, ge=1)
+    replication_factor: int = Field(1, ge=1)
+    compression: Literal["none", "lz4", "zstd", "snappy", "gzip"] = "lz4"
+    linger_ms: int = Field(5, ge=0, le=1000)
+    batch_size_bytes: int = Field(1_000_000, ge=1024)
+    queue_max_messages: int = Field(200_000, ge=1000)
+    request_timeout_ms: int = Field(5_000, ge=100)
+    # How long librdkafka keeps retrying one message before reporting it failed; the
+    # feed then spools it. Long enough to ride out a broker restart.
+    message_timeout_ms: int = Field(60_000, ge=1000)
+    flush_timeout: float = Field(10.0, gt=0)
+
+    @field_validator("bootstrap_servers")
+    @classmethod
+    def _host_port_list(cls, value: str) -> str:
+        for item in value.split(","):
+            host, sep, port = item.strip().rpartition(":")
+            if not sep or not host or not port.isdigit():
+                raise ValueError(f"expected host:port[,host:port...], got {item.strip()!r}")
+        return value
+
+    @field_validator("topic_prefix")
+    @classmethod
+    def _legal_prefix(cls, value: str) -> str:
+        if value:
+            validate_topic_name(value + "x")
+        return value
+
+
+class RedisSettings(_Group):
+    url: SecretStr = SecretStr("redis://127.0.0.1:16379/0")
+
+    @field_validator("url")
+    @classmethod
+    def _redis_scheme(cls, value: SecretStr) -> SecretStr:
+        if urlsplit(value.get_secret_value()).scheme not in ("redis", "rediss", "unix"):
+            raise ValueError("must be a redis://, rediss:// or unix:// URL")
+        return value
+
+
+class DatabaseSettings(_Group):
+    url: SecretStr = SecretStr(
+        "postgresql+asyncpg://alphapanda:alphapanda@127.0.0.1:15432/alphapanda"
+    )
+
+    @field_validator("url")
+    @classmethod
+    def _pg_scheme(cls, value: SecretStr) -> SecretStr:
+        if not urlsplit(value.get_secret_value()).scheme.startswith("postgresql"):
+            raise ValueError("must be a postgresql+asyncpg:// URL")
+        return value
+
+
+class FeedSettings(_Group):
+    """What to stream and how the tick path behaves under pressure."""
+
+    instruments_csv: Path = Path("data/instruments.csv")
+    mode: SubscriptionMode = "full"
+    buffer_capacity: int = Field(50_000, ge=1)
+    buffer_policy: BufferPolicy = "block"
+    batch_max: int = Field(5_000, ge=1)
+    include_depth: bool = True
+    include_oi: bool = True
+    wire_format: Literal["json", "msgpack"] = "json"
+    spool_dir: Path = Path(".alphapanda/spool")
+    spool_max_bytes: int = Field(1 << 30, ge=1 << 20)
+    shutdown_deadline: float = Field(10.0, gt=0)
+
+
+class ApiSettings(_Group):
+    host: str = "127.0.0.1"
+    port: int = Field(18080, ge=1, le=65535)
+    api_key: SecretStr = SecretStr("dev-api-key")
+    rate_limit: str = "120/minute"
+    rate_limit_mutating: str = "30/minute"
+    trusted_proxies: tuple[str, ...] = ()
+
+
+class MetricsSettings(_Group):
+    namespace: str = "market"
+    flush_interval_ms: int = Field(500, ge=50)
+    key_ttl_seconds: int = Field(3600, ge=10)
+
+
+class LogSettings(_Group):
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    json_output: bool = False
+
+
+class Settings(BaseSettings):
+    """Everything the service can be told, grouped as the operator thinks of it."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_nested_delimiter=ENV_NESTED_DELIMITER,
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
+        frozen=True,
+    )
+
+    kite: KiteSettings = KiteSettings()
+    kafka: KafkaSettings = KafkaSettings()
+    redis: RedisSettings = RedisSettings()
+    database: DatabaseSettings = DatabaseSettings()
+    feed: FeedSettings = FeedSettings()
+    api: ApiSettings = ApiSettings()
+    metrics: MetricsSettings = MetricsSettings()
+    log: LogSettings = LogSettings()
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # Precedence: explicit arguments, environment, .env, then the TOML file.
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings, dotenv_settings]
+        config_file = os.environ.get(CONFIG_FILE_ENV)
+        if config_file:
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=Path(config_file)))
+        return tuple(sources)
+
+
+class SettingsError(Exception):
+    """Invalid configuration; the message names each offending environment variable."""
+
+
+def env_name(loc: tuple[int | str, ...]) -> str:
+    """The environment variable that sets the field at ``loc`` (e.g. ``('kafka', 'linger_ms')``)."""
+    return ENV_PREFIX + ENV_NESTED_DELIMITER.join(str(part).upper() for part in loc)
+
+
+def load_settings(env_file: Path | None = None, **overrides: Any) -> Settings:
+    """Build the settings, turning validation failures into one readable ``SettingsError``."""
+    config_file = os.environ.get(CONFIG_FILE_ENV)
+    if config_file and not Path(config_file).is_file():
+        raise SettingsError(f"{CONFIG_FILE_ENV}={config_file}: no such file")
+    try:
+        if env_file is not None:
+            return Settings(_env_file=env_file, **overrides)
+        return Settings(**overrides)
+    except ValidationError as exc:
+        lines = []
+        for err in exc.errors():
+            loc = tuple(err["loc"])
+            # Never echo the rejected value: it may be a secret.
+            lines.append(f"  {env_name(loc)}: {err['msg']}")
+        raise SettingsError("invalid configuration:\n" + "\n".join(lines)) from None
+
+
+def redact_url(url: str) -> str:
+    """``scheme://user:***@host:port/path`` — safe to print."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.rsplit("@", 1)[1]
+    user = parts.username or ""
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{netloc}"))
+
+
+def effective_settings(settings: Settings) -> dict[str, dict[str, Any]]:
+    """Settings as plain data with secrets masked (URLs keep all but their password)."""
+    shown: dict[str, dict[str, Any]] = {}
+    for group_name in Settings.model_fields:
+        group = getattr(settings, group_name)
+        values: dict[str, Any] = {}
+        for field_name in type(group).model_fields:
+            value = getattr(group, field_name)
+            if isinstance(value, SecretStr):
+                secret = value.get_secret_value()
+                value = redact_url(secret) if field_name == "url" else "********"
+            elif isinstance(value, Path):
+                value = str(value)
+            values[field_name] = value
+        shown[group_name] = values
+    return shown
