@@ -1,0 +1,1 @@
+"""Pipeline metrics: sources expose samples; the collector ships them to Redis and Prometheus."""

@@ -1,0 +1,32 @@
+"""The one contract between components that count things and whoever reports them.
+
+Hot-path components keep plain integers in their own objects (no locks, no I/O per
+tick) and expose them as ``Sample``s when asked. The metrics collector pulls from every
+source periodically and ships the figures to Redis and Prometheus. Pull, not push, so a
+slow or dead Redis can never reach back into the tick path.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Literal, NamedTuple, Protocol, runtime_checkable
+
+SampleKind = Literal["counter", "gauge"]
+
+
+class Sample(NamedTuple):
+    """One figure. ``name`` follows Prometheus conventions without the ``alphapanda_``
+    prefix: counters end in ``_total``, units are spelled out (``_seconds``, ``_bytes``)."""
+
+    name: str
+    kind: SampleKind
+    value: float
+    labels: tuple[tuple[str, str], ...] = ()
+    help: str = ""
+
+
+@runtime_checkable
+class MetricsSource(Protocol):
+    """Anything that can report its figures. Must be cheap and must not block."""
+
+    def samples(self) -> Iterable[Sample]: ...
