@@ -1,0 +1,76 @@
+"""docker-compose.yml cannot run here (no Docker engine); keep it honest by checking it
+against the settings and the CLI it drives."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from alphapanda.settings import Settings, env_name
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _compose() -> dict[str, Any]:
+    data = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    assert isinstance(data, dict)
+    return data
+
+
+def _known_env_names() -> set[str]:
+    names = {"ALPHAPANDA_CONFIG_FILE"}
+    for group, field in Settings.model_fields.items():
+        assert field.annotation is not None
+        for name in field.annotation.model_fields:  # type: ignore[union-attr]
+            names.add(env_name((group, name)))
+    return names
+
+
+def test_compose_has_the_stack_with_healthchecks() -> None:
+    services = _compose()["services"]
+    assert {"redpanda", "redis", "postgres", "feed"} <= set(services)
+    for name in ("redpanda", "redis", "postgres"):
+        assert "healthcheck" in services[name], name
+    depends = services["feed"]["depends_on"]
+    assert {k: v["condition"] for k, v in depends.items()} == {
+        "redpanda": "service_healthy",
+        "redis": "service_healthy",
+        "postgres": "service_healthy",
+    }
+
+
+def test_feed_environment_names_are_real_settings() -> None:
+    env = _compose()["services"]["feed"]["environment"]
+    unknown = set(env) - _known_env_names()
+    assert not unknown, f"compose sets variables the settings do not know: {unknown}"
+    # The in-network addresses, not the host's loopback ports.
+    assert env["ALPHAPANDA_KAFKA__BOOTSTRAP_SERVERS"] == "redpanda:9092"
+    assert env["ALPHAPANDA_REDIS__URL"].startswith("redis://redis:6379")
+    assert "@postgres:5432/" in env["ALPHAPANDA_DATABASE__URL"]
+
+
+def test_env_example_names_are_real_settings() -> None:
+    lines = (ROOT / ".env.example").read_text().splitlines()
+    names = {line.split("=", 1)[0] for line in lines if re.match(r"^ALPHAPANDA_\w+=", line)}
+    assert names, ".env.example lists no settings"
+    assert names <= _known_env_names(), names - _known_env_names()
+
+
+def test_feed_port_spool_and_grace_period_match_the_settings() -> None:
+    feed = _compose()["services"]["feed"]
+    port = feed["environment"]["ALPHAPANDA_API__PORT"]
+    assert f"{port}:{port}" in feed["ports"]
+    spool = feed["environment"]["ALPHAPANDA_FEED__SPOOL_DIR"]
+    assert any(v.endswith(":" + spool) for v in feed["volumes"]), "the spool must be on a volume"
+    grace = int(feed["stop_grace_period"].rstrip("s"))
+    assert grace > Settings().feed.shutdown_deadline, "compose would SIGKILL the feed mid-drain"
+
+
+def test_dockerfile_runs_the_cli_and_exposes_the_api() -> None:
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    assert 'ENTRYPOINT ["alphapanda"]' in dockerfile
+    assert "EXPOSE 18080" in dockerfile
+    assert "-c constraints.txt" in dockerfile
