@@ -3,6 +3,19 @@
 # stops afterwards what it started (keep them with KEEP_SERVICES=1).
 set -uo pipefail
 cd "$(dirname "$0")/.."
+
+# The status page is tested in Debian's headless Chromium (never a downloaded browser build).
+if ! command -v chromium >/dev/null 2>&1; then
+    if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then
+        echo "[test] installing chromium with apt-get" >&2
+        DEBIAN_FRONTEND=noninteractive apt-get update -qq >/dev/null
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium >/dev/null || exit 1
+    else
+        echo "[test] chromium is missing: sudo apt-get install chromium" >&2
+        exit 1
+    fi
+fi
+
 started=$(scripts/devstack.sh status | awk '$2 == "down" {print $1}' | xargs)
 scripts/devstack.sh up || exit 1
 if [ -n "$started" ] && [ "${KEEP_SERVICES:-0}" != "1" ]; then
