@@ -108,71 +108,82 @@ def decode_message(data: bytes, received_at_ns: int) -> DecodedMessage:
             break
 
         if length == FULL_LENGTH:
-            v = unpack_full(data, start)
-            token = v[0]
-            div = divisors.get(token & 0xFF, default_divisor)
-            last_price = v[1] / div
-            close = v[10] / div
+            # Unpacking into locals beats 46 tuple subscripts: ~15% of the packet's cost.
+            (
+                token, raw_last, ltq, raw_avg, volume, buy_qty, sell_qty,
+                raw_open, raw_high, raw_low, raw_close,
+                trade_time, oi, oi_high, oi_low, timestamp,
+                bq0, bp0, bo0, bq1, bp1, bo1, bq2, bp2, bo2, bq3, bp3, bo3, bq4, bp4, bo4,
+                sq0, sp0, so0, sq1, sp1, so1, sq2, sp2, so2, sq3, sp3, so3, sq4, sp4, so4,
+            ) = unpack_full(data, start)  # fmt: skip
+            segment = token & 0xFF
+            div = divisors.get(segment, default_divisor)
+            last_price = raw_last / div
+            close = raw_close / div
             append(
                 tick(
                     token,
                     MODE_FULL,
-                    token & 0xFF != SEGMENT_INDICES,
+                    segment != SEGMENT_INDICES,
                     last_price,
-                    v[2],
-                    v[3] / div,
-                    v[4],
-                    v[5],
-                    v[6],
-                    v[7] / div,
-                    v[8] / div,
-                    v[9] / div,
+                    ltq,
+                    raw_avg / div,
+                    volume,
+                    buy_qty,
+                    sell_qty,
+                    raw_open / div,
+                    raw_high / div,
+                    raw_low / div,
                     close,
-                    (last_price - close) * 100 / close if v[10] else 0.0,
-                    v[11],
-                    v[12],
-                    v[13],
-                    v[14],
-                    v[15],
+                    # Same expression as the official parser, so the float is identical.
+                    (last_price - close) * 100 / close if raw_close else 0.0,
+                    trade_time,
+                    oi,
+                    oi_high,
+                    oi_low,
+                    timestamp,
                     (
-                        depth(v[16], v[17] / div, v[18]),
-                        depth(v[19], v[20] / div, v[21]),
-                        depth(v[22], v[23] / div, v[24]),
-                        depth(v[25], v[26] / div, v[27]),
-                        depth(v[28], v[29] / div, v[30]),
+                        depth(bq0, bp0 / div, bo0),
+                        depth(bq1, bp1 / div, bo1),
+                        depth(bq2, bp2 / div, bo2),
+                        depth(bq3, bp3 / div, bo3),
+                        depth(bq4, bp4 / div, bo4),
                     ),
                     (
-                        depth(v[31], v[32] / div, v[33]),
-                        depth(v[34], v[35] / div, v[36]),
-                        depth(v[37], v[38] / div, v[39]),
-                        depth(v[40], v[41] / div, v[42]),
-                        depth(v[43], v[44] / div, v[45]),
+                        depth(sq0, sp0 / div, so0),
+                        depth(sq1, sp1 / div, so1),
+                        depth(sq2, sp2 / div, so2),
+                        depth(sq3, sp3 / div, so3),
+                        depth(sq4, sp4 / div, so4),
                     ),
                     received_at_ns,
                 )
             )
         elif length == QUOTE_LENGTH:
-            v = unpack_quote(data, start)
-            token = v[0]
-            div = divisors.get(token & 0xFF, default_divisor)
-            last_price = v[1] / div
-            close = v[10] / div
+            (
+                token, raw_last, ltq, raw_avg, volume, buy_qty, sell_qty,
+                raw_open, raw_high, raw_low, raw_close,
+            ) = unpack_quote(data, start)  # fmt: skip
+            segment = token & 0xFF
+            div = divisors.get(segment, default_divisor)
+            last_price = raw_last / div
+            close = raw_close / div
             append(
                 tick(
                     token,
                     MODE_QUOTE,
-                    token & 0xFF != SEGMENT_INDICES,
+                    segment != SEGMENT_INDICES,
                     last_price,
-                    v[2],
-                    v[3] / div,
-                    v[4],
-                    v[5],
-                    v[6],
-                    v[7] / div,
-                    v[8] / div,
-                    v[9] / div,
+                    ltq,
+                    raw_avg / div,
+                    volume,
+                    buy_qty,
+                    sell_qty,
+                    raw_open / div,
+                    raw_high / div,
+                    raw_low / div,
                     close,
-                    (last_price - close) * 100 / close if v[10] else 0.0,
+                    (last_price - close) * 100 / close if raw_close else 0.0,
                     received_at_ns=received_at_ns,
                 )
             )
