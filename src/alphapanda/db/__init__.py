@@ -1,0 +1,1 @@
+"""PostgreSQL access: the async engine factory and the schema migrations."""
