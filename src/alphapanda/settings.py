@@ -56,6 +56,11 @@ class KiteSettings(_Group):
     healthy_reset_after: float = Field(30.0, gt=0)
     auth_retry_delay: float = Field(15.0, gt=0)
     capacity_retry_delay: float = Field(30.0, gt=0)
+    # While auth_required: how often the token provider is asked for a new token
+    # (cheap, no handshake), so recovery follows a new token within about this long.
+    auth_poll_interval: float = Field(1.0, gt=0)
+    # Largest WebSocket message accepted; full mode x 3000 instruments is ~558 kB.
+    max_frame_bytes: int = Field(4 * 1024 * 1024, ge=65536)
 
     @field_validator("ws_url")
     @classmethod

@@ -1,0 +1,302 @@
+"""The connection life cycle: the pure state machine, and ShardConnection's single-flight
+loop driven through an in-memory socket (no network; the real socket is covered by the
+integration tests against the simulator)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from alphapanda.kite.connection import ShardConnection
+from alphapanda.kite.protocol import Tick
+from alphapanda.kite.state import ConnectionStateMachine, IllegalTransition
+from alphapanda.kite.transport import ConnectFailed, FrameSocket, SocketClosed
+from alphapanda.settings import KiteSettings
+
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+def test_happy_path_and_reconnect_count() -> None:
+    machine = ConnectionStateMachine(T0)
+    assert machine.state == "stopped"
+    machine.connecting(T0)
+    machine.connected(T0 + timedelta(seconds=1))
+    assert (machine.state, machine.since, machine.reconnect_count) == (
+        "connected",
+        T0 + timedelta(seconds=1),
+        0,
+    )
+    machine.failed("closed_by_server", T0 + timedelta(seconds=2))
+    assert machine.state == "backoff"
+    assert machine.last_disconnect_reason == "closed_by_server"
+    machine.connecting(T0 + timedelta(seconds=3))
+    assert machine.reconnect_count == 1
+
+
+def test_auth_failure_enters_auth_required() -> None:
+    machine = ConnectionStateMachine(T0)
+    machine.connecting(T0)
+    machine.failed("auth_403", T0, auth=True)
+    assert machine.state == "auth_required"
+    machine.connecting(T0)
+    assert machine.state == "connecting"
+
+
+@pytest.mark.parametrize(
+    ("setup", "illegal"),
+    [
+        ([], "connected"),
+        (["connecting"], "connecting"),  # a second attempt while one is in flight
+        (["connecting", "connected"], "connecting"),  # an attempt while a socket is live
+        (["connecting", "connected"], "connected"),
+    ],
+)
+def test_no_second_attempt_while_one_is_in_flight_or_live(setup: list[str], illegal: str) -> None:
+    machine = ConnectionStateMachine(T0)
+    for step in setup:
+        getattr(machine, step)(T0)
+    with pytest.raises(IllegalTransition):
+        getattr(machine, illegal)(T0)
+
+
+def test_stop_is_allowed_from_anywhere() -> None:
+    for steps in ([], ["connecting"], ["connecting", "connected"]):
+        machine = ConnectionStateMachine(T0)
+        for step in steps:
+            getattr(machine, step)(T0)
+        machine.stopped(T0, reason="idle")
+        assert machine.state == "stopped"
+
+
+# -- ShardConnection against an in-memory socket ----------------------------------------
+
+
+class MemorySocket:
+    """A socket whose death can be arranged to surface on recv and send at once."""
+
+    def __init__(self, connector: MemoryConnector) -> None:
+        self.connector = connector
+        self.sent: list[dict[str, object]] = []
+        self.closed = asyncio.Event()
+        self.frames: asyncio.Queue[bytes] = asyncio.Queue(maxsize=100)
+
+    async def recv(self) -> bytes | str:
+        get = asyncio.ensure_future(self.frames.get())
+        closed = asyncio.ensure_future(self.closed.wait())
+        try:
+            done, _ = await asyncio.wait({get, closed}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            get.cancel()
+            closed.cancel()
+        if get in done and not get.cancelled():
+            return get.result()
+        raise SocketClosed("gone")
+
+    async def send(self, text: str) -> None:
+        if self.closed.is_set():
+            raise SocketClosed("gone")
+        self.sent.append(json.loads(text))
+        await asyncio.sleep(0)
+
+    async def close(self) -> None:
+        self.abort()
+
+    def abort(self) -> None:
+        if not self.closed.is_set():
+            self.closed.set()
+            self.connector.live -= 1
+
+
+class MemoryConnector:
+    def __init__(self, failures: list[ConnectFailed] | None = None) -> None:
+        self.failures = list(failures or [])
+        self.live = 0
+        self.max_live = 0
+        self.opened: list[MemorySocket] = []
+        self.tokens: list[str] = []
+        self.opened_event = asyncio.Event()
+
+    async def open(self, api_key: str, access_token: str) -> FrameSocket:
+        self.tokens.append(access_token)
+        await asyncio.sleep(0)
+        if self.failures:
+            raise self.failures.pop(0)
+        socket = MemorySocket(self)
+        self.live += 1
+        self.max_live = max(self.max_live, self.live)
+        self.opened.append(socket)
+        self.opened_event.set()
+        return socket
+
+
+class Tokens:
+    def __init__(self, token: str = "tok-1") -> None:
+        self.token = token
+
+    async def get_access_token(self) -> str:
+        return self.token
+
+
+class Sink:
+    def __init__(self) -> None:
+        self.ticks: list[Tick] = []
+
+    async def put_many(self, ticks: list[Tick]) -> None:
+        self.ticks.extend(ticks)
+
+
+def _settings(**overrides: object) -> KiteSettings:
+    values: dict[str, object] = {
+        "reconnect_base_delay": 0.001,
+        "reconnect_max_delay": 0.005,
+        "liveness_timeout": 5.0,
+        "auth_retry_delay": 0.2,
+        "subscribe_chunk_size": 2,
+    }
+    values.update(overrides)
+    return KiteSettings(**values)  # type: ignore[arg-type]
+
+
+async def _until(condition: Callable[[], bool], within: float = 5.0) -> None:
+    """Poll for ``condition`` with a deadline (the connection exposes no events)."""
+    async with asyncio.timeout(within):
+        while not condition():  # noqa: ASYNC110
+            await asyncio.sleep(0.001)
+
+
+async def test_close_and_error_together_never_give_two_sockets() -> None:
+    connector = MemoryConnector()
+    shard = ShardConnection(0, _settings(), Tokens(), Sink(), connector, rng=random.Random(1))
+    shard.set_desired({1: "full", 2: "quote", 3: "ltp"})
+    async with asyncio.TaskGroup() as tg:
+        task = tg.create_task(shard.run())
+        for n in range(1, 31):
+            await _until(lambda n=n: len(connector.opened) >= n and shard.state == "connected")  # type: ignore[misc]
+            socket = connector.opened[-1]
+            # Let the resubscribe start, then kill the socket while the writer is
+            # mid-send and the reader is waiting: both see the death at once.
+            shard.set_desired({1: "full", 2: "quote", 3: "ltp", 100 + n: "full"})
+            await asyncio.sleep(0)
+            socket.abort()
+        await _until(lambda: len(connector.opened) >= 31)
+        task.cancel()
+    assert connector.max_live == 1
+    assert connector.live == 0
+    assert shard.counters.attempts.get("internal_error", 0) == 0
+    assert shard.counters.attempts["closed_by_server"] >= 30
+    assert shard.status().reconnect_count >= 30
+
+
+async def test_every_connect_resubscribes_everything_in_its_mode_in_chunks() -> None:
+    connector = MemoryConnector()
+    shard = ShardConnection(0, _settings(), Tokens(), Sink(), connector)
+    shard.set_desired({1: "full", 2: "quote", 3: "ltp", 4: "full", 5: "full"})
+    async with asyncio.TaskGroup() as tg:
+        task = tg.create_task(shard.run())
+        for _ in range(2):
+            await _until(lambda: bool(connector.opened) and len(connector.opened[-1].sent) >= 6)
+            sent = connector.opened[-1].sent
+            assert sent[:3] == [
+                {"a": "subscribe", "v": [1, 2]},
+                {"a": "subscribe", "v": [3, 4]},
+                {"a": "subscribe", "v": [5]},
+            ]
+            assert sorted(json.dumps(m) for m in sent[3:]) == sorted(
+                json.dumps(m)
+                for m in [
+                    {"a": "mode", "v": ["full", [1, 4]]},
+                    {"a": "mode", "v": ["full", [5]]},
+                    {"a": "mode", "v": ["ltp", [3]]},
+                    {"a": "mode", "v": ["quote", [2]]},
+                ]
+            )
+            connector.opened[-1].abort()
+        task.cancel()
+
+
+async def test_live_changes_are_sent_as_deltas_without_reconnecting() -> None:
+    connector = MemoryConnector()
+    shard = ShardConnection(0, _settings(), Tokens(), Sink(), connector)
+    shard.set_desired({1: "quote", 2: "quote"})
+    async with asyncio.TaskGroup() as tg:
+        task = tg.create_task(shard.run())
+        await _until(lambda: bool(connector.opened) and len(connector.opened[0].sent) == 2)
+        shard.set_desired({2: "full", 3: "ltp"})
+        await _until(lambda: len(connector.opened[0].sent) == 6)
+        assert connector.opened[0].sent[2:] == [
+            {"a": "unsubscribe", "v": [1]},
+            {"a": "subscribe", "v": [3]},
+            {"a": "mode", "v": ["full", [2]]},
+            {"a": "mode", "v": ["ltp", [3]]},
+        ]
+        assert len(connector.opened) == 1
+        # Emptying the shard closes its socket; refilling opens one again.
+        shard.set_desired({})
+        await _until(lambda: shard.state == "stopped" and connector.live == 0)
+        shard.set_desired({9: "ltp"})
+        await _until(lambda: len(connector.opened) == 2 and shard.state == "connected")
+        task.cancel()
+
+
+async def test_auth_failure_waits_for_a_new_token_then_recovers_promptly() -> None:
+    rejected = ConnectFailed("auth_403", "handshake rejected: HTTP 403", 403)
+    connector = MemoryConnector(failures=[rejected])
+    tokens = Tokens("old-token")
+    # A long auth retry delay: only a new token can bring the shard back quickly.
+    shard = ShardConnection(
+        0, _settings(auth_retry_delay=60.0), tokens, Sink(), connector, auth_poll_interval=0.01
+    )
+    shard.set_desired({1: "quote"})
+    async with asyncio.TaskGroup() as tg:
+        task = tg.create_task(shard.run())
+        await _until(lambda: shard.state == "auth_required")
+        await asyncio.sleep(0.1)
+        assert connector.tokens == ["old-token"]  # no retry storm with the same token
+        tokens.token = "new-token"
+        await _until(lambda: shard.state == "connected")
+        assert connector.tokens == ["old-token", "new-token"]
+        assert shard.status().last_disconnect_reason == "auth_403"
+        task.cancel()
+
+
+async def test_silent_socket_is_declared_dead_by_the_watchdog() -> None:
+    connector = MemoryConnector()
+    shard = ShardConnection(0, _settings(liveness_timeout=0.05), Tokens(), Sink(), connector)
+    shard.set_desired({1: "quote"})
+    async with asyncio.TaskGroup() as tg:
+        task = tg.create_task(shard.run())
+        await _until(lambda: shard.counters.attempts.get("liveness_timeout", 0) >= 2)
+        task.cancel()
+    assert connector.max_live == 1
+
+
+async def test_a_crash_in_the_sink_restarts_the_connection() -> None:
+    class FailingSink:
+        calls = 0
+
+        async def put_many(self, ticks: list[Tick]) -> None:
+            FailingSink.calls += 1
+            raise RuntimeError("downstream bug")
+
+    from alphapanda.kite.protocol import encode_message, encode_tick
+
+    frame = encode_message(
+        [encode_tick(Tick(instrument_token=408065, mode="ltp", tradable=True, last_price=1.5))]
+    )
+    connector = MemoryConnector()
+    shard = ShardConnection(0, _settings(), Tokens(), FailingSink(), connector)
+    shard.set_desired({408065: "ltp"})
+    async with asyncio.TaskGroup() as tg:
+        task = tg.create_task(shard.run())
+        for n in (1, 2):
+            await _until(lambda n=n: len(connector.opened) >= n)  # type: ignore[misc]
+            await connector.opened[n - 1].frames.put(frame)
+        await _until(lambda: shard.counters.attempts.get("internal_error", 0) >= 2)
+        task.cancel()
+    assert FailingSink.calls >= 2
+    assert connector.max_live == 1
