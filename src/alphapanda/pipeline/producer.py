@@ -1,0 +1,271 @@
+"""``MessageProducer``: confluent-kafka's ``Producer`` driven from the event loop (K1).
+
+librdkafka does the batching (``linger.ms``), compression, retries and idempotence on
+its own threads; this adapter only calls ``produce()`` and ``poll(0)`` from the event
+loop, never a blocking call. Every message carries its own delivery handler, so every
+send is observed: success (with latency from frame receipt to broker ack), or failure
+with the error, handed back to the caller (the publisher spools retriable failures).
+
+``pending`` counts messages produced whose delivery report has not been served yet;
+it is what the publisher waits on before replaying the spool, and at shutdown.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Iterator
+from functools import partial
+from typing import Any, Final, NamedTuple
+
+from confluent_kafka import KafkaError, KafkaException, Producer
+
+from alphapanda.metrics.samples import Sample
+from alphapanda.settings import KafkaSettings
+
+log = logging.getLogger(__name__)
+
+# How long the poll loop sleeps between ``poll(0)`` calls while messages await their
+# reports (bounds the latency added to an ack) and while idle.
+POLL_INTERVAL_BUSY: Final = 0.001
+POLL_INTERVAL_IDLE: Final = 0.02
+# Latency reservoir: the most recent acks, enough for a stable p99.
+_RESERVOIR: Final = 8192
+# Repeated client errors (broker down, ...) are logged at most this often per code.
+_ERROR_LOG_INTERVAL: Final = 10.0
+
+
+class EncodedMessage(NamedTuple):
+    """One Kafka record ready to send, with the receive time of the tick it carries."""
+
+    key: bytes
+    value: bytes
+    headers: list[tuple[str, bytes]]
+    received_at_ns: int
+
+
+# Called once per message with its delivery outcome (``None`` = acked).
+DeliveryHandler = Callable[[EncodedMessage, object, "KafkaError | None"], None]
+
+
+def producer_config(settings: KafkaSettings, client_id: str) -> dict[str, Any]:
+    """The librdkafka configuration of the feed's producer."""
+    return {
+        "bootstrap.servers": settings.bootstrap_servers,
+        "client.id": client_id,
+        "enable.idempotence": True,
+        "acks": "all",
+        "compression.type": settings.compression,
+        "linger.ms": settings.linger_ms,
+        "batch.size": settings.batch_size_bytes,
+        "queue.buffering.max.messages": settings.queue_max_messages,
+        "message.timeout.ms": settings.message_timeout_ms,
+        "request.timeout.ms": settings.request_timeout_ms,
+        # Come back quickly after a broker restart instead of backing off for 10 s.
+        "reconnect.backoff.max.ms": 1000,
+        "socket.keepalive.enable": True,
+        # Connection refusals are already reported (rate-limited) through error_cb.
+        "log.connection.close": False,
+    }
+
+
+class LatencyReservoir:
+    """The most recent latencies in a fixed ring; percentiles computed when asked."""
+
+    def __init__(self, size: int = _RESERVOIR) -> None:
+        self._ring = [0] * size
+        self._size = size
+        self._next = 0
+        self.count = 0
+        self.total_ns = 0
+
+    def add(self, latency_ns: int) -> None:
+        self._ring[self._next] = latency_ns
+        self._next = (self._next + 1) % self._size
+        self.count += 1
+        self.total_ns += latency_ns
+
+    def percentiles(self, *quantiles: float) -> list[float]:
+        """Seconds at each quantile (0..1) of the retained window; 0.0 if empty."""
+        filled = sorted(self._ring[: min(self.count, self._size)])
+        if not filled:
+            return [0.0 for _ in quantiles]
+        last = len(filled) - 1
+        return [filled[min(last, int(q * len(filled)))] / 1e9 for q in quantiles]
+
+    def reset(self) -> None:
+        self._next = 0
+        self.count = 0
+        self.total_ns = 0
+
+
+class MessageProducer:
+    """Idempotent, compressed, bounded Kafka producer with every delivery observed."""
+
+    def __init__(
+        self,
+        settings: KafkaSettings,
+        topic: str,
+        on_delivery: DeliveryHandler,
+        *,
+        client_id: str = "alphapanda-feed",
+    ) -> None:
+        self.topic = topic
+        self._on_delivery = on_delivery
+        self._producer = Producer(
+            producer_config(settings, client_id)
+            # librdkafka's own log lines go through logging (served by poll()), not stderr.
+            | {"error_cb": self._error, "logger": logging.getLogger("alphapanda.kafka")}
+        )
+        self._stopping = asyncio.Event()
+        self.pending = 0
+        self.sent = 0
+        self.delivered = 0
+        self.failed: dict[str, int] = {}
+        self.buffer_full_waits = 0
+        self.client_errors: dict[str, int] = {}
+        self.latency = LatencyReservoir()
+        self.last_ack_ns = 0
+        self._error_logged_at: dict[str, float] = {}
+
+    # -- sending ------------------------------------------------------------------------
+
+    def try_produce(self, message: EncodedMessage, context: object = None) -> bool:
+        """Hand one message to librdkafka; ``False`` if its queue is full (nothing sent).
+
+        ``context`` comes back to the delivery handler with the outcome.
+        """
+        try:
+            self._producer.produce(
+                self.topic,
+                message.value,
+                message.key,
+                # librdkafka copies the headers; the stub's list is needlessly invariant.
+                headers=message.headers,  # type: ignore[arg-type]
+                on_delivery=partial(self._report, message, context),
+            )
+        except BufferError:
+            return False
+        self.pending += 1
+        self.sent += 1
+        return True
+
+    async def produce(self, message: EncodedMessage, context: object = None) -> None:
+        """Like ``try_produce`` but waits (serving delivery reports) while the queue is full."""
+        while not self.try_produce(message, context):
+            self.buffer_full_waits += 1
+            self._producer.poll(0)
+            await asyncio.sleep(POLL_INTERVAL_BUSY)
+
+    def _report(
+        self, message: EncodedMessage, context: object, error: KafkaError | None, _msg: Any
+    ) -> None:
+        # Runs inside poll(), on the event loop thread.
+        self.pending -= 1
+        if error is None:
+            self.delivered += 1
+            now = time.time_ns()
+            self.last_ack_ns = now
+            if message.received_at_ns:
+                self.latency.add(now - message.received_at_ns)
+        else:
+            name = error.name()
+            self.failed[name] = self.failed.get(name, 0) + 1
+        try:
+            self._on_delivery(message, context, error)
+        except Exception:
+            # A handler bug must not kill librdkafka's callback dispatch (later reports
+            # would never be served); log it once per kind and keep going.
+            self._log_once("delivery_handler", "delivery handler raised", exc_info=True)
+
+    def _error(self, error: KafkaError) -> None:
+        name = error.name()
+        self.client_errors[name] = self.client_errors.get(name, 0) + 1
+        level = logging.CRITICAL if error.fatal() else logging.WARNING
+        self._log_once(name, "kafka client error: %s", error.str(), level=level)
+
+    def _log_once(
+        self, key: str, msg: str, *args: object, level: int = logging.ERROR, **kw: Any
+    ) -> None:
+        now = time.monotonic()
+        if now - self._error_logged_at.get(key, -_ERROR_LOG_INTERVAL) >= _ERROR_LOG_INTERVAL:
+            self._error_logged_at[key] = now
+            log.log(level, msg, *args, **kw)
+
+    # -- driving librdkafka -------------------------------------------------------------
+
+    def poll(self) -> int:
+        """Serve ready delivery reports now; returns how many events were served."""
+        return int(self._producer.poll(0))
+
+    async def run(self) -> None:
+        """Serve delivery reports until ``stop()``; one supervised task."""
+        while not self._stopping.is_set():
+            self._producer.poll(0)
+            await asyncio.sleep(POLL_INTERVAL_BUSY if self.pending else POLL_INTERVAL_IDLE)
+        self._producer.poll(0)
+
+    def stop(self) -> None:
+        self._stopping.set()
+
+    async def flush(self, wait_seconds: float) -> int:
+        """Wait up to ``wait_seconds`` for every pending report; return how many are still pending."""
+        deadline = time.monotonic() + wait_seconds
+        self._producer.poll(0)
+        while self.pending and time.monotonic() < deadline:
+            await asyncio.sleep(POLL_INTERVAL_BUSY)
+            self._producer.poll(0)
+        return self.pending
+
+    def purge_queued(self) -> None:
+        """Withdraw messages librdkafka has not sent yet; their reports (``_PURGE_QUEUE``)
+        arrive at the next poll. Messages already on the wire are left alone: purging them
+        would make their fate unknowable (possible duplicates on replay)."""
+        try:
+            self._producer.purge(in_queue=True, in_flight=False, blocking=False)
+        except KafkaException:
+            log.exception("producer purge failed")
+        self._producer.poll(0)
+
+    def queue_length(self) -> int:
+        """librdkafka's own count (queued + in flight + reports not served)."""
+        return len(self._producer)
+
+    # -- metrics ------------------------------------------------------------------------
+
+    def samples(self) -> Iterator[Sample]:
+        yield Sample("kafka_sent_total", "counter", self.sent, (), "Messages handed to librdkafka.")
+        yield Sample(
+            "kafka_delivered_total", "counter", self.delivered, (), "Messages acked by the broker."
+        )
+        for name, count in sorted(self.failed.items()):
+            yield Sample(
+                "kafka_delivery_failed_total",
+                "counter",
+                count,
+                (("error", name),),
+                "Delivery reports with an error.",
+            )
+        for name, count in sorted(self.client_errors.items()):
+            yield Sample(
+                "kafka_client_errors_total",
+                "counter",
+                count,
+                (("error", name),),
+                "librdkafka client errors (connection, auth, fatal).",
+            )
+        yield Sample(
+            "kafka_pending", "gauge", self.pending, (), "Messages awaiting a delivery report."
+        )
+        yield Sample(
+            "kafka_queue_full_waits_total",
+            "counter",
+            self.buffer_full_waits,
+            (),
+            "Times produce() waited for room in librdkafka's queue.",
+        )
+        p50, p99 = self.latency.percentiles(0.5, 0.99)
+        help_text = "Frame receipt to broker ack, recent window."
+        yield Sample("send_latency_seconds", "gauge", p50, (("quantile", "0.5"),), help_text)
+        yield Sample("send_latency_seconds", "gauge", p99, (("quantile", "0.99"),), help_text)
