@@ -1,0 +1,7 @@
+"""Benchmarks (SPEC §4): the feed end to end, and the two points it is compared with.
+
+``baseline`` reproduces the original design (official ``KiteTicker`` thread, one
+``run_coroutine_threadsafe`` per tick, per-tick aiokafka send and two Redis calls per
+tick); ``ceiling`` is a bare producer loop of pre-encoded records, the most the broker
+takes from one Python process. Both return plain numbers; the CLI formats them.
+"""
