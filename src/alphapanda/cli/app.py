@@ -56,7 +56,14 @@ def settings_from(ctx: typer.Context) -> Settings:
 
 def _register() -> None:
     # Imported for their side effect of adding commands to ``app``.
-    from alphapanda.cli import config_cmd, db_cmd, doctor_cmd, instruments_cmd  # noqa: F401
+    from alphapanda.cli import (  # noqa: F401
+        auth_cmd,
+        config_cmd,
+        db_cmd,
+        doctor_cmd,
+        instruments_cmd,
+        sim_cmd,
+    )
 
 
 def main() -> None:
