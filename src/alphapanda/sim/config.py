@@ -1,0 +1,38 @@
+"""The simulator's settings: one frozen object, built by the CLI or a test, passed in."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
+
+DEFAULT_WS_PORT = 18765
+DEFAULT_ADMIN_PORT = 18766
+
+
+class SimConfig(BaseModel):
+    """How the simulated Kite exchange behaves. Port 0 picks a free port (tests)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    host: str = "127.0.0.1"
+    port: int = Field(DEFAULT_WS_PORT, ge=0, le=65535)
+    admin_port: int = Field(DEFAULT_ADMIN_PORT, ge=0, le=65535)
+    instruments: Path = Path("data/instruments.csv")
+    ticks_per_second: float = Field(1000.0, ge=0)
+    api_key: str = "alphapanda-dev"
+    access_token: SecretStr = SecretStr("dev-access-token")
+    api_secret: SecretStr = SecretStr("dev-api-secret")
+    max_connections: int = Field(3, ge=1)
+    max_instruments_per_connection: int = Field(3000, ge=1)
+    seed: int = 0
+    # One binary message per connection per interval carries every packet that fell
+    # due: batching is what makes 100k ticks/s reachable from one Python process.
+    send_interval: float = Field(0.02, gt=0, le=1.0)
+    heartbeat_interval: float = Field(1.0, gt=0)
+    # A client that does not read for this long is cut off rather than stalling every
+    # other client (the sim has one sender for all connections).
+    write_timeout: float = Field(10.0, gt=0)
+    # Most packets in one binary message (Kite's frame count is a uint16; this also
+    # keeps messages well under the clients' 1 MiB default max message size).
+    max_packets_per_message: int = Field(4000, ge=1, le=65535)
