@@ -62,7 +62,6 @@ def _register() -> None:
         db_cmd,
         doctor_cmd,
         instruments_cmd,
-        sim_cmd,
     )
 
 
