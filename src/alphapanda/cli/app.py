@@ -62,6 +62,7 @@ def _register() -> None:
         db_cmd,
         doctor_cmd,
         instruments_cmd,
+        sim_cmd,
     )
 
 
