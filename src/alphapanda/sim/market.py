@@ -68,6 +68,7 @@ class _Book:
         "buy_quantity",
         "close",
         "count",
+        "depth_rng",
         "derivative",
         "high",
         "index",
@@ -90,6 +91,9 @@ class _Book:
         token = instrument.instrument_token
         # An int seed is hashed deterministically (unlike str/bytes with PYTHONHASHSEED).
         self.rng = rng = random.Random(seed * 1_000_003 + token)
+        # Depth draws come from their own stream so that building depth (or not, when
+        # nobody is in full mode) never shifts the price/volume path.
+        self.depth_rng = random.Random(seed * 1_000_003 + token + 0x5EED_0000_0000)
         self.token = token
         self.index = instrument.segment_code == SEGMENT_INDICES
         self.derivative = instrument.instrument_type in _DERIVATIVE_TYPES
@@ -209,7 +213,7 @@ class Market:
         depth_buy: tuple[DepthEntry, ...] = ()
         depth_sell: tuple[DepthEntry, ...] = ()
         if depth:
-            depth_buy, depth_sell = _depth(book, rng)
+            depth_buy, depth_sell = _depth(book, book.depth_rng)
         return Tick(
             instrument_token=token,
             mode=MODE_FULL,
