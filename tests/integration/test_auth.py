@@ -12,6 +12,7 @@ import sys
 from collections.abc import AsyncIterator, Callable
 
 import pytest
+import websockets
 from pydantic import SecretStr
 
 from alphapanda.auth import (
@@ -27,6 +28,7 @@ from alphapanda.db.engine import Database
 from alphapanda.kite.tokens import TokenProvider
 from alphapanda.settings import Settings
 from tests.support.services import SHARED_DATABASE, free_port
+from tests.support.sim import running_simulator
 
 ALPHAPANDA = [sys.executable, "-m", "alphapanda"]
 SECRET = "api-secret-must-not-leak-7f3a"
@@ -212,7 +214,9 @@ async def test_secrets_never_in_logs_reprs_or_errors(
     assert failed.value.__cause__ is None and failed.value.__suppress_context__
 
 
-def run_cli(schema: str, api_key: str, *args: str) -> subprocess.CompletedProcess[str]:
+def run_cli(
+    schema: str, api_key: str, *args: str, **extra_env: str
+) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("ALPHAPANDA_")}
     env.update(
         ALPHAPANDA_DATABASE__URL=SHARED_DATABASE,
@@ -221,6 +225,7 @@ def run_cli(schema: str, api_key: str, *args: str) -> subprocess.CompletedProces
         ALPHAPANDA_KITE__ACCESS_TOKEN="",
         COLUMNS="200",
     )
+    env.update(extra_env)
     return subprocess.run(
         [*ALPHAPANDA, "--env-file", "/nonexistent", *args],
         env=env,
@@ -243,3 +248,75 @@ def test_auth_cli_set_token_and_status(schema: str, unique: str) -> None:
     assert "valid" in status.stdout and "06:00 IST" in status.stdout and "XY1" in status.stdout
     for result in (stored, status):
         assert "tok-cli-5d2e" not in result.stdout + result.stderr
+
+
+async def test_login_through_the_official_client_against_the_simulator(
+    make_settings: Callable[..., Settings], caplog: pytest.LogCaptureFixture
+) -> None:
+    settings = make_settings()
+    request_token = "req-login-0a1b2c"
+    caplog.set_level(logging.DEBUG)
+    async with running_simulator(
+        api_key=settings.kite.api_key, api_secret=SECRET, ticks_per_second=10
+    ) as sim:
+        settings = make_settings(api_root=sim.admin_url, ws_url=sim.ws_url)
+        async with AuthService(settings) as auth:
+            status = await auth.login(request_token)
+            token = await auth.get_access_token()
+            # A request token is single-use: the second exchange is refused, clearly.
+            with pytest.raises(LoginFailed, match="Token is invalid or has expired"):
+                await auth.login(request_token)
+            assert auth.logins == 1 and auth.login_failures == 1
+        login_records = list(caplog.records)
+        # The stored token is a real one: the simulator's handshake accepts it.
+        async with websockets.connect(sim.ws_url_with_auth(access_token=token)) as ws:
+            assert await ws.recv() is not None
+        assert (await sim.stats())["logins"] == 1
+    assert status.source == "database" and status.user_id == "AP0001" and status.has_token
+    assert status.expires_at == token_expiry(status.issued_at)  # type: ignore[arg-type]
+    # Everything logged during the login flow (the test's own websockets client logs its
+    # URL at DEBUG afterwards; that is not ours to check here).
+    assert any(r.name.startswith("alphapanda") for r in login_records)
+    for record in login_records:
+        for secret in (token, request_token, SECRET):
+            assert secret not in record.getMessage() and secret not in str(record.args)
+
+
+async def test_login_with_a_wrong_secret_fails_without_echoing_it(
+    make_settings: Callable[..., Settings],
+) -> None:
+    settings = make_settings()
+    async with running_simulator(
+        api_key=settings.kite.api_key, api_secret=SECRET, ticks_per_second=10
+    ) as sim:
+        wrong = make_settings(api_root=sim.admin_url, api_secret="wrong-secret-e1f2")
+        async with AuthService(wrong) as auth:
+            with pytest.raises(LoginFailed, match="Invalid `checksum`") as failed:
+                await auth.login("req-9")
+            with pytest.raises(AuthRequired):
+                await auth.get_access_token()
+    assert "wrong-secret-e1f2" not in str(failed.value) and "req-9" not in str(failed.value)
+
+
+async def test_auth_login_cli_against_the_simulator(
+    schema: str, unique: str, make_settings: Callable[..., Settings]
+) -> None:
+    key = f"cli{unique}"
+    async with running_simulator(api_key=key, api_secret=SECRET, ticks_per_second=10) as sim:
+        result = await asyncio.to_thread(
+            run_cli,
+            schema,
+            key,
+            "auth",
+            "login",
+            "--request-token",
+            "req-cli-77",
+            ALPHAPANDA_KITE__API_ROOT=sim.admin_url,
+            ALPHAPANDA_KITE__API_SECRET=SECRET,
+        )
+    assert result.returncode == 0, result.stderr
+    assert "logged in" in result.stdout and "AP0001" in result.stdout
+    assert "06:00 IST" in result.stdout
+    async with AuthService(make_settings(api_key=key)) as auth:
+        token = await auth.get_access_token()
+    assert token not in result.stdout + result.stderr and SECRET not in result.stdout
