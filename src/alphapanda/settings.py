@@ -159,6 +159,9 @@ class ApiSettings(_Group):
     api_key: SecretStr = SecretStr("dev-api-key")
     rate_limit: str = "120/minute"
     rate_limit_mutating: str = "30/minute"
+    # Redis key prefix of the shared rate-limit buckets; API processes that should share
+    # one limit use the same prefix (and the same Redis).
+    rate_limit_key_prefix: str = "alphapanda:ratelimit"
     trusted_proxies: tuple[str, ...] = ()
 
 

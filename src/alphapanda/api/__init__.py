@@ -1,0 +1,12 @@
+"""The control API and the live status page (FastAPI), with a Redis-shared rate limit.
+
+``create_app`` builds the app against a ``FeedControl`` (the running feed) or none (the
+read-only monitoring API of ``alphapanda api``); ``serve_api`` serves it inside a
+``TaskGroup`` with graceful shutdown.
+"""
+
+from alphapanda.api.app import create_app
+from alphapanda.api.control import FeedControl
+from alphapanda.api.server import serve_api
+
+__all__ = ["FeedControl", "create_app", "serve_api"]

@@ -1,0 +1,114 @@
+"""Request and response bodies of the control API (they are its OpenAPI schema)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+Mode = Literal["ltp", "quote", "full"]
+# Kite instrument tokens are unsigned 32-bit integers on the wire.
+Token = Field(ge=1, le=2**32 - 1)
+MAX_TOKENS_PER_REQUEST = 9000
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SubscribeRequest(_Body):
+    """Add instruments, or change the mode of instruments already subscribed."""
+
+    tokens: list[int] = Field(min_length=1, max_length=MAX_TOKENS_PER_REQUEST)
+    mode: Mode = "quote"
+
+    model_config = ConfigDict(
+        extra="forbid",
+        frozen=True,
+        json_schema_extra={"examples": [{"tokens": [256265, 738561], "mode": "full"}]},
+    )
+
+
+class UnsubscribeRequest(_Body):
+    tokens: list[int] = Field(min_length=1, max_length=MAX_TOKENS_PER_REQUEST)
+
+
+class SubscriptionsView(BaseModel):
+    total: int
+    by_mode: dict[str, int]
+    subscriptions: dict[str, str] = Field(description="token → mode")
+
+
+class SubscriptionChange(BaseModel):
+    changed: int
+    total: int
+    by_mode: dict[str, int]
+
+
+class Health(BaseModel):
+    status: Literal["ok"] = "ok"
+    role: Literal["feed", "monitor"]
+
+
+class Readiness(BaseModel):
+    ready: bool
+    reasons: list[str]
+
+
+class Problem(BaseModel):
+    """Every error body: a human-readable ``detail``."""
+
+    detail: str
+
+
+class ConnectionView(BaseModel):
+    shard: str
+    state: str
+    since: str | None = None
+    reconnect_count: int | None = None
+    last_disconnect_reason: str | None = None
+    instruments: int | None = None
+    ticks_received: int | None = None
+    last_frame_age_seconds: float | None = None
+
+
+class LatencyView(BaseModel):
+    p50: float | None = None
+    p90: float | None = None
+    p99: float | None = None
+    max: float | None = None
+
+
+class BufferView(BaseModel):
+    depth: int | None = None
+    capacity: int | None = None
+    policy: str | None = None
+
+
+class SpoolView(BaseModel):
+    bytes: int | None = None
+    messages: int | None = None
+
+
+class StatusView(BaseModel):
+    """What the feed is doing, in one document (the status page and CLI read this)."""
+
+    source: Literal["feed", "redis"] = Field(
+        description="'feed': live from the feed process; 'redis': the last metrics flush"
+    )
+    available: bool = Field(description="False when no figures could be read")
+    ready: bool | None = None
+    updated_at: str | None = None
+    ticks_received: int | None = None
+    ticks_per_second: float | None = None
+    last_tick_age_seconds: float | None = None
+    sends_ok: int | None = None
+    sends_failed: int | None = None
+    send_latency_seconds: LatencyView = LatencyView()
+    drops: dict[str, int] = {}
+    malformed: dict[str, int] = {}
+    reconnects: dict[str, int] = {}
+    buffer: BufferView = BufferView()
+    spool: SpoolView = SpoolView()
+    connections: list[ConnectionView] = []
+    subscriptions: dict[str, int] = Field(default={}, description="mode → instruments")

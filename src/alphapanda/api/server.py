@@ -1,0 +1,129 @@
+"""Serving the API inside a process that owns its event loop and its signals.
+
+``serve_api`` is one coroutine the feed's ``TaskGroup`` (or ``alphapanda api``) awaits.
+It returns when ``stop`` is set, and shuts uvicorn down gracefully (listening socket
+closed, open requests given ``shutdown_grace`` seconds) when its task is cancelled, so
+the caller stops it either way without leaking a socket. uvicorn's own signal handlers
+are disabled: SIGTERM/SIGINT belong to the feed's shutdown sequence (K3), and uvicorn
+would otherwise re-raise them after it stopped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Generator
+
+import uvicorn
+from fastapi import FastAPI
+
+from alphapanda.api.app import ApiContext, create_app
+from alphapanda.api.control import FeedControl
+from alphapanda.metrics.collector import redis_from_url
+from alphapanda.metrics.reader import MetricsReader
+from alphapanda.settings import Settings
+
+log = logging.getLogger(__name__)
+
+# Redis reads for monitoring give up quickly; the routes answer 503 meanwhile.
+_READER_TIMEOUT = 1.0
+
+
+class ApiStartupError(RuntimeError):
+    """The API could not start serving (typically: the port is taken)."""
+
+
+class EmbeddedServer(uvicorn.Server):
+    """uvicorn without signal handling; the host process decides when it stops."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Generator[None, None, None]:
+        yield
+
+
+def server_config(app: FastAPI, host: str, port: int, shutdown_grace: float) -> uvicorn.Config:
+    return uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        lifespan="off",
+        # Logging is configured once by the process (structlog); uvicorn must not redo it.
+        log_config=None,
+        # The status page polls every second; per-request INFO lines would drown the log.
+        access_log=False,
+        timeout_graceful_shutdown=max(1, round(shutdown_grace)),
+        server_header=False,
+    )
+
+
+async def serve_app(
+    app: FastAPI,
+    host: str,
+    port: int,
+    *,
+    stop: asyncio.Event | None = None,
+    shutdown_grace: float = 3.0,
+) -> None:
+    """Serve an already built app until ``stop`` is set or the task is cancelled."""
+    server = EmbeddedServer(server_config(app, host, port, shutdown_grace))
+    ctx = app.state.ctx
+    assert isinstance(ctx, ApiContext)
+    try:
+        async with asyncio.TaskGroup() as tg:
+            tg.create_task(_serve(server, host, port))
+            if stop is not None:
+                tg.create_task(_exit_when(stop, server))
+    finally:
+        await ctx.limiter.aclose()
+
+
+async def _serve(server: EmbeddedServer, host: str, port: int) -> None:
+    try:
+        await server.serve()
+    except SystemExit:
+        # uvicorn exits the interpreter when it cannot bind; in a service that must be an
+        # ordinary error the supervisor sees, not a process exit from inside a task.
+        raise ApiStartupError(f"could not serve the API on {host}:{port}") from None
+    except asyncio.CancelledError:
+        if server.started:
+            server.should_exit = True
+            await server.shutdown()
+        raise
+
+
+async def _exit_when(stop: asyncio.Event, server: EmbeddedServer) -> None:
+    # Server failures end the TaskGroup and cancel this wait, so it never outlives it.
+    await stop.wait()
+    server.should_exit = True
+
+
+async def serve_api(
+    settings: Settings,
+    control: FeedControl | None,
+    *,
+    metrics_reader: MetricsReader | None = None,
+    stop: asyncio.Event | None = None,
+    host: str | None = None,
+    port: int | None = None,
+) -> None:
+    """Build and serve the API on ``settings.api.host:port`` until stopped or cancelled.
+
+    ``control`` is the running feed (None for the read-only monitoring API). Without a
+    ``metrics_reader`` one is created on ``settings.redis.url`` and closed on exit.
+    """
+    own_redis = None
+    if metrics_reader is None:
+        own_redis = redis_from_url(settings.redis.url.get_secret_value(), timeout=_READER_TIMEOUT)
+        metrics_reader = MetricsReader(own_redis, settings.metrics.namespace)
+    try:
+        app = create_app(settings, control, metrics_reader)
+        await serve_app(
+            app,
+            host or settings.api.host,
+            settings.api.port if port is None else port,
+            stop=stop,
+        )
+    finally:
+        if own_redis is not None:
+            await own_redis.aclose()
