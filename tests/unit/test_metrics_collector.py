@@ -10,7 +10,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from alphapanda.metrics import keys as k
 from alphapanda.metrics.collector import PipelineMetricsCollector, RateTracker
-from alphapanda.metrics.prometheus import build_registry, render_latest, render_samples
+from alphapanda.metrics.prometheus import asgi_app, build_registry, render_latest, render_samples
 from alphapanda.metrics.reader import health_of, samples_of, status_rows
 from alphapanda.metrics.samples import MetricsSource, Sample
 from alphapanda.settings import Settings
@@ -285,6 +285,29 @@ def test_mixed_label_sets_in_one_family_are_exported() -> None:
         if s.name == "alphapanda_frames_total"
     }
     assert values == {(("shard", "0"),): 1, (("kind", "binary"), ("shard", "1")): 2}
+
+
+async def test_asgi_app_serves_the_exposition() -> None:
+    app = asgi_app(build_registry(make(FeedSource(received=3)).gather))
+    sent: list[dict[str, object]] = []
+
+    async def receive() -> dict[str, object]:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: dict[str, object]) -> None:
+        sent.append(message)
+
+    scope = {
+        "type": "http",
+        "method": "GET",
+        "path": "/metrics",
+        "query_string": b"",
+        "headers": [],
+    }
+    await app(scope, receive, send)
+    assert sent[0]["status"] == 200
+    body = b"".join(m.get("body", b"") for m in sent[1:])  # type: ignore[misc]
+    assert b"alphapanda_ticks_received_total 3.0" in body
 
 
 # ---------------------------------------------------------------- reader (pure parts)

@@ -15,6 +15,7 @@ import logging
 import re
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -23,6 +24,7 @@ from prometheus_client import (
     ProcessCollector,
     generate_latest,
 )
+from prometheus_client.asgi import make_asgi_app
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from alphapanda.metrics.samples import Sample, SampleKind
@@ -133,3 +135,8 @@ def render_samples(samples: Iterable[Sample]) -> tuple[bytes, str]:
     read by an API process that does not host the feed itself."""
     frozen = list(samples)
     return render_latest(build_registry(lambda: frozen))
+
+
+def asgi_app(registry: CollectorRegistry) -> Callable[..., Any]:
+    """An ASGI app serving ``registry`` (mount it at ``/metrics``; gzip when asked)."""
+    return make_asgi_app(registry=registry)
