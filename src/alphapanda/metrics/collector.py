@@ -331,7 +331,7 @@ class PipelineMetricsCollector:
         first = self._failing_since is None
         if first:
             self._failing_since = now
-        if first or now - self._last_failure_log >= _FAILURE_LOG_EVERY or unexpected:
+        if first or now - self._last_failure_log >= _FAILURE_LOG_EVERY:
             self._last_failure_log = now
             cause = type(exc).__name__ if exc is not None else f"no reply in {self._flush_timeout}s"
             log.warning(
