@@ -212,7 +212,6 @@ def test_instruments_load_cli_reports_bad_rows_and_is_idempotent(
     assert unknown.returncode != 0 and "unknown instrument token" in unknown.stderr
 
 
-@pytest.mark.slow
 async def test_csv_fallback_then_database_recovery(
     private_postgres: PrivateService,
     settings_for: Callable[..., Settings],
