@@ -74,6 +74,12 @@ async def serve_app(
             tg.create_task(_serve(server, host, port))
             if stop is not None:
                 tg.create_task(_exit_when(stop, server))
+    except ExceptionGroup as group:
+        # One failing task is the usual case (cannot bind); surface it as itself so a
+        # caller can ``except ApiStartupError`` (the watcher only ever gets cancelled).
+        if len(group.exceptions) == 1:
+            raise group.exceptions[0] from None
+        raise
     finally:
         await ctx.limiter.aclose()
 

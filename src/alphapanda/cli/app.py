@@ -57,12 +57,15 @@ def settings_from(ctx: typer.Context) -> Settings:
 def _register() -> None:
     # Imported for their side effect of adding commands to ``app``.
     from alphapanda.cli import (  # noqa: F401
+        api_cmd,
         auth_cmd,
         config_cmd,
         db_cmd,
         doctor_cmd,
+        feed_cmd,
         instruments_cmd,
         sim_cmd,
+        status_cmd,
     )
 
 

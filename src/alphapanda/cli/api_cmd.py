@@ -1,0 +1,47 @@
+"""``alphapanda api``: the read-only monitoring API as a process of its own.
+
+It serves ``/health``, ``/status`` and ``/metrics`` as of the collector's last flush to
+Redis, the ``/monitoring/*`` routes and the status page; subscription routes exist only
+in the feed process. It shares the Redis rate limit with every other API process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from typing import Annotated
+
+import typer
+
+from alphapanda.api.server import ApiStartupError, serve_api
+from alphapanda.cli.app import app, settings_from
+from alphapanda.logs import configure_logging, secrets_of
+from alphapanda.settings import Settings
+
+
+@app.command("api")
+def api(
+    ctx: typer.Context,
+    host: Annotated[
+        str | None, typer.Option(help="Interface to listen on [default: ALPHAPANDA_API__HOST].")
+    ] = None,
+    port: Annotated[
+        int | None, typer.Option(help="Port [default: ALPHAPANDA_API__PORT, 18080].")
+    ] = None,
+) -> None:
+    """Run the read-only monitoring API (status page at http://HOST:PORT/)."""
+    settings = settings_from(ctx)
+    configure_logging(settings.log, secrets=secrets_of(settings))
+    try:
+        asyncio.run(_serve(settings, host, port))
+    except ApiStartupError as exc:
+        typer.secho(str(exc), fg=typer.colors.RED, err=True)
+        raise typer.Exit(1) from None
+
+
+async def _serve(settings: Settings, host: str | None, port: int | None) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    await serve_api(settings, None, stop=stop, host=host, port=port)
