@@ -62,7 +62,6 @@ def _register() -> None:
         config_cmd,
         db_cmd,
         doctor_cmd,
-        feed_cmd,
         instruments_cmd,
         sim_cmd,
         status_cmd,
