@@ -122,3 +122,23 @@ def test_full_spool_refuses_unless_forced(tmp_path: Path) -> None:
     window = spool.read_window(1000)
     assert window == [msg(i) for i in range(written)] + [msg(101)]
     spool.close()
+
+
+async def test_partial_commit_keeps_the_rest_for_the_next_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(spool_module, "SEGMENT_MAX_BYTES", 500)
+    spool = Spool(tmp_path, 1 << 20)
+    spool.open()
+    spool.extend(msg(i) for i in range(30))
+    assert len(spool.read_window(20)) == 20
+    spool.commit_window(12)
+    assert spool.pending == 18
+    await spool.sync()
+    spool.close()
+    again = Spool(tmp_path, 1 << 20)
+    assert again.open() == 18
+    assert again.read_window(100) == [msg(i) for i in range(12, 30)]
+    again.commit_window()
+    assert again.pending == 0 and segments(tmp_path) == []
+    again.close()

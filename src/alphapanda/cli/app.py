@@ -62,6 +62,7 @@ def _register() -> None:
         config_cmd,
         db_cmd,
         doctor_cmd,
+        feed_cmd,
         instruments_cmd,
         sim_cmd,
         status_cmd,

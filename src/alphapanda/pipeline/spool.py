@@ -72,8 +72,7 @@ class Spool:
         self._sizes: dict[int, int] = {}
         self._writer: IO[bytes] | None = None
         self._cursor: tuple[int, int] = (1, 0)
-        self._window_end: tuple[int, int] | None = None
-        self._window_count = 0
+        self._window_ends: list[tuple[int, int]] = []
         self._encoder = msgspec.msgpack.Encoder()
         self._decoder = msgspec.msgpack.Decoder(_Payload)
         self._dirty = False
@@ -218,6 +217,7 @@ class Spool:
             self._writer.flush()
         segment, offset = self._cursor
         messages: list[EncodedMessage] = []
+        ends: list[tuple[int, int]] = []
         while len(messages) < max_records and segment in self._sizes:
             with open(self.directory / _segment_name(segment), "rb") as f:
                 f.seek(offset)
@@ -228,22 +228,28 @@ class Spool:
                     key, value, headers, received_at_ns = self._decoder.decode(record)
                     messages.append(EncodedMessage(key, value, headers, received_at_ns))
                     offset += _HEADER.size + len(record)
+                    ends.append((segment, offset))
             if offset >= self._sizes[segment] and segment != self._segments[-1]:
                 segment, offset = segment + 1, 0
             else:
                 break
-        self._window_end = (segment, offset)
-        self._window_count = len(messages)
+        self._window_ends = ends
         return messages
 
-    def commit_window(self) -> None:
-        """Every record of the last window was acked: move past it for good."""
-        if self._window_end is None:
+    def commit_window(self, count: int | None = None) -> None:
+        """The first ``count`` records of the last window (all by default) were acked:
+        move past them for good. A partial commit is for shutdown, where the rest of
+        the window could not be delivered and must be replayed by the next run."""
+        ends = self._window_ends
+        count = len(ends) if count is None else min(count, len(ends))
+        self._window_ends = []
+        if count == 0:
             return
-        self._cursor = self._window_end
-        self.pending -= self._window_count
-        self._window_end = None
-        self._window_count = 0
+        segment, offset = ends[count - 1]
+        if segment in self._sizes and offset >= self._sizes[segment] and segment != self._segments[-1]:
+            segment, offset = segment + 1, 0
+        self._cursor = (segment, offset)
+        self.pending -= count
         for number in list(self._segments):
             if number < self._cursor[0]:
                 self._delete(number)

@@ -1,0 +1,304 @@
+"""``MarketFeedService``: the orchestrator — Kite ticker → TickBuffer → publisher → Kafka.
+
+Wiring, start-up and shutdown order live here and nowhere else::
+
+    TickerClient ──put_many──▶ TickBuffer ──take_batch──▶ Publisher ──▶ MessageProducer ──▶ Kafka
+                                                              └────────▶ Spool (broker away)
+
+Start-up: open the spool (a previous run's records are replayed before anything new),
+create the topic (retried in the background while the broker is unreachable: ticks
+meanwhile wait in librdkafka's queue and then the spool), load the instruments to
+stream from an ``InstrumentSource`` and subscribe, then run every part as one task of
+one ``TaskGroup``.
+
+Shutdown (``request_stop()``, wired to SIGTERM/SIGINT by ``alphapanda feed``): stop
+reading (close every socket), close the buffer, let the publisher drain it and flush
+the producer within ``feed.shutdown_deadline`` (spooling what cannot be flushed), then
+stop the extra services (metrics collector, API). A failure of any part stops the
+whole service, with the same drain.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Final, Protocol
+
+import msgspec
+
+from alphapanda.instruments import load_instrument_dump
+from alphapanda.kite.client import TickerClient
+from alphapanda.kite.connection import FrameListener
+from alphapanda.kite.tokens import StaticTokenProvider, TokenProvider
+from alphapanda.metrics.samples import MetricsSource, Sample
+from alphapanda.pipeline.accounting import Accounting
+from alphapanda.pipeline.buffer import TickBuffer
+from alphapanda.pipeline.formatter import TickFormatter
+from alphapanda.pipeline.producer import DeliveryHandler, MessageProducer
+from alphapanda.pipeline.publisher import Publisher, TickEncoder
+from alphapanda.pipeline.spool import Spool
+from alphapanda.pipeline.topics_admin import TopicSetupError, ensure_topic
+from alphapanda.pipeline.wire import WireEncoder
+from alphapanda.settings import Settings
+from alphapanda.topics import TopicNames
+
+log = logging.getLogger(__name__)
+
+# Between attempts to create the topic while the broker is unreachable at start-up.
+TOPIC_RETRY_DELAY: Final = 5.0
+
+
+class InstrumentSource(Protocol):
+    """Which instruments to stream, and in which mode (token -> "ltp"|"quote"|"full")."""
+
+    async def load(self) -> dict[int, str]: ...
+
+
+class BackgroundService(Protocol):
+    """Something that runs beside the pipeline (metrics collector, API server).
+
+    ``run()`` returns after ``stop()``; it is cancelled if it does not within a second.
+    """
+
+    async def run(self) -> None: ...
+
+    def stop(self) -> None: ...
+
+
+class CsvInstrumentSource:
+    """Every instrument of a Kite instrument-dump CSV, all in one mode, capped at ``limit``."""
+
+    def __init__(self, path: Path, mode: str, limit: int) -> None:
+        self.path = path
+        self.mode = mode
+        self.limit = limit
+
+    async def load(self) -> dict[int, str]:
+        instruments, errors = await asyncio.to_thread(load_instrument_dump, self.path)
+        if errors:
+            log.warning(
+                "%s: %d rows skipped (first: line %d)", self.path, len(errors), errors[0].line
+            )
+        tokens = list(dict.fromkeys(i.instrument_token for i in instruments))
+        if len(tokens) > self.limit:
+            log.warning(
+                "%s lists %d instruments; streaming the first %d (the API key's capacity)",
+                self.path,
+                len(tokens),
+                self.limit,
+            )
+            tokens = tokens[: self.limit]
+        return dict.fromkeys(tokens, self.mode)
+
+
+class MarketFeedService:
+    """The market feed: owns every part of the tick path and their life cycle."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        instruments: InstrumentSource | None = None,
+        tokens: TokenProvider | None = None,
+        frame_listener: FrameListener | None = None,
+        services: Sequence[BackgroundService] = (),
+    ) -> None:
+        self.settings = settings
+        feed = settings.feed
+        kite = settings.kite
+        self.topic = TopicNames.market_ticks(settings.kafka.topic_prefix)
+        self.accounting = Accounting()
+        self.buffer = TickBuffer(feed.buffer_capacity, feed.buffer_policy, self.accounting)
+        self.spool = Spool(feed.spool_dir, feed.spool_max_bytes)
+        self.formatter = TickFormatter(include_depth=feed.include_depth, include_oi=feed.include_oi)
+        self.encoder = TickEncoder(self.formatter, WireEncoder(feed.wire_format), self.accounting)
+
+        def make_producer(on_delivery: DeliveryHandler) -> MessageProducer:
+            return MessageProducer(settings.kafka, self.topic, on_delivery)
+
+        self.publisher = Publisher(
+            self.buffer,
+            self.encoder,
+            make_producer,
+            self.spool,
+            self.accounting,
+            batch_max=feed.batch_max,
+            shutdown_deadline=feed.shutdown_deadline,
+            queue_max_messages=settings.kafka.queue_max_messages,
+        )
+        self.producer = self.publisher.producer
+        self.client = TickerClient(
+            kite, tokens or StaticTokenProvider(kite), self.buffer, frame_listener=frame_listener
+        )
+        self.instruments: InstrumentSource = instruments or CsvInstrumentSource(
+            feed.instruments_csv,
+            feed.mode,
+            kite.max_connections * kite.max_instruments_per_connection,
+        )
+        self.services = list(services)
+        self.topic_ready = False
+        self.started = asyncio.Event()
+        self._stop = asyncio.Event()
+
+    def metrics_sources(self) -> list[MetricsSource]:
+        """Every part that counts something, for the metrics collector."""
+        return [
+            self.accounting,
+            self.buffer,
+            self.publisher,
+            self.producer,
+            self.spool,
+            self.formatter,
+            self.client,
+            _ServiceFigures(self),
+        ]
+
+    def request_stop(self) -> None:
+        """Begin the graceful shutdown (safe to call from a signal handler, repeatedly)."""
+        self._stop.set()
+
+    def attach(self, service: BackgroundService) -> None:
+        """Run ``service`` beside the pipeline (call before ``run()``)."""
+        self.services.append(service)
+
+    def readiness(self) -> tuple[bool, list[str]]:
+        """``(ready, reasons)``: ready when a Kite connection is streaming AND the broker
+        accepts writes (topic exists, nothing being spooled)."""
+        reasons = []
+        if not self.client.is_streaming():
+            reasons.append("no Kite connection is streaming")
+        if not self.topic_ready:
+            reasons.append(f"topic {self.topic} not created yet (broker unreachable?)")
+        if self.publisher.spooling:
+            reasons.append("broker not accepting writes: ticks are going to the disk spool")
+        return not reasons, reasons
+
+    def is_ready(self) -> bool:
+        """See ``readiness()``."""
+        return self.readiness()[0]
+
+    def status(self) -> dict[str, Any]:
+        """A plain-data picture of the tick path, for the API and ``alphapanda status``."""
+        p50, p99 = self.producer.latency.percentiles(0.5, 0.99)
+        return {
+            "topic": self.topic,
+            "ready": self.is_ready(),
+            "accounting": self.accounting.snapshot(),
+            "buffer": {
+                "policy": self.buffer.policy,
+                "depth": len(self.buffer),
+                "capacity": self.buffer.capacity,
+                "high_water": self.buffer.high_water,
+            },
+            "spool": {
+                "records": self.spool.pending,
+                "bytes": self.spool.size_bytes,
+                "spooling": self.publisher.spooling,
+            },
+            "producer": {
+                "pending": self.producer.pending,
+                "delivered": self.producer.delivered,
+                "failed": dict(self.producer.failed),
+                "latency_p50_seconds": p50,
+                "latency_p99_seconds": p99,
+            },
+            "connections": [msgspec.to_builtins(s) for s in self.client.statuses()],
+            "subscriptions": len(self.client.subscriptions()),
+        }
+
+    async def run(self) -> None:
+        """Run until ``request_stop()`` (or a part fails), then shut down in order."""
+        recovered = self.spool.open()
+        if recovered:
+            self.accounting.recover(recovered)
+            log.warning(
+                "spool holds %d messages from a previous run: replaying them first", recovered
+            )
+        subscriptions = await self.instruments.load()
+        await self.client.set_subscriptions(subscriptions)
+        log.info(
+            "streaming %d instruments to topic %s (buffer %s/%d)",
+            len(subscriptions),
+            self.topic,
+            self.buffer.policy,
+            self.buffer.capacity,
+        )
+        try:
+            async with asyncio.TaskGroup() as tg:
+                tg.create_task(self._ensure_topic(), name="topic-setup")
+                tg.create_task(self.producer.run(), name="producer-poll")
+                publisher = tg.create_task(self.publisher.run(), name="publisher")
+                client = tg.create_task(self.client.run(), name="kite-client")
+                extras = [
+                    tg.create_task(service.run(), name=f"service-{type(service).__name__}")
+                    for service in self.services
+                ]
+                self.started.set()
+                await self._stop.wait()
+                log.info("shutting down: closing sockets, draining the buffer")
+                await self._stop_quietly("kite client", self.client.stop())
+                await client
+                self.buffer.close()
+                await publisher
+                self._log_final()
+                for service, task in zip(self.services, extras, strict=True):
+                    service.stop()
+                    with contextlib.suppress(TimeoutError):
+                        async with asyncio.timeout(1.0):
+                            await asyncio.shield(task)
+                    task.cancel()
+        finally:
+            self.spool.close()
+
+    async def _stop_quietly(self, what: str, awaitable: Any) -> None:
+        # Teardown errors are logged once and do not stop the rest of the shutdown.
+        try:
+            await awaitable
+        except Exception:
+            log.exception("error while stopping the %s", what)
+
+    async def _ensure_topic(self) -> None:
+        while not self._stop.is_set():
+            try:
+                await ensure_topic(self.settings.kafka, self.topic)
+            except TopicSetupError as exc:
+                log.warning(
+                    "%s; retrying in %.0f s (ticks are queued meanwhile)", exc, TOPIC_RETRY_DELAY
+                )
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(TOPIC_RETRY_DELAY):
+                        await self._stop.wait()
+                continue
+            self.topic_ready = True
+            return
+
+    def _log_final(self) -> None:
+        figures = self.accounting.snapshot()
+        log.info(
+            "stopped: received=%d published=%d dropped=%d spooled=%d in_flight=%d",
+            figures["received"],
+            figures["published"],
+            figures["dropped"],
+            figures["spooled"],
+            figures["in_flight"],
+        )
+        if self.accounting.imbalance():
+            log.error("accounting imbalance of %d ticks (a bug)", self.accounting.imbalance())
+
+
+class _ServiceFigures:
+    """Service-level gauges (readiness, topic)."""
+
+    def __init__(self, service: MarketFeedService) -> None:
+        self._service = service
+
+    def samples(self) -> list[Sample]:
+        return [
+            Sample("feed_ready", "gauge", int(self._service.is_ready()), (), "1 when ready."),
+            Sample(
+                "feed_topic_ready", "gauge", int(self._service.topic_ready), (), "Topic exists."
+            ),
+        ]
