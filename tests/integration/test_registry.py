@@ -264,3 +264,43 @@ async def test_asyncpg_listener_connection_uses_the_schema(settings: Settings) -
         assert await conn.fetchval("SELECT current_schema()") == settings.database.schema_name
     finally:
         await conn.close()
+
+
+async def test_streaming_is_capped_at_the_api_keys_capacity(
+    settings_for: Callable[..., Settings], schema: str, tmp_path: Path
+) -> None:
+    csv = write_dump(tmp_path / "instruments.csv")
+    small = settings_for(
+        database={"url": SHARED_DATABASE, "schema_name": schema},
+        kite={"max_connections": 1, "max_instruments_per_connection": 2},
+        feed={"instruments_csv": csv},
+    )
+    async with InstrumentRegistryService(small) as registry:
+        await registry.load_dump(csv)
+        await registry.stream([738561, 408065], "full")
+        with pytest.raises(ValueError, match="at most 2"):
+            await registry.stream([256265], "full")
+        with pytest.raises(ValueError, match="at most 2"):
+            await registry.load_dump(csv, stream_mode="quote")
+        # Refused as a whole: the set is what it was.
+        assert await registry.streaming() == {738561: "full", 408065: "full"}
+
+    roomy = settings_for(database={"url": SHARED_DATABASE, "schema_name": schema})
+    async with InstrumentRegistryService(roomy) as registry:
+        await registry.stream([256265, 412675], "ltp")
+    # Streaming four instruments was allowed by a larger deployment; the small one
+    # streams what it can and says so.
+    async with InstrumentRegistryService(small) as registry:
+        assert await registry.load() == {256265: "ltp", 408065: "full"}
+        assert registry.over_capacity == 1
+
+
+def test_db_upgrade_and_current_cli(schema: str) -> None:
+    before = run_cli(schema, "db", "current")
+    assert before.returncode == 0, before.stderr
+    assert "revision none" in before.stdout and "upgrade needed" in before.stdout
+    upgraded = run_cli(schema, "db", "upgrade")
+    assert upgraded.returncode == 0, upgraded.stderr
+    assert f"schema {schema} at revision {head_revision()}" in upgraded.stdout
+    assert run_cli(schema, "db", "upgrade").returncode == 0  # idempotent
+    assert "up to date" in run_cli(schema, "db", "current").stdout

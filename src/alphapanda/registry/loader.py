@@ -91,11 +91,14 @@ async def unknown_tokens(conn: AsyncConnection, tokens: Iterable[int]) -> list[i
     return [t for t in wanted if t not in known]
 
 
-async def enable_streaming(conn: AsyncConnection, tokens: Iterable[int], mode: str) -> int:
+async def enable_streaming(
+    conn: AsyncConnection, tokens: Iterable[int], mode: str, capacity: int | None = None
+) -> int:
     """Mark instruments for streaming in ``mode``; returns how many rows changed.
 
-    Raises ``ValueError`` for a bad mode or for tokens missing from ``instruments``
-    (nothing is written then)."""
+    Raises ``ValueError`` for a bad mode, for tokens missing from ``instruments``, or
+    when more than ``capacity`` instruments would stream; the caller's transaction must
+    then be rolled back (nothing is written)."""
     _check_mode(mode)
     wanted = sorted(set(tokens))
     if not wanted:
@@ -120,6 +123,15 @@ async def enable_streaming(conn: AsyncConnection, tokens: Iterable[int], mode: s
             where=(table.c.mode != stmt.excluded.mode) | ~table.c.enabled,
         )
         changed += (await conn.execute(stmt)).rowcount
+    if capacity is not None:
+        total = (
+            await conn.execute(select(func.count()).select_from(table).where(table.c.enabled))
+        ).scalar_one()
+        if total > capacity:
+            raise ValueError(
+                f"this would stream {total} instruments; the API key allows at most {capacity} "
+                "(kite.max_connections x kite.max_instruments_per_connection)"
+            )
     return changed
 
 

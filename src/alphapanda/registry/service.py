@@ -93,6 +93,9 @@ class InstrumentRegistryService:
         self.source: Source = "none"
         self.db_errors = 0
         self._watcher: StreamingSetWatcher | None = None
+        kite = settings.kite
+        self.capacity = kite.max_connections * kite.max_instruments_per_connection
+        self.over_capacity = 0
 
     def __repr__(self) -> str:
         return f"InstrumentRegistryService(db={self._database.display_url!r}, schema={self._database.schema!r})"
@@ -165,7 +168,22 @@ class InstrumentRegistryService:
                     "use `alphapanda instruments stream` or `instruments load --stream-mode`"
                 )
         self._last_loaded = desired
-        return dict(desired)
+        return self._cap(desired)
+
+    def _cap(self, desired: dict[int, str]) -> dict[int, str]:
+        # ``stream`` refuses to exceed the capacity, but a CSV or a hand-edited table can;
+        # streaming the first instruments beats refusing to stream anything.
+        if len(desired) <= self.capacity:
+            return dict(desired)
+        self.over_capacity += 1
+        log.error(
+            "%d instruments marked for streaming but the API key allows %d; streaming the "
+            "%d lowest tokens",
+            len(desired),
+            self.capacity,
+            self.capacity,
+        )
+        return {token: desired[token] for token in sorted(desired)[: self.capacity]}
 
     def _load_csv_fallback(self, exc: BaseException) -> dict[int, str]:
         path = self._settings.feed.instruments_csv
@@ -207,7 +225,11 @@ class InstrumentRegistryService:
             on_connected=self.ensure_schema,
             on_read=self._on_database_read,
         )
-        await self._watcher.run(on_change)
+
+        async def deliver(desired: dict[int, str]) -> None:
+            await on_change(self._cap(desired))
+
+        await self._watcher.run(deliver)
 
     def _on_database_read(self, desired: dict[int, str]) -> None:
         if self.source != "database":
@@ -235,7 +257,7 @@ class InstrumentRegistryService:
             changed = 0
             if stream_mode is not None:
                 changed = await loader.enable_streaming(
-                    conn, (i.instrument_token for i in instruments), stream_mode
+                    conn, (i.instrument_token for i in instruments), stream_mode, self.capacity
                 )
         return LoadReport(counts.inserted, counts.updated, counts.unchanged, tuple(errors), changed)
 
@@ -243,7 +265,7 @@ class InstrumentRegistryService:
         """Mark instruments for streaming in ``mode``; ValueError on unknown tokens."""
         await self.ensure_schema()
         async with self.engine.begin() as conn:
-            return await loader.enable_streaming(conn, tokens, mode)
+            return await loader.enable_streaming(conn, tokens, mode, self.capacity)
 
     async def unstream(self, tokens: Iterable[int]) -> int:
         """Stop streaming instruments; returns how many were streaming."""
@@ -289,6 +311,13 @@ class InstrumentRegistryService:
             1.0,
             (("source", self.source),),
             "Where the streaming set came from (database, csv, none)",
+        )
+        yield Sample(
+            "registry_over_capacity_total",
+            "counter",
+            float(self.over_capacity),
+            (),
+            "Streaming sets cut to the API key's capacity",
         )
         yield Sample(
             "registry_db_errors_total",
