@@ -300,3 +300,30 @@ async def test_a_crash_in_the_sink_restarts_the_connection() -> None:
         task.cancel()
     assert FailingSink.calls >= 2
     assert connector.max_live == 1
+
+
+async def test_a_slow_sink_is_backpressure_not_a_dead_socket() -> None:
+    from alphapanda.kite.protocol import encode_message, encode_tick
+
+    class SlowSink:
+        finished = 0
+
+        async def put_many(self, ticks: list[Tick]) -> None:
+            # Much longer than the liveness timeout: the reader is blocked downstream,
+            # and the socket must not be blamed for the silence meanwhile.
+            await asyncio.sleep(0.3)
+            SlowSink.finished += 1
+
+    tick = Tick(instrument_token=408065, mode="ltp", tradable=True, last_price=1.5)
+    frame = encode_message([encode_tick(tick)])
+    connector = MemoryConnector()
+    shard = ShardConnection(0, _settings(liveness_timeout=0.05), Tokens(), SlowSink(), connector)
+    shard.set_desired({408065: "ltp"})
+    async with asyncio.TaskGroup() as tg:
+        task = tg.create_task(shard.run())
+        await _until(lambda: bool(connector.opened))
+        await connector.opened[0].frames.put(frame)
+        await _until(lambda: SlowSink.finished == 1)
+        assert shard.counters.attempts.get("liveness_timeout", 0) == 0
+        assert len(connector.opened) == 1
+        task.cancel()

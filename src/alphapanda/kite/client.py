@@ -228,7 +228,8 @@ class TickerClient:
             (),
             "Frame listener (recorder) failures",
         )
-        states = [shard.state for shard in self._shards]
+        # Only shards in use: idle spare shards are not "stopped" connections.
+        states = [status.state for status in self.statuses()]
         for state in STATES:
             yield Sample(
                 "kite_connections",
