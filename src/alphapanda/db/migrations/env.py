@@ -38,6 +38,7 @@ def _run_online() -> None:
     from alphapanda.settings import load_settings
 
     database = Database.from_settings(load_settings().database)
+    context.config.attributes["schema"] = database.schema
 
     async def standalone() -> None:
         engine = database.create_engine()
