@@ -11,8 +11,9 @@ meanwhile wait in librdkafka's queue and then the spool), load the instruments t
 stream from an ``InstrumentSource`` and subscribe, then run every part as one task of
 one ``TaskGroup``.
 
-Shutdown (``request_stop()``, wired to SIGTERM/SIGINT by ``alphapanda feed``): stop
-reading (close every socket), close the buffer, let the publisher drain it and flush
+Shutdown (``request_stop()``, wired to SIGTERM/SIGINT by ``alphapanda feed``):
+unsubscribe and read until the exchange is quiet (bounded), stop reading (close every
+socket), close the buffer, let the publisher drain it and flush
 the producer within ``feed.shutdown_deadline`` (spooling what cannot be flushed), then
 stop the extra services (metrics collector, API). A failure of any part stops the
 whole service, with the same drain.
@@ -23,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Final, Protocol
@@ -49,6 +51,10 @@ log = logging.getLogger(__name__)
 
 # Between attempts to create the topic while the broker is unreachable at start-up.
 TOPIC_RETRY_DELAY: Final = 5.0
+# Shutdown: after unsubscribing, the sockets are read until no tick came for
+# QUIESCE_QUIET seconds, but never longer than QUIESCE_MAX.
+QUIESCE_QUIET: Final = 0.25
+QUIESCE_MAX: Final = 2.0
 
 
 class InstrumentSource(Protocol):
@@ -238,7 +244,8 @@ class MarketFeedService:
                 ]
                 self.started.set()
                 await self._stop.wait()
-                log.info("shutting down: closing sockets, draining the buffer")
+                log.info("shutting down: unsubscribing, closing sockets, draining the buffer")
+                await self._stop_quietly("subscriptions", self._quiesce())
                 await self._stop_quietly("kite client", self.client.stop())
                 await client
                 self.buffer.close()
@@ -252,6 +259,25 @@ class MarketFeedService:
                     task.cancel()
         finally:
             self.spool.close()
+
+    async def _quiesce(self) -> None:
+        # Unsubscribe first and read until the exchange goes quiet, so the ticks it
+        # already wrote into the sockets are read and published instead of being
+        # thrown away with the sockets. Bounded: an exchange that keeps sending (or a
+        # blocked buffer) cannot hold the shutdown longer than QUIESCE_MAX.
+        if not self.client.is_streaming():
+            return
+        await self.client.set_subscriptions({})
+        deadline = time.monotonic() + QUIESCE_MAX
+        last = self.accounting.received_socket
+        quiet_since = time.monotonic()
+        while time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+            now = time.monotonic()
+            if self.accounting.received_socket != last:
+                last, quiet_since = self.accounting.received_socket, now
+            elif now - quiet_since >= QUIESCE_QUIET:
+                return
 
     async def _stop_quietly(self, what: str, awaitable: Any) -> None:
         # Teardown errors are logged once and do not stop the rest of the shutdown.
