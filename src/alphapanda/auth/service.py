@@ -46,6 +46,7 @@ log = logging.getLogger(__name__)
 TokenOrigin = Literal["database", "settings", "none"]
 _DB_ERRORS: tuple[type[BaseException], ...] = (OSError, TimeoutError, DBAPIError)
 LOGIN_TIMEOUT = 15.0
+DB_LOOKUP_TIMEOUT = 3.0
 
 
 class AuthRequired(Exception):
@@ -220,8 +221,10 @@ class AuthService:
         self.lookups += 1
         now = self._clock()
         try:
-            await self._ensure_schema()
-            stored = await self._require_store().latest(self.api_key)
+            # Bounded: a hung database must not hold a connection attempt for long.
+            async with asyncio.timeout(DB_LOOKUP_TIMEOUT):
+                await self._ensure_schema()
+                stored = await self._require_store().latest(self.api_key)
         except _DB_ERRORS as exc:
             self.db_errors += 1
             if not self._db_down:
