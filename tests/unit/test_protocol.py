@@ -271,3 +271,41 @@ def test_client_messages() -> None:
 def test_client_message_rejects(action: str, mode: str | None) -> None:
     with pytest.raises(ProtocolError):
         client_message(action, [1], mode)
+
+
+def test_runs_of_full_packets_interleaved_with_other_kinds() -> None:
+    # Full packets are decoded in runs (length header read with the packet); a run must
+    # stop cleanly at any other kind, at an unknown length and at a torn packet.
+    full = full_tick()
+    quote = msgspec.structs.replace(full, mode=MODE_QUOTE, last_trade_time=None, oi=None)
+    quote = msgspec.structs.replace(
+        quote,
+        oi_day_high=None,
+        oi_day_low=None,
+        exchange_timestamp=None,
+        depth_buy=(),
+        depth_sell=(),
+    )
+    ltp = Tick(NSE_TOKEN, MODE_LTP, True, 10.5, received_at_ns=RECEIVED)
+    junk = b"\x00" * 186  # an unknown length big enough to be mistaken for a full packet
+    packets = [encode_tick(t) for t in (full, full, quote, full, ltp)] + [junk]
+    packets += [encode_tick(full), encode_tick(full)]
+    message = encode_message(packets)
+    decoded = decode_message(message, RECEIVED)
+    assert decoded.ticks == [full, full, quote, full, ltp, full, full]
+    assert decoded.skipped == [SkippedPacket(5, 186, SKIP_UNKNOWN_LENGTH)]
+
+    torn = decode_message(message[:-1], RECEIVED)
+    assert torn.ticks == [full, full, quote, full, ltp, full]
+    assert torn.skipped == [
+        SkippedPacket(5, 186, SKIP_UNKNOWN_LENGTH),
+        SkippedPacket(7, 184, SKIP_TRUNCATED),
+    ]
+
+
+def test_declared_count_smaller_than_packets_ignores_the_rest() -> None:
+    full = full_tick()
+    message = encode_message([encode_tick(full)] * 3)
+    decoded = decode_message(b"\x00\x02" + message[2:], RECEIVED)
+    assert decoded.ticks == [full, full]
+    assert decoded.skipped == []
