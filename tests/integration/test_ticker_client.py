@@ -96,7 +96,7 @@ async def test_silent_stall_is_detected_and_the_socket_replaced(sim: SimHandle) 
         await eventually(client.is_streaming)
         accepted = (await sim.stats())["handshakes"]["accepted"]
         # Longer than the liveness timeout: the server sends nothing, not even heartbeats.
-        await sim.fault_stall(2.5)
+        await sim.fault_stall(2.2)
         # Replaced within about the liveness timeout (generous bound, not a benchmark).
         await eventually(
             lambda: (
