@@ -32,6 +32,7 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from kiteconnect import KiteTicker
 
+from alphapanda.bench.decode import build_full_frames
 from alphapanda.kite.protocol import (
     MODE_FULL,
     MODE_LTP,
@@ -298,3 +299,15 @@ def test_index_bytes_round_trip_except_the_ignored_change_field(packet: bytes) -
     (tick,) = decode_message(encode_message([packet]), RECEIVED).ticks
     again = encode_tick(tick)
     assert again[:24] + again[28:] == packet[:24] + packet[28:]
+
+
+def test_benchmark_frames_agree_with_official(official: KiteTicker) -> None:
+    # The frames `alphapanda bench decode` times: realistic full-mode messages. Both
+    # parsers must read them identically, or the benchmark compares different work.
+    frames = build_full_frames(600, per_message=50, seed=3)
+    assert frames == build_full_frames(600, per_message=50, seed=3)  # deterministic
+    assert len(frames) == 12
+    ticks = [t for frame in frames for t in _assert_agree(official, frame)]
+    assert len(ticks) == 600
+    assert {t.mode for t in ticks} == {MODE_FULL}
+    assert {t.instrument_token & 0xFF for t in ticks} == {1, 2, 3, 4, 6, 7}

@@ -3,5 +3,7 @@
 ``baseline`` reproduces the original design (official ``KiteTicker`` thread, one
 ``run_coroutine_threadsafe`` per tick, per-tick aiokafka send and two Redis calls per
 tick); ``ceiling`` is a bare producer loop of pre-encoded records, the most the broker
-takes from one Python process. Both return plain numbers; the CLI formats them.
+takes from one Python process; ``decode`` times our protocol decoder against the
+official ``kiteconnect`` parser on the same frames. All return plain numbers; the CLI
+formats them.
 """

@@ -59,6 +59,7 @@ def _register() -> None:
     from alphapanda.cli import (  # noqa: F401
         api_cmd,
         auth_cmd,
+        bench_cmd,
         config_cmd,
         db_cmd,
         doctor_cmd,

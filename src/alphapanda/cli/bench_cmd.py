@@ -1,0 +1,61 @@
+"""``alphapanda bench …``: the SPEC §4 benchmarks, side by side with their baselines.
+
+This module owns the ``bench`` sub-app; each benchmark adds one command to
+:data:`bench_app` (``decode`` here; end-to-end, soak and chaos benchmarks live in their
+own modules and register on the same sub-app).
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from alphapanda.bench.decode import run_decode_benchmark
+from alphapanda.cli.app import app
+
+bench_app = typer.Typer(
+    name="bench",
+    help="Benchmarks (SPEC §4): ours vs the original design, same machine, same run.",
+    no_args_is_help=True,
+)
+app.add_typer(bench_app, name="bench")
+
+
+@bench_app.command("decode")
+def decode(
+    packets: Annotated[
+        int, typer.Option("--packets", min=1, help="Full-mode packets per repeat.")
+    ] = 50_000,
+    repeat: Annotated[
+        int, typer.Option("--repeat", min=1, help="Repeats; each decoder's best one counts.")
+    ] = 7,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the generated frames.")] = 7,
+) -> None:
+    """Full-mode packets/s: our decoder vs the official kiteconnect parser, same frames."""
+    result = run_decode_benchmark(packets=packets, repeat=repeat, seed=seed)
+    table = Table(
+        title=f"decode: {result.packets:,} full packets in {result.messages:,} messages, "
+        f"{repeat} repeats"
+    )
+    for column in ("decoder", "best packets/s", "median packets/s"):
+        table.add_column(column, justify="right" if column != "decoder" else "left")
+    table.add_row(
+        "alphapanda decode_message", f"{result.ours_best:,.0f}", f"{result.ours_median:,.0f}"
+    )
+    table.add_row(
+        "kiteconnect _parse_binary",
+        f"{result.official_best:,.0f}",
+        f"{result.official_median:,.0f}",
+    )
+    table.add_row("ratio", f"{result.ratio_best:.1f}×", f"{result.ratio_median:.1f}×")
+    console = Console(width=120)
+    console.print(table)
+    console.print(
+        f"python {platform.python_version()} on {platform.machine()}, "
+        f"{os.cpu_count()} CPUs; target ≥ 10× (SPEC §4)"
+    )
