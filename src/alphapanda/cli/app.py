@@ -65,6 +65,7 @@ def _register() -> None:
         doctor_cmd,
         feed_cmd,
         instruments_cmd,
+        record_cmd,
         sim_cmd,
         status_cmd,
     )

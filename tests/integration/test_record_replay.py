@@ -1,0 +1,149 @@
+"""Record raw frames from the simulator, replay them into Kafka and to stdout.
+
+The live feed records its own frames (``RecordingWriter`` as its frame listener) while
+publishing to one topic; the recording is then replayed through a second feed into a
+second topic. Both topics must hold the same records: same keys, in the same order per
+key, with the same ``data`` (only the event ``id`` and ``emitted_at`` differ).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+from typing import Any
+
+from confluent_kafka import Consumer, TopicPartition
+
+from alphapanda.kite.protocol import decode_message
+from alphapanda.recording import RecordingReader, RecordingWriter, encode_record
+from alphapanda.replay import replay_to_kafka, replay_to_stdout
+from alphapanda.service import MarketFeedService
+from alphapanda.settings import Settings
+from tests.support.feed import assert_books_balance, eventually, feed_settings, quiesce
+from tests.support.services import ROOT
+from tests.support.sim import running_simulator
+
+
+def _read_all(bootstrap: str, topic: str) -> dict[bytes, list[dict[str, Any]]]:
+    """key -> the events of that key in partition order (blocking)."""
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"rr-{uuid.uuid4().hex}"})
+    by_key: dict[bytes, list[dict[str, Any]]] = {}
+    try:
+        partitions = consumer.list_topics(topic, timeout=30).topics[topic].partitions
+        highs = {}
+        for p in partitions:
+            low, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=30)
+            if high > low:
+                highs[p] = high
+        consumer.assign([TopicPartition(topic, p, 0) for p in highs])
+        seen = dict.fromkeys(highs, 0)
+        while any(seen[p] < highs[p] for p in highs):
+            for message in consumer.consume(5000, 1.0):
+                assert message.error() is None, message.error()
+                partition = message.partition()
+                assert partition is not None
+                seen[partition] = (message.offset() or 0) + 1
+                value = message.value()
+                assert isinstance(value, bytes)
+                by_key.setdefault(message.key() or b"", []).append(json.loads(value))
+    finally:
+        consumer.close()
+    return by_key
+
+
+def _data_only(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    for event in events:
+        assert event["schema_version"] == 1 and event["event_type"] == "market_tick"
+    return [event["data"] for event in events]
+
+
+async def _record_live(settings: Settings, path: Path) -> MarketFeedService:
+    writer = RecordingWriter(path, {"mode": "full"})
+    service = MarketFeedService(settings, frame_listener=writer.on_frame)
+    service.attach(writer)  # run()/stop(): stopped after the publisher has drained
+    return service
+
+
+async def test_replay_to_kafka_publishes_what_the_live_feed_published(
+    settings_for, unique: str, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
+    path = tmp_path / "session.aprec"
+    async with running_simulator(ticks_per_second=1500) as sim:
+        live_settings = feed_settings(settings_for, sim)
+        service = await _record_live(live_settings, path)
+        async with asyncio.TaskGroup() as tg:
+            tg.create_task(service.run())
+            await eventually(lambda: service.accounting.published >= 2500, what="2500 acks")
+            await quiesce(sim, service)
+            service.request_stop()
+    assert_books_balance(service)
+    assert service.accounting.dropped_total == 0
+    live_ticks = service.accounting.published
+
+    records = list(RecordingReader(path))
+    assert sum(len(decode_message(r.frame, 0).ticks) for r in records) == live_ticks
+
+    replay_settings = settings_for(kafka={"topic_prefix": f"test.{unique}.replay."})
+    source, replayer = await replay_to_kafka(path, replay_settings, speed=None)
+    assert source.stats.ticks == live_ticks and source.stats.frames == len(records)
+    assert_books_balance(replayer)
+    assert replayer.accounting.published == live_ticks
+    assert replayer.topic != service.topic
+
+    bootstrap = live_settings.kafka.bootstrap_servers
+    live = await asyncio.to_thread(_read_all, bootstrap, service.topic)
+    replayed = await asyncio.to_thread(_read_all, bootstrap, replayer.topic)
+    assert sum(map(len, live.values())) == live_ticks
+    assert set(replayed) == set(live)
+    for key, events in live.items():
+        assert _data_only(replayed[key]) == _data_only(events), key
+    ids = {e["id"] for events in live.values() for e in events}
+    assert not ids & {e["id"] for events in replayed.values() for e in events}
+
+
+async def test_replay_paced_to_stdout_and_cli_tolerates_a_truncated_tail(
+    settings_for, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
+    path = tmp_path / "short.aprec"
+    async with running_simulator(ticks_per_second=1000) as sim:
+        settings = feed_settings(settings_for, sim)
+        service = await _record_live(settings, path)
+        async with asyncio.TaskGroup() as tg:
+            tg.create_task(service.run())
+            await eventually(lambda: service.accounting.published >= 500, what="500 acks")
+            service.request_stop()
+    records = list(RecordingReader(path))
+    ticks_per_record = [len(decode_message(r.frame, 0).ticks) for r in records]
+    assert sum(ticks_per_record) >= 500
+
+    # In process, at 50x the recorded pace: one line per tick, in recorded order.
+    out = tmp_path / "lines.jsonl"
+    with out.open("wb") as f:
+        source, sink = await replay_to_stdout(path, settings, f, speed=50.0)
+    lines = out.read_bytes().splitlines()
+    assert len(lines) == sink.lines == sum(ticks_per_record) == source.stats.ticks
+    first_tick = decode_message(records[0].frame, records[0].received_at_ns).ticks[0]
+    first_line = json.loads(lines[0])["data"]
+    assert first_line["instrument_token"] == first_tick.instrument_token
+    assert first_line["received_at"].startswith("20")
+
+    # The CLI on a copy cut in the middle of its last record: the complete ones replay.
+    cut = tmp_path / "cut.aprec"
+    whole = path.read_bytes()
+    last = records[-1]
+    cut.write_bytes(whole[: -len(encode_record(last.received_at_ns, last.frame)) // 2])
+    proc = await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-m", "alphapanda", "replay", str(cut), "--to", "stdout", "--fast"],
+        cwd=ROOT,
+        capture_output=True,
+        timeout=60,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr.decode()[-2000:]
+    assert len(proc.stdout.splitlines()) == sum(ticks_per_record[:-1])
+    assert b"partial record" in proc.stderr
