@@ -122,25 +122,43 @@ def test_rate_meter() -> None:
     assert rate == pytest.approx(50.0)
 
 
+def _sample(name: str, value: float, **labels: str) -> dict[str, object]:
+    kind = "counter" if name.endswith("_total") else "gauge"
+    return {"name": name, "kind": kind, "value": value, "labels": labels}
+
+
 def test_status_from_snapshot_reads_the_collector_document() -> None:
     snapshot = {
         "updated_at": "2026-01-01T00:00:00.000+00:00",
         "count": 1234,
         "ticks_per_second": 55.5,
         "last_tick_age_seconds": 0.2,
-        "sends": {"ok": 1200, "failed": 3},
-        "send_latency": {"p50": 0.002, "p99": 0.01},
-        "drops": {"drop_oldest": 7},
-        "buffer_depth": 12,
-        "spool": {"bytes": 0, "messages": 0},
-        "connections": {"0": {"state": "connected", "ticks_received_total": 1000.0}},
+        "connections": {"0": {"state": "connected", "connection_ticks_received_total": 1000.0}},
+        "samples": [
+            _sample("ticks_received_total", 1234, source="socket"),
+            _sample("kafka_delivered_total", 1200),
+            _sample("kafka_delivery_failed_total", 3, error="timeout"),
+            _sample("send_latency_seconds", 0.002, quantile="0.5"),
+            _sample("send_latency_seconds", 0.01, quantile="0.99"),
+            _sample("ticks_dropped_total", 7, reason="drop_oldest"),
+            _sample("ticks_dropped_total", 0, reason="conflated"),
+            _sample("kite_reconnect_attempts_total", 2, reason="closed_by_server"),
+            _sample("buffer_depth", 12, policy="block"),
+            _sample("spool_records", 4),
+            _sample("spool_bytes", 400),
+            _sample("connection_subscriptions", 5, mode="full"),
+        ],
     }
     view = status_from_snapshot(snapshot, 50_000, "block")
     assert view.available and view.source == "redis"
     assert view.ticks_received == 1234 and view.ticks_per_second == 55.5
-    assert view.sends_failed == 3 and view.send_latency_seconds.p99 == 0.01
-    assert view.drops == {"drop_oldest": 7}
+    assert (view.sends_ok, view.sends_failed) == (1200, 3)
+    assert view.send_latency_seconds.p99 == 0.01
+    assert view.drops == {"drop_oldest": 7}  # zero reasons are left out
+    assert view.reconnects == {"closed_by_server": 2}
     assert view.buffer.depth == 12 and view.buffer.capacity == 50_000
+    assert (view.spool.messages, view.spool.bytes) == (4, 400)
+    assert view.subscriptions == {"full": 5}
     assert [(c.shard, c.state, c.ticks_received) for c in view.connections] == [
         ("0", "connected", 1000)
     ]

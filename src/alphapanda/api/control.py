@@ -10,10 +10,21 @@ can never disagree about a number.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any, Protocol
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
 
+import msgspec
+
+from alphapanda.api.status import ConnectionFigures
+from alphapanda.instruments import load_instrument_dump
+from alphapanda.kite.sharding import CapacityError
 from alphapanda.metrics.samples import MetricsSource
+
+if TYPE_CHECKING:
+    # Only for annotations: the API must not import the whole feed to be built.
+    from alphapanda.service import MarketFeedService
 
 MODES = ("ltp", "quote", "full")
 
@@ -95,3 +106,77 @@ def check_subscription_request(
     total = len(set(current) | set(tokens))
     if total > capacity:
         raise OverCapacity(total, capacity)
+
+
+class InstrumentCatalog(Protocol):
+    """Which instrument tokens exist (the registry, or the instrument dump)."""
+
+    async def unknown_tokens(self, tokens: Sequence[int]) -> list[int]:
+        """The tokens of ``tokens`` that no instrument has."""
+        ...
+
+
+class CsvInstrumentCatalog:
+    """The instruments of a Kite instrument-dump CSV, read once on first use."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._tokens: frozenset[int] | None = None
+
+    async def unknown_tokens(self, tokens: Sequence[int]) -> list[int]:
+        if self._tokens is None:
+            instruments, _errors = await asyncio.to_thread(load_instrument_dump, self.path)
+            self._tokens = frozenset(i.instrument_token for i in instruments)
+        return sorted(set(tokens) - self._tokens)
+
+
+class ServiceControl:
+    """``FeedControl`` over a running ``MarketFeedService``.
+
+    Subscription changes go to the ticker client as runtime deltas (C4). They are not
+    written to the instrument registry: they last until the feed restarts or the
+    registry's streaming set changes.
+    """
+
+    def __init__(self, service: MarketFeedService, catalog: InstrumentCatalog | None = None):
+        self._service = service
+        self._catalog = catalog or CsvInstrumentCatalog(service.settings.feed.instruments_csv)
+        kite = service.settings.kite
+        self.capacity = kite.max_connections * kite.max_instruments_per_connection
+
+    def connections(self) -> list[dict[str, Any]]:
+        # msgspec turns the status structs into plain data, datetimes into ISO-8601.
+        return [msgspec.to_builtins(status) for status in self._service.client.statuses()]
+
+    def readiness(self) -> tuple[bool, list[str]]:
+        return self._service.readiness()
+
+    def subscriptions(self) -> dict[int, str]:
+        return self._service.client.subscriptions()
+
+    async def add_subscriptions(self, tokens: Sequence[int], mode: str) -> None:
+        unknown = await self._catalog.unknown_tokens(tokens)
+        if unknown:
+            raise UnknownInstruments(unknown)
+        current = self._service.client.subscriptions()
+        check_subscription_request(current, tokens, tokens, self.capacity)
+        try:
+            await self._service.client.subscribe(tokens, mode)
+        except CapacityError as exc:
+            # The client's own (per-shard) check: report it with the same numbers.
+            raise OverCapacity(len(set(current) | set(tokens)), self.capacity) from exc
+
+    async def remove_subscriptions(self, tokens: Sequence[int]) -> None:
+        await self._service.client.unsubscribe(tokens)
+
+    def metrics_sources(self) -> list[MetricsSource]:
+        """The service's sources plus per-connection figures (``ConnectionFigures``).
+
+        Hand these to the ``PipelineMetricsCollector`` too, so that the Redis snapshot
+        carries one entry per connection for ``alphapanda api`` and ``alphapanda status``.
+        """
+        client = self._service.client
+        return [
+            *self._service.metrics_sources(),
+            ConnectionFigures(client.statuses, client.subscriptions),
+        ]

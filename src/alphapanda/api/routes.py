@@ -76,6 +76,12 @@ async def health(ctx: Ctx) -> Health:
     return Health(role="feed" if ctx.control is not None else "monitor")
 
 
+@common.head("/health", include_in_schema=False)
+async def health_head() -> Response:
+    """Liveness for probes that send HEAD."""
+    return Response(status_code=200)
+
+
 async def read_snapshot(ctx: ApiContext) -> dict[str, Any] | None:
     """The collector's last snapshot; 503 if Redis cannot be read right now."""
     if ctx.reader is None:

@@ -63,7 +63,7 @@ async def serve_app(
     port: int,
     *,
     stop: asyncio.Event | None = None,
-    shutdown_grace: float = 3.0,
+    shutdown_grace: float = 1.0,
 ) -> None:
     """Serve an already built app until ``stop`` is set or the task is cancelled."""
     server = EmbeddedServer(server_config(app, host, port, shutdown_grace))
@@ -92,7 +92,10 @@ async def _serve(server: EmbeddedServer, host: str, port: int) -> None:
         # ordinary error the supervisor sees, not a process exit from inside a task.
         raise ApiStartupError(f"could not serve the API on {host}:{port}") from None
     except asyncio.CancelledError:
-        if server.started:
+        # Cancelled while serving: close the listening socket and give open requests
+        # their grace period. If should_exit was already set, uvicorn is shutting down
+        # (or has) by itself and a second shutdown must not be started.
+        if server.started and not server.should_exit:
             server.should_exit = True
             await server.shutdown()
         raise
@@ -133,3 +136,41 @@ async def serve_api(
     finally:
         if own_redis is not None:
             await own_redis.aclose()
+
+
+class ApiServer:
+    """The API as a ``MarketFeedService`` background service::
+
+        service.attach(ApiServer(settings, ServiceControl(service)))
+
+    ``run()`` serves until ``stop()``; the service calls both.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        control: FeedControl | None,
+        *,
+        metrics_reader: MetricsReader | None = None,
+        host: str | None = None,
+        port: int | None = None,
+    ) -> None:
+        self._settings = settings
+        self._control = control
+        self._reader = metrics_reader
+        self._host = host
+        self._port = port
+        self._stop = asyncio.Event()
+
+    async def run(self) -> None:
+        await serve_api(
+            self._settings,
+            self._control,
+            metrics_reader=self._reader,
+            stop=self._stop,
+            host=self._host,
+            port=self._port,
+        )
+
+    def stop(self) -> None:
+        self._stop.set()

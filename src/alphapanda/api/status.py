@@ -9,7 +9,8 @@ read-only monitoring process builds the same shape from the collector's last flu
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from datetime import UTC, datetime
 from typing import Any
 
 from alphapanda.api.models import (
@@ -20,6 +21,7 @@ from alphapanda.api.models import (
     StatusView,
 )
 from alphapanda.metrics import keys
+from alphapanda.metrics.reader import samples_of
 from alphapanda.metrics.samples import Sample
 
 # Per-shard sample names (as the collector stores them) → ConnectionView fields.
@@ -33,7 +35,22 @@ _SHARD_FIELDS = {
     "instruments": "instruments",
     "connection_last_frame_age_seconds": "last_frame_age_seconds",
     "last_frame_age_seconds": "last_frame_age_seconds",
+    "connection_since_timestamp_seconds": "since_timestamp_seconds",
 }
+
+
+# The pipeline's components report some figures under their own names; these rules put
+# them in the same slots as the well-known names of ``alphapanda.metrics.keys`` (a source
+# reports one or the other, never both, so nothing is counted twice).
+PIPELINE_RULES: tuple[keys.KeyRule, ...] = (
+    keys.KeyRule(keys.SENDS_OK, "kafka_delivered_total"),
+    keys.KeyRule(keys.SENDS_FAILED, "kafka_delivery_failed_total"),
+    keys.KeyRule(keys.SPOOL_MESSAGES, "spool_records"),
+    keys.KeyRule(keys.RECONNECTS, "kite_reconnect_attempts_total", "hash", "reason"),
+    keys.KeyRule(keys.MALFORMED, "kite_skipped_packets_total", "hash", "reason"),
+    keys.KeyRule(keys.MALFORMED, "ticks_malformed_total", "hash", "reason"),
+)
+STATUS_RULES = keys.DEFAULT_RULES + PIPELINE_RULES
 
 
 class RateMeter:
@@ -79,7 +96,8 @@ def _float(value: Any) -> float | None:
 def _int_map(value: Any) -> dict[str, int]:
     if not isinstance(value, Mapping):
         return {}
-    return {str(k): n for k, v in value.items() if (n := _int(v)) is not None}
+    # Zero entries (every known reason is reported, most never happen) are noise here.
+    return {str(k): n for k, v in sorted(value.items()) if (n := _int(v))}
 
 
 def by_mode(subscriptions: Mapping[int, str]) -> dict[str, int]:
@@ -97,6 +115,8 @@ def connection_view(raw: Mapping[str, Any], shard: str | None = None) -> Connect
         fields[target] = value
     age = fields.get("last_frame_age_seconds", fields.get("last_frame_age"))
     since = fields.get("since")
+    if since is None and isinstance(fields.get("since_timestamp_seconds"), int | float):
+        since = datetime.fromtimestamp(fields["since_timestamp_seconds"], UTC).isoformat()
     reason = fields.get("last_disconnect_reason")
     return ConnectionView(
         shard=str(fields.get("shard", shard if shard is not None else "?")),
@@ -108,6 +128,36 @@ def connection_view(raw: Mapping[str, Any], shard: str | None = None) -> Connect
         ticks_received=_int(fields.get("ticks_received")),
         last_frame_age_seconds=_float(age),
     )
+
+
+def _figures(samples: Iterable[Sample]) -> dict[str, Any]:
+    """The StatusView fields that are figures of the tick path, from samples."""
+    collected = list(samples)
+    scalars, hashes = keys.apply_rules(collected, STATUS_RULES)
+    last_tick = max(
+        (s.value for s in collected if s.name == keys.LAST_TICK_TIMESTAMP and s.value > 0),
+        default=None,
+    )
+    return {
+        "last_tick": last_tick,
+        "ticks_received": _int(scalars.get(keys.COUNT)),
+        "sends_ok": _int(scalars.get(keys.SENDS_OK)),
+        "sends_failed": _int(scalars.get(keys.SENDS_FAILED)),
+        "send_latency_seconds": LatencyView(
+            p50=scalars.get(keys.LATENCY_P50),
+            p90=scalars.get(keys.LATENCY_P90),
+            p99=scalars.get(keys.LATENCY_P99),
+            max=scalars.get(keys.LATENCY_MAX),
+        ),
+        "drops": _int_map(hashes.get(keys.DROPS)),
+        "malformed": _int_map(hashes.get(keys.MALFORMED)),
+        "reconnects": _int_map(hashes.get(keys.RECONNECTS)),
+        "buffer_depth": _int(scalars.get(keys.BUFFER_DEPTH)),
+        "spool": SpoolView(
+            bytes=_int(scalars.get(keys.SPOOL_BYTES)),
+            messages=_int(scalars.get(keys.SPOOL_MESSAGES)),
+        ),
+    }
 
 
 def status_from_samples(
@@ -122,98 +172,120 @@ def status_from_samples(
     now_epoch: float,
 ) -> StatusView:
     """The live status of the feed process."""
-    collected = list(samples)
-    scalars, hashes = keys.apply_rules(collected)
-    last_tick = max(
-        (s.value for s in collected if s.name == keys.LAST_TICK_TIMESTAMP and s.value > 0),
-        default=None,
-    )
+    figures = _figures(samples)
+    last_tick = figures.pop("last_tick")
+    depth = figures.pop("buffer_depth")
     return StatusView(
         source="feed",
         available=True,
         ready=ready,
         updated_at=updated_at,
-        ticks_received=_int(scalars.get(keys.COUNT)),
         ticks_per_second=ticks_per_second,
         last_tick_age_seconds=None if last_tick is None else max(0.0, now_epoch - last_tick),
-        sends_ok=_int(scalars.get(keys.SENDS_OK)),
-        sends_failed=_int(scalars.get(keys.SENDS_FAILED)),
-        send_latency_seconds=LatencyView(
-            p50=scalars.get(keys.LATENCY_P50),
-            p90=scalars.get(keys.LATENCY_P90),
-            p99=scalars.get(keys.LATENCY_P99),
-            max=scalars.get(keys.LATENCY_MAX),
-        ),
-        drops=_int_map(hashes.get(keys.DROPS)),
-        malformed=_int_map(hashes.get(keys.MALFORMED)),
-        reconnects=_int_map(hashes.get(keys.RECONNECTS)),
-        buffer=BufferView(
-            depth=_int(scalars.get(keys.BUFFER_DEPTH)),
-            capacity=buffer_capacity,
-            policy=buffer_policy,
-        ),
-        spool=SpoolView(
-            bytes=_int(scalars.get(keys.SPOOL_BYTES)),
-            messages=_int(scalars.get(keys.SPOOL_MESSAGES)),
-        ),
+        buffer=BufferView(depth=depth, capacity=buffer_capacity, policy=buffer_policy),
         connections=[connection_view(c) for c in connections],
         subscriptions=by_mode(subscriptions),
+        **figures,
     )
-
-
-def _nested(snapshot: Mapping[str, Any], group: str, name: str, flat: str) -> Any:
-    inner = snapshot.get(group)
-    if isinstance(inner, Mapping) and name in inner:
-        return inner[name]
-    return snapshot.get(flat)
 
 
 def status_from_snapshot(
     snapshot: Mapping[str, Any] | None, buffer_capacity: int, buffer_policy: str
 ) -> StatusView:
-    """The status as of the collector's last flush to Redis (``None``: nothing there)."""
+    """The status as of the collector's last flush to Redis (``None``: nothing there).
+
+    Figures come from the snapshot's raw ``samples`` through the same rules as the live
+    status, so both roles show the same numbers; rates and ages are the collector's."""
     if not snapshot:
         return StatusView(source="redis", available=False)
+    figures = _figures(samples_of(snapshot))
+    figures.pop("last_tick")
+    depth = figures.pop("buffer_depth")
+    if figures["ticks_received"] is None:
+        figures["ticks_received"] = _int(snapshot.get(keys.COUNT))
     raw_connections = snapshot.get(keys.CONNECTIONS)
     connections: list[ConnectionView] = []
     if isinstance(raw_connections, Mapping):
-        for shard, figures in sorted(raw_connections.items(), key=lambda kv: str(kv[0])):
-            if isinstance(figures, Mapping):
-                connections.append(connection_view(figures, str(shard)))
-    elif isinstance(raw_connections, list):
-        connections = [connection_view(c) for c in raw_connections if isinstance(c, Mapping)]
-    subs = snapshot.get("subscriptions")
+        for shard, shard_figures in sorted(raw_connections.items(), key=lambda kv: str(kv[0])):
+            if isinstance(shard_figures, Mapping):
+                connections.append(connection_view(shard_figures, str(shard)))
+    subscribed = [s for s in samples_of(snapshot) if s.name == SUBSCRIBED_BY_MODE]
     return StatusView(
         source="redis",
         available=True,
         updated_at=_str_or_none(snapshot.get(keys.UPDATED_AT)),
-        ticks_received=_int(snapshot.get(keys.COUNT)),
         ticks_per_second=_float(snapshot.get(keys.TICKS_PER_SECOND)),
         last_tick_age_seconds=_float(snapshot.get(keys.LAST_TICK_AGE)),
-        sends_ok=_int(_nested(snapshot, "sends", "ok", keys.SENDS_OK)),
-        sends_failed=_int(_nested(snapshot, "sends", "failed", keys.SENDS_FAILED)),
-        send_latency_seconds=LatencyView(
-            p50=_float(_nested(snapshot, "send_latency", "p50", keys.LATENCY_P50)),
-            p90=_float(_nested(snapshot, "send_latency", "p90", keys.LATENCY_P90)),
-            p99=_float(_nested(snapshot, "send_latency", "p99", keys.LATENCY_P99)),
-            max=_float(_nested(snapshot, "send_latency", "max", keys.LATENCY_MAX)),
-        ),
-        drops=_int_map(snapshot.get(keys.DROPS)),
-        malformed=_int_map(snapshot.get(keys.MALFORMED)),
-        reconnects=_int_map(snapshot.get(keys.RECONNECTS)),
-        buffer=BufferView(
-            depth=_int(snapshot.get(keys.BUFFER_DEPTH)),
-            capacity=buffer_capacity,
-            policy=buffer_policy,
-        ),
-        spool=SpoolView(
-            bytes=_int(_nested(snapshot, "spool", "bytes", keys.SPOOL_BYTES)),
-            messages=_int(_nested(snapshot, "spool", "messages", keys.SPOOL_MESSAGES)),
-        ),
+        buffer=BufferView(depth=depth, capacity=buffer_capacity, policy=buffer_policy),
         connections=connections,
-        subscriptions=_int_map(subs) if isinstance(subs, Mapping) else {},
+        subscriptions={
+            dict(s.labels).get("mode", "?"): int(s.value) for s in subscribed if s.value
+        },
+        **figures,
     )
 
 
 def _str_or_none(value: Any) -> str | None:
     return None if value is None or value == "" else str(value)
+
+
+SUBSCRIBED_BY_MODE = "connection_subscriptions"
+
+
+class ConnectionFigures:
+    """Per-connection samples (label ``shard``) from the ticker client's statuses, so the
+    Redis snapshot — and with it ``alphapanda api`` and ``alphapanda status`` — can show
+    one row per connection. Register it with the metrics collector of the feed."""
+
+    def __init__(
+        self, statuses: Callable[[], Iterable[Any]], subscriptions: Callable[[], Mapping[int, str]]
+    ):
+        self._statuses = statuses
+        self._subscriptions = subscriptions
+
+    def samples(self) -> Iterator[Sample]:
+        for status in self._statuses():
+            shard = (("shard", str(status.shard)),)
+            yield Sample(
+                keys.CONNECTION_STATE,
+                "gauge",
+                1,
+                (*shard, ("state", str(status.state))),
+                "1 for the connection's current state",
+            )
+            yield Sample(
+                "connection_since_timestamp_seconds",
+                "gauge",
+                status.since.timestamp(),
+                shard,
+                "When the connection entered its current state",
+            )
+            yield Sample(
+                "connection_instruments", "gauge", status.instruments, shard, "Instruments"
+            )
+            yield Sample(
+                "connection_ticks_received_total",
+                "counter",
+                status.ticks_received,
+                shard,
+                "Ticks received on this connection",
+            )
+            yield Sample(
+                "connection_reconnects_total",
+                "counter",
+                status.reconnect_count,
+                shard,
+                "Reconnects of this connection",
+            )
+            if status.last_frame_age is not None:
+                yield Sample(
+                    "connection_last_frame_age_seconds",
+                    "gauge",
+                    status.last_frame_age,
+                    shard,
+                    "Seconds since the last frame",
+                )
+        for mode, count in by_mode(self._subscriptions()).items():
+            yield Sample(
+                SUBSCRIBED_BY_MODE, "gauge", count, (("mode", mode),), "Instruments by mode"
+            )
