@@ -54,6 +54,9 @@ def server_config(app: FastAPI, host: str, port: int, shutdown_grace: float) -> 
         access_log=False,
         timeout_graceful_shutdown=max(1, round(shutdown_grace)),
         server_header=False,
+        # uvicorn would otherwise rewrite the client address from X-Forwarded-For for
+        # any loopback peer; the API applies settings.api.trusted_proxies itself.
+        proxy_headers=False,
     )
 
 
