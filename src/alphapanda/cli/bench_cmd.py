@@ -7,16 +7,18 @@ own modules and register on the same sub-app).
 
 from __future__ import annotations
 
+import asyncio
 import os
 import platform
-from typing import Annotated
+from pathlib import Path
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
 from alphapanda.bench.decode import run_decode_benchmark
-from alphapanda.cli.app import app
+from alphapanda.cli.app import app, settings_from
 
 bench_app = typer.Typer(
     name="bench",
@@ -59,3 +61,46 @@ def decode(
         f"python {platform.python_version()} on {platform.machine()}, "
         f"{os.cpu_count()} CPUs; target ≥ 10× (SPEC §4)"
     )
+
+
+@bench_app.command("soak")
+def soak(
+    ctx: typer.Context,
+    minutes: Annotated[float, typer.Option("--minutes", min=0.1, help="Length of the run.")] = 10.0,
+    rate: Annotated[
+        float, typer.Option("--rate", min=1, help="Simulator ticks/s across all instruments.")
+    ] = 5000.0,
+    out: Annotated[Path, typer.Option("--out", help="Folder for soak.csv and soak.png.")] = Path(
+        ".alphapanda/soak"
+    ),
+    interval: Annotated[float, typer.Option("--interval", min=0.5, help="Seconds/sample.")] = 5.0,
+) -> None:
+    """Simulator → `alphapanda feed` → Kafka at a fixed load: feed RSS flat (±10 % after
+    warm-up) and zero loss by the consumer ledger. Exit code 1 if either fails."""
+    from alphapanda.bench.soak import run_soak, summary_lines
+
+    console = Console(width=120)
+
+    def show(sample: Any) -> None:
+        console.print(
+            f"{sample.elapsed_s:6.0f} s  rss {sample.rss_mb:6.1f} MB  "
+            f"buffer {sample.buffer_depth:6.0f}  p99 {sample.latency_p99_ms:6.1f} ms  "
+            f"consumed {sample.consumed:,}",
+            highlight=False,
+        )
+
+    result = asyncio.run(
+        run_soak(
+            settings_from(ctx),
+            minutes=minutes,
+            rate=rate,
+            out_dir=out,
+            interval=interval,
+            on_sample=show,
+        )
+    )
+    for line in summary_lines(result):
+        console.print(line, highlight=False)
+    console.print(f"wrote {out / 'soak.csv'} and {out / 'soak.png'}", highlight=False)
+    if not result.passed:
+        raise typer.Exit(1)
