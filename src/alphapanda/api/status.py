@@ -142,7 +142,10 @@ def _figures(samples: Iterable[Sample]) -> dict[str, Any]:
         "last_tick": last_tick,
         "ticks_received": _int(scalars.get(keys.COUNT)),
         "sends_ok": _int(scalars.get(keys.SENDS_OK)),
-        "sends_failed": _int(scalars.get(keys.SENDS_FAILED)),
+        # Failure counters exist per error kind, so none at all means zero failures.
+        "sends_failed": _int(
+            scalars.get(keys.SENDS_FAILED, 0.0 if keys.SENDS_OK in scalars else None)
+        ),
         "send_latency_seconds": LatencyView(
             p50=scalars.get(keys.LATENCY_P50),
             p90=scalars.get(keys.LATENCY_P90),
@@ -209,10 +212,13 @@ def status_from_snapshot(
         for shard, shard_figures in sorted(raw_connections.items(), key=lambda kv: str(kv[0])):
             if isinstance(shard_figures, Mapping):
                 connections.append(connection_view(shard_figures, str(shard)))
-    subscribed = [s for s in samples_of(snapshot) if s.name == SUBSCRIBED_BY_MODE]
+    raw_samples = samples_of(snapshot)
+    subscribed = [s for s in raw_samples if s.name == SUBSCRIBED_BY_MODE]
+    ready_flags = [s.value for s in raw_samples if s.name == FEED_READY]
     return StatusView(
         source="redis",
         available=True,
+        ready=bool(ready_flags[0]) if ready_flags else None,
         updated_at=_str_or_none(snapshot.get(keys.UPDATED_AT)),
         ticks_per_second=_float(snapshot.get(keys.TICKS_PER_SECOND)),
         last_tick_age_seconds=_float(snapshot.get(keys.LAST_TICK_AGE)),
@@ -230,6 +236,8 @@ def _str_or_none(value: Any) -> str | None:
 
 
 SUBSCRIBED_BY_MODE = "connection_subscriptions"
+# The feed service's readiness gauge (1 when ready), as it reaches Redis.
+FEED_READY = "feed_ready"
 
 
 class ConnectionFigures:
