@@ -24,6 +24,7 @@ import msgspec
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi.routing import APIRoute
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from alphapanda.api.control import FeedControl, OverCapacity, UnknownInstruments
@@ -84,14 +85,25 @@ def _install_error_handlers(app: FastAPI) -> None:
 
     async def on_http(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, StarletteHTTPException)
-        return JSONResponse(
-            {"detail": exc.detail}, status_code=exc.status_code, headers=exc.headers
-        )
+        headers = dict(exc.headers or {})
+        if exc.status_code == 405:
+            # Starlette names only the first route on the path; GET, POST and DELETE
+            # /subscriptions are three routes, and Allow must list them all.
+            headers["Allow"] = ", ".join(_methods_for(request))
+        return JSONResponse({"detail": exc.detail}, status_code=exc.status_code, headers=headers)
 
     app.add_exception_handler(RequestValidationError, on_validation)
     app.add_exception_handler(UnknownInstruments, on_unknown)
     app.add_exception_handler(OverCapacity, on_capacity)
     app.add_exception_handler(StarletteHTTPException, on_http)
+
+
+def _methods_for(request: Request) -> list[str]:
+    methods: set[str] = set()
+    for route in request.app.routes:
+        if isinstance(route, APIRoute) and route.path_regex.match(request.url.path):
+            methods |= route.methods or set()
+    return sorted(methods)
 
 
 def _status_page() -> str:

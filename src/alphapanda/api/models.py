@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 Mode = Literal["ltp", "quote", "full"]
-# Kite instrument tokens are unsigned 32-bit integers on the wire.
-Token = Field(ge=1, le=2**32 - 1)
+# Kite instrument tokens are unsigned 32-bit integers on the wire. Strict: "123" or 1.5
+# is a client bug to report, not something to coerce.
+Token = Annotated[int, Field(strict=True, ge=1, le=2**32 - 1)]
 MAX_TOKENS_PER_REQUEST = 9000
 
 
@@ -19,7 +20,7 @@ class _Body(BaseModel):
 class SubscribeRequest(_Body):
     """Add instruments, or change the mode of instruments already subscribed."""
 
-    tokens: list[int] = Field(min_length=1, max_length=MAX_TOKENS_PER_REQUEST)
+    tokens: list[Token] = Field(min_length=1, max_length=MAX_TOKENS_PER_REQUEST)
     mode: Mode = "quote"
 
     model_config = ConfigDict(
@@ -30,7 +31,7 @@ class SubscribeRequest(_Body):
 
 
 class UnsubscribeRequest(_Body):
-    tokens: list[int] = Field(min_length=1, max_length=MAX_TOKENS_PER_REQUEST)
+    tokens: list[Token] = Field(min_length=1, max_length=MAX_TOKENS_PER_REQUEST)
 
 
 class SubscriptionsView(BaseModel):

@@ -47,6 +47,7 @@ _LIMITED: dict[int | str, dict[str, Any]] = {
     429: {"model": Problem, "description": "Rate limited; see Retry-After"},
 }
 _WRITE_ERRORS: dict[int | str, dict[str, Any]] = {
+    400: {"model": Problem, "description": "Body is not valid JSON"},
     401: {"model": Problem, "description": "Missing or wrong X-API-Key"},
     422: {"model": Problem, "description": "Invalid body or unknown instrument tokens"},
     429: {"model": Problem, "description": "Rate limited; see Retry-After"},
