@@ -172,6 +172,8 @@ class Publisher:
             else:
                 window.failed.append((index, message))
                 acct.replay_failed()
+                # New ticks must queue behind the failed one, which is retried later.
+                self.spooling = True
             return
         if error is None:
             acct.ack()
@@ -248,8 +250,6 @@ class Publisher:
 
     async def _service_spool(self) -> None:
         await self._spool.sync()
-        if not self.spooling:
-            return
         window = self._window
         if window is not None:
             if window.outstanding:
@@ -265,6 +265,8 @@ class Publisher:
                 return
             self._spool.commit_window()
             self._window = None
+        if not self.spooling:
+            return
         if self.producer.pending:
             return  # the fence: everything older than the spool must be settled first
         if self._spool.pending == 0:
@@ -274,8 +276,14 @@ class Publisher:
         messages = self._spool.read_window(self._replay_window)
         self._window = _ReplayWindow(len(messages))
         self._accounting.replay(len(messages))
-        # Pretend they all failed once so _send_window has one code path.
         self._send_window(self._window, list(enumerate(messages)), counted=True)
+        if len(messages) == self._spool.pending and not self._window.failed:
+            # This window is the whole spool: new messages may follow it straight into
+            # librdkafka's queue, which keeps their order behind it per partition.
+            # (Otherwise a steady stream would keep refilling the spool during each
+            # window's round trip and replay would never catch up.)
+            self.spooling = False
+            log.info("spool replayed: publishing directly again")
 
     def _send_window(
         self,
