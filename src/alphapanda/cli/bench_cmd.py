@@ -104,3 +104,55 @@ def soak(
     console.print(f"wrote {out / 'soak.csv'} and {out / 'soak.png'}", highlight=False)
     if not result.passed:
         raise typer.Exit(1)
+
+
+@bench_app.command("chaos")
+def chaos(
+    ctx: typer.Context,
+    faults: Annotated[
+        str,
+        typer.Option(
+            "--faults",
+            help="Comma-separated, in order: kill,pause,drops,malformed,stall,redis,token.",
+        ),
+    ] = "kill,pause,drops,malformed,stall,redis,token",
+    rate: Annotated[float, typer.Option("--rate", min=1, help="Simulator ticks/s.")] = 2000.0,
+    drops: Annotated[int, typer.Option("--drops", min=1, help="Socket drops in 'drops'.")] = 20,
+) -> None:
+    """SPEC §5 faults one after another against a private broker, a private Redis, the
+    simulator and the feed; a table of what each cost. Exit code 1 if anything was lost."""
+    from alphapanda.bench.chaos import run_chaos, summary_lines
+
+    console = Console(width=140)
+    table = Table(title=f"chaos: {rate:,.0f} ticks/s")
+    for column in ("fault", "s", "max delay ms", "dropped", "spooled", "lost", "what happened"):
+        table.add_column(
+            column, justify="left" if column in ("fault", "what happened") else "right"
+        )
+
+    def show(cost: Any) -> None:
+        console.print(f"{cost.fault}: done in {cost.seconds:.1f} s ({cost.note})", highlight=False)
+
+    names = [name.strip() for name in faults.split(",") if name.strip()]
+    try:
+        result = asyncio.run(
+            run_chaos(settings_from(ctx), faults=names, rate=rate, drops=drops, on_fault=show)
+        )
+    except ValueError as exc:
+        console.print(str(exc))
+        raise typer.Exit(2) from None
+    for cost in result.costs:
+        table.add_row(
+            cost.fault,
+            f"{cost.seconds:.1f}",
+            f"{cost.max_delay_ms:,.0f}",
+            str(cost.dropped),
+            f"{cost.spooled:,}",
+            str(cost.lost),
+            cost.note,
+        )
+    console.print(table)
+    for line in summary_lines(result):
+        console.print(line, highlight=False)
+    if not result.passed:
+        raise typer.Exit(1)
