@@ -49,8 +49,8 @@ UNIVERSE = [NSE_EQ, NFO_FUT, CDS_FUT, BCD_OPT, MCX_FUT, INDEX]
 TRADABLE = [i for i in UNIVERSE if i is not INDEX]
 
 
-def run(market: Market, token: int, n: int, depth: bool = True) -> list[Tick]:
-    return [market.advance(token, NOW + i, depth=depth) for i in range(n)]
+def run(market: Market, token: int, n: int, mode: str = MODE_FULL) -> list[Tick]:
+    return [market.advance(token, NOW + i, mode) for i in range(n)]
 
 
 @pytest.mark.parametrize("inst", TRADABLE, ids=lambda i: i.segment)
@@ -109,15 +109,23 @@ def test_same_seed_same_ticks_whatever_the_interleaving() -> None:
     assert [t.last_price for t in other] != [t.last_price for t in alone[NSE_EQ.instrument_token]]
 
 
-def test_skipping_depth_does_not_change_the_price_path() -> None:
-    token = NFO_FUT.instrument_token
-    with_depth = run(Market(UNIVERSE, seed=5), token, 300, depth=True)
-    without = run(Market(UNIVERSE, seed=5), token, 300, depth=False)
-    assert [(t.last_price, t.volume_traded, t.oi) for t in with_depth] == [
-        (t.last_price, t.volume_traded, t.oi) for t in without
-    ]
-    assert all(len(t.depth_buy) == 5 and len(t.depth_sell) == 5 for t in with_depth)
-    assert all(t.depth_buy == () for t in without)
+@pytest.mark.parametrize("inst", [NFO_FUT, INDEX], ids=lambda i: i.segment)
+def test_the_mode_built_does_not_change_the_path(inst: Instrument) -> None:
+    token = inst.instrument_token
+    paths = {
+        mode: run(Market(UNIVERSE, seed=5), token, 300, mode)
+        for mode in (MODE_FULL, MODE_QUOTE, MODE_LTP)
+    }
+    assert {mode: [t.mode for t in ticks][-1] for mode, ticks in paths.items()} == {
+        MODE_FULL: MODE_FULL,
+        MODE_QUOTE: MODE_QUOTE,
+        MODE_LTP: MODE_LTP,
+    }
+    for mode in (MODE_QUOTE, MODE_LTP):
+        # Narrowing the full tick gives exactly what was built for the narrower mode.
+        assert [in_mode(t, mode) for t in paths[MODE_FULL]] == paths[mode]
+    if inst is NFO_FUT:
+        assert all(len(t.depth_buy) == 5 and len(t.depth_sell) == 5 for t in paths[MODE_FULL])
 
 
 def test_depth_brackets_the_last_price() -> None:

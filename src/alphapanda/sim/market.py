@@ -175,28 +175,18 @@ class Market:
             book = self._books[token] = _Book(self._instruments[token], self._seed)
         return book
 
-    def advance(self, token: int, now_s: int, *, depth: bool = True) -> Tick:
-        """The instrument's next trade. ``depth=False`` skips building the order book
-        (nobody subscribed in full mode); it does not change the price/volume path."""
+    def advance(self, token: int, now_s: int, mode: str = MODE_FULL) -> Tick:
+        """The instrument's next trade, as a tick of ``mode`` (the richest mode any
+        subscriber asked for; narrow it for the others with :func:`in_mode`). The mode
+        only decides what is built, never the price/volume path: skipping depth when
+        nobody is in full mode is free."""
         book = self._book(token)
         book.count += 1
         book.step_price()
         tick_size = book.tick_size
         price = book.price * tick_size
-        close = book.close * tick_size
         if book.index:
-            return Tick(
-                instrument_token=token,
-                mode=MODE_FULL,
-                tradable=False,
-                last_price=price,
-                open=book.open * tick_size,
-                high=book.high * tick_size,
-                low=book.low * tick_size,
-                close=close,
-                change=compute_change(price, close),
-                exchange_timestamp=now_s,
-            )
+            return _index_tick(book, price, now_s, mode)
         rng = book.rng
         # Skewed towards small trades, in whole lots, like a real tape.
         quantity = book.lot * (1 + int(rng.random() ** 3 * 40))
@@ -210,10 +200,27 @@ class Market:
                 book.oi_high = book.oi
             if book.oi < book.oi_low:
                 book.oi_low = book.oi
-        depth_buy: tuple[DepthEntry, ...] = ()
-        depth_sell: tuple[DepthEntry, ...] = ()
-        if depth:
-            depth_buy, depth_sell = _depth(book, book.depth_rng)
+        if mode == MODE_LTP:
+            return Tick(token, MODE_LTP, True, price)
+        close = book.close * tick_size
+        if mode == MODE_QUOTE:
+            return Tick(
+                instrument_token=token,
+                mode=MODE_QUOTE,
+                tradable=True,
+                last_price=price,
+                last_traded_quantity=quantity,
+                average_traded_price=book.turnover / book.volume,
+                volume_traded=book.volume,
+                total_buy_quantity=book.buy_quantity,
+                total_sell_quantity=book.sell_quantity,
+                open=book.open * tick_size,
+                high=book.high * tick_size,
+                low=book.low * tick_size,
+                close=close,
+                change=compute_change(price, close),
+            )
+        depth_buy, depth_sell = _depth(book, book.depth_rng)
         return Tick(
             instrument_token=token,
             mode=MODE_FULL,
@@ -237,6 +244,26 @@ class Market:
             depth_buy=depth_buy,
             depth_sell=depth_sell,
         )
+
+
+def _index_tick(book: _Book, price: float, now_s: int, mode: str) -> Tick:
+    token = book.token
+    if mode == MODE_LTP:
+        return Tick(token, MODE_LTP, False, price)
+    tick_size = book.tick_size
+    close = book.close * tick_size
+    return Tick(
+        instrument_token=token,
+        mode=mode,
+        tradable=False,
+        last_price=price,
+        open=book.open * tick_size,
+        high=book.high * tick_size,
+        low=book.low * tick_size,
+        close=close,
+        change=compute_change(price, close),
+        exchange_timestamp=now_s if mode == MODE_FULL else None,
+    )
 
 
 def in_mode(tick: Tick, mode: str) -> Tick:

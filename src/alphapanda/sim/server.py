@@ -30,7 +30,14 @@ from websockets.http11 import Request, Response
 from websockets.protocol import State
 
 from alphapanda.instruments import load_instrument_dump
-from alphapanda.kite.protocol import HEARTBEAT, MODE_FULL, encode_message, encode_tick
+from alphapanda.kite.protocol import (
+    HEARTBEAT,
+    MODE_FULL,
+    MODE_LTP,
+    MODE_QUOTE,
+    encode_message,
+    encode_tick,
+)
 from alphapanda.sim.config import SimConfig
 from alphapanda.sim.market import Market, in_mode
 from alphapanda.sim.schedule import TickSchedule
@@ -40,6 +47,10 @@ from alphapanda.sim.subscriptions import SubscriptionBook, error_text
 # (13 bytes) and one that declares 184 bytes but carries 10. A correct decoder skips
 # both; the official parser ignores both without crashing.
 MALFORMED_FRAME = struct.pack(">HH", 2, 13) + b"\xab" * 13 + struct.pack(">H", 184) + b"\x01" * 10
+
+
+# Which mode carries more: a tick is generated in the richest mode any subscriber wants.
+_MODE_RANK = {MODE_LTP: 0, MODE_QUOTE: 1, MODE_FULL: 2}
 
 
 class LoginError(Exception):
@@ -244,28 +255,7 @@ class Simulator:
     async def _send_cycle(self, elapsed: float, now: float) -> None:
         open_ids = {c.id for c in self._connections.values() if c.ws.state is State.OPEN}
         due = self._schedule.due(elapsed)
-        outgoing: dict[str, list[bytes]] = {}
-        if due and open_ids:
-            now_s = int(time.time())
-            advance, ticks = self.market.advance, self._count.ticks
-            for token in self._schedule.pick(self._book.active_tokens(), due):
-                subscribers = [
-                    (cid, mode)
-                    for cid, mode in self._book.subscribers(token).items()
-                    if cid in open_ids
-                ]
-                if not subscribers:
-                    # Nobody can receive it: don't generate it, so the instrument's
-                    # volume sequence continues unbroken when a client resubscribes.
-                    continue
-                tick = advance(token, now_s, depth=any(m == MODE_FULL for _, m in subscribers))
-                ticks[token] += 1
-                packets: dict[str, bytes] = {}
-                for cid, mode in subscribers:
-                    packet = packets.get(mode)
-                    if packet is None:
-                        packet = packets[mode] = encode_tick(in_mode(tick, mode))
-                    outgoing.setdefault(cid, []).append(packet)
+        outgoing = self._generate(due, open_ids) if due and open_ids else {}
         step = self.config.max_packets_per_message
         for conn in list(self._connections.values()):
             packets_out = outgoing.get(conn.id)
@@ -280,6 +270,41 @@ class Simulator:
                 conn, HEARTBEAT, now
             ):
                 self._count.heartbeats_sent += 1
+
+    def _generate(self, due: int, open_ids: set[str]) -> dict[str, list[bytes]]:
+        """The next ``due`` ticks, encoded, per connection id (no awaits: the book
+        cannot change under it)."""
+        outgoing: dict[str, list[bytes]] = {cid: [] for cid in open_ids}
+        now_s = int(time.time())
+        advance, ticks, subscribers_of = (
+            self.market.advance,
+            self._count.ticks,
+            self._book.subscribers,
+        )
+        for token in self._schedule.pick(self._book.active_tokens(), due):
+            subscribers = subscribers_of(token)
+            if len(subscribers) == 1:
+                # The common case (one client, or shards splitting the universe).
+                [(cid, mode)] = subscribers.items()
+                if cid in open_ids:
+                    outgoing[cid].append(encode_tick(advance(token, now_s, mode)))
+                    ticks[token] += 1
+                continue
+            live = [(cid, mode) for cid, mode in subscribers.items() if cid in open_ids]
+            if not live:
+                # Nobody can receive it: don't generate it, so the instrument's volume
+                # sequence continues unbroken when a client resubscribes.
+                continue
+            top = max((mode for _, mode in live), key=_MODE_RANK.__getitem__)
+            tick = advance(token, now_s, top)
+            ticks[token] += 1
+            packets = {top: encode_tick(tick)}
+            for cid, mode in live:
+                packet = packets.get(mode)
+                if packet is None:
+                    packet = packets[mode] = encode_tick(in_mode(tick, mode))
+                outgoing[cid].append(packet)
+        return outgoing
 
     async def _send(self, conn: _Connection, data: bytes, now: float) -> bool:
         try:
