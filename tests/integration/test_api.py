@@ -7,10 +7,12 @@ metrics in Redis, the API in the feed's own TaskGroup (SPEC API1, M1, M2).
 from __future__ import annotations
 
 import asyncio
+import socket
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -18,12 +20,14 @@ import pytest
 from pydantic import SecretStr
 
 from alphapanda.api.control import ServiceControl
-from alphapanda.api.server import ApiServer
+from alphapanda.api.server import ApiServer, ApiStartupError, serve_api
+from alphapanda.db.engine import Database
 from alphapanda.metrics.collector import PipelineMetricsCollector
 from alphapanda.metrics.keys import SNAPSHOT, MetricsKeys
-from alphapanda.service import MarketFeedService
+from alphapanda.registry.service import InstrumentRegistryService
+from alphapanda.service import InstrumentSource, MarketFeedService
 from alphapanda.settings import Settings
-from tests.support.services import free_port
+from tests.support.services import SHARED_DATABASE, free_port
 from tests.support.sim import INSTRUMENTS_CSV, SimHandle, default_instruments, running_simulator
 from tests.support.ticker import sim_subscriptions
 
@@ -110,14 +114,20 @@ async def running_feed(
     unique: str,
     *,
     sim_options: dict[str, Any] | None = None,
+    instruments: Callable[[Settings], AbstractAsyncContextManager[InstrumentSource]] | None = None,
     **settings_options: Any,
 ) -> AsyncIterator[RunningFeed]:
     """Simulator + MarketFeedService (+ metrics collector + API) in this event loop,
-    until the API answers and the feed is ready."""
+    until the API answers and the feed is ready. ``instruments`` builds the feed's
+    instrument source from its settings (default: the shipped dump)."""
     options = {"ticks_per_second": 300, "heartbeat_interval": 0.5, **(sim_options or {})}
-    async with running_simulator(**options) as sim:
+    async with AsyncExitStack() as stack:
+        sim = await stack.enter_async_context(running_simulator(**options))
         settings = feed_settings(settings_for, unique, sim, **settings_options)
-        service = MarketFeedService(settings)
+        source = None
+        if instruments is not None:
+            source = await stack.enter_async_context(instruments(settings))
+        service = MarketFeedService(settings, instruments=source)
         control = ServiceControl(service)
         service.attach(PipelineMetricsCollector(settings, control.metrics_sources()))
         service.attach(ApiServer(settings, control))
@@ -392,3 +402,96 @@ async def test_health_is_never_rate_limited(
         assert limited.status_code == 429
         assert int(limited.headers["Retry-After"]) >= 1
         assert "rate limit" in limited.json()["detail"]
+
+
+@asynccontextmanager
+async def registry_with(
+    settings: Settings, dump: Path, schema: str
+) -> AsyncIterator[InstrumentRegistryService]:
+    """A registry in its own schema holding ``dump`` (all streamed); schema dropped after."""
+    try:
+        async with InstrumentRegistryService(settings) as registry:
+            report = await registry.load_dump(dump, stream_mode="quote")
+            assert report.good > 0
+            yield registry
+    finally:
+        conn = await Database(SecretStr(SHARED_DATABASE)).connect_raw()
+        try:
+            await conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+        finally:
+            await conn.close()
+
+
+@pytest.fixture
+def small_dump(tmp_path: Path) -> Path:
+    """The first 20 instruments of the shipped dump."""
+    lines = INSTRUMENTS_CSV.read_text(encoding="utf-8").splitlines()
+    dump = tmp_path / "small.csv"
+    dump.write_text("\n".join(lines[:21]) + "\n", encoding="utf-8")
+    return dump
+
+
+async def test_unknown_means_not_in_the_registry_when_the_feed_streams_from_it(
+    settings_for: SettingsFor, unique: str, small_dump: Path
+) -> None:
+    # The registry knows only the 20 instruments of small_dump; the shipped dump has more.
+    dump = small_dump
+    schema = f"test_api_{unique}"
+    async with running_feed(
+        settings_for,
+        unique,
+        connections=1,
+        database={"url": SHARED_DATABASE, "schema_name": schema},
+        instruments=lambda settings: registry_with(settings, dump, schema),
+    ) as feed:
+        listed = (await feed.http.get("/subscriptions")).json()
+        assert listed["total"] == 20
+        in_dump_only = default_instruments()[30].instrument_token
+        refused = await feed.http.post(
+            "/subscriptions", json={"tokens": [in_dump_only]}, headers=feed.key_header
+        )
+        assert refused.status_code == 422
+        assert refused.json()["unknown_tokens"] == [in_dump_only]
+        first = int(next(iter(listed["subscriptions"])))
+        moved = await feed.http.post(
+            "/subscriptions", json={"tokens": [first], "mode": "ltp"}, headers=feed.key_header
+        )
+        assert moved.status_code == 200 and moved.json()["by_mode"] == {"ltp": 1, "quote": 19}
+
+
+async def test_serve_api_releases_its_port_when_stopped_or_cancelled(
+    settings_for: SettingsFor,
+) -> None:
+    port = free_port()
+    settings = settings_for(api={"port": port})
+    url = f"http://127.0.0.1:{port}/health"
+    async with httpx.AsyncClient(timeout=5) as http:
+        # Stopped through its event, as MarketFeedService stops its background services.
+        stop = asyncio.Event()
+        async with asyncio.TaskGroup() as tg:
+            tg.create_task(serve_api(settings, None, stop=stop))
+            await poll(lambda: _is_up(http, url))
+            stop.set()
+        with pytest.raises(httpx.ConnectError):
+            await http.get(url)
+
+        # Cancelled, as a TaskGroup does when a sibling task fails.
+        async with asyncio.TaskGroup() as tg:
+            task = tg.create_task(serve_api(settings, None))
+            await poll(lambda: _is_up(http, url))
+            task.cancel()
+        assert task.cancelled()
+        with pytest.raises(httpx.ConnectError):
+            await http.get(url)
+
+        # A taken port is an ordinary error, not a process exit from inside a task.
+        with socket.socket() as blocker:
+            blocker.bind(("127.0.0.1", 0))
+            blocker.listen()
+            taken = blocker.getsockname()[1]
+            with pytest.raises(ApiStartupError, match=str(taken)):
+                await serve_api(settings, None, port=taken)
+
+
+async def _is_up(http: httpx.AsyncClient, url: str) -> bool:
+    return (await http.get(url)).status_code == 200

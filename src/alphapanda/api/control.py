@@ -11,16 +11,26 @@ can never disagree about a number.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 import msgspec
+from sqlalchemy.exc import DBAPIError
 
 from alphapanda.api.status import ConnectionFigures
 from alphapanda.instruments import load_instrument_dump
 from alphapanda.kite.sharding import CapacityError
 from alphapanda.metrics.samples import MetricsSource
+from alphapanda.registry import loader as registry_loader
+from alphapanda.registry.service import InstrumentRegistryService
+from alphapanda.registry.watch import DB_DOWN_ERRORS
+
+log = logging.getLogger(__name__)
+
+# RuntimeError: the registry was never started (no engine).
+_DB_UNAVAILABLE: tuple[type[BaseException], ...] = (*DB_DOWN_ERRORS, DBAPIError, RuntimeError)
 
 if TYPE_CHECKING:
     # Only for annotations: the API must not import the whole feed to be built.
@@ -130,6 +140,35 @@ class CsvInstrumentCatalog:
         return sorted(set(tokens) - self._tokens)
 
 
+class RegistryInstrumentCatalog:
+    """Known instruments from the registry (PostgreSQL). When the database cannot answer,
+    the ``fallback`` catalog does (the instrument dump the registry itself falls back to),
+    so a database outage does not stop subscription changes."""
+
+    def __init__(
+        self,
+        registry: InstrumentRegistryService,
+        fallback: InstrumentCatalog,
+        timeout: float = 2.0,
+    ) -> None:
+        self._registry = registry
+        self._fallback = fallback
+        self._timeout = timeout
+        self.fallbacks = 0
+
+    async def unknown_tokens(self, tokens: Sequence[int]) -> list[int]:
+        try:
+            async with asyncio.timeout(self._timeout), self._registry.engine.connect() as conn:
+                return await registry_loader.unknown_tokens(conn, tokens)
+        except _DB_UNAVAILABLE as exc:
+            self.fallbacks += 1
+            log.warning(
+                "instrument registry unreachable (%s); checking tokens against the dump",
+                type(exc).__name__,
+            )
+            return await self._fallback.unknown_tokens(tokens)
+
+
 class ServiceControl:
     """``FeedControl`` over a running ``MarketFeedService``.
 
@@ -140,7 +179,15 @@ class ServiceControl:
 
     def __init__(self, service: MarketFeedService, catalog: InstrumentCatalog | None = None):
         self._service = service
-        self._catalog = catalog or CsvInstrumentCatalog(service.settings.feed.instruments_csv)
+        if catalog is None:
+            dump = CsvInstrumentCatalog(service.settings.feed.instruments_csv)
+            source = service.instruments
+            # Unknown means "not in the registry" when the feed streams from the registry.
+            if isinstance(source, InstrumentRegistryService):
+                catalog = RegistryInstrumentCatalog(source, dump)
+            else:
+                catalog = dump
+        self._catalog = catalog
         kite = service.settings.kite
         self.capacity = kite.max_connections * kite.max_instruments_per_connection
 
