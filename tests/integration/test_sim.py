@@ -158,8 +158,13 @@ async def test_each_connection_gets_every_tick_in_its_own_mode() -> None:
 
 @pytest.mark.parametrize(
     "auth",
-    [{"access_token": "wrong"}, {"api_key": "someone-else"}, {"access_token": ""}],
-    ids=["bad-token", "bad-api-key", "no-token"],
+    [
+        {"access_token": "wrong"},
+        {"api_key": "someone-else"},
+        {"access_token": ""},
+        {"api_key": "%E2%82%AC"},
+    ],
+    ids=["bad-token", "bad-api-key", "no-token", "non-ascii-key"],
 )
 async def test_bad_credentials_get_403_at_the_handshake(auth: dict[str, str]) -> None:
     async with running_simulator() as sim:

@@ -87,6 +87,11 @@ class _Counters:
     logins: int = 0
 
 
+def _same(given: str, expected: str) -> bool:
+    """Constant-time comparison that also accepts non-ASCII input (a client's garbage)."""
+    return hmac.compare_digest(given.encode(), expected.encode())
+
+
 def _bind(host: str, port: int) -> socket.socket:
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -183,7 +188,7 @@ class Simulator:
         query = parse_qs(urlsplit(request.path).query)
         api_key = (query.get("api_key") or [""])[0]
         token = (query.get("access_token") or [""])[0]
-        if not (hmac.compare_digest(api_key, self.config.api_key) and token in self._valid_tokens):
+        if not (_same(api_key, self.config.api_key) and token in self._valid_tokens):
             self._count.handshakes["403"] += 1
             return ws.respond(http.HTTPStatus.FORBIDDEN, "invalid api_key or access_token\n")
         # Handshakes in progress hold a slot too, or two concurrent ones could both
@@ -392,11 +397,11 @@ class Simulator:
 
     def login(self, api_key: str, request_token: str, checksum: str) -> dict[str, Any]:
         """Kite's ``POST /session/token``: exchange a request token for an access token."""
-        if not hmac.compare_digest(api_key, self.config.api_key):
+        if not _same(api_key, self.config.api_key):
             raise LoginError("InputException", "Invalid `api_key`.", 403)
         secret = self.config.api_secret.get_secret_value()
         expected = hashlib.sha256((api_key + request_token + secret).encode()).hexdigest()
-        if not hmac.compare_digest(checksum, expected):
+        if not _same(checksum, expected):
             raise LoginError("TokenException", "Invalid `checksum`.", 403)
         if not request_token or request_token in self._used_request_tokens:
             raise LoginError("TokenException", "Token is invalid or has expired.", 403)
