@@ -14,7 +14,9 @@ from pathlib import Path
 import pytest
 from playwright.async_api import async_playwright
 
-from tests.integration.test_api import SettingsFor, running_feed
+from tests.integration.test_api import SettingsFor, poll, running_feed
+from tests.integration.test_api_ratelimit import api_process
+from tests.support.services import free_port
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -85,3 +87,45 @@ async def test_status_page_shows_connections_and_live_ticks_per_second(
             assert len(image) > 10_000
         finally:
             await browser.close()
+
+
+@pytest.mark.slow
+async def test_status_page_of_the_monitoring_process_shows_the_redis_figures(
+    settings_for: SettingsFor, unique: str, tmp_path: Path
+) -> None:
+    async with running_feed(settings_for, unique) as feed:
+
+        async def flushed() -> bool:
+            response = await feed.http.get("/monitoring/pipeline")
+            return response.status_code == 200 and bool(response.json()["connections"])
+
+        await poll(flushed)
+        with api_process(free_port(), unique) as monitor_url:
+
+            async def up() -> bool:
+                return (await feed.http.get(f"{monitor_url}/health")).status_code == 200
+
+            await poll(up, within=30)
+            async with async_playwright() as p:
+                browser = await p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+                try:
+                    page = await browser.new_page(viewport={"width": 1280, "height": 900})
+                    await page.goto(monitor_url + "/")
+                    await page.wait_for_function(
+                        "() => [...document.querySelectorAll('#connections tbody tr[data-shard]')]"
+                        ".filter(r => r.cells[1].textContent === 'connected').length === 2",
+                        timeout=15_000,
+                    )
+                    assert (await page.locator("#source").inner_text()) == "Redis snapshot"
+                    assert (await page.locator("#ready").inner_text()) == "ready"
+                    await page.wait_for_function(
+                        "() => parseFloat(document.getElementById('tps').textContent"
+                        ".replace(/,/g, '')) > 0",
+                        timeout=15_000,
+                    )
+                    shot = os.environ.get(SCREENSHOT_ENV + "_MONITOR")
+                    await page.screenshot(
+                        path=shot or str(tmp_path / "monitor_page.png"), full_page=True
+                    )
+                finally:
+                    await browser.close()
