@@ -20,7 +20,8 @@ SCHEMATHESIS = str(Path(sys.executable).with_name("schemathesis"))
 MAX_EXAMPLES = "30"
 
 
-async def run_schemathesis(base_url: str, *extra: str) -> tuple[int, str]:
+async def run_schemathesis(base_url: str, workdir: Path, *extra: str) -> tuple[int, str]:
+    """The CLI in ``workdir`` (it keeps a ``.schemathesis/`` cache where it runs)."""
     proc = await asyncio.create_subprocess_exec(
         SCHEMATHESIS,
         "run",
@@ -40,6 +41,7 @@ async def run_schemathesis(base_url: str, *extra: str) -> tuple[int, str]:
         *extra,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.STDOUT,
+        cwd=workdir,
     )
     async with asyncio.timeout(240):
         output, _ = await proc.communicate()
@@ -48,10 +50,12 @@ async def run_schemathesis(base_url: str, *extra: str) -> tuple[int, str]:
 
 
 async def test_schemathesis_finds_nothing_in_the_feeds_api(
-    settings_for: SettingsFor, unique: str
+    settings_for: SettingsFor, unique: str, tmp_path: Path
 ) -> None:
     async with running_feed(settings_for, unique, connections=1) as feed:
-        code, output = await run_schemathesis(feed.base_url, "-H", f"X-API-Key: {API_KEY}")
+        code, output = await run_schemathesis(
+            feed.base_url, tmp_path, "-H", f"X-API-Key: {API_KEY}"
+        )
         assert code == 0, output[-6000:]
         assert "Server error" not in output
         # The mutating routes were really exercised (with the key), not just listed.
@@ -61,7 +65,7 @@ async def test_schemathesis_finds_nothing_in_the_feeds_api(
 
 
 async def test_schemathesis_finds_nothing_in_the_monitoring_api(
-    settings_for: SettingsFor, unique: str
+    settings_for: SettingsFor, unique: str, tmp_path: Path
 ) -> None:
     # A feed flushes metrics into the namespace the monitor reads: without data the
     # monitoring routes answer 503 by design, which schemathesis counts as a server error.
@@ -82,6 +86,6 @@ async def test_schemathesis_finds_nothing_in_the_monitoring_api(
                 return (await feed.http.get(f"{base_url}/health")).status_code == 200
 
             await poll(up, within=30)
-            code, output = await run_schemathesis(base_url)
+            code, output = await run_schemathesis(base_url, tmp_path)
         assert code == 0, output[-6000:]
         assert "Server error" not in output
