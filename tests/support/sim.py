@@ -25,6 +25,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
@@ -156,32 +157,33 @@ def simulator_process(*args: str, **options: Any) -> Iterator[SimHandle]:
         argv += [f"--{name.replace('_', '-')}", str(value)]
     argv += list(args)
     env = {k: v for k, v in os.environ.items() if not k.startswith("ALPHAPANDA_")}
-    proc = subprocess.Popen(
-        argv, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-    )
-    try:
-        assert proc.stdout is not None
-        line = proc.stdout.readline()  # the sim_ready line (or EOF if it failed)
-        if not line:
-            proc.wait(timeout=10)
-            raise RuntimeError(
-                f"alphapanda sim failed to start:\n{proc.stderr.read() if proc.stderr else ''}"
-            )
-        ready = json.loads(line)
-        yield SimHandle(
-            ws_url=ready["ws_url"],
-            admin_url=ready["admin_url"],
-            api_key=str(options.get("api_key", "alphapanda-dev")),
-            access_token=str(options.get("access_token", "dev-access-token")),
-            api_secret=str(options.get("api_secret", "dev-api-secret")),
+    # stderr to a file, not a pipe: nobody drains a pipe during the test, and a full
+    # one would block the simulator.
+    with tempfile.TemporaryFile("w+") as stderr:
+        proc = subprocess.Popen(
+            argv, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=stderr, text=True
         )
-    finally:
-        proc.terminate()
         try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
-        for stream in (proc.stdout, proc.stderr):
-            if stream is not None:
-                stream.close()
+            assert proc.stdout is not None
+            line = proc.stdout.readline()  # the sim_ready line (or EOF if it failed)
+            if not line:
+                proc.wait(timeout=10)
+                stderr.seek(0)
+                raise RuntimeError(f"alphapanda sim failed to start:\n{stderr.read()[-3000:]}")
+            ready = json.loads(line)
+            yield SimHandle(
+                ws_url=ready["ws_url"],
+                admin_url=ready["admin_url"],
+                api_key=str(options.get("api_key", "alphapanda-dev")),
+                access_token=str(options.get("access_token", "dev-access-token")),
+                api_secret=str(options.get("api_secret", "dev-api-secret")),
+            )
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(timeout=10)
+            if proc.stdout is not None:
+                proc.stdout.close()

@@ -13,6 +13,8 @@ from pydantic import SecretStr
 
 from alphapanda.cli.app import app
 from alphapanda.instruments import load_instrument_dump
+from alphapanda.logs import configure_logging
+from alphapanda.settings import LogSettings
 from alphapanda.sim.config import DEFAULT_ADMIN_PORT, DEFAULT_WS_PORT, SimConfig
 from alphapanda.sim.market import Market
 from alphapanda.sim.server import Simulator
@@ -45,6 +47,7 @@ def sim(
 ) -> None:
     """Serve a simulated Kite ticker at ws://HOST:PORT/?api_key=…&access_token=… with
     fault switches and figures at http://HOST:ADMIN_PORT (see README, "Simulator")."""
+    configure_logging(LogSettings(), secrets=(access_token, api_secret))
     loaded, errors = load_instrument_dump(instruments)
     for error in errors[:20]:
         typer.secho(

@@ -15,6 +15,7 @@ import contextlib
 import hashlib
 import hmac
 import http
+import logging
 import secrets
 import socket
 import struct
@@ -48,6 +49,8 @@ from alphapanda.sim.subscriptions import SubscriptionBook, error_text
 # both; the official parser ignores both without crashing.
 MALFORMED_FRAME = struct.pack(">HH", 2, 13) + b"\xab" * 13 + struct.pack(">H", 184) + b"\x01" * 10
 
+
+log = logging.getLogger(__name__)
 
 # Which mode carries more: a tick is generated in the richest mode any subscriber wants.
 _MODE_RANK = {MODE_LTP: 0, MODE_QUOTE: 1, MODE_FULL: 2}
@@ -221,6 +224,7 @@ class Simulator:
         self._count.handshakes["accepted"] += 1
         live = sum(1 for c in self._connections.values() if c.api_key == api_key)
         self._count.max_concurrent[api_key] = max(self._count.max_concurrent[api_key], live)
+        log.info("connection %s open (%d live for this api key)", conn.id, live)
         try:
             async for message in ws:
                 if isinstance(message, str):
@@ -233,6 +237,7 @@ class Simulator:
             pass
         finally:
             self._forget(conn)
+            log.info("connection %s closed", conn.id)
 
     def _forget(self, conn: _Connection) -> None:
         # Idempotent: faults forget a connection at once, its handler again later.
@@ -321,6 +326,9 @@ class Simulator:
         except TimeoutError:
             # The client stopped reading; cut it off so the others keep their ticks.
             self._count.slow_clients_cut += 1
+            log.warning(
+                "connection %s cut off: not reading for %ss", conn.id, self.config.write_timeout
+            )
             conn.ws.transport.abort()
             self._forget(conn)
             return False
@@ -356,6 +364,7 @@ class Simulator:
                 conn.ws.transport.abort()
                 self._forget(conn)
             self._count.dropped += len(conns)
+        log.info("fault: dropped %d connection(s)", len(conns))
         return len(conns)
 
     def stall(self, seconds: float) -> None:
@@ -363,6 +372,7 @@ class Simulator:
         self._stalled_until = asyncio.get_running_loop().time() + seconds
         # Not reading means not answering pings either, as a frozen server would.
         self._set_reading(False)
+        log.info("fault: stalled for %.1fs", seconds)
 
     async def send_malformed(self) -> int:
         """Send :data:`MALFORMED_FRAME` to every open connection."""
@@ -379,6 +389,7 @@ class Simulator:
         """Invalidate every access token and close every connection (code 1008)."""
         self._valid_tokens.clear()
         self._count.tokens_expired += 1
+        log.info("fault: access tokens expired")
         async with self._send_lock:
             conns = list(self._connections.values())
             for conn in conns:
