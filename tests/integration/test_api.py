@@ -183,6 +183,8 @@ async def test_health_ready_status_and_metrics_reflect_the_live_feed(
         text = metrics.text
         assert "alphapanda_ticks_received_total" in text
         assert 'alphapanda_api_requests_allowed_total{route_class="read"}' in text
+        assert 'alphapanda_connection_state{shard="0",state="connected"} 1.0' in text
+        assert "process_resident_memory_bytes" in text
 
 
 async def test_monitoring_routes_read_the_feeds_namespace_in_redis(

@@ -99,7 +99,13 @@ def _live_samples(ctx: ApiContext) -> list[Sample]:
     assert ctx.control is not None
     gathered: list[Sample] = []
     for source in ctx.control.metrics_sources():
-        gathered.extend(source.samples())
+        try:
+            # list() first: a generator failing halfway must not leave half its figures.
+            gathered.extend(list(source.samples()))
+        except Exception:
+            # One component's bug must not take /status and /metrics down with it; the
+            # metrics collector counts and logs the same failure on its next flush.
+            log.debug("metrics source %s failed", type(source).__name__, exc_info=True)
     return gathered
 
 
@@ -158,7 +164,10 @@ async def metrics(ctx: Ctx) -> Response:
     else:
         base = _live_samples(ctx)
     samples = [*base, *ctx.limiter.samples()]
-    body, content_type = render_latest(build_registry(lambda: samples))
+    # process_* figures (RSS, CPU, fds) of the feed itself; in the monitor role they would
+    # describe the monitor, not the feed, so they are left out there.
+    registry = build_registry(lambda: samples, process_metrics=ctx.control is not None)
+    body, content_type = render_latest(registry)
     return Response(body, media_type=content_type)
 
 
