@@ -234,7 +234,7 @@ class MarketFeedService:
         )
         try:
             async with asyncio.TaskGroup() as tg:
-                tg.create_task(self._ensure_topic(), name="topic-setup")
+                topic_setup = tg.create_task(self._ensure_topic(), name="topic-setup")
                 tg.create_task(self.producer.run(), name="producer-poll")
                 publisher = tg.create_task(self.publisher.run(), name="publisher")
                 client = tg.create_task(self.client.run(), name="kite-client")
@@ -250,6 +250,7 @@ class MarketFeedService:
                 await client
                 self.buffer.close()
                 await publisher
+                topic_setup.cancel()
                 self._log_final()
                 for service, task in zip(self.services, extras, strict=True):
                     service.stop()

@@ -39,17 +39,18 @@ async def eventually(
 
 
 async def quiesce(
-    sim: SimHandle, service: MarketFeedService, within: float = 60.0
+    sim: SimHandle, service: MarketFeedService, within: float = 60.0, earlier_runs: int = 0
 ) -> dict[str, Any]:
     """Stop the simulator's stream and wait until the feed received every tick it sent
-    and published (or spooled) all of it; returns the simulator's final stats."""
+    (minus ``earlier_runs``: ticks received by previous feeds of this simulator) and
+    published (or spooled) all of it; returns the simulator's final stats."""
     await sim.set_rate(0)
     deadline = time.monotonic() + within
     while True:
         stats = await sim.stats()
         acct = service.accounting
         if (
-            stats["total_ticks_sent"] == acct.received_socket
+            stats["total_ticks_sent"] == acct.received_socket + earlier_runs
             and acct.in_flight == 0
             and acct.spooled == 0
         ):

@@ -65,8 +65,10 @@ def producer_config(settings: KafkaSettings, client_id: str) -> dict[str, Any]:
         # Come back quickly after a broker restart instead of backing off for 10 s.
         "reconnect.backoff.max.ms": 1000,
         "socket.keepalive.enable": True,
-        # Connection refusals are already reported (rate-limited) through error_cb.
+        # Connection failures are already reported (rate-limited) through error_cb;
+        # librdkafka's own log lines would repeat each one every reconnect attempt.
         "log.connection.close": False,
+        "log_level": 2,
     }
 
 

@@ -30,6 +30,9 @@ async def ensure_topic(settings: KafkaSettings, topic: str, wait_seconds: float 
         {
             "bootstrap.servers": settings.bootstrap_servers,
             "socket.timeout.ms": int(wait_seconds * 1000),
+            # Its connection failures surface through the future below (and the
+            # producer reports them too); librdkafka's own stderr lines add nothing.
+            "log_level": 0,
         }
     )
     new = NewTopic(
