@@ -246,7 +246,11 @@ class Spool:
         if count == 0:
             return
         segment, offset = ends[count - 1]
-        if segment in self._sizes and offset >= self._sizes[segment] and segment != self._segments[-1]:
+        if (
+            segment in self._sizes
+            and offset >= self._sizes[segment]
+            and segment != self._segments[-1]
+        ):
             segment, offset = segment + 1, 0
         self._cursor = (segment, offset)
         self.pending -= count
