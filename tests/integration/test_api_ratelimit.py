@@ -149,3 +149,25 @@ async def test_redis_down_reads_fail_open_and_writes_fail_closed(
         await poll(writes_accepted_again)
         recovered = await http.get("/status")
         assert "X-RateLimit-Status" not in recovered.headers
+
+
+async def test_behind_a_trusted_proxy_each_forwarded_client_has_its_own_bucket(
+    unique: str,
+) -> None:
+    with api_process(
+        free_port(),
+        unique,
+        ALPHAPANDA_API__RATE_LIMIT="2/minute",
+        ALPHAPANDA_API__TRUSTED_PROXIES='["127.0.0.0/8"]',
+    ) as base:
+        async with httpx.AsyncClient(timeout=10) as http:
+            await poll(lambda: _up(http, base), within=30)
+
+            async def get(forwarded: str) -> int:
+                headers = {"X-Forwarded-For": forwarded}
+                return (await http.get(f"{base}/status", headers=headers)).status_code
+
+            assert [await get("203.0.113.1") for _ in range(3)] == [200, 200, 429]
+            assert await get("203.0.113.2") == 200
+            # Whatever the client wrote to the left, our proxy's entry names it.
+            assert await get("6.6.6.6, 203.0.113.1") == 429
