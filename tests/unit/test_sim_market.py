@@ -192,7 +192,9 @@ def test_schedule_turns_elapsed_time_into_whole_ticks() -> None:
     assert [schedule.due(0.0105) for _ in range(4)] == [10, 11, 10, 11]
     schedule.set_rate(10)
     assert schedule.due(0.05) + schedule.due(0.05) == 1
+    assert schedule.shortfall == 0
     assert schedule.due(3600) == 2  # a long pause carries over at most 0.25 s of credit
+    assert 35_990 < schedule.shortfall <= 36_000  # and says what it could not deliver
     schedule.reset()
     assert schedule.due(0.0) == 0
     with pytest.raises(ValueError, match="ticks_per_second"):

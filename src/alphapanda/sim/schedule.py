@@ -20,6 +20,13 @@ class TickSchedule:
         self._max_catch_up = max_catch_up
         self._credit = 0.0
         self._cursor = 0
+        self._shortfall = 0.0
+
+    @property
+    def shortfall(self) -> int:
+        """Ticks the rate asked for but that were never due because the caller fell more
+        than ``max_catch_up`` behind (a saturated simulator). Stalls don't count."""
+        return int(self._shortfall)
 
     @property
     def ticks_per_second(self) -> float:
@@ -38,7 +45,11 @@ class TickSchedule:
     def due(self, elapsed: float) -> int:
         """How many ticks are due after ``elapsed`` seconds."""
         ceiling = max(1.0, self._rate * self._max_catch_up)
-        self._credit = min(self._credit + self._rate * max(0.0, elapsed), ceiling)
+        credit = self._credit + self._rate * max(0.0, elapsed)
+        if credit > ceiling:
+            self._shortfall += credit - ceiling
+            credit = ceiling
+        self._credit = credit
         count = int(self._credit)
         self._credit -= count
         return count

@@ -460,5 +460,6 @@ class Simulator:
             "tokens_expired": count.tokens_expired,
             "logins": count.logins,
             "ticks_per_second": self._schedule.ticks_per_second,
+            "ticks_shortfall": self._schedule.shortfall,
             "stalled": asyncio.get_running_loop().time() < self._stalled_until,
         }
