@@ -137,13 +137,20 @@ async def running_simulator(
         access_token=config.access_token.get_secret_value(),
         api_secret=config.api_secret.get_secret_value(),
     )
+    # The test body's own exception is re-raised as it is, not wrapped in the
+    # TaskGroup's ExceptionGroup, so failures read as plain assertion errors.
+    failure: BaseException | None = None
     async with asyncio.TaskGroup() as tasks:
         tasks.create_task(simulator.run())
         await simulator.ready.wait()
         try:
             yield handle
+        except BaseException as exc:
+            failure = exc
         finally:
             simulator.stop()
+    if failure is not None:
+        raise failure
 
 
 @contextmanager
