@@ -156,3 +156,98 @@ def chaos(
         console.print(line, highlight=False)
     if not result.passed:
         raise typer.Exit(1)
+
+
+@bench_app.command("e2e")
+def e2e(
+    ctx: typer.Context,
+    seconds: Annotated[
+        float, typer.Option("--seconds", min=1, help="Length of each measurement window.")
+    ] = 10.0,
+    rate: Annotated[
+        float, typer.Option("--rate", min=1, help="Simulator ticks/s for the throughput window.")
+    ] = 100_000.0,
+    latency_rate: Annotated[
+        float, typer.Option("--latency-rate", min=1, help="Simulator ticks/s for latency.")
+    ] = 20_000.0,
+    baseline: Annotated[
+        bool, typer.Option(help="Also run the original design (bench/baseline.py).")
+    ] = True,
+    ceiling: Annotated[
+        bool, typer.Option(help="Also run the bare producer loop (bench/ceiling.py).")
+    ] = True,
+) -> None:
+    """Simulator → feed → Kafka acks, consumer-verified: ticks/s at zero loss, p50/p99
+    frame-receipt → ack latency, side by side with the baseline and the ceiling."""
+    from alphapanda.bench.e2e import run_e2e
+
+    console = Console(width=120)
+    result = asyncio.run(
+        run_e2e(
+            settings_from(ctx),
+            seconds=seconds,
+            rate=rate,
+            latency_rate=latency_rate,
+            with_baseline=baseline,
+            with_ceiling=ceiling,
+        )
+    )
+    table = Table(
+        title=f"e2e: {result.instruments} instruments, full mode, {seconds:.0f} s windows"
+    )
+    for column in ("pipeline", "ticks/s acked", "p50 ms", "p99 ms", "note"):
+        table.add_column(column, justify="left" if column in ("pipeline", "note") else "right")
+    table.add_row(
+        "alphapanda feed",
+        f"{result.feed_acked_per_s:,.0f}",
+        "",
+        "",
+        f"simulator sent {result.sim_sent_per_s:,.0f}/s (asked {rate:,.0f})",
+    )
+    table.add_row(
+        f"alphapanda feed @ {latency_rate:,.0f}/s",
+        "",
+        f"{result.latency_p50_ms:.1f}",
+        f"{result.latency_p99_ms:.1f}",
+        f"{result.latency_samples:,} acks; sim sent {result.latency_sent_per_s:,.0f}/s",
+    )
+    if result.baseline is not None:
+        b = result.baseline
+        table.add_row(
+            "baseline (original design)",
+            f"{b.ticks_per_s:,.0f}",
+            f"{b.latency_p50_ms:.1f}",
+            f"{b.latency_p99_ms:.1f}",
+            f"received {b.received:,}, acked {b.acked:,}, failed {b.failed:,}",
+        )
+    elif result.baseline_error:
+        table.add_row("baseline (original design)", "failed", "", "", result.baseline_error[:60])
+    if result.ceiling is not None:
+        c = result.ceiling
+        table.add_row(
+            "ceiling (bare producer loop)",
+            f"{c.messages_per_s:,.0f}",
+            "",
+            "",
+            f"{c.message_bytes:,.0f} B/record, failed {c.failed}",
+        )
+    console.print(table)
+    console.print(
+        f"zero loss: {'yes' if result.zero_loss else 'NO'} — sent {result.sent:,}, "
+        f"published {result.published:,}, consumed {result.consumed:,}, "
+        f"ledger problems {result.ledger_problems}, instruments off {result.missing_instruments}, "
+        f"dropped {result.dropped}; buffer high water {result.buffer_high_water:,}",
+        highlight=False,
+    )
+    if result.ratio_to_baseline is not None:
+        console.print(f"feed / baseline: {result.ratio_to_baseline:.1f}× (target ≥ 10×)")
+    if result.ratio_to_ceiling is not None:
+        console.print(f"feed / ceiling: {result.ratio_to_ceiling:.0%} (target ≥ 50 %)")
+    console.print(
+        f"python {platform.python_version()} on {platform.machine()}, {os.cpu_count()} CPUs",
+        highlight=False,
+    )
+    for error in result.errors:
+        console.print(f"error: {error}", highlight=False)
+    if not result.zero_loss or result.errors:
+        raise typer.Exit(1)

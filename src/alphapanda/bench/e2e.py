@@ -1,0 +1,269 @@
+"""End to end (SPEC §4): simulator → feed → Kafka acks, verified by a consumer.
+
+One run, side by side on the same machine and broker:
+
+1. **Throughput**: the simulator (a separate process) streams every instrument of the
+   CSV in full mode at ``rate`` ticks/s for ``seconds``; the feed (``MarketFeedService``,
+   in this process, so on one core) publishes them. Reported: ticks/s acked by the
+   broker over the window, against the ticks/s the simulator managed to send.
+2. **Latency**: the same at ``latency_rate`` (20,000 ticks/s by default): p50/p99 from
+   frame receipt (the tick's ``received_at_ns``) to the broker's ack, every tick of
+   the window.
+3. **Zero loss**: the stream is stopped, the feed drains and stops, and a consumer reads
+   the topic from the start: per instrument, ``volume_traded`` continuity and the
+   simulator's ``ticks_sent`` must match exactly.
+4. **Baseline** (``bench/baseline.py``, the original design in a child process) against
+   the same simulator at ``rate``, and the **ceiling** (``bench/ceiling.py``, a bare
+   producer loop of pre-encoded records) against the same broker.
+
+Every topic the run creates is deleted at the end.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Final
+
+import msgspec
+from confluent_kafka.admin import AdminClient
+from pydantic import SecretStr
+
+from alphapanda.bench.baseline import BaselineError, BaselineResult, run_baseline
+from alphapanda.bench.ceiling import CeilingResult, run_ceiling
+from alphapanda.bench.harness import SimProcess, StreamLedger
+from alphapanda.instruments import load_instrument_dump
+from alphapanda.pipeline.producer import LatencyReservoir
+from alphapanda.pipeline.topics_admin import ensure_topic
+from alphapanda.service import MarketFeedService
+from alphapanda.settings import Settings
+from alphapanda.topics import TopicNames
+
+# Enough to hold every ack of a latency window at 20k ticks/s for a minute.
+_LATENCY_SAMPLES: Final = 1 << 21
+
+
+class E2EResult(msgspec.Struct):
+    """The figures of one ``alphapanda bench e2e`` run."""
+
+    seconds: float
+    rate: float
+    latency_rate: float
+    instruments: int
+    sim_sent_per_s: float  # what the simulator managed in the throughput window
+    feed_acked_per_s: float  # broker acks per second in the same window
+    latency_p50_ms: float
+    latency_p99_ms: float
+    latency_samples: int
+    latency_sent_per_s: float
+    sent: int  # everything the simulator sent to the feed
+    published: int
+    consumed: int
+    ledger_problems: int
+    missing_instruments: int
+    dropped: int
+    zero_loss: bool
+    buffer_high_water: int
+    baseline: BaselineResult | None = None
+    baseline_error: str | None = None
+    ceiling: CeilingResult | None = None
+    errors: list[str] = msgspec.field(default_factory=list)
+
+    @property
+    def ratio_to_baseline(self) -> float | None:
+        if self.baseline is None or not self.baseline.ticks_per_s:
+            return None
+        return self.feed_acked_per_s / self.baseline.ticks_per_s
+
+    @property
+    def ratio_to_ceiling(self) -> float | None:
+        if self.ceiling is None or not self.ceiling.messages_per_s:
+            return None
+        return self.feed_acked_per_s / self.ceiling.messages_per_s
+
+
+async def _until(condition: object, within: float, what: str) -> None:
+    assert callable(condition)
+    deadline = time.monotonic() + within
+    while not condition():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out after {within:.0f} s waiting for: {what}")
+        await asyncio.sleep(0.05)
+
+
+def _delete_topics(bootstrap: str, topics: list[str]) -> None:
+    admin = AdminClient({"bootstrap.servers": bootstrap, "log_level": 0})
+    for future in admin.delete_topics(topics, operation_timeout=30).values():
+        with contextlib.suppress(Exception):
+            future.result(timeout=30)
+
+
+async def run_e2e(
+    settings: Settings,
+    *,
+    seconds: float = 10.0,
+    rate: float = 100_000.0,
+    latency_rate: float = 20_000.0,
+    with_baseline: bool = True,
+    with_ceiling: bool = True,
+) -> E2EResult:
+    """Run the end-to-end benchmark against ``settings.kafka``'s broker (see module doc)."""
+    run_id = uuid.uuid4().hex[:8]
+    prefix = f"{settings.kafka.topic_prefix}bench.e2e.{run_id}."
+    topic = TopicNames.market_ticks(prefix)
+    baseline_topic = TopicNames.market_ticks(prefix + "baseline.")
+    ceiling_topic = TopicNames.market_ticks(prefix + "ceiling.")
+    csv = settings.feed.instruments_csv.resolve()
+    instruments, _ = await asyncio.to_thread(load_instrument_dump, csv)
+    tokens = [i.instrument_token for i in instruments]
+    errors: list[str] = []
+    spool_dir = Path(tempfile.mkdtemp(prefix=f"alphapanda-e2e-{run_id}-"))
+    try:
+        async with SimProcess(ticks_per_second=0, instruments=csv) as sim:
+            feed_settings = settings.model_copy(
+                update={
+                    "kite": settings.kite.model_copy(
+                        update={
+                            "ws_url": sim.ws_url,
+                            "api_key": sim.api_key,
+                            "access_token": SecretStr(sim.access_token),
+                        }
+                    ),
+                    "kafka": settings.kafka.model_copy(update={"topic_prefix": prefix}),
+                    "feed": settings.feed.model_copy(
+                        update={
+                            "instruments_csv": csv,
+                            "mode": "full",
+                            "buffer_policy": "block",
+                            "spool_dir": spool_dir,
+                        }
+                    ),
+                }
+            )
+            service = MarketFeedService(feed_settings)
+            acct = service.accounting
+            async with asyncio.TaskGroup() as tg:
+                tg.create_task(service.run())
+                await _until(
+                    lambda: service.topic_ready and service.client.is_streaming(), 60, "feed up"
+                )
+
+                # 1. Throughput.
+                await sim.set_rate(rate)
+                await _until(lambda: acct.published > 0, 30, "first ack")
+                sent0 = (await sim.stats())["total_ticks_sent"]
+                acked0, t0 = acct.published, time.monotonic()
+                await asyncio.sleep(seconds)  # the measurement window itself
+                acked1, t1 = acct.published, time.monotonic()
+                sent1 = (await sim.stats())["total_ticks_sent"]
+                throughput_sent = (sent1 - sent0) / (t1 - t0)
+                throughput_acked = (acked1 - acked0) / (t1 - t0)
+
+                # 2. Latency at a fixed, lower rate (after the backlog of phase 1 drained).
+                await sim.set_rate(latency_rate)
+                await _until(lambda: len(service.buffer) < 1000, 60, "backlog drained")
+                await asyncio.sleep(1.0)  # settle at the new rate before measuring
+                service.producer.latency = LatencyReservoir(_LATENCY_SAMPLES)
+                l_sent0, l_t0 = (await sim.stats())["total_ticks_sent"], time.monotonic()
+                await asyncio.sleep(seconds)  # the measurement window itself
+                latency = service.producer.latency
+                p50, p99 = latency.percentiles(0.5, 0.99)
+                samples = min(latency.count, _LATENCY_SAMPLES)
+                latency_sent = ((await sim.stats())["total_ticks_sent"] - l_sent0) / (
+                    time.monotonic() - l_t0
+                )
+
+                # 3. Stop the stream; the feed drains and stops.
+                await sim.set_rate(0)
+                stats = await sim.stats()
+                await _until(
+                    lambda: (
+                        acct.received_socket >= stats["total_ticks_sent"] and not acct.in_flight
+                    ),
+                    120,
+                    "feed drained",
+                )
+                service.request_stop()
+            stats = await sim.stats()
+            sent = int(stats["total_ticks_sent"])
+
+            ledger = StreamLedger(settings.kafka.bootstrap_servers, topic)
+            ledger.start()
+            try:
+                await _until(lambda: ledger.figures().consumed >= acct.published, 300, "consumer")
+            except TimeoutError as exc:
+                errors.append(str(exc))
+            finally:
+                await asyncio.to_thread(ledger.stop)
+            figures = ledger.figures()
+            missing = ledger.missing_against(stats["ticks_sent"])
+
+            # 4. Baseline (same simulator) and ceiling (same broker).
+            baseline: BaselineResult | None = None
+            baseline_error: str | None = None
+            if with_baseline:
+                await ensure_topic(settings.kafka, baseline_topic)
+                await sim.set_rate(rate)
+                try:
+                    baseline = await run_baseline(
+                        ws_url=sim.ws_url,
+                        api_key=sim.api_key,
+                        access_token=sim.access_token,
+                        tokens=tokens,
+                        bootstrap_servers=settings.kafka.bootstrap_servers,
+                        topic=baseline_topic,
+                        redis_url=settings.redis.url.get_secret_value(),
+                        redis_prefix=f"bench:e2e:{run_id}:baseline",
+                        duration_s=seconds,
+                    )
+                except BaselineError as exc:
+                    baseline_error = str(exc)
+                await sim.set_rate(0)
+        ceiling: CeilingResult | None = None
+        if with_ceiling:
+            await ensure_topic(settings.kafka, ceiling_topic)
+            ceiling = await asyncio.to_thread(
+                run_ceiling, settings.kafka, ceiling_topic, duration_s=seconds
+            )
+    finally:
+        await asyncio.to_thread(
+            _delete_topics,
+            settings.kafka.bootstrap_servers,
+            [topic, baseline_topic, ceiling_topic],
+        )
+    if ledger.error:
+        errors.append(f"ledger consumer: {ledger.error}")
+    zero_loss = (
+        not figures.problems
+        and not missing
+        and figures.consumed == sent == acct.published
+        and acct.dropped_total == 0
+    )
+    return E2EResult(
+        seconds=seconds,
+        rate=rate,
+        latency_rate=latency_rate,
+        instruments=len(tokens),
+        sim_sent_per_s=throughput_sent,
+        feed_acked_per_s=throughput_acked,
+        latency_p50_ms=p50 * 1000,
+        latency_p99_ms=p99 * 1000,
+        latency_samples=samples,
+        latency_sent_per_s=latency_sent,
+        sent=sent,
+        published=acct.published,
+        consumed=figures.consumed,
+        ledger_problems=figures.problems,
+        missing_instruments=len(missing),
+        dropped=acct.dropped_total,
+        zero_loss=zero_loss,
+        buffer_high_water=service.buffer.high_water,
+        baseline=baseline,
+        baseline_error=baseline_error,
+        ceiling=ceiling,
+        errors=errors,
+    )
