@@ -17,7 +17,7 @@ from fastapi import FastAPI, HTTPException, Query, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
-from alphapanda.sim.server import LoginError
+from alphapanda.sim.sessions import LoginError
 
 
 class SimulatorControl(Protocol):

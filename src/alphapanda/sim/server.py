@@ -12,11 +12,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
-import hmac
 import http
 import logging
-import secrets
 import socket
 import struct
 import time
@@ -42,6 +39,7 @@ from alphapanda.kite.protocol import (
 from alphapanda.sim.config import SimConfig
 from alphapanda.sim.market import Market, in_mode
 from alphapanda.sim.schedule import TickSchedule
+from alphapanda.sim.sessions import SessionBook
 from alphapanda.sim.subscriptions import SubscriptionBook, error_text
 
 # The "malformed" fault: a frame of two packets, one of a length no packet kind has
@@ -54,16 +52,6 @@ log = logging.getLogger(__name__)
 
 # Which mode carries more: a tick is generated in the richest mode any subscriber wants.
 _MODE_RANK = {MODE_LTP: 0, MODE_QUOTE: 1, MODE_FULL: 2}
-
-
-class LoginError(Exception):
-    """A refused Kite session request, carried as Kite's error envelope."""
-
-    def __init__(self, error_type: str, message: str, status: int) -> None:
-        super().__init__(message)
-        self.error_type = error_type
-        self.message = message
-        self.status = status
 
 
 @dataclass(eq=False)
@@ -86,13 +74,6 @@ class _Counters:
     malformed_sent: int = 0
     dropped: int = 0
     slow_clients_cut: int = 0
-    tokens_expired: int = 0
-    logins: int = 0
-
-
-def _same(given: str, expected: str) -> bool:
-    """Constant-time comparison that also accepts non-ASCII input (a client's garbage)."""
-    return hmac.compare_digest(given.encode(), expected.encode())
 
 
 def _bind(host: str, port: int) -> socket.socket:
@@ -115,8 +96,7 @@ class Simulator:
         self._stopping = asyncio.Event()
         self._book = SubscriptionBook(market, config.max_instruments_per_connection)
         self._schedule = TickSchedule(config.ticks_per_second)
-        self._valid_tokens = {config.access_token.get_secret_value()}
-        self._used_request_tokens: set[str] = set()
+        self._sessions = SessionBook(config.api_key, config.access_token, config.api_secret)
         self._connections: dict[str, _Connection] = {}
         self._pending: dict[ServerConnection, str] = {}
         self._next_id = 0
@@ -191,7 +171,7 @@ class Simulator:
         query = parse_qs(urlsplit(request.path).query)
         api_key = (query.get("api_key") or [""])[0]
         token = (query.get("access_token") or [""])[0]
-        if not (_same(api_key, self.config.api_key) and token in self._valid_tokens):
+        if not self._sessions.admits(api_key, token):
             self._count.handshakes["403"] += 1
             return ws.respond(http.HTTPStatus.FORBIDDEN, "invalid api_key or access_token\n")
         # Handshakes in progress hold a slot too, or two concurrent ones could both
@@ -387,8 +367,7 @@ class Simulator:
 
     async def expire_tokens(self) -> int:
         """Invalidate every access token and close every connection (code 1008)."""
-        self._valid_tokens.clear()
-        self._count.tokens_expired += 1
+        self._sessions.expire_all()
         log.info("fault: access tokens expired")
         async with self._send_lock:
             conns = list(self._connections.values())
@@ -401,44 +380,15 @@ class Simulator:
 
     def accept_token(self, access_token: str) -> None:
         """Start accepting ``access_token`` at the handshake."""
-        self._valid_tokens.add(access_token)
+        self._sessions.accept(access_token)
 
     def set_rate(self, ticks_per_second: float) -> None:
         self._schedule.set_rate(ticks_per_second)
 
     def login(self, api_key: str, request_token: str, checksum: str) -> dict[str, Any]:
-        """Kite's ``POST /session/token``: exchange a request token for an access token."""
-        if not _same(api_key, self.config.api_key):
-            raise LoginError("InputException", "Invalid `api_key`.", 403)
-        secret = self.config.api_secret.get_secret_value()
-        expected = hashlib.sha256((api_key + request_token + secret).encode()).hexdigest()
-        if not _same(checksum, expected):
-            raise LoginError("TokenException", "Invalid `checksum`.", 403)
-        if not request_token or request_token in self._used_request_tokens:
-            raise LoginError("TokenException", "Token is invalid or has expired.", 403)
-        self._used_request_tokens.add(request_token)
-        access_token = secrets.token_hex(16)
-        self._valid_tokens.add(access_token)
-        self._count.logins += 1
-        return {
-            "user_type": "individual",
-            "email": "sim@alphapanda.invalid",
-            "user_name": "Alpha Panda Simulator",
-            "user_shortname": "Simulator",
-            "broker": "ZERODHA",
-            "exchanges": ["NSE", "BSE", "NFO", "CDS", "BCD", "MCX"],
-            "products": ["CNC", "NRML", "MIS"],
-            "order_types": ["MARKET", "LIMIT", "SL", "SL-M"],
-            "avatar_url": None,
-            "user_id": "AP0001",
-            "api_key": api_key,
-            "access_token": access_token,
-            "public_token": secrets.token_hex(16),
-            "refresh_token": "",
-            "enctoken": secrets.token_hex(16),
-            "login_time": time.strftime("%Y-%m-%d %H:%M:%S"),
-            "meta": {"demat_consent": "physical"},
-        }
+        """Kite's ``POST /session/token`` (see :class:`SessionBook`)."""
+        login_time = time.strftime("%Y-%m-%d %H:%M:%S")
+        return self._sessions.login(api_key, request_token, checksum, login_time)
 
     def stats(self) -> dict[str, Any]:
         """Plain JSON-able figures (see the README's Simulator section)."""
@@ -457,8 +407,8 @@ class Simulator:
             "malformed_sent": count.malformed_sent,
             "connections_dropped": count.dropped,
             "slow_clients_cut": count.slow_clients_cut,
-            "tokens_expired": count.tokens_expired,
-            "logins": count.logins,
+            "tokens_expired": self._sessions.expiries,
+            "logins": self._sessions.logins,
             "ticks_per_second": self._schedule.ticks_per_second,
             "ticks_shortfall": self._schedule.shortfall,
             "stalled": asyncio.get_running_loop().time() < self._stalled_until,
