@@ -11,6 +11,7 @@ import json
 import time
 from collections import defaultdict
 from collections.abc import Callable
+from pathlib import Path
 
 import httpx
 import kiteconnect
@@ -412,3 +413,18 @@ def test_cli_simulator_in_a_subprocess() -> None:
         ticks_per_second=2000, access_token="cli-token", max_connections=1, seed=5
     ) as sim:
         asyncio.run(exercise(sim))
+
+
+def test_cli_refuses_an_unreadable_or_empty_universe(tmp_path: Path) -> None:
+    with (
+        pytest.raises(RuntimeError, match="cannot read"),
+        simulator_process(instruments=tmp_path / "missing.csv"),
+    ):
+        pass
+    empty = tmp_path / "empty.csv"
+    empty.write_text("instrument_token,tradingsymbol\n1,X\n")
+    with (
+        pytest.raises(RuntimeError, match="no usable instruments"),
+        simulator_process(instruments=empty),
+    ):
+        pass

@@ -48,7 +48,11 @@ def sim(
     """Serve a simulated Kite ticker at ws://HOST:PORT/?api_key=…&access_token=… with
     fault switches and figures at http://HOST:ADMIN_PORT (see README, "Simulator")."""
     configure_logging(LogSettings(), secrets=(access_token, api_secret))
-    loaded, errors = load_instrument_dump(instruments)
+    try:
+        loaded, errors = load_instrument_dump(instruments)
+    except OSError as exc:
+        typer.secho(f"{instruments}: cannot read: {exc.strerror}", fg=typer.colors.RED, err=True)
+        raise typer.Exit(2) from None
     for error in errors[:20]:
         typer.secho(
             f"{instruments}:{error.line}: {error.message}", fg=typer.colors.YELLOW, err=True
