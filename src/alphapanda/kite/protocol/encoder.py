@@ -33,6 +33,9 @@ _INDEX_FULL = struct.Struct(">6IiI")
 _QUOTE = struct.Struct(">11I")
 _FULL_HEAD = struct.Struct(">16I")
 _DEPTH = struct.Struct(">IIH2x")
+# The whole 184-byte full packet in one pack call: the simulator emits ~100k of these a
+# second, and one call instead of eleven halves its encoding cost.
+_FULL = struct.Struct(">16I" + "IIH2x" * (2 * 5))
 _EMPTY_DEPTH: Final = DepthEntry(0, 0.0, 0)
 _U16 = struct.Struct(">H")
 _I32_MIN, _I32_MAX = -(2**31), 2**31 - 1
@@ -60,7 +63,7 @@ def encode_tick(tick: Tick) -> bytes:
     """
     try:
         return _encode(tick)
-    except (struct.error, OverflowError, TypeError) as exc:
+    except (struct.error, OverflowError, TypeError, ValueError) as exc:
         raise ProtocolError(f"tick of {tick.instrument_token!r} cannot be encoded: {exc}") from exc
 
 
@@ -102,6 +105,23 @@ def _encode(tick: Tick) -> bytes:
     )
     if mode == MODE_QUOTE:
         return _QUOTE.pack(*quote)
+    buy, sell = tick.depth_buy, tick.depth_sell
+    if len(buy) == DEPTH_LEVELS and len(sell) == DEPTH_LEVELS:
+        # round() raises on NaN/inf (ValueError/OverflowError), reported as ProtocolError.
+        depth = [
+            value
+            for level in (*buy, *sell)
+            for value in (level.quantity, round(level.price * div), level.orders)
+        ]
+        return _FULL.pack(
+            *quote,
+            _int(tick.last_trade_time),
+            _int(tick.oi),
+            _int(tick.oi_day_high),
+            _int(tick.oi_day_low),
+            _int(tick.exchange_timestamp),
+            *depth,
+        )
     head = _FULL_HEAD.pack(
         *quote,
         _int(tick.last_trade_time),
