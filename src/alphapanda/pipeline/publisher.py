@@ -70,6 +70,8 @@ REPLAY_WINDOW: Final = 5000
 # Pause before re-sending replay messages that failed (the broker is still away).
 REPLAY_RETRY_DELAY: Final = 1.0
 _IDLE_WAIT: Final = 0.05
+# Ticks encoded and produced between two yields to the event loop.
+CHUNK: Final = 256
 
 
 class TickEncoder:
@@ -197,8 +199,12 @@ class Publisher:
         self.spooling = self._spool.pending > 0
         while True:
             ticks = await buffer.take_batch(self._batch_max, _IDLE_WAIT)
-            if ticks:
-                await self._dispatch(self._encoder.encode(ticks))
+            for start in range(0, len(ticks), CHUNK):
+                await self._dispatch(self._encoder.encode(ticks[start : start + CHUNK]))
+                # Serve delivery reports and let the socket readers run between chunks:
+                # one big batch encoded in one go would hold the loop for ~100 ms.
+                self.producer.poll()
+                await asyncio.sleep(0)
             await self._service_spool()
             if not ticks and buffer.closed and not len(buffer):
                 break
@@ -229,9 +235,10 @@ class Publisher:
                     await self._service_spool()
                     await asyncio.sleep(_IDLE_WAIT)
                 continue
-            if producer.try_produce(messages[i]):
-                acct.produce(1)
-                i += 1
+            accepted = producer.produce_many(messages, i)
+            if accepted:
+                acct.produce(accepted)
+                i += accepted
                 full_since = 0.0
                 continue
             # librdkafka's queue is full: wait for room, serving reports, for a while.
