@@ -1,5 +1,59 @@
 #!/usr/bin/env bash
-# The main job: the local stack is up (make services-up); check it.
+# The main job (`make run`, after `make services-up`): the Kite exchange simulator in the
+# background, the monitoring API in the background, and the market feed in the
+# foreground, streaming every instrument of data/instruments.csv into Kafka.
+# Ctrl-C (or SIGTERM) stops the feed gracefully, then the API and the simulator.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-exec .venv/bin/alphapanda doctor
+
+BIN=.venv/bin/alphapanda
+INSTRUMENTS=${ALPHAPANDA_FEED__INSTRUMENTS_CSV:-data/instruments.csv}
+RATE=${SIM_TICKS_PER_SECOND:-2000}
+LOG_DIR=.alphapanda/run
+mkdir -p "$LOG_DIR"
+
+say() { printf '[run] %s\n' "$*" >&2; }
+
+children=()
+cleanup() {
+    local pid
+    for pid in "${children[@]}"; do
+        kill -TERM "$pid" 2>/dev/null || true
+    done
+    for pid in "${children[@]}"; do
+        wait "$pid" 2>/dev/null || true
+    done
+}
+trap cleanup EXIT
+
+# 1. The simulator, on the ports the default settings point at (ws 18765, HTTP 18766).
+"$BIN" sim --instruments "$INSTRUMENTS" --ticks-per-second "$RATE" \
+    >"$LOG_DIR/sim.out" 2>"$LOG_DIR/sim.log" &
+children+=($!)
+for _ in $(seq 1 100); do
+    grep -q sim_ready "$LOG_DIR/sim.out" 2>/dev/null && break
+    kill -0 "${children[0]}" 2>/dev/null || { say "simulator failed to start:"; tail -n 20 "$LOG_DIR/sim.log" >&2; exit 1; }
+    sleep 0.1
+done
+grep -q sim_ready "$LOG_DIR/sim.out" || { say "simulator did not become ready"; exit 1; }
+say "simulator: $(cat "$LOG_DIR/sim.out")"
+
+# 2. The monitoring API and status page (reads the metrics the feed flushes to Redis).
+"$BIN" api >"$LOG_DIR/api.log" 2>&1 &
+children+=($!)
+
+# 3. The feed, in the foreground. Its signals are forwarded so it drains and flushes.
+prefix=${ALPHAPANDA_KAFKA__TOPIC_PREFIX:-}
+say "feed: streaming $INSTRUMENTS at ~$RATE ticks/s into Kafka topic '${prefix}market.ticks'"
+say "status page: http://127.0.0.1:${ALPHAPANDA_API__PORT:-18080}/  (logs in $LOG_DIR/)"
+say "figures: .venv/bin/alphapanda status   (Ctrl-C stops the feed gracefully)"
+"$BIN" feed --instruments "$INSTRUMENTS" &
+feed_pid=$!
+trap 'kill -TERM "$feed_pid" 2>/dev/null || true' INT TERM
+status=0
+wait "$feed_pid" || status=$?
+# A signal interrupts `wait`; wait again for the feed's graceful shutdown to finish.
+while kill -0 "$feed_pid" 2>/dev/null; do
+    wait "$feed_pid" || status=$?
+done
+exit "$status"
