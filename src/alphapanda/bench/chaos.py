@@ -195,12 +195,22 @@ def _more_reconnects(run: _Run, seen: int) -> bool:
     return run.reconnects() > seen
 
 
+def _skipped_packets(run: _Run) -> float:
+    return sum(
+        s.value for s in run.service.client.samples() if s.name == "kite_skipped_packets_total"
+    )
+
+
 async def _malformed(run: _Run, options: dict[str, Any]) -> str:
     sent = 0
+    skipped = _skipped_packets(run)
     for _ in range(3):
         sent += int((await run.sim.call("POST", "/faults/malformed"))["sent"])
         await run.ticks_flow(100)
-    return f"{sent} malformed frames sent"
+    return (
+        f"{sent} malformed frames sent; decoder skipped "
+        f"{_skipped_packets(run) - skipped:.0f} packets, kept streaming"
+    )
 
 
 async def _stall(run: _Run, options: dict[str, Any]) -> str:

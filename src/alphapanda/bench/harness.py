@@ -218,6 +218,10 @@ class StreamLedger:
                 # Delays are measured at the consumer: do not let the broker sit on a
                 # fetch for its default 500 ms.
                 "fetch.wait.max.ms": 10,
+                # Broker outages are the point of some runs: librdkafka's connection
+                # errors (level 3) would flood the console; real errors still surface
+                # through message.error() and self.error.
+                "log_level": 2,
             }
         )
         json_decode = msgspec.json.Decoder(_Event).decode
