@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import io
+import json
 from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from alphapanda.kite.protocol import decode_message
 from alphapanda.recording import (
     MAGIC,
     RECORD_HEADER,
@@ -22,6 +25,8 @@ from alphapanda.recording import (
     parse_record,
     read_records,
 )
+from alphapanda.replay import replay_to_stdout
+from alphapanda.settings import Settings
 
 FRAMES = [
     (1_700_000_000_000_000_000 + i * 1_000_000, bytes([i % 256]) * (i * 7 + 1)) for i in range(50)
@@ -156,3 +161,40 @@ async def test_writer_bounds_its_memory_and_counts_what_it_left_out(tmp_path: Pa
     writer.stop()
     await writer.run()
     assert len(read_records(tmp_path / "b.aprec")) == 3
+
+
+SAMPLE = Path(__file__).resolve().parents[1] / "data" / "sample_full.aprec"
+
+
+def test_committed_sample_stays_readable_and_is_a_complete_ledger() -> None:
+    # tests/data/sample_full.aprec was made by `alphapanda record` from the simulator
+    # (11 instruments, full mode): format version 1 must stay readable as is.
+    reader = RecordingReader(SAMPLE)
+    records = list(reader)
+    assert reader.tail == "clean" and reader.meta["mode"] == "full"
+    assert "access_token" not in SAMPLE.read_bytes().decode("latin-1")
+    ticks = [t for r in records for t in decode_message(r.frame, r.received_at_ns).ticks]
+    assert len(ticks) == 150 and {t.mode for t in ticks} == {"full"}
+    assert all(
+        t.received_at_ns == r.received_at_ns
+        for r in records
+        for t in decode_message(r.frame, r.received_at_ns).ticks
+    )
+    volume: dict[int, int] = {}
+    for tick in ticks:
+        if tick.volume_traded is None or tick.last_traded_quantity is None:
+            continue  # the index carries no volume
+        previous = volume.get(tick.instrument_token, 0)
+        assert tick.volume_traded == previous + tick.last_traded_quantity
+        volume[tick.instrument_token] = tick.volume_traded
+
+
+async def test_replay_to_stdout_prints_one_event_per_tick() -> None:
+    out = io.BytesIO()
+    source, sink = await replay_to_stdout(SAMPLE, Settings(_env_file=None), out)  # type: ignore[call-arg]
+    lines = out.getvalue().splitlines()
+    assert len(lines) == sink.lines == source.stats.ticks == 150
+    assert source.stats.frames == len(read_records(SAMPLE))
+    events = [json.loads(line) for line in lines]
+    assert {e["event_type"] for e in events} == {"market_tick"}
+    assert len({e["id"] for e in events}) == 150
