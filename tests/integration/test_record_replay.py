@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import subprocess
 import sys
 import uuid
@@ -25,7 +26,7 @@ from alphapanda.service import MarketFeedService
 from alphapanda.settings import Settings
 from tests.support.feed import assert_books_balance, eventually, feed_settings, quiesce
 from tests.support.services import ROOT
-from tests.support.sim import running_simulator
+from tests.support.sim import INSTRUMENTS_CSV, running_simulator
 
 
 def _read_all(bootstrap: str, topic: str) -> dict[bytes, list[dict[str, Any]]]:
@@ -147,3 +148,31 @@ async def test_replay_paced_to_stdout_and_cli_tolerates_a_truncated_tail(
     assert proc.returncode == 0, proc.stderr.decode()[-2000:]
     assert len(proc.stdout.splitlines()) == sum(ticks_per_record[:-1])
     assert b"partial record" in proc.stderr
+
+
+async def test_record_cli_captures_frames_from_the_simulator(tmp_path: Path) -> None:
+    out = tmp_path / "cli.aprec"
+    async with running_simulator(ticks_per_second=800) as sim:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("ALPHAPANDA_")}
+        env.update(
+            ALPHAPANDA_KITE__WS_URL=sim.ws_url,
+            ALPHAPANDA_KITE__API_KEY=sim.api_key,
+            ALPHAPANDA_KITE__ACCESS_TOKEN=sim.access_token,
+        )
+        argv = [sys.executable, "-m", "alphapanda", "record", "--out", str(out)]
+        argv += ["--seconds", "2", "--mode", "quote", "--instruments", str(INSTRUMENTS_CSV)]
+        proc = await asyncio.create_subprocess_exec(
+            *argv, cwd=ROOT, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+        )
+        _, stderr = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode == 0, stderr.decode()[-2000:]
+    reader = RecordingReader(out)
+    records = list(reader)
+    ticks = [t for r in records for t in decode_message(r.frame, r.received_at_ns).ticks]
+    assert reader.tail == "clean" and reader.meta["mode"] == "quote"
+    assert sim.access_token not in out.read_bytes().decode("latin-1")
+    assert len(ticks) > 200 and {t.mode for t in ticks} == {"quote"}
+    assert f"recorded {len(records)} frames ({len(ticks)} ticks".encode() in stderr
+    # Frames are kept in arrival order with their receive times.
+    times = [r.received_at_ns for r in records]
+    assert times == sorted(times)
