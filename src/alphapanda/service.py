@@ -25,7 +25,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Final, Protocol
 
@@ -122,8 +122,10 @@ class MarketFeedService:
         self.formatter = TickFormatter(include_depth=feed.include_depth, include_oi=feed.include_oi)
         self.encoder = TickEncoder(self.formatter, WireEncoder(feed.wire_format), self.accounting)
 
-        def make_producer(on_delivery: DeliveryHandler) -> MessageProducer:
-            return MessageProducer(settings.kafka, self.topic, on_delivery)
+        def make_producer(
+            on_delivery: DeliveryHandler, on_ack: Callable[[], None]
+        ) -> MessageProducer:
+            return MessageProducer(settings.kafka, self.topic, on_delivery, on_ack=on_ack)
 
         self.publisher = Publisher(
             self.buffer,

@@ -176,6 +176,12 @@ def e2e(
     ceiling: Annotated[
         bool, typer.Option(help="Also run the bare producer loop (bench/ceiling.py).")
     ] = True,
+    baseline_rates: Annotated[
+        str,
+        typer.Option(
+            "--baseline-rates", help="Comma-separated simulator ticks/s for the baseline runs."
+        ),
+    ] = "2000,4000",
 ) -> None:
     """Simulator → feed → Kafka acks, consumer-verified: ticks/s at zero loss, p50/p99
     frame-receipt → ack latency, side by side with the baseline and the ceiling."""
@@ -190,6 +196,7 @@ def e2e(
             latency_rate=latency_rate,
             with_baseline=baseline,
             with_ceiling=ceiling,
+            baseline_rates=tuple(float(r) for r in baseline_rates.split(",") if r.strip()),
         )
     )
     table = Table(
@@ -211,17 +218,19 @@ def e2e(
         f"{result.latency_p99_ms:.1f}",
         f"{result.latency_samples:,} acks; sim sent {result.latency_sent_per_s:,.0f}/s",
     )
-    if result.baseline is not None:
-        b = result.baseline
+    for run in result.baselines:
+        name = f"baseline (original) @ {run.rate:,.0f}/s"
+        if run.result is None:
+            table.add_row(name, "failed", "", "", (run.error or "")[:60])
+            continue
+        b = run.result
         table.add_row(
-            "baseline (original design)",
+            name,
             f"{b.ticks_per_s:,.0f}",
-            f"{b.latency_p50_ms:.1f}",
-            f"{b.latency_p99_ms:.1f}",
-            f"received {b.received:,}, acked {b.acked:,}, failed {b.failed:,}",
+            f"{b.latency_p50_ms:,.1f}",
+            f"{b.latency_p99_ms:,.1f}",
+            f"received {b.received:,}, acked {b.acked:,}, unfinished {b.unfinished:,}",
         )
-    elif result.baseline_error:
-        table.add_row("baseline (original design)", "failed", "", "", result.baseline_error[:60])
     if result.ceiling is not None:
         c = result.ceiling
         table.add_row(
@@ -240,7 +249,10 @@ def e2e(
         highlight=False,
     )
     if result.ratio_to_baseline is not None:
-        console.print(f"feed / baseline: {result.ratio_to_baseline:.1f}× (target ≥ 10×)")
+        console.print(
+            f"feed / baseline (its best sustained run): {result.ratio_to_baseline:.1f}× "
+            "(target ≥ 10×)"
+        )
     if result.ratio_to_ceiling is not None:
         console.print(f"feed / ceiling: {result.ratio_to_ceiling:.0%} (target ≥ 50 %)")
     console.print(

@@ -132,7 +132,7 @@ class Publisher:
         self,
         buffer: TickBuffer,
         encoder: TickEncoder,
-        producer_factory: Callable[[DeliveryHandler], MessageProducer],
+        producer_factory: Callable[[DeliveryHandler, Callable[[], None]], MessageProducer],
         spool: Spool,
         accounting: Accounting,
         *,
@@ -142,7 +142,7 @@ class Publisher:
     ) -> None:
         self._buffer = buffer
         self._encoder = encoder
-        self.producer = producer_factory(self._on_delivery)
+        self.producer = producer_factory(self._on_delivery, accounting.ack)
         self._spool = spool
         self._accounting = accounting
         self._batch_max = batch_max
