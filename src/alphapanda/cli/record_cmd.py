@@ -227,7 +227,10 @@ async def _replay(
                         f"published={figures['published']} dropped={figures['dropped']} "
                         f"spooled={figures['spooled']} in_flight={figures['in_flight']}"
                     )
-                    code = 1 if imbalance or figures["in_flight"] else 0
+                    if figures["spooled"]:
+                        # Not lost: the next feed run with this spool folder sends them.
+                        summary += f"; {figures['spooled']} ticks wait in {settings.feed.spool_dir}"
+                    code = 1 if imbalance or figures["in_flight"] or figures["spooled"] else 0
             finally:
                 stop_bar.set()
     stats = source.stats.as_dict()
