@@ -15,8 +15,9 @@ Shutdown (``request_stop()``, wired to SIGTERM/SIGINT by ``alphapanda feed``):
 unsubscribe and read until the exchange is quiet (bounded), stop reading (close every
 socket), close the buffer, let the publisher drain it and flush
 the producer within ``feed.shutdown_deadline`` (spooling what cannot be flushed), then
-stop the extra services (metrics collector, API). A failure of any part stops the
-whole service, with the same drain.
+stop the extra services (metrics collector, API). A failure of the Kite client or of
+an extra service triggers the same graceful shutdown and then ``ServiceFailed``; a
+failure of the publisher itself cannot be drained and propagates.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from pathlib import Path
 from typing import Any, Final, Protocol
 
@@ -55,6 +56,10 @@ TOPIC_RETRY_DELAY: Final = 5.0
 # QUIESCE_QUIET seconds, but never longer than QUIESCE_MAX.
 QUIESCE_QUIET: Final = 0.25
 QUIESCE_MAX: Final = 2.0
+
+
+class ServiceFailed(Exception):
+    """A part of the feed failed; the feed was shut down gracefully because of it."""
 
 
 class InstrumentSource(Protocol):
@@ -148,6 +153,7 @@ class MarketFeedService:
         )
         self.services = list(services)
         self.topic_ready = False
+        self.failures: list[str] = []
         self.started = asyncio.Event()
         self._stop = asyncio.Event()
 
@@ -239,9 +245,14 @@ class MarketFeedService:
                 topic_setup = tg.create_task(self._ensure_topic(), name="topic-setup")
                 tg.create_task(self.producer.run(), name="producer-poll")
                 publisher = tg.create_task(self.publisher.run(), name="publisher")
-                client = tg.create_task(self.client.run(), name="kite-client")
+                client = tg.create_task(
+                    self._supervised("kite client", self.client.run()), name="kite-client"
+                )
                 extras = [
-                    tg.create_task(service.run(), name=f"service-{type(service).__name__}")
+                    tg.create_task(
+                        self._supervised(type(service).__name__, service.run()),
+                        name=f"service-{type(service).__name__}",
+                    )
                     for service in self.services
                 ]
                 self.started.set()
@@ -262,6 +273,19 @@ class MarketFeedService:
                     task.cancel()
         finally:
             self.spool.close()
+        if self.failures:
+            raise ServiceFailed(f"stopped because these parts failed: {', '.join(self.failures)}")
+
+    async def _supervised(self, name: str, work: Coroutine[Any, Any, None]) -> None:
+        # A part that fails (the Kite client, the metrics collector, the API) must not
+        # cancel the publisher mid-flight through the TaskGroup: it triggers the same
+        # graceful shutdown as SIGTERM, so the buffer is still drained and flushed.
+        try:
+            await work
+        except Exception:
+            log.exception("%s failed; shutting the feed down gracefully", name)
+            self.failures.append(name)
+            self.request_stop()
 
     async def _quiesce(self) -> None:
         # Unsubscribe first and read until the exchange goes quiet, so the ticks it
