@@ -133,7 +133,7 @@ async def run_e2e(
     rate: float = 100_000.0,
     latency_rate: float = 20_000.0,
     with_baseline: bool = True,
-    baseline_rates: tuple[float, ...] = (2_000.0, 4_000.0),
+    baseline_rates: tuple[float, ...] = (2_000.0, 4_000.0, 5_000.0),
     with_ceiling: bool = True,
 ) -> E2EResult:
     """Run the end-to-end benchmark against ``settings.kafka``'s broker (see module doc)."""

@@ -181,7 +181,7 @@ def e2e(
         typer.Option(
             "--baseline-rates", help="Comma-separated simulator ticks/s for the baseline runs."
         ),
-    ] = "2000,4000",
+    ] = "2000,4000,5000",
 ) -> None:
     """Simulator → feed → Kafka acks, consumer-verified: ticks/s at zero loss, p50/p99
     frame-receipt → ack latency, side by side with the baseline and the ceiling."""

@@ -14,7 +14,7 @@ import typer
 from alphapanda.cli.app import app, settings_from
 from alphapanda.logs import configure_logging, flush_suppressed, secrets_of
 from alphapanda.metrics.collector import PipelineMetricsCollector
-from alphapanda.service import MarketFeedService
+from alphapanda.service import MarketFeedService, ServiceFailed
 from alphapanda.settings import Settings
 
 log = logging.getLogger("alphapanda.feed")
@@ -56,10 +56,18 @@ def feed(
     if overrides:
         settings = settings.model_copy(update={"feed": settings.feed.model_copy(update=overrides)})
     handler = configure_logging(settings.log, secrets=secrets_of(settings))
+    failed = False
     try:
         asyncio.run(run_feed(settings, run_for=run_for, metrics=metrics))
+    except* ServiceFailed as group:
+        # Already drained and logged with its traceback; say it once and exit non-zero.
+        failed = True
+        for exc in group.exceptions:
+            log.error("%s", exc)
     finally:
         flush_suppressed(handler)
+    if failed:
+        raise typer.Exit(1)
 
 
 async def run_feed(
