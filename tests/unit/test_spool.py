@@ -20,6 +20,18 @@ def msg(i: int) -> EncodedMessage:
     )
 
 
+def tear_last_record(directory: Path) -> None:
+    (path,) = directory.glob("segment-*.log")
+    path.write_bytes(path.read_bytes()[:-7])  # as a crash mid-write would leave it
+
+
+def corrupt_last_record(directory: Path) -> None:
+    (path,) = directory.glob("segment-*.log")
+    data = bytearray(path.read_bytes())
+    data[-3] ^= 0xFF  # flip bits inside the last payload: CRC no longer matches
+    path.write_bytes(bytes(data))
+
+
 def segments(directory: Path) -> list[str]:
     return sorted(p.name for p in directory.glob("segment-*.log"))
 
@@ -84,9 +96,7 @@ async def test_torn_tail_is_cut_off_and_counted(tmp_path: Path) -> None:
     spool.extend(msg(i) for i in range(5))
     await spool.sync()
     spool.close()
-    (path,) = tmp_path.glob("segment-*.log")
-    data = path.read_bytes()
-    path.write_bytes(data[:-7])  # the last record is torn
+    tear_last_record(tmp_path)
 
     reopened = Spool(tmp_path, 1 << 20)
     assert reopened.open() == 4
@@ -101,10 +111,7 @@ async def test_corrupt_record_is_not_replayed(tmp_path: Path) -> None:
     spool.open()
     spool.extend(msg(i) for i in range(3))
     spool.close()
-    (path,) = tmp_path.glob("segment-*.log")
-    data = bytearray(path.read_bytes())
-    data[-3] ^= 0xFF  # flip bits inside the last payload: CRC no longer matches
-    path.write_bytes(bytes(data))
+    corrupt_last_record(tmp_path)
     reopened = Spool(tmp_path, 1 << 20)
     assert reopened.open() == 2
     assert reopened.read_window(10) == [msg(0), msg(1)]
