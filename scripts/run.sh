@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The main job (`make run`, after `make services-up`): the Kite exchange simulator in the
-# background, the monitoring API in the background, and the market feed in the
+# background and the market feed (with its control API and status page) in the
 # foreground, streaming every instrument of data/instruments.csv into Kafka.
-# Ctrl-C (or SIGTERM) stops the feed gracefully, then the API and the simulator.
+# Ctrl-C (or SIGTERM) stops the feed gracefully, then the simulator.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -38,11 +38,8 @@ done
 grep -q sim_ready "$LOG_DIR/sim.out" || { say "simulator did not become ready"; exit 1; }
 say "simulator: $(cat "$LOG_DIR/sim.out")"
 
-# 2. The monitoring API and status page (reads the metrics the feed flushes to Redis).
-"$BIN" api >"$LOG_DIR/api.log" 2>&1 &
-children+=($!)
-
-# 3. The feed, in the foreground. Its signals are forwarded so it drains and flushes.
+# 2. The feed, in the foreground; it also serves the control API and the status page.
+#    Its signals are forwarded so it drains and flushes before exiting.
 prefix=${ALPHAPANDA_KAFKA__TOPIC_PREFIX:-}
 say "feed: streaming $INSTRUMENTS at ~$RATE ticks/s into Kafka topic '${prefix}market.ticks'"
 say "status page: http://127.0.0.1:${ALPHAPANDA_API__PORT:-18080}/  (logs in $LOG_DIR/)"

@@ -34,6 +34,8 @@ def feed_env(sim: SimHandle, prefix: str, spool_dir: Path, unique: str) -> dict[
         ALPHAPANDA_FEED__MODE="full",
         ALPHAPANDA_FEED__SPOOL_DIR=str(spool_dir),
         ALPHAPANDA_METRICS__NAMESPACE=f"test{unique}",
+        # The control API runs in the feed process too, on a port of its own.
+        ALPHAPANDA_API__PORT=str(free_port()),
     )
     return env
 

@@ -92,7 +92,8 @@ def test_samples_expose_identity_terms() -> None:
     acct.drop("encoding", "malformed", 1)
     acct.ack(5)
     figures = {(s.name, s.labels): s.value for s in acct.samples()}
-    assert figures[("ticks_received_total", (("source", "socket"),))] == 10
+    assert figures[("ticks_received_total", ())] == 10
+    assert figures[("ticks_recovered_total", ())] == 0
     assert figures[("ticks_published_total", ())] == 5
     assert figures[("ticks_dropped_total", (("reason", "malformed"),))] == 1
     assert figures[("ticks_spooled", ())] == 3

@@ -11,6 +11,7 @@ from typing import Annotated
 
 import typer
 
+from alphapanda.api import ApiServer, ServiceControl
 from alphapanda.cli.app import app, settings_from
 from alphapanda.logs import configure_logging, flush_suppressed, secrets_of
 from alphapanda.metrics.collector import PipelineMetricsCollector
@@ -38,6 +39,10 @@ def feed(
     metrics: Annotated[
         bool, typer.Option(help="Flush metrics to Redis (PipelineMetricsCollector).")
     ] = True,
+    api: Annotated[
+        bool,
+        typer.Option(help="Serve the control API and status page (ALPHAPANDA_API__PORT)."),
+    ] = True,
 ) -> None:
     """Stream the configured instruments from Kite into the market.ticks topic.
 
@@ -58,7 +63,7 @@ def feed(
     handler = configure_logging(settings.log, secrets=secrets_of(settings))
     failed = False
     try:
-        asyncio.run(run_feed(settings, run_for=run_for, metrics=metrics))
+        asyncio.run(run_feed(settings, run_for=run_for, metrics=metrics, api=api))
     except* ServiceFailed as group:
         # Already drained and logged with its traceback; say it once and exit non-zero.
         failed = True
@@ -71,12 +76,15 @@ def feed(
 
 
 async def run_feed(
-    settings: Settings, *, run_for: float | None = None, metrics: bool = True
+    settings: Settings, *, run_for: float | None = None, metrics: bool = True, api: bool = True
 ) -> MarketFeedService:
     """Build the service, wire signals, run it to completion; returns it (for figures)."""
     service = MarketFeedService(settings)
+    control = ServiceControl(service)
     if metrics:
-        service.attach(PipelineMetricsCollector(settings, service.metrics_sources()))
+        service.attach(PipelineMetricsCollector(settings, control.metrics_sources()))
+    if api:
+        service.attach(ApiServer(settings, control))
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, service.request_stop)

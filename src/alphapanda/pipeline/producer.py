@@ -294,11 +294,11 @@ class MessageProducer:
     def samples(self) -> Iterator[Sample]:
         yield Sample("kafka_sent_total", "counter", self.sent, (), "Messages handed to librdkafka.")
         yield Sample(
-            "kafka_delivered_total", "counter", self.delivered, (), "Messages acked by the broker."
+            "sends_ok_total", "counter", self.delivered, (), "Messages acked by the broker."
         )
         for name, count in sorted(self.failed.items()):
             yield Sample(
-                "kafka_delivery_failed_total",
+                "sends_failed_total",
                 "counter",
                 count,
                 (("error", name),),
@@ -322,7 +322,10 @@ class MessageProducer:
             (),
             "Times produce() waited for room in librdkafka's queue.",
         )
-        p50, p99 = self.latency.percentiles(0.5, 0.99)
-        help_text = "Frame receipt to broker ack, recent window."
-        yield Sample("send_latency_seconds", "gauge", p50, (("quantile", "0.5"),), help_text)
-        yield Sample("send_latency_seconds", "gauge", p99, (("quantile", "0.99"),), help_text)
+        quantiles = ("0.5", "0.9", "0.99", "1")
+        values = self.latency.percentiles(*(float(q) for q in quantiles))
+        help_text = "Frame receipt to broker ack, over the most recent acks."
+        for quantile, value in zip(quantiles, values, strict=True):
+            yield Sample(
+                "send_latency_seconds", "gauge", value, (("quantile", quantile),), help_text
+            )

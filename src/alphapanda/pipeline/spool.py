@@ -287,7 +287,7 @@ class Spool:
             self._writer = None
 
     def samples(self) -> Iterator[Sample]:
-        yield Sample("spool_records", "gauge", self.pending, (), "Records in the disk spool.")
+        yield Sample("spool_messages", "gauge", self.pending, (), "Records in the disk spool.")
         yield Sample("spool_bytes", "gauge", self.size_bytes, (), "Bytes in the disk spool.")
         yield Sample(
             "spool_refused_total", "counter", self.refused, (), "Appends refused: spool full."
