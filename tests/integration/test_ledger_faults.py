@@ -13,7 +13,13 @@ import pytest
 
 from alphapanda.service import MarketFeedService
 from alphapanda.settings import Settings
-from tests.support.feed import assert_books_balance, eventually, feed_settings, quiesce
+from tests.support.feed import (
+    assert_books_balance,
+    assert_stages_match,
+    eventually,
+    feed_settings,
+    quiesce,
+)
 from tests.support.ledger import check_ledger, read_topic
 from tests.support.services import PrivateService
 from tests.support.sim import running_simulator
@@ -44,6 +50,7 @@ async def test_broker_sigkill_and_restart_loses_nothing(settings_for, private_ka
             await eventually(lambda: acct.published >= 1000, what="first acks")
             await asyncio.to_thread(private_kafka.kill)
             await eventually(lambda: acct.spooled >= 1000, what="ticks spooled during the outage")
+            assert_stages_match(service)
             await asyncio.to_thread(private_kafka.start)
             await eventually(
                 lambda: not service.publisher.spooling, within=120, what="spool replayed"

@@ -14,7 +14,13 @@ import asyncio
 import pytest
 
 from alphapanda.service import MarketFeedService
-from tests.support.feed import assert_books_balance, eventually, feed_settings, quiesce
+from tests.support.feed import (
+    assert_books_balance,
+    assert_stages_match,
+    eventually,
+    feed_settings,
+    quiesce,
+)
 from tests.support.ledger import check_ledger, read_topic
 from tests.support.sim import running_simulator
 
@@ -54,6 +60,7 @@ async def test_paused_broker_applies_declared_policy_and_counts_exactly(
                 await eventually(lambda: acct.dropped_total >= 2000, what="policy drops")
                 assert len(service.buffer) <= CAPACITY
                 assert service.spool.refused > 0  # the spool was full: its bound held
+                assert_stages_match(service)
             finally:
                 private_kafka.resume()
             await eventually(lambda: not service.publisher.spooling, within=60, what="replay")

@@ -68,3 +68,15 @@ def assert_books_balance(service: MarketFeedService) -> None:
     assert acct.imbalance() == 0, acct.snapshot()
     assert acct.in_flight == 0, acct.snapshot()
     assert acct.received == acct.published + acct.dropped_total + acct.spooled, acct.snapshot()
+
+
+def assert_stages_match(service: MarketFeedService) -> None:
+    """Mid-stream: the ledger's stages equal what the components really hold, and the
+    K2 identity holds (at any await point of the test, the tick path is between steps)."""
+    acct = service.accounting
+    assert acct.imbalance() == 0, acct.snapshot()
+    assert len(service.buffer) == acct.buffered, (len(service.buffer), acct.snapshot())
+    assert service.producer.pending == acct.awaiting_ack, (
+        service.producer.pending,
+        acct.snapshot(),
+    )
