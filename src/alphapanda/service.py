@@ -186,7 +186,9 @@ class MarketFeedService:
             reasons.append("no Kite connection is streaming")
         if not self.topic_ready:
             reasons.append(f"topic {self.topic} not created yet (broker unreachable?)")
-        if self.publisher.spooling:
+        if self.producer.fatal_error is not None:
+            reasons.append(f"Kafka producer failed fatally ({self.producer.fatal_error}): restart")
+        elif self.publisher.spooling:
             reasons.append("broker not accepting writes: ticks are going to the disk spool")
         return not reasons, reasons
 

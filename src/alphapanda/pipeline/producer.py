@@ -136,6 +136,7 @@ class MessageProducer:
         self.client_errors: dict[str, int] = {}
         self.latency = LatencyReservoir()
         self.last_ack_ns = 0
+        self.fatal_error: str | None = None
         self._error_logged_at: dict[str, float] = {}
 
     # -- sending ------------------------------------------------------------------------
@@ -155,6 +156,9 @@ class MessageProducer:
                 on_delivery=partial(self._report, message, context),
             )
         except BufferError:
+            return False
+        except KafkaException as exc:
+            self._fatal(exc)
             return False
         self.pending += 1
         self.sent += 1
@@ -181,6 +185,8 @@ class MessageProducer:
                 index += 1
         except BufferError:
             pass
+        except KafkaException as exc:
+            self._fatal(exc)
         accepted = index - start
         self.pending += accepted
         self.sent += accepted
@@ -239,8 +245,17 @@ class MessageProducer:
     def _error(self, error: KafkaError) -> None:
         name = error.name()
         self.client_errors[name] = self.client_errors.get(name, 0) + 1
+        if error.fatal():
+            self.fatal_error = error.str()
         level = logging.CRITICAL if error.fatal() else logging.WARNING
         self._log_once(name, "kafka client error: %s", error.str(), level=level)
+
+    def _fatal(self, exc: KafkaException) -> None:
+        # produce() refuses everything once the idempotent producer hit a fatal error
+        # (e.g. the broker fenced it); the publisher spools from then on, and only a
+        # restart of the feed (a new producer) sends again.
+        self.fatal_error = str(exc)
+        self._log_once("fatal", "producer unusable: %s", exc, level=logging.CRITICAL)
 
     def _log_once(
         self, key: str, msg: str, *args: object, level: int = logging.ERROR, **kw: Any

@@ -241,6 +241,11 @@ class Publisher:
                 i += accepted
                 full_since = 0.0
                 continue
+            if producer.fatal_error is not None and not self.spooling:
+                self.spooling = True
+                self.spill_events += 1
+                log.critical("producer failed fatally: spooling every tick until a restart")
+                continue
             # librdkafka's queue is full: wait for room, serving reports, for a while.
             now = time.monotonic()
             if not full_since:
@@ -274,8 +279,10 @@ class Publisher:
             self._window = None
         if not self.spooling:
             return
-        if self.producer.pending:
-            return  # the fence: everything older than the spool must be settled first
+        if self.producer.pending or self.producer.fatal_error is not None:
+            # The fence: everything older than the spool must be settled first. (A
+            # fatally failed producer cannot replay; the next run will.)
+            return
         if self._spool.pending == 0:
             self.spooling = False
             log.info("spool drained: publishing directly again")
@@ -319,7 +326,9 @@ class Publisher:
         reserve = min(1.0, self._shutdown_deadline / 4)
         while time.monotonic() < deadline - reserve:
             await self._service_spool()
-            if not producer.pending and (not self.spooling or self._spool.pending == 0):
+            if not producer.pending and (
+                not self.spooling or self._spool.pending == 0 or producer.fatal_error
+            ):
                 break
             await producer.flush(0.05)
             if self._window is None and self.spooling and not producer.pending:
