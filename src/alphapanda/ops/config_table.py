@@ -32,7 +32,7 @@ def _kind(annotation: Any) -> str:
 def config_table() -> str:
     """A markdown table: every variable, its type and its default."""
     rows = ["| variable | type | default |", "|---|---|---|"]
-    defaults = Settings(_env_file=None)  # type: ignore[call-arg]
+    defaults = Settings(_env_file=None)
     for group_name in Settings.model_fields:
         group: BaseModel = getattr(defaults, group_name)
         for name, field in type(group).model_fields.items():
