@@ -18,6 +18,10 @@ the producer within ``feed.shutdown_deadline`` (spooling what cannot be flushed)
 stop the extra services (metrics collector, API). A failure of the Kite client or of
 an extra service triggers the same graceful shutdown and then ``ServiceFailed``; a
 failure of the publisher itself cannot be drained and propagates.
+
+Its defaults (``StaticTokenProvider``, ``CsvInstrumentSource``) suit tests and tools;
+``alphapanda feed`` builds it through ``alphapanda.assembly.open_feed``, which hands it
+``AuthService`` tokens, the instrument registry and its change follower.
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ from alphapanda.instruments import load_instrument_dump
 from alphapanda.kite.client import TickerClient
 from alphapanda.kite.connection import FrameListener
 from alphapanda.kite.tokens import StaticTokenProvider, TokenProvider
+from alphapanda.metrics.keys import LAST_TICK_TIMESTAMP
 from alphapanda.metrics.samples import MetricsSource, Sample
 from alphapanda.pipeline.accounting import Accounting
 from alphapanda.pipeline.buffer import TickBuffer
@@ -152,6 +157,7 @@ class MarketFeedService:
             kite.max_connections * kite.max_instruments_per_connection,
         )
         self.services = list(services)
+        self._extra_sources: list[MetricsSource] = []
         self.topic_ready = False
         self.failures: list[str] = []
         self.started = asyncio.Event()
@@ -168,7 +174,18 @@ class MarketFeedService:
             self.formatter,
             self.client,
             _ServiceFigures(self),
+            *self._extra_sources,
         ]
+
+    def add_metrics_source(self, source: MetricsSource) -> None:
+        """Report ``source``'s figures with the service's own (call before building the
+        metrics collector / API from ``metrics_sources()``)."""
+        self._extra_sources.append(source)
+
+    @property
+    def stopping(self) -> bool:
+        """True once the graceful shutdown has been requested."""
+        return self._stop.is_set()
 
     def request_stop(self) -> None:
         """Begin the graceful shutdown (safe to call from a signal handler, repeatedly)."""
@@ -345,13 +362,33 @@ class MarketFeedService:
 
 
 class _ServiceFigures:
-    """Service-level gauges (readiness, topic)."""
+    """Service-level gauges (readiness, topic, time of the last tick)."""
 
-    def __init__(self, service: MarketFeedService) -> None:
+    def __init__(self, service: MarketFeedService, wall: Callable[[], float] = time.time) -> None:
         self._service = service
+        self._wall = wall
+        self._seen_received = 0
+        self._last_tick_at = 0.0
+
+    def _last_tick_timestamp(self) -> float:
+        # The tick path keeps only a counter (no clock read per tick); a counter that
+        # moved since the previous pull means a tick arrived since then, so the time is
+        # exact to one pull interval (the metrics flush, or a /status call).
+        received = self._service.accounting.received_socket
+        if received != self._seen_received:
+            self._seen_received = received
+            self._last_tick_at = self._wall()
+        return self._last_tick_at
 
     def samples(self) -> list[Sample]:
         return [
+            Sample(
+                LAST_TICK_TIMESTAMP,
+                "gauge",
+                self._last_tick_timestamp(),
+                (),
+                "Unix time of the last tick received (0: none yet); exact to one pull.",
+            ),
             Sample("feed_ready", "gauge", int(self._service.is_ready()), (), "1 when ready."),
             Sample(
                 "feed_topic_ready", "gauge", int(self._service.topic_ready), (), "Topic exists."

@@ -39,18 +39,9 @@ _SHARD_FIELDS = {
 }
 
 
-# The pipeline's components report some figures under their own names; these rules put
-# them in the same slots as the well-known names of ``alphapanda.metrics.keys`` (a source
-# reports one or the other, never both, so nothing is counted twice).
-PIPELINE_RULES: tuple[keys.KeyRule, ...] = (
-    keys.KeyRule(keys.SENDS_OK, "kafka_delivered_total"),
-    keys.KeyRule(keys.SENDS_FAILED, "kafka_delivery_failed_total"),
-    keys.KeyRule(keys.SPOOL_MESSAGES, "spool_records"),
-    keys.KeyRule(keys.RECONNECTS, "kite_reconnect_attempts_total", "hash", "reason"),
-    keys.KeyRule(keys.MALFORMED, "kite_skipped_packets_total", "hash", "reason"),
-    keys.KeyRule(keys.MALFORMED, "ticks_malformed_total", "hash", "reason"),
-)
-STATUS_RULES = keys.DEFAULT_RULES + PIPELINE_RULES
+# One mapping of samples to figures for Redis and /status alike: ``keys.DEFAULT_RULES``
+# (it also maps the components' own names, e.g. ``kite_reconnect_attempts_total``).
+STATUS_RULES = keys.DEFAULT_RULES
 
 
 class RateMeter:

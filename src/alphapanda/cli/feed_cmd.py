@@ -11,10 +11,9 @@ from typing import Annotated
 
 import typer
 
-from alphapanda.api import ApiServer, ServiceControl
+from alphapanda.assembly import open_feed
 from alphapanda.cli.app import app, settings_from
 from alphapanda.logs import configure_logging, flush_suppressed, secrets_of
-from alphapanda.metrics.collector import PipelineMetricsCollector
 from alphapanda.service import MarketFeedService, ServiceFailed
 from alphapanda.settings import Settings
 
@@ -27,7 +26,8 @@ def feed(
     instruments: Annotated[
         Path | None,
         typer.Option(
-            help="Instrument-dump CSV to stream [default: ALPHAPANDA_FEED__INSTRUMENTS_CSV]."
+            help="Instrument-dump CSV streamed when the registry is unreachable or not yet "
+            "configured, or always with --no-registry [default: ALPHAPANDA_FEED__INSTRUMENTS_CSV]."
         ),
     ] = None,
     mode: Annotated[
@@ -43,8 +43,18 @@ def feed(
         bool,
         typer.Option(help="Serve the control API and status page (ALPHAPANDA_API__PORT)."),
     ] = True,
+    registry: Annotated[
+        bool,
+        typer.Option(
+            help="Stream the instrument registry's set (PostgreSQL) and follow its changes; "
+            "--no-registry streams the CSV only."
+        ),
+    ] = True,
 ) -> None:
     """Stream the configured instruments from Kite into the market.ticks topic.
+
+    Access tokens come from AuthService (the token stored by `alphapanda auth login` /
+    `set-token`, else ALPHAPANDA_KITE__ACCESS_TOKEN), looked up before every handshake.
 
     SIGTERM or SIGINT stops it gracefully: sockets closed, buffer drained, producer
     flushed within ALPHAPANDA_FEED__SHUTDOWN_DEADLINE, the rest spooled to disk.
@@ -63,7 +73,9 @@ def feed(
     handler = configure_logging(settings.log, secrets=secrets_of(settings))
     failed = False
     try:
-        asyncio.run(run_feed(settings, run_for=run_for, metrics=metrics, api=api))
+        asyncio.run(
+            run_feed(settings, run_for=run_for, metrics=metrics, api=api, registry=registry)
+        )
     except* ServiceFailed as group:
         # Already drained and logged with its traceback; say it once and exit non-zero.
         failed = True
@@ -76,15 +88,21 @@ def feed(
 
 
 async def run_feed(
-    settings: Settings, *, run_for: float | None = None, metrics: bool = True, api: bool = True
+    settings: Settings,
+    *,
+    run_for: float | None = None,
+    metrics: bool = True,
+    api: bool = True,
+    registry: bool = True,
 ) -> MarketFeedService:
-    """Build the service, wire signals, run it to completion; returns it (for figures)."""
-    service = MarketFeedService(settings)
-    control = ServiceControl(service)
-    if metrics:
-        service.attach(PipelineMetricsCollector(settings, control.metrics_sources()))
-    if api:
-        service.attach(ApiServer(settings, control))
+    """Build the service (``open_feed``), wire signals, run it to completion; returns it
+    (for figures)."""
+    async with open_feed(settings, metrics=metrics, api=api, registry=registry) as service:
+        await _run(service, run_for)
+    return service
+
+
+async def _run(service: MarketFeedService, run_for: float | None) -> None:
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, service.request_stop)
@@ -100,4 +118,3 @@ async def run_feed(
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(signum)
     log.info("feed stopped: %s", service.accounting.snapshot())
-    return service

@@ -30,7 +30,8 @@ The ``snapshot`` document is the convenient one to read: it holds every key abov
 the same names (``sends``/``send_latency``/``spool`` as nested objects), the derived
 ``rates`` of every counter, and ``samples``, the raw samples of every source.
 
-Which sample feeds which key is declared in ``DEFAULT_RULES``. Sample names follow
+Which sample feeds which key is declared in ``DEFAULT_RULES`` — the one table the
+collector (Redis) and the control API's ``/status`` both use. Sample names follow
 Prometheus conventions (see ``alphapanda.metrics.samples``); a source that uses one of
 the names below lands in the matching key, every other sample still reaches the
 snapshot's ``samples`` list and Prometheus.
@@ -84,6 +85,11 @@ SPOOL_MESSAGES_SAMPLE = "spool_messages"
 CONNECTION_STATE = "connection_state"  # gauge 1 for the current state; labels shard, state
 SHARD_LABEL = "shard"
 
+# Component-specific names that also feed the layout (see DEFAULT_RULES).
+KITE_RECONNECT_ATTEMPTS = "kite_reconnect_attempts_total"  # TickerClient; label reason
+KITE_SKIPPED_PACKETS = "kite_skipped_packets_total"  # TickerClient (decoder); label reason
+FORMATTER_MALFORMED = "ticks_malformed_total"  # TickFormatter; label reason
+
 Shape = Literal["scalar", "hash"]
 
 
@@ -93,6 +99,9 @@ class KeyRule:
 
     A scalar key holds the sum over every matching sample (e.g. over shards); a hash
     key holds one field per value of ``field_label``, summed over the other labels.
+    With ``zero_with``, a scalar key no sample fed is 0 (not missing) while a sample of
+    that name is present: counter families whose members appear only once counted
+    (``sends_failed_total{error}``) then read 0 while their component reports.
     """
 
     key: str
@@ -100,12 +109,13 @@ class KeyRule:
     shape: Shape = "scalar"
     field_label: str = ""
     match: tuple[str, str] | None = None
+    zero_with: str = ""
 
 
 DEFAULT_RULES: tuple[KeyRule, ...] = (
     KeyRule(COUNT, TICKS_RECEIVED),
     KeyRule(SENDS_OK, SENDS_OK_SAMPLE),
-    KeyRule(SENDS_FAILED, SENDS_FAILED_SAMPLE),
+    KeyRule(SENDS_FAILED, SENDS_FAILED_SAMPLE, zero_with=SENDS_OK_SAMPLE),
     KeyRule(LATENCY_P50, SEND_LATENCY, match=("quantile", "0.5")),
     KeyRule(LATENCY_P90, SEND_LATENCY, match=("quantile", "0.9")),
     KeyRule(LATENCY_P99, SEND_LATENCY, match=("quantile", "0.99")),
@@ -117,6 +127,12 @@ DEFAULT_RULES: tuple[KeyRule, ...] = (
     KeyRule(BUFFER_DEPTH, BUFFER_DEPTH_SAMPLE),
     KeyRule(SPOOL_BYTES, SPOOL_BYTES_SAMPLE),
     KeyRule(SPOOL_MESSAGES, SPOOL_MESSAGES_SAMPLE),
+    # The names the feed's components actually emit (their Prometheus names, used by
+    # alerts and dashboards, so they are mapped here rather than renamed). A source
+    # reports one name or the well-known one, never both, so nothing counts twice.
+    KeyRule(RECONNECTS, KITE_RECONNECT_ATTEMPTS, "hash", "reason"),
+    KeyRule(MALFORMED, KITE_SKIPPED_PACKETS, "hash", "reason"),
+    KeyRule(MALFORMED, FORMATTER_MALFORMED, "hash", "reason"),
 )
 
 # Keys whose figure is a latency percentile: the worst shard is the honest summary,
@@ -198,7 +214,9 @@ def apply_rules(
         by_name.setdefault(rule.sample, []).append(rule)
     scalars: dict[str, float] = {}
     hashes: dict[str, dict[str, float]] = {}
+    seen: set[str] = set()
     for sample in samples:
+        seen.add(sample.name)
         for rule in by_name.get(sample.name, ()):
             if rule.match is not None and not _same_label_value(
                 _label(sample, rule.match[0]), rule.match[1]
@@ -212,6 +230,10 @@ def apply_rules(
                 scalars[rule.key] = max(scalars.get(rule.key, sample.value), sample.value)
             else:
                 scalars[rule.key] = scalars.get(rule.key, 0.0) + sample.value
+    for rules_of_sample in by_name.values():
+        for rule in rules_of_sample:
+            if rule.zero_with and rule.zero_with in seen and rule.shape == "scalar":
+                scalars.setdefault(rule.key, 0.0)
     return scalars, hashes
 
 
