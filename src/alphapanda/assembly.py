@@ -21,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from typing import Protocol
 
 from sqlalchemy.exc import DBAPIError
@@ -32,7 +32,7 @@ from alphapanda.auth import AuthService, BrokerAuthenticator
 from alphapanda.kite.sharding import CapacityError
 from alphapanda.metrics.collector import PipelineMetricsCollector
 from alphapanda.registry import InstrumentRegistryService
-from alphapanda.registry.watch import DB_DOWN_ERRORS
+from alphapanda.registry.watch import DB_DOWN_ERRORS, OnChange
 from alphapanda.service import CsvInstrumentSource, MarketFeedService
 from alphapanda.settings import Settings
 
@@ -48,6 +48,21 @@ class SubscriptionTarget(Protocol):
     async def set_subscriptions(self, desired: Mapping[int, str]) -> None: ...
 
 
+class StreamingRegistry(Protocol):
+    """What the feed needs of ``InstrumentRegistryService``."""
+
+    @property
+    def source(self) -> str:
+        """Where the last set came from: ``database``, ``csv`` or ``none``."""
+        ...
+
+    async def load(self) -> dict[int, str]: ...
+
+    async def list_streaming(self, include_disabled: bool = False) -> Sequence[object]: ...
+
+    async def watch(self, on_change: OnChange) -> None: ...
+
+
 class RegistryInstruments:
     """The feed's ``InstrumentSource``: the registry, with a CSV for a fresh install.
 
@@ -61,7 +76,7 @@ class RegistryInstruments:
       choice (``instruments unstream``), not a missing configuration.
     """
 
-    def __init__(self, registry: InstrumentRegistryService, csv: CsvInstrumentSource) -> None:
+    def __init__(self, registry: StreamingRegistry, csv: CsvInstrumentSource) -> None:
         self.registry = registry
         self._csv = csv
         self.unconfigured_fallback = False
@@ -192,15 +207,13 @@ async def open_feed(
             source = RegistryInstruments(reg, csv)
         service = MarketFeedService(settings, instruments=source or csv, tokens=tokens)
         service.add_metrics_source(auth)
+        control = ServiceControl(service)
         if source is not None:
-            service.add_metrics_source(source.registry)
+            service.add_metrics_source(reg)
             service.attach(RegistryFollower(source, service.client, lambda: service.stopping))
-            catalog = RegistryInstrumentCatalog(
-                source.registry, CsvInstrumentCatalog(feed.instruments_csv)
-            )
+            # Unknown tokens (POST /subscriptions) are those the registry does not know.
+            catalog = RegistryInstrumentCatalog(reg, CsvInstrumentCatalog(feed.instruments_csv))
             control = ServiceControl(service, catalog)
-        else:
-            control = ServiceControl(service)
         if metrics:
             service.attach(PipelineMetricsCollector(settings, control.metrics_sources()))
         if api:
