@@ -207,13 +207,13 @@ async def open_feed(
             source = RegistryInstruments(reg, csv)
         service = MarketFeedService(settings, instruments=source or csv, tokens=tokens)
         service.add_metrics_source(auth)
-        control = ServiceControl(service)
+        catalog: RegistryInstrumentCatalog | None = None
         if source is not None:
             service.add_metrics_source(reg)
             service.attach(RegistryFollower(source, service.client, lambda: service.stopping))
             # Unknown tokens (POST /subscriptions) are those the registry does not know.
             catalog = RegistryInstrumentCatalog(reg, CsvInstrumentCatalog(feed.instruments_csv))
-            control = ServiceControl(service, catalog)
+        control = ServiceControl(service, catalog)
         if metrics:
             service.attach(PipelineMetricsCollector(settings, control.metrics_sources()))
         if api:

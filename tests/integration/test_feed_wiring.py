@@ -25,7 +25,7 @@ from alphapanda.metrics import keys
 from alphapanda.service import MarketFeedService
 from alphapanda.settings import Settings
 from tests.support.feed import eventually, feed_settings
-from tests.support.services import SHARED_DATABASE, SHARED_REDIS
+from tests.support.services import SHARED_DATABASE, SHARED_REDIS, PrivateService
 from tests.support.sim import INSTRUMENTS_CSV, ROOT, SimHandle, running_simulator
 
 ALPHAPANDA = [sys.executable, "-m", "alphapanda"]
@@ -63,11 +63,13 @@ def wired_settings(
     )
 
 
-def run_cli(schema: str, *args: str) -> subprocess.CompletedProcess[str]:
+def run_cli(
+    schema: str, *args: str, database: str = SHARED_DATABASE
+) -> subprocess.CompletedProcess[str]:
     """The real ``alphapanda`` CLI against the test's schema."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("ALPHAPANDA_")}
     env.update(
-        ALPHAPANDA_DATABASE__URL=SHARED_DATABASE,
+        ALPHAPANDA_DATABASE__URL=database,
         ALPHAPANDA_DATABASE__SCHEMA_NAME=schema,
         COLUMNS="200",
     )
@@ -82,8 +84,8 @@ def run_cli(schema: str, *args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-async def cli(schema: str, *args: str) -> str:
-    result = await asyncio.to_thread(run_cli, schema, *args)
+async def cli(schema: str, *args: str, database: str = SHARED_DATABASE) -> str:
+    result = await asyncio.to_thread(run_cli, schema, *args, database=database)
     assert result.returncode == 0, result.stderr[-2000:]
     return result.stdout
 
@@ -247,5 +249,50 @@ async def test_registry_changes_reach_the_running_feed_without_reconnecting(
             stats = await sim.wait_for(table_is({"514049": "ltp"}), 15, interval=0.1)
             assert stats["handshakes"]["accepted"] == handshakes
             assert service.client.subscriptions() == {514049: "ltp"}
+            service.request_stop()
+            await runner
+
+
+async def test_postgres_down_at_start_streams_the_csv_then_follows_the_registry(
+    settings_for: Callable[..., Settings],
+    private_postgres: PrivateService,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    await asyncio.to_thread(private_postgres.stop)
+    async with running_simulator(ticks_per_second=200) as sim:
+        base = feed_settings(settings_for, sim)
+        settings = base.model_copy(
+            update={
+                "database": base.database.model_copy(
+                    update={"url": SecretStr(private_postgres.database_url)}
+                )
+            }
+        )
+        async with (
+            open_feed(settings, api=False, metrics=False) as service,
+            asyncio.TaskGroup() as tg,
+        ):
+            runner = tg.create_task(service.run())
+            # No database: the CSV (said at ERROR) and the configured token stream.
+            await eventually(service.client.is_streaming, 30, "streaming without PostgreSQL")
+            assert service.instruments.source == "csv"  # type: ignore[attr-defined]
+            assert len(service.client.subscriptions()) == 724
+            assert any(
+                r.levelname == "ERROR" and "fallback CSV" in r.getMessage() for r in caplog.records
+            )
+            handshakes = (await sim.stats())["handshakes"]["accepted"]
+
+            # PostgreSQL comes up and gets configured: the feed follows, no reconnect.
+            await asyncio.to_thread(private_postgres.start)
+            db = private_postgres.database_url
+            await cli("public", "instruments", "load", str(INSTRUMENTS_CSV), database=db)
+            await cli("public", "instruments", "stream", "514561", "--mode", "quote", database=db)
+            stats = await sim.wait_for(
+                lambda s: list(s["subscriptions"].values()) == [{"514561": "quote"}],
+                30,
+                interval=0.1,
+            )
+            assert stats["handshakes"]["accepted"] == handshakes
+            assert service.instruments.source == "database"  # type: ignore[attr-defined]
             service.request_stop()
             await runner
