@@ -21,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from typing import Protocol
 
 from sqlalchemy.exc import DBAPIError
@@ -31,6 +31,7 @@ from alphapanda.api.control import CsvInstrumentCatalog, RegistryInstrumentCatal
 from alphapanda.auth import AuthService, BrokerAuthenticator
 from alphapanda.kite.sharding import CapacityError
 from alphapanda.metrics.collector import PipelineMetricsCollector
+from alphapanda.metrics.samples import Sample
 from alphapanda.registry import InstrumentRegistryService
 from alphapanda.registry.watch import DB_DOWN_ERRORS, OnChange
 from alphapanda.service import CsvInstrumentSource, MarketFeedService
@@ -163,6 +164,23 @@ class RegistryFollower:
     def stop(self) -> None:
         self._stop.set()
 
+    def samples(self) -> Iterator[Sample]:
+        """Registry changes applied to / refused by the running feed (``MetricsSource``)."""
+        yield Sample(
+            "registry_changes_applied_total",
+            "counter",
+            self.changes_applied,
+            (),
+            "Streaming-set changes applied to the running feed as subscription deltas",
+        )
+        yield Sample(
+            "registry_changes_refused_total",
+            "counter",
+            self.changes_refused,
+            (),
+            "Streaming-set changes the ticker client refused (current set kept)",
+        )
+
     async def _apply(self, desired: dict[int, str]) -> None:
         if self._stopping() or self._stop.is_set():
             return
@@ -210,7 +228,9 @@ async def open_feed(
         catalog: RegistryInstrumentCatalog | None = None
         if source is not None:
             service.add_metrics_source(reg)
-            service.attach(RegistryFollower(source, service.client, lambda: service.stopping))
+            follower = RegistryFollower(source, service.client, lambda: service.stopping)
+            service.attach(follower)
+            service.add_metrics_source(follower)
             # Unknown tokens (POST /subscriptions) are those the registry does not know.
             catalog = RegistryInstrumentCatalog(reg, CsvInstrumentCatalog(feed.instruments_csv))
         control = ServiceControl(service, catalog)

@@ -249,6 +249,7 @@ async def test_registry_changes_reach_the_running_feed_without_reconnecting(
             stats = await sim.wait_for(table_is({"514049": "ltp"}), 15, interval=0.1)
             assert stats["handshakes"]["accepted"] == handshakes
             assert service.client.subscriptions() == {514049: "ltp"}
+            assert counter(service, "registry_changes_applied_total") == 2
             service.request_stop()
             await runner
 
