@@ -248,6 +248,11 @@ def e2e(
         f"dropped {result.dropped}; buffer high water {result.buffer_high_water:,}",
         highlight=False,
     )
+    console.print(
+        f"feed CPU per tick acked (throughput window): {result.feed_cpu_us_per_tick:.1f} µs "
+        f"process, {result.feed_loop_cpu_us_per_tick:.1f} µs event-loop thread",
+        highlight=False,
+    )
     if result.ratio_to_baseline is not None:
         console.print(
             f"feed / baseline (its best sustained run): {result.ratio_to_baseline:.1f}× "

@@ -45,7 +45,7 @@ from alphapanda.pipeline.accounting import (
     Accounting,
 )
 from alphapanda.pipeline.buffer import TickBuffer
-from alphapanda.pipeline.formatter import TickFormatter
+from alphapanda.pipeline.formatter import MarketTick, TickFormatter
 from alphapanda.pipeline.producer import DeliveryHandler, EncodedMessage, MessageProducer
 from alphapanda.pipeline.spool import Spool
 from alphapanda.pipeline.wire import WireEncoder
@@ -87,23 +87,44 @@ class TickEncoder:
         """Encoded messages for ``ticks``, in order (ticks in stage ``encoding``)."""
         emitted_at_ns = self._clock()
         fmt = self.formatter.format
-        wire = self.wire.encode
-        out: list[EncodedMessage] = []
-        malformed = 0
+        wire = self.wire
+        formatted: list[MarketTick] = []
+        append = formatted.append
         for tick in ticks:
             market_tick = fmt(tick)
-            if market_tick is None:
-                malformed += 1
-                continue
+            if market_tick is not None:
+                append(market_tick)
+        malformed = len(ticks) - len(formatted)
+        try:
+            # One call for the whole chunk: the per-record work stays inside one loop.
+            values = wire.encode_values(formatted, emitted_at_ns)
+        except Exception:
+            formatted, values = self._encode_one_by_one(formatted, emitted_at_ns)
+        key = wire.key
+        headers = wire.shared_headers
+        new = tuple.__new__  # a NamedTuple's own __new__ is a Python-level call
+        self._accounting.drop("encoding", DROP_MALFORMED, malformed)
+        return [
+            new(EncodedMessage, (key(mt.instrument_token), value, headers, mt.received_at_ns))
+            for mt, value in zip(formatted, values, strict=True)
+        ]
+
+    def _encode_one_by_one(
+        self, formatted: list[MarketTick], emitted_at_ns: int
+    ) -> tuple[list[MarketTick], list[bytes]]:
+        # Rare: some tick of the chunk cannot be encoded. Find it, drop and count it.
+        kept: list[MarketTick] = []
+        values: list[bytes] = []
+        for market_tick in formatted:
             try:
-                key, value, headers = wire(market_tick, emitted_at_ns)
+                (value,) = self.wire.encode_values((market_tick,), emitted_at_ns)
             except Exception:
                 self._accounting.drop("encoding", DROP_ENCODE_ERROR)
-                log.exception("cannot encode tick of instrument %d", tick.instrument_token)
+                log.exception("cannot encode tick of instrument %d", market_tick.instrument_token)
                 continue
-            out.append(EncodedMessage(key, value, headers, tick.received_at_ns))
-        self._accounting.drop("encoding", DROP_MALFORMED, malformed)
-        return out
+            kept.append(market_tick)
+            values.append(value)
+        return kept, values
 
 
 class _ReplayWindow:

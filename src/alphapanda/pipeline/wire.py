@@ -14,13 +14,18 @@ with timestamps as the msgpack Timestamp extension (type -1) instead of ISO stri
 The layout is described by ``schemas/market_tick.v1.schema.json`` and ``docs/schema.md``.
 
 Encoders are built once per ``WireEncoder``; ``encode()`` does one msgspec call plus a
-little string formatting for the id, and allocates nothing it does not return.
+little string formatting for the id, and allocates nothing it does not return. The
+publisher's hot path uses ``encode_values()`` instead: for JSON it encodes only the
+``MarketTick`` with msgspec and splices it into the envelope's bytes, which are the same
+for every record of a batch but for the id counter (byte-identical to encoding a
+``MarketTickEvent``, ~0.5 µs cheaper per record; tested).
 """
 
 from __future__ import annotations
 
 import enum
 import secrets
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Final, Literal
 
@@ -39,6 +44,7 @@ WireFormat = Literal["json", "msgpack"]
 
 _EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
 _KEY_CACHE_MAX: Final = 65_536
+_SEQ_MASK: Final = 0xFFFF_FFFF_FFFF
 
 
 class EventType(enum.StrEnum):
@@ -90,6 +96,13 @@ class WireEncoder:
         self._id_mid = f"7{rand >> 14:03x}-{0x8000 | (rand & 0x3FFF):04x}"
         self._seq = 0
         self._id_prefix = ""
+        self._json_body = msgspec.json.Encoder().encode if fmt == "json" else None
+        # The JSON envelope around the id counter and the MarketTick, per emit time.
+        self._json_head = b""
+        self._json_tail = b""
+        # Shared by every record of ``encode_values``: librdkafka copies headers at
+        # produce(), and nothing on our side mutates them, so one list serves all.
+        self.shared_headers: list[tuple[str, bytes]] = self._headers.copy()
 
     def headers(self) -> list[tuple[str, bytes]]:
         """The headers every record of this encoder carries (a fresh list)."""
@@ -117,6 +130,17 @@ class WireEncoder:
         self._last_emitted_at = _EPOCH + timedelta(microseconds=emitted_at_ns // 1000)
         ms = emitted_at_ns // 1_000_000
         self._id_prefix = f"{ms >> 16:08x}-{ms & 0xFFFF:04x}-{self._id_mid}-"
+        if self._json_body is not None:
+            # Field order and spelling exactly as msgspec encodes ``MarketTickEvent``.
+            self._json_head = b'{"schema_version":%d,"event_type":"%s","broker":"%s","id":"%s' % (
+                SCHEMA_VERSION,
+                EventType.MARKET_TICK.value.encode(),
+                BROKER_SHARED.encode(),
+                self._id_prefix.encode(),
+            )
+            self._json_tail = (
+                b'","emitted_at":' + self._json_body(self._last_emitted_at) + b',"data":'
+            )
 
     def encode(
         self, tick: MarketTick, emitted_at_ns: int
@@ -136,6 +160,27 @@ class WireEncoder:
         if key is None:
             key = self.key(token)
         return key, self._encode(event), self._headers.copy()
+
+    def encode_values(self, ticks: Sequence[MarketTick], emitted_at_ns: int) -> list[bytes]:
+        """The record values of ``ticks`` (the same bytes ``encode()`` gives), one batch
+        sharing ``emitted_at_ns``. Keys come from ``key()``, headers are
+        ``shared_headers``. If encoding raises, no id is consumed."""
+        if self._json_body is None:
+            return [self.encode(tick, emitted_at_ns)[1] for tick in ticks]
+        if emitted_at_ns != self._last_emitted_ns:
+            self._set_emitted(emitted_at_ns)
+        body = self._json_body
+        head = self._json_head
+        tail = self._json_tail
+        seq = self._seq
+        out: list[bytes] = []
+        append = out.append
+        for tick in ticks:
+            seq = (seq + 1) & _SEQ_MASK
+            # One bytes %-format: a single allocation of the whole record.
+            append(b"%s%012x%s%s}" % (head, seq, tail, body(tick)))
+        self._seq = seq
+        return out
 
 
 class WireDecoder:
