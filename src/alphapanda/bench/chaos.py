@@ -38,8 +38,9 @@ from typing import Any, Final
 
 from pydantic import SecretStr
 
-from alphapanda.bench.harness import DevstackService, LedgerFigures, SimProcess, StreamLedger
+from alphapanda.bench.harness import LedgerFigures, SimProcess, StreamLedger
 from alphapanda.metrics.collector import PipelineMetricsCollector
+from alphapanda.ops.devstack import DevstackService
 from alphapanda.service import MarketFeedService
 from alphapanda.settings import Settings
 
