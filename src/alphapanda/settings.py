@@ -124,7 +124,7 @@ class RedisSettings(_Group):
 
 class DatabaseSettings(_Group):
     url: SecretStr = SecretStr(
-        "postgresql+asyncpg://alphapanda:alphapanda@127.0.0.1:15432/alphapanda"
+        "postgresql+asyncpg://alphapanda:dev-db-password@127.0.0.1:15432/alphapanda"
     )
     # Every table of the service lives in this schema (set through the search_path).
     schema_name: str = Field("public", pattern=r"^[a-z_][a-z0-9_]{0,62}$")

@@ -31,7 +31,7 @@ SHARED_KAFKA = os.environ.get("ALPHAPANDA_TEST_KAFKA", "127.0.0.1:19092")
 SHARED_REDIS = os.environ.get("ALPHAPANDA_TEST_REDIS", "redis://127.0.0.1:16379/0")
 SHARED_DATABASE = os.environ.get(
     "ALPHAPANDA_TEST_DATABASE",
-    "postgresql+asyncpg://alphapanda:alphapanda@127.0.0.1:15432/alphapanda",
+    "postgresql+asyncpg://alphapanda:dev-db-password@127.0.0.1:15432/alphapanda",
 )
 
 # One private kafka/redis/postgres: .start() .stop() .kill() .pause() .resume(), .bootstrap,

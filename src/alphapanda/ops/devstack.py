@@ -58,7 +58,7 @@ class DevstackService:
 
     @property
     def database_url(self) -> str:
-        return f"postgresql+asyncpg://alphapanda:alphapanda@127.0.0.1:{self.port}/alphapanda"
+        return f"postgresql+asyncpg://alphapanda:dev-db-password@127.0.0.1:{self.port}/alphapanda"
 
     @property
     def pid(self) -> int:
