@@ -146,6 +146,10 @@ async def test_expired_token_then_set_token_cli_resumes_the_feed(
                 )
                 metrics_text = (await http.get("/metrics")).text
                 assert 'alphapanda_auth_token_valid{source="database"} 1.0' in metrics_text
+                auth = (await http.get("/status")).json()["auth"]
+                assert auth["token_valid"] is True
+                assert auth["source"] == "database"
+                assert 0 < auth["seconds_left"] <= 24 * 3600
 
                 final = await quiesce(sim, service)
                 service.request_stop()

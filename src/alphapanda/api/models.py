@@ -91,6 +91,12 @@ class SpoolView(BaseModel):
     messages: int | None = None
 
 
+class AuthView(BaseModel):
+    token_valid: bool | None = Field(None, description="a usable access token is known")
+    source: str | None = Field(None, description="where it came from: database or settings")
+    seconds_left: float | None = Field(None, description="until its 06:00 IST expiry")
+
+
 class StatusView(BaseModel):
     """What the feed is doing, in one document (the status page and CLI read this)."""
 
@@ -111,5 +117,6 @@ class StatusView(BaseModel):
     reconnects: dict[str, int] = {}
     buffer: BufferView = BufferView()
     spool: SpoolView = SpoolView()
+    auth: AuthView = AuthView()
     connections: list[ConnectionView] = []
     subscriptions: dict[str, int] = Field(default={}, description="mode → instruments")

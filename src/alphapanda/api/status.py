@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from alphapanda.api.models import (
+    AuthView,
     BufferView,
     ConnectionView,
     LatencyView,
@@ -151,7 +152,19 @@ def _figures(samples: Iterable[Sample]) -> dict[str, Any]:
             bytes=_int(scalars.get(keys.SPOOL_BYTES)),
             messages=_int(scalars.get(keys.SPOOL_MESSAGES)),
         ),
+        "auth": _auth_view(collected),
     }
+
+
+def _auth_view(samples: list[Sample]) -> AuthView:
+    """The access token's state, from the AuthService's samples (absent: all None)."""
+    valid = next((s for s in samples if s.name == AUTH_TOKEN_VALID), None)
+    left = next((s.value for s in samples if s.name == AUTH_TOKEN_SECONDS_LEFT), None)
+    return AuthView(
+        token_valid=None if valid is None else bool(valid.value),
+        source=None if valid is None else dict(valid.labels).get("source"),
+        seconds_left=left,
+    )
 
 
 def status_from_samples(
@@ -227,6 +240,8 @@ def _str_or_none(value: Any) -> str | None:
 
 
 SUBSCRIBED_BY_MODE = "connection_subscriptions"
+AUTH_TOKEN_VALID = "auth_token_valid"
+AUTH_TOKEN_SECONDS_LEFT = "auth_token_seconds_left"
 # The feed service's readiness gauge (1 when ready), as it reaches Redis.
 FEED_READY = "feed_ready"
 
