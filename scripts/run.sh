@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The main job (`make run`, after `make services-up`): the Kite exchange simulator in the
 # background and the market feed (with its control API and status page) in the
-# foreground, streaming every instrument of data/instruments.csv into Kafka.
+# foreground, streaming the registry's instruments (data/instruments.csv on a fresh
+# install, until `alphapanda instruments stream` configures a set) into Kafka.
 # Ctrl-C (or SIGTERM) stops the feed gracefully, then the simulator.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -41,7 +42,7 @@ say "simulator: $(cat "$LOG_DIR/sim.out")"
 # 2. The feed, in the foreground; it also serves the control API and the status page.
 #    Its signals are forwarded so it drains and flushes before exiting.
 prefix=${ALPHAPANDA_KAFKA__TOPIC_PREFIX:-}
-say "feed: streaming $INSTRUMENTS at ~$RATE ticks/s into Kafka topic '${prefix}market.ticks'"
+say "feed: streaming the registry's instruments (PostgreSQL; $INSTRUMENTS until a streaming set is configured) at ~$RATE ticks/s into Kafka topic '${prefix}market.ticks'"
 say "status page: http://127.0.0.1:${ALPHAPANDA_API__PORT:-18080}/  (logs in $LOG_DIR/)"
 say "figures: .venv/bin/alphapanda status   (Ctrl-C stops the feed gracefully)"
 "$BIN" feed --instruments "$INSTRUMENTS" &
