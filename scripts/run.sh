@@ -48,10 +48,12 @@ say "figures: .venv/bin/alphapanda status   (Ctrl-C stops the feed gracefully)"
 "$BIN" feed --instruments "$INSTRUMENTS" &
 feed_pid=$!
 trap 'kill -TERM "$feed_pid" 2>/dev/null || true' INT TERM
+# A signal interrupts `wait` (status > 128); wait again until the feed's graceful
+# shutdown has finished, and exit with the feed's own status.
 status=0
 wait "$feed_pid" || status=$?
-# A signal interrupts `wait`; wait again for the feed's graceful shutdown to finish.
 while kill -0 "$feed_pid" 2>/dev/null; do
+    status=0
     wait "$feed_pid" || status=$?
 done
 exit "$status"

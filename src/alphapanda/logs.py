@@ -47,7 +47,12 @@ _HANDLER_MARK = "_alphapanda_handler"
 _SUMMARY_MARK = "_alphapanda_summary"
 _TEMPLATE = "_alphapanda_template"
 # Attributes every LogRecord has; anything else on a record came in through ``extra=``.
-_STANDARD_ATTRS = frozenset(logging.makeLogRecord({}).__dict__) | {"message", "asctime"}
+# uvicorn adds `color_message` (the message with ANSI colours) to its records: not an id.
+_STANDARD_ATTRS = frozenset(logging.makeLogRecord({}).__dict__) | {
+    "message",
+    "asctime",
+    "color_message",
+}
 # Libraries whose chatty levels would log frames, request URLs (with tokens) or payloads.
 _QUIET_LOGGERS = ("websockets", "httpx", "httpcore", "urllib3", "kiteconnect", "aiokafka")
 
