@@ -196,10 +196,17 @@ class TickFormatter:
         ltt_dt = (cache.get(ltt) or self._datetime(ltt)) if ltt else None
         ets_dt = (cache.get(ets) or self._datetime(ets)) if ets else None
         depth = None
-        if self._include_depth and tick.depth_buy:
-            depth = self._depth(tick)
-            if depth is None:
-                return self._slow(tick, received_at)
+        buy = tick.depth_buy
+        if buy and self._include_depth:
+            # _depth() inlined (this runs for every full tick): any insane level → slow path.
+            sell = tick.depth_sell
+            for entry in buy:
+                if not (entry.quantity >= 0 and entry.orders >= 0 and 0.0 <= entry.price < _INF):
+                    return self._slow(tick, received_at)
+            for entry in sell:
+                if not (entry.quantity >= 0 and entry.orders >= 0 and 0.0 <= entry.price < _INF):
+                    return self._slow(tick, received_at)
+            depth = Depth(buy, sell)
         oi = oih = oil = None
         if self._include_oi and tick.oi is not None:
             oi = tick.oi
