@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Final
 
 import msgspec
+import psutil
 from confluent_kafka.admin import AdminClient
 from pydantic import SecretStr
 
@@ -81,6 +82,10 @@ class E2EResult(msgspec.Struct):
     # loop thread alone, per tick acked in the throughput window: less noisy than rates.
     feed_cpu_us_per_tick: float = 0.0
     feed_loop_cpu_us_per_tick: float = 0.0
+    # Cores busy in the throughput window: the feed process and the simulator process
+    # (they share the machine with the broker; on 2 cores this is the real limit).
+    feed_cores: float = 0.0
+    sim_cores: float = 0.0
     baselines: list[BaselineRun] = msgspec.field(default_factory=list)
     ceiling: CeilingResult | None = None
     errors: list[str] = msgspec.field(default_factory=list)
@@ -121,6 +126,17 @@ async def _until(condition: object, within: float, what: str) -> None:
         if time.monotonic() > deadline:
             raise TimeoutError(f"timed out after {within:.0f} s waiting for: {what}")
         await asyncio.sleep(0.05)
+
+
+def _cpu_seconds(pid: int | None) -> float:
+    """User + system CPU seconds of a process so far (0.0 if unknown)."""
+    if pid is None:
+        return 0.0
+    try:
+        times = psutil.Process(pid).cpu_times()
+    except psutil.Error:
+        return 0.0
+    return float(times.user + times.system)
 
 
 def _delete_topics(bootstrap: str, topics: list[str]) -> None:
@@ -187,9 +203,11 @@ async def run_e2e(
                 sent0 = (await sim.stats())["total_ticks_sent"]
                 acked0, t0 = acct.published, time.monotonic()
                 cpu0, loop_cpu0 = time.process_time(), time.thread_time()
+                sim_cpu0 = _cpu_seconds(sim.pid)
                 await asyncio.sleep(seconds)  # the measurement window itself
                 acked1, t1 = acct.published, time.monotonic()
                 cpu1, loop_cpu1 = time.process_time(), time.thread_time()
+                sim_cpu1 = _cpu_seconds(sim.pid)
                 sent1 = (await sim.stats())["total_ticks_sent"]
                 throughput_sent = (sent1 - sent0) / (t1 - t0)
                 throughput_acked = (acked1 - acked0) / (t1 - t0)
@@ -296,6 +314,8 @@ async def run_e2e(
         buffer_high_water=service.buffer.high_water,
         feed_cpu_us_per_tick=(cpu1 - cpu0) / max(1, acked1 - acked0) * 1e6,
         feed_loop_cpu_us_per_tick=(loop_cpu1 - loop_cpu0) / max(1, acked1 - acked0) * 1e6,
+        feed_cores=(cpu1 - cpu0) / (t1 - t0),
+        sim_cores=(sim_cpu1 - sim_cpu0) / (t1 - t0),
         baselines=baselines,
         ceiling=ceiling,
         errors=errors,

@@ -66,6 +66,11 @@ class SimProcess:
         self.api_key = "alphapanda-dev"
         self.access_token = "dev-access-token"
 
+    @property
+    def pid(self) -> int | None:
+        """The simulator's process id while it runs (to read its CPU time)."""
+        return self._proc.pid if self._proc is not None else None
+
     async def __aenter__(self) -> SimProcess:
         env = {k: v for k, v in os.environ.items() if not k.startswith("ALPHAPANDA_")}
         self._proc = await asyncio.create_subprocess_exec(

@@ -250,7 +250,8 @@ def e2e(
     )
     console.print(
         f"feed CPU per tick acked (throughput window): {result.feed_cpu_us_per_tick:.1f} µs "
-        f"process, {result.feed_loop_cpu_us_per_tick:.1f} µs event-loop thread",
+        f"process, {result.feed_loop_cpu_us_per_tick:.1f} µs event-loop thread; cores busy: "
+        f"feed {result.feed_cores:.2f}, simulator {result.sim_cores:.2f}",
         highlight=False,
     )
     if result.ratio_to_baseline is not None:
