@@ -27,6 +27,7 @@ import contextlib
 import tempfile
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Final
 
@@ -47,6 +48,8 @@ from alphapanda.topics import TopicNames
 
 # Enough to hold every ack of a latency window at 20k ticks/s for a minute.
 _LATENCY_SAMPLES: Final = 1 << 21
+# Pre-built seconds beyond the throughput window: start-up until the first ack.
+_PREGEN_MARGIN_S: Final = 4.0
 
 
 class BaselineRun(msgspec.Struct):
@@ -78,6 +81,7 @@ class E2EResult(msgspec.Struct):
     dropped: int
     zero_loss: bool
     buffer_high_water: int
+    sim_pregenerated: bool = False  # the simulator sent pre-built ticks (sim.pregen)
     # CPU time of this process (the feed, incl. librdkafka's threads) and of its event
     # loop thread alone, per tick acked in the throughput window: less noisy than rates.
     feed_cpu_us_per_tick: float = 0.0
@@ -128,6 +132,19 @@ async def _until(condition: object, within: float, what: str) -> None:
         await asyncio.sleep(0.05)
 
 
+async def _until_async(condition: Callable[[], Awaitable[bool]], within: float, what: str) -> None:
+    deadline = time.monotonic() + within
+    while not await condition():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out after {within:.0f} s waiting for: {what}")
+        await asyncio.sleep(0.2)
+
+
+async def _pregen_ready(sim: SimProcess) -> bool:
+    pregen = (await sim.stats()).get("pregenerated")
+    return bool(pregen and pregen["ready"])
+
+
 def _cpu_seconds(pid: int | None) -> float:
     """User + system CPU seconds of a process so far (0.0 if unknown)."""
     if pid is None:
@@ -155,6 +172,7 @@ async def run_e2e(
     with_baseline: bool = True,
     baseline_rates: tuple[float, ...] = (2_000.0, 4_000.0, 5_000.0),
     with_ceiling: bool = True,
+    pregenerate: bool = True,
 ) -> E2EResult:
     """Run the end-to-end benchmark against ``settings.kafka``'s broker (see module doc)."""
     run_id = uuid.uuid4().hex[:8]
@@ -168,7 +186,16 @@ async def run_e2e(
     errors: list[str] = []
     spool_dir = Path(tempfile.mkdtemp(prefix=f"alphapanda-e2e-{run_id}-"))
     try:
-        async with SimProcess(ticks_per_second=0, instruments=csv) as sim:
+        # Pre-built ticks (sim.pregen) cover the throughput window and a margin for the
+        # first ack, so the simulator spends its CPU on sending, not on the market model:
+        # on 2 shared cores a live simulator, not the feed, capped the rate.
+        sim_process = SimProcess(
+            ticks_per_second=0,
+            instruments=csv,
+            pregenerate=seconds + _PREGEN_MARGIN_S if pregenerate else 0.0,
+            pregenerate_rate=rate if pregenerate else None,
+        )
+        async with sim_process as sim:
             feed_settings = settings.model_copy(
                 update={
                     "kite": settings.kite.model_copy(
@@ -196,6 +223,11 @@ async def run_e2e(
                 await _until(
                     lambda: service.topic_ready and service.client.is_streaming(), 60, "feed up"
                 )
+
+                if pregenerate:
+                    await _until_async(
+                        lambda: _pregen_ready(sim), 300, "simulator pre-built its ticks"
+                    )
 
                 # 1. Throughput.
                 await sim.set_rate(rate)
@@ -312,6 +344,7 @@ async def run_e2e(
         dropped=acct.dropped_total,
         zero_loss=zero_loss,
         buffer_high_water=service.buffer.high_water,
+        sim_pregenerated=pregenerate,
         feed_cpu_us_per_tick=(cpu1 - cpu0) / max(1, acked1 - acked0) * 1e6,
         feed_loop_cpu_us_per_tick=(loop_cpu1 - loop_cpu0) / max(1, acked1 - acked0) * 1e6,
         feed_cores=(cpu1 - cpu0) / (t1 - t0),

@@ -43,6 +43,8 @@ class SimProcess:
         instruments: Path | None = None,
         seed: int = 0,
         cwd: Path | None = None,
+        pregenerate: float = 0.0,
+        pregenerate_rate: float | None = None,
     ) -> None:
         self._argv = [
             "-m",
@@ -59,6 +61,10 @@ class SimProcess:
         ]
         if instruments is not None:
             self._argv += ["--instruments", str(instruments)]
+        if pregenerate > 0:
+            self._argv += ["--pregenerate", str(pregenerate)]
+        if pregenerate_rate is not None:
+            self._argv += ["--pregenerate-rate", str(pregenerate_rate)]
         self._cwd = cwd
         self._proc: asyncio.subprocess.Process | None = None
         self.ws_url = ""

@@ -182,6 +182,13 @@ def e2e(
             "--baseline-rates", help="Comma-separated simulator ticks/s for the baseline runs."
         ),
     ] = "2000,4000,5000",
+    pregenerate: Annotated[
+        bool,
+        typer.Option(
+            "--pregenerate/--live-sim",
+            help="Simulator sends pre-built ticks (default) or generates them live.",
+        ),
+    ] = True,
 ) -> None:
     """Simulator → feed → Kafka acks, consumer-verified: ticks/s at zero loss, p50/p99
     frame-receipt → ack latency, side by side with the baseline and the ceiling."""
@@ -197,6 +204,7 @@ def e2e(
             with_baseline=baseline,
             with_ceiling=ceiling,
             baseline_rates=tuple(float(r) for r in baseline_rates.split(",") if r.strip()),
+            pregenerate=pregenerate,
         )
     )
     table = Table(
@@ -209,7 +217,8 @@ def e2e(
         f"{result.feed_acked_per_s:,.0f}",
         "",
         "",
-        f"simulator sent {result.sim_sent_per_s:,.0f}/s (asked {rate:,.0f})",
+        f"simulator sent {result.sim_sent_per_s:,.0f}/s (asked {rate:,.0f}"
+        f"{', pre-built' if result.sim_pregenerated else ', live'})",
     )
     table.add_row(
         f"alphapanda feed @ {latency_rate:,.0f}/s",

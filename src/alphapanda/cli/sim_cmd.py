@@ -44,6 +44,17 @@ def sim(
     ] = "dev-api-secret",
     max_connections: Annotated[int, typer.Option(help="Concurrent sockets per API key.")] = 3,
     seed: Annotated[int, typer.Option(help="Seed of the market's random walks.")] = 0,
+    pregenerate: Annotated[
+        float,
+        typer.Option(
+            help="Benchmarks: once subscriptions settle, pre-build this many seconds of "
+            "ticks (0: off) so sending costs the simulator almost no CPU."
+        ),
+    ] = 0.0,
+    pregenerate_rate: Annotated[
+        float | None,
+        typer.Option(help="Rate the pre-built window is sized for (default: --ticks-per-second)."),
+    ] = None,
 ) -> None:
     """Serve a simulated Kite ticker at ws://HOST:PORT/?api_key=…&access_token=… with
     fault switches and figures at http://HOST:ADMIN_PORT (see README, "Simulator")."""
@@ -71,6 +82,8 @@ def sim(
         api_secret=SecretStr(api_secret),
         max_connections=max_connections,
         seed=seed,
+        pregenerate_seconds=pregenerate,
+        pregenerate_rate=pregenerate_rate,
     )
     asyncio.run(_serve(config, Market(loaded, seed=seed)))
 

@@ -36,3 +36,10 @@ class SimConfig(BaseModel):
     # Most packets in one binary message (Kite's frame count is a uint16; this also
     # keeps messages well under the clients' 1 MiB default max message size).
     max_packets_per_message: int = Field(4000, ge=1, le=65535)
+    # Benchmarks only (0: off). Once the subscriptions have settled, build this many
+    # seconds of ticks ahead of time at ``pregenerate_rate`` (default: the start-up
+    # rate) so sending them costs the simulator almost nothing (see sim.pregen).
+    pregenerate_seconds: float = Field(0.0, ge=0, le=600)
+    pregenerate_rate: float | None = Field(None, gt=0)
+    # Most ticks held pre-built at once (~220 bytes each in full mode: 2M ≈ 440 MB).
+    pregenerate_limit: int = Field(2_000_000, ge=0)

@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import http
 import logging
+import math
 import socket
 import struct
 import time
@@ -38,6 +39,7 @@ from alphapanda.kite.protocol import (
 )
 from alphapanda.sim.config import SimConfig
 from alphapanda.sim.market import Market, in_mode
+from alphapanda.sim.pregen import PregenBuffer
 from alphapanda.sim.schedule import TickSchedule
 from alphapanda.sim.sessions import SessionBook
 from alphapanda.sim.subscriptions import SubscriptionBook, error_text
@@ -104,6 +106,10 @@ class Simulator:
         self._send_lock = asyncio.Lock()
         self._stalled_until = 0.0
         self._reading_paused = False
+        self._pregen: PregenBuffer | None = None
+        self._pregen_ready = False
+        if config.pregenerate_seconds > 0:
+            self._pregen = PregenBuffer(market, config.pregenerate_limit)
         # Bound at construction so the ports are known (port 0 → a free one) before run.
         self._ws_sock = _bind(config.host, config.port)
         self._admin_sock = _bind(config.host, config.admin_port)
@@ -155,6 +161,8 @@ class Simulator:
             ):
                 tasks.create_task(self._send_loop())
                 tasks.create_task(admin.serve())
+                if self._pregen is not None:
+                    tasks.create_task(self._pregen_loop(self._pregen))
                 self.ready.set()
                 await self._stopping.wait()
                 admin.should_exit = True
@@ -242,10 +250,50 @@ class Simulator:
             async with self._send_lock:
                 await self._send_cycle(elapsed, now)
 
+    async def _pregen_loop(self, pregen: PregenBuffer) -> None:
+        """Once the subscribed set has stayed the same for a moment, fill ``pregen``
+        with ``pregenerate_seconds`` of ticks for it, once: later runs on the same
+        simulator (a benchmark's baseline step) must not pay for a refill mid-run."""
+        config = self.config
+        loop = asyncio.get_running_loop()
+        seen: list[int] = []
+        seen_since = loop.time()
+        while not self._stopping.is_set():
+            # A polling cadence: subscriptions arrive as client messages, not events here.
+            await asyncio.sleep(0.2)
+            tokens = self._book.active_tokens()
+            if tokens != seen:
+                seen, seen_since = tokens, loop.time()
+                continue
+            if not tokens or loop.time() - seen_since < 0.5:
+                continue
+            self._pregen_ready = False
+            rate = config.pregenerate_rate or config.ticks_per_second
+            per_token = math.ceil(config.pregenerate_seconds * rate / len(tokens))
+            started = time.monotonic()
+            for _built in pregen.fill(
+                tokens, per_token, int(time.time()), config.pregenerate_seconds
+            ):
+                # One instrument per slice (a few ms): heartbeats and admin calls go on.
+                await asyncio.sleep(0)
+            self._pregen_ready = True
+            log.info(
+                "pregenerated %d ticks for %d instruments in %.1fs",
+                len(pregen),
+                len(tokens),
+                time.monotonic() - started,
+            )
+            return
+
     async def _send_cycle(self, elapsed: float, now: float) -> None:
         open_ids = {c.id for c in self._connections.values() if c.ws.state is State.OPEN}
         due = self._schedule.due(elapsed)
-        outgoing = self._generate(due, open_ids) if due and open_ids else {}
+        if not (due and open_ids):
+            outgoing: dict[str, list[bytes]] = {}
+        elif self._pregen is not None:
+            outgoing = self._take_pregenerated(due, open_ids, self._pregen)
+        else:
+            outgoing = self._generate(due, open_ids)
         step = self.config.max_packets_per_message
         for conn in list(self._connections.values()):
             packets_out = outgoing.get(conn.id)
@@ -294,6 +342,31 @@ class Simulator:
                 if packet is None:
                     packet = packets[mode] = encode_tick(in_mode(tick, mode))
                 outgoing[cid].append(packet)
+        return outgoing
+
+    def _take_pregenerated(
+        self, due: int, open_ids: set[str], pregen: PregenBuffer
+    ) -> dict[str, list[bytes]]:
+        """:meth:`_generate`, but from pre-built packets while an instrument has any
+        (live once it runs out: the book continues where the pre-built path ended)."""
+        outgoing: dict[str, list[bytes]] = {cid: [] for cid in open_ids}
+        now_s = int(time.time())
+        advance, ticks, subscribers_of = (
+            self.market.advance,
+            self._count.ticks,
+            self._book.subscribers,
+        )
+        take, narrow = pregen.take, pregen.narrow
+        for token in self._schedule.pick(self._book.active_tokens(), due):
+            live = [(cid, mode) for cid, mode in subscribers_of(token).items() if cid in open_ids]
+            if not live:
+                continue  # as in _generate: nobody can receive it, so don't spend it
+            full = take(token)
+            if full is None:
+                full = encode_tick(advance(token, now_s, MODE_FULL))
+            ticks[token] += 1
+            for cid, mode in live:
+                outgoing[cid].append(narrow(token, full, mode))
         return outgoing
 
     async def _send(self, conn: _Connection, data: bytes, now: float) -> bool:
@@ -390,6 +463,17 @@ class Simulator:
         login_time = time.strftime("%Y-%m-%d %H:%M:%S")
         return self._sessions.login(api_key, request_token, checksum, login_time)
 
+    def _pregen_stats(self) -> dict[str, Any] | None:
+        pregen = self._pregen
+        if pregen is None:
+            return None
+        return {
+            "ready": self._pregen_ready,
+            "buffered": pregen.buffered,
+            "generated": pregen.generated,
+            "taken": pregen.taken,
+        }
+
     def stats(self) -> dict[str, Any]:
         """Plain JSON-able figures (see the README's Simulator section)."""
         live: Counter[str] = Counter(c.api_key for c in self._connections.values())
@@ -411,5 +495,6 @@ class Simulator:
             "logins": self._sessions.logins,
             "ticks_per_second": self._schedule.ticks_per_second,
             "ticks_shortfall": self._schedule.shortfall,
+            "pregenerated": self._pregen_stats(),
             "stalled": asyncio.get_running_loop().time() < self._stalled_until,
         }
