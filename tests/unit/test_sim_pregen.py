@@ -3,6 +3,7 @@ slicing, bounded by its limit, and continuous into live generation when exhauste
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 
 import pytest
@@ -17,7 +18,7 @@ from alphapanda.kite.protocol import (
     encode_tick,
 )
 from alphapanda.sim.market import Market, in_mode
-from alphapanda.sim.pregen import PregenBuffer
+from alphapanda.sim.pregen import PregenBuffer, fill_once_settled
 from tests.support.sim import default_instruments
 
 
@@ -94,3 +95,18 @@ def test_limit_bounds_what_is_held_and_timestamps_spread_over_the_window() -> No
     assert buffer.buffered == 120
     with pytest.raises(ValueError, match="limit"):
         PregenBuffer(Market([]), limit=-1)
+
+
+async def test_fill_once_settled_fills_once_for_the_settled_set_and_honours_stop() -> None:
+    tokens = _tokens()
+    buffer = PregenBuffer(Market(default_instruments()), limit=100_000)
+    stopping = asyncio.Event()
+    await fill_once_settled(
+        buffer, lambda: tokens, seconds=2.0, rate=10.0 * len(tokens), stopping=stopping
+    )
+    assert buffer.ready and buffer.generated == 20 * len(tokens)
+
+    stopped = PregenBuffer(Market(default_instruments()), limit=100_000)
+    stopping.set()
+    await fill_once_settled(stopped, lambda: tokens, seconds=2.0, rate=1e4, stopping=stopping)
+    assert not stopped.ready and stopped.generated == 0

@@ -14,7 +14,6 @@ import asyncio
 import contextlib
 import http
 import logging
-import math
 import socket
 import struct
 import time
@@ -39,7 +38,7 @@ from alphapanda.kite.protocol import (
 )
 from alphapanda.sim.config import SimConfig
 from alphapanda.sim.market import Market, in_mode
-from alphapanda.sim.pregen import PregenBuffer
+from alphapanda.sim.pregen import PregenBuffer, fill_once_settled
 from alphapanda.sim.schedule import TickSchedule
 from alphapanda.sim.sessions import SessionBook
 from alphapanda.sim.subscriptions import SubscriptionBook, error_text
@@ -107,7 +106,6 @@ class Simulator:
         self._stalled_until = 0.0
         self._reading_paused = False
         self._pregen: PregenBuffer | None = None
-        self._pregen_ready = False
         if config.pregenerate_seconds > 0:
             self._pregen = PregenBuffer(market, config.pregenerate_limit)
         # Bound at construction so the ports are known (port 0 → a free one) before run.
@@ -162,7 +160,15 @@ class Simulator:
                 tasks.create_task(self._send_loop())
                 tasks.create_task(admin.serve())
                 if self._pregen is not None:
-                    tasks.create_task(self._pregen_loop(self._pregen))
+                    tasks.create_task(
+                        fill_once_settled(
+                            self._pregen,
+                            self._book.active_tokens,
+                            seconds=self.config.pregenerate_seconds,
+                            rate=self.config.pregenerate_rate or self.config.ticks_per_second,
+                            stopping=self._stopping,
+                        )
+                    )
                 self.ready.set()
                 await self._stopping.wait()
                 admin.should_exit = True
@@ -249,41 +255,6 @@ class Simulator:
                 self._set_reading(True)
             async with self._send_lock:
                 await self._send_cycle(elapsed, now)
-
-    async def _pregen_loop(self, pregen: PregenBuffer) -> None:
-        """Once the subscribed set has stayed the same for a moment, fill ``pregen``
-        with ``pregenerate_seconds`` of ticks for it, once: later runs on the same
-        simulator (a benchmark's baseline step) must not pay for a refill mid-run."""
-        config = self.config
-        loop = asyncio.get_running_loop()
-        seen: list[int] = []
-        seen_since = loop.time()
-        while not self._stopping.is_set():
-            # A polling cadence: subscriptions arrive as client messages, not events here.
-            await asyncio.sleep(0.2)
-            tokens = self._book.active_tokens()
-            if tokens != seen:
-                seen, seen_since = tokens, loop.time()
-                continue
-            if not tokens or loop.time() - seen_since < 0.5:
-                continue
-            self._pregen_ready = False
-            rate = config.pregenerate_rate or config.ticks_per_second
-            per_token = math.ceil(config.pregenerate_seconds * rate / len(tokens))
-            started = time.monotonic()
-            for _built in pregen.fill(
-                tokens, per_token, int(time.time()), config.pregenerate_seconds
-            ):
-                # One instrument per slice (a few ms): heartbeats and admin calls go on.
-                await asyncio.sleep(0)
-            self._pregen_ready = True
-            log.info(
-                "pregenerated %d ticks for %d instruments in %.1fs",
-                len(pregen),
-                len(tokens),
-                time.monotonic() - started,
-            )
-            return
 
     async def _send_cycle(self, elapsed: float, now: float) -> None:
         open_ids = {c.id for c in self._connections.values() if c.ws.state is State.OPEN}
@@ -468,7 +439,7 @@ class Simulator:
         if pregen is None:
             return None
         return {
-            "ready": self._pregen_ready,
+            "ready": pregen.ready,
             "buffered": pregen.buffered,
             "generated": pregen.generated,
             "taken": pregen.taken,
