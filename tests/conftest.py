@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
@@ -15,6 +15,7 @@ from tests.support.services import (
     SHARED_KAFKA,
     SHARED_REDIS,
     PrivateService,
+    drop_schema,
 )
 
 # Tests never pick up a developer's .env or config file.
@@ -56,6 +57,14 @@ def settings_for(tmp_path: Path, unique: str):  # type: ignore[no-untyped-def]
         return Settings(_env_file=None, **base)  # type: ignore[arg-type, call-arg]
 
     return build
+
+
+@pytest.fixture
+async def schema(unique: str) -> AsyncIterator[str]:
+    """A private PostgreSQL schema on the shared database, dropped after the test."""
+    name = f"test_{unique}"
+    yield name
+    await drop_schema(name)
 
 
 def _private(name: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrivateService]:

@@ -9,11 +9,10 @@ import logging
 import os
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 
 import pytest
 import websockets
-from pydantic import SecretStr
 
 from alphapanda.auth import (
     AuthRequired,
@@ -24,7 +23,6 @@ from alphapanda.auth import (
     token_expiry,
 )
 from alphapanda.auth.store import TokenStore
-from alphapanda.db.engine import Database
 from alphapanda.kite.tokens import TokenProvider
 from alphapanda.settings import Settings
 from tests.support.services import SHARED_DATABASE, free_port
@@ -33,21 +31,6 @@ from tests.support.sim import running_simulator
 ALPHAPANDA = [sys.executable, "-m", "alphapanda"]
 SECRET = "api-secret-must-not-leak-7f3a"
 DEADLINE = 10.0
-
-
-async def drop_schema(name: str) -> None:
-    conn = await Database(SecretStr(SHARED_DATABASE)).connect_raw()
-    try:
-        await conn.execute(f'DROP SCHEMA IF EXISTS "{name}" CASCADE')
-    finally:
-        await conn.close()
-
-
-@pytest.fixture
-async def schema(unique: str) -> AsyncIterator[str]:
-    name = f"test_a1_{unique}"
-    yield name
-    await drop_schema(name)
 
 
 @pytest.fixture

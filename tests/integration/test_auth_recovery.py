@@ -13,10 +13,8 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import pytest
-from pydantic import SecretStr
 
 from alphapanda.auth import AuthService, BrokerAuthenticator
-from alphapanda.db.engine import Database
 from alphapanda.kite.client import TickerClient
 from alphapanda.kite.protocol import Tick
 from alphapanda.settings import Settings
@@ -53,17 +51,6 @@ def attempts(client: TickerClient, reason: str) -> float:
         if sample.name == "kite_reconnect_attempts_total" and ("reason", reason) in sample.labels:
             return sample.value
     return 0.0
-
-
-@pytest.fixture
-async def schema(unique: str) -> AsyncIterator[str]:
-    name = f"test_a1r_{unique}"
-    yield name
-    conn = await Database(SecretStr(SHARED_DATABASE)).connect_raw()
-    try:
-        await conn.execute(f'DROP SCHEMA IF EXISTS "{name}" CASCADE')
-    finally:
-        await conn.close()
 
 
 @pytest.fixture

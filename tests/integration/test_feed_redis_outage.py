@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Any
 
@@ -20,7 +20,6 @@ import redis.asyncio as aioredis
 from pydantic import SecretStr
 
 from alphapanda.assembly import open_feed
-from alphapanda.db.engine import Database
 from alphapanda.metrics import keys
 from alphapanda.metrics.collector import PipelineMetricsCollector
 from alphapanda.service import MarketFeedService
@@ -31,17 +30,6 @@ from tests.support.services import SHARED_DATABASE, SHARED_KAFKA, PrivateService
 from tests.support.sim import running_simulator
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture
-async def schema(unique: str) -> AsyncIterator[str]:
-    name = f"test_fro_{unique}"
-    yield name
-    conn = await Database(SecretStr(SHARED_DATABASE)).connect_raw()
-    try:
-        await conn.execute(f'DROP SCHEMA IF EXISTS "{name}" CASCADE')
-    finally:
-        await conn.close()
 
 
 def collector_of(service: MarketFeedService) -> PipelineMetricsCollector:

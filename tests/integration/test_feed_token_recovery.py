@@ -14,7 +14,7 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import httpx
@@ -22,7 +22,6 @@ import pytest
 from pydantic import SecretStr
 
 from alphapanda.assembly import open_feed
-from alphapanda.db.engine import Database
 from alphapanda.settings import Settings
 from tests.support.feed import assert_books_balance, feed_settings, quiesce
 from tests.support.ledger import check_ledger, read_topic
@@ -33,17 +32,6 @@ pytestmark = pytest.mark.slow
 
 NEW_TOKEN = "day-2-access-token"
 ALPHAPANDA = [sys.executable, "-m", "alphapanda", "--env-file", "/nonexistent"]
-
-
-@pytest.fixture
-async def schema(unique: str) -> AsyncIterator[str]:
-    name = f"test_ftr_{unique}"
-    yield name
-    conn = await Database(SecretStr(SHARED_DATABASE)).connect_raw()
-    try:
-        await conn.execute(f'DROP SCHEMA IF EXISTS "{name}" CASCADE')
-    finally:
-        await conn.close()
 
 
 def set_token_cli(schema: str, api_key: str, token: str) -> subprocess.CompletedProcess[str]:

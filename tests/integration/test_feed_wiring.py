@@ -12,7 +12,7 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
@@ -20,7 +20,6 @@ import redis.asyncio as aioredis
 from pydantic import SecretStr
 
 from alphapanda.assembly import RegistryInstruments, open_feed
-from alphapanda.db.engine import Database
 from alphapanda.metrics import keys
 from alphapanda.service import MarketFeedService
 from alphapanda.settings import Settings
@@ -29,22 +28,6 @@ from tests.support.services import SHARED_DATABASE, SHARED_REDIS, PrivateService
 from tests.support.sim import INSTRUMENTS_CSV, ROOT, SimHandle, running_simulator
 
 ALPHAPANDA = [sys.executable, "-m", "alphapanda"]
-
-
-async def drop_schema(name: str) -> None:
-    conn = await Database(SecretStr(SHARED_DATABASE)).connect_raw()
-    try:
-        await conn.execute(f'DROP SCHEMA IF EXISTS "{name}" CASCADE')
-    finally:
-        await conn.close()
-
-
-@pytest.fixture
-async def schema(unique: str) -> AsyncIterator[str]:
-    """A private schema on the shared database, dropped after the test."""
-    name = f"test_fw_{unique}"
-    yield name
-    await drop_schema(name)
 
 
 def wired_settings(

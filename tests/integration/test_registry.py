@@ -11,18 +11,17 @@ import logging
 import os
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from pathlib import Path
 
 import asyncpg
 import pytest
-from pydantic import SecretStr
 
 from alphapanda.db.engine import Database
 from alphapanda.db.migrate import current_revision, head_revision, upgrade
 from alphapanda.registry import InstrumentRegistryService
 from alphapanda.settings import Settings
-from tests.support.services import SHARED_DATABASE, PrivateService
+from tests.support.services import SHARED_DATABASE, PrivateService, drop_schema
 
 HEADER = (
     "instrument_token,exchange_token,tradingsymbol,name,last_price,expiry,strike,"
@@ -41,22 +40,6 @@ DEADLINE = 30.0
 def write_dump(path: Path, text: str = GOOD_DUMP) -> Path:
     path.write_text(text, encoding="utf-8")
     return path
-
-
-async def drop_schema(name: str) -> None:
-    conn = await Database(SecretStr(SHARED_DATABASE)).connect_raw()
-    try:
-        await conn.execute(f'DROP SCHEMA IF EXISTS "{name}" CASCADE')
-    finally:
-        await conn.close()
-
-
-@pytest.fixture
-async def schema(unique: str) -> AsyncIterator[str]:
-    """A private schema on the shared database, dropped after the test."""
-    name = f"test_r1_{unique}"
-    yield name
-    await drop_schema(name)
 
 
 @pytest.fixture

@@ -12,6 +12,9 @@ import os
 import socket
 from pathlib import Path
 
+from pydantic import SecretStr
+
+from alphapanda.db.engine import Database
 from alphapanda.ops.devstack import DEVSTACK, DevstackService, free_port
 
 __all__ = [
@@ -21,6 +24,7 @@ __all__ = [
     "SHARED_KAFKA",
     "SHARED_REDIS",
     "PrivateService",
+    "drop_schema",
     "free_port",
     "port_open",
 ]
@@ -37,6 +41,15 @@ SHARED_DATABASE = os.environ.get(
 # One private kafka/redis/postgres: .start() .stop() .kill() .pause() .resume(), .bootstrap,
 # .redis_url, .database_url, .pid.
 PrivateService = DevstackService
+
+
+async def drop_schema(name: str) -> None:
+    """Drop a test's private schema on the shared database (and all in it)."""
+    conn = await Database(SecretStr(SHARED_DATABASE)).connect_raw()
+    try:
+        await conn.execute(f'DROP SCHEMA IF EXISTS "{name}" CASCADE')
+    finally:
+        await conn.close()
 
 
 def port_open(port: int, host: str = "127.0.0.1") -> bool:
