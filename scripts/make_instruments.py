@@ -16,20 +16,7 @@ import random
 import sys
 from pathlib import Path
 
-HEADER = [
-    "instrument_token",
-    "exchange_token",
-    "tradingsymbol",
-    "name",
-    "last_price",
-    "expiry",
-    "strike",
-    "tick_size",
-    "lot_size",
-    "instrument_type",
-    "segment",
-    "exchange",
-]
+from alphapanda.instruments.dump import COLUMNS as HEADER
 
 SEGMENT_CODE = {"NSE": 1, "NFO": 2, "CDS": 3, "BSE": 4, "BCD": 6, "MCX": 7, "INDICES": 9}
 

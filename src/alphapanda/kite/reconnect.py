@@ -15,7 +15,7 @@ HTTP 429 (the API key already has its maximum number of connections).
 from __future__ import annotations
 
 import random
-from typing import Final, Literal
+from typing import Final, Literal, get_args
 
 # Why a connection attempt ended or a live socket was given up. Used as the metric
 # label, so keep it a small fixed set.
@@ -32,19 +32,7 @@ Reason = Literal[
     "closed_by_server",
     "internal_error",
 ]
-REASONS: Final[tuple[Reason, ...]] = (
-    "connect_ok",
-    "refused",
-    "timeout",
-    "auth_403",
-    "capacity_429",
-    "http_error",
-    "protocol_error",
-    "token_error",
-    "liveness_timeout",
-    "closed_by_server",
-    "internal_error",
-)
+REASONS: Final[tuple[Reason, ...]] = get_args(Reason)
 
 
 class ReconnectPolicy:
