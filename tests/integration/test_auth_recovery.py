@@ -1,4 +1,4 @@
-"""§5.5 end to end: the token expires mid-stream → the client goes ``auth_required``
+"""Token expiry end to end: the token expires mid-stream → the client goes ``auth_required``
 without a reconnect storm → ``alphapanda auth set-token`` (a real CLI process) stores a
 new one → the running client picks it up through BrokerAuthenticator → AuthService and
 streams again. Real simulator, real PostgreSQL (own schema), real sockets."""

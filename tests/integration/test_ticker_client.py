@@ -1,5 +1,5 @@
 """TickerClient against the real simulator over real sockets: drops, stalls, malformed
-frames, server error texts, shutdown (SPEC C1–C3, §5.3)."""
+frames, server error texts, shutdown."""
 
 from __future__ import annotations
 

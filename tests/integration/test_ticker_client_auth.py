@@ -1,7 +1,7 @@
 """Handshake refusals against the real simulator: an expired token (403) puts the
 connection in ``auth_required`` without a reconnect storm and recovers within seconds of
-a new token; too many connections (429) backs off on its own schedule (SPEC C2, §5.5).
-The access token never reaches a log line, a status or a repr (M2)."""
+a new token; too many connections (429) backs off on its own schedule.
+The access token never reaches a log line, a status or a repr."""
 
 from __future__ import annotations
 

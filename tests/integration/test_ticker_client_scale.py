@@ -1,5 +1,5 @@
 """TickerClient sharding against the real simulator: 7,000 instruments on three
-connections, and runtime changes sent as deltas without reconnecting (SPEC C1, C4)."""
+connections, and runtime changes sent as deltas without reconnecting."""
 
 from __future__ import annotations
 

@@ -172,7 +172,7 @@ class RegistryInstrumentCatalog:
 class ServiceControl:
     """``FeedControl`` over a running ``MarketFeedService``.
 
-    Subscription changes go to the ticker client as runtime deltas (C4). They are not
+    Subscription changes go to the ticker client as runtime deltas (no reconnect). They are not
     written to the instrument registry: they last until the feed restarts or the
     registry's streaming set changes.
     """

@@ -1,4 +1,4 @@
-"""The baseline: the ORIGINAL market feed design, rebuilt faithfully for comparison (SPEC §4).
+"""The baseline: the ORIGINAL market feed design, rebuilt faithfully for comparison.
 
 What it does per tick, as the original did:
 

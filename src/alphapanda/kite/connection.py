@@ -6,8 +6,8 @@ reconnect it: there is no ``reconnect()`` method, and other tasks only ever chan
 shard's *desired* instruments and set an event. A session ends when any of its three
 tasks (reader, liveness watchdog, subscription writer) raises; a close and an error
 arriving together just end the same session twice, and the loop moves on once. So
-there can never be two attempts at once nor two live sockets for one shard (SPEC C2,
-and the trap of §7 where a queued second attempt reconnected a healthy feed).
+there can never be two attempts at once nor two live sockets for one shard (the
+original design's trap: a queued second attempt reconnected a healthy feed).
 
 Per session::
 

@@ -1,4 +1,4 @@
-"""Propagating changes of the streaming set from PostgreSQL to the feed (C4).
+"""Propagating changes of the streaming set from PostgreSQL to the feed.
 
 LISTEN/NOTIFY rather than polling: a trigger on ``stream_subscriptions`` notifies on
 commit, so a change reaches ``on_change`` in milliseconds without a query loop. Every

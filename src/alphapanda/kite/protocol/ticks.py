@@ -2,7 +2,8 @@
 
 Field names follow the official ``kiteconnect`` tick dicts (``last_traded_quantity``,
 ``average_traded_price``, ...) so nobody has to translate between the two, and a field a
-packet kind does not carry is ``None`` rather than a silent ``0`` (SPEC §7).
+packet kind does not carry is ``None`` rather than a silent ``0``, which
+would read as a real price or quantity.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ SEGMENT_INDICES: Final = 9
 SEGMENT_NCO: Final = 12
 
 # Prices travel as integers; currency derivatives need more decimals than equities.
-# NCO (segment 12) is not in SPEC §6 but the official client divides it by 1e4 too,
+# NCO (segment 12) is not in Kite's documentation but the official client divides it by 1e4 too,
 # and we promise to agree with the official parser field for field.
 _DIVISORS: Final[dict[int, int]] = {
     SEGMENT_CDS: 10_000_000,
