@@ -10,11 +10,11 @@ import pytest
 
 from alphapanda.kite.client import TickerClient
 from alphapanda.kite.tokens import StaticTokenProvider
+from alphapanda.testing import eventually
 from tests.support.sim import SimHandle, default_instruments, running_simulator
 from tests.support.ticker import (
     RecordingSink,
     counter,
-    eventually,
     kite_settings,
     running,
     sim_subscriptions,
@@ -102,7 +102,7 @@ async def test_silent_stall_is_detected_and_the_socket_replaced(sim: SimHandle) 
             lambda: (
                 counter(client, "kite_reconnect_attempts_total", reason="liveness_timeout") == 1
             ),
-            within=1.5 + 2.0,
+            timeout=1.5 + 2.0,
         )
         await sim.wait_for(
             lambda s: (

@@ -10,11 +10,11 @@ from alphapanda.instruments import Instrument
 from alphapanda.kite.client import TickerClient
 from alphapanda.kite.sharding import CapacityError
 from alphapanda.kite.tokens import StaticTokenProvider
+from alphapanda.testing import eventually
 from tests.support.sim import default_instruments, running_simulator
 from tests.support.ticker import (
     RecordingSink,
     counter,
-    eventually,
     kite_settings,
     running,
     sim_subscriptions,

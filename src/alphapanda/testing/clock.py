@@ -23,7 +23,7 @@ import asyncio
 import math
 import selectors
 from collections.abc import Coroutine, Mapping
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, TypeVar
 
 if TYPE_CHECKING:
@@ -33,6 +33,7 @@ T = TypeVar("T")
 
 # 2026-01-01T00:00:00Z: an arbitrary, recognisable start for wall time.
 DEFAULT_WALL_NS = 1_767_225_600_000_000_000
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 class VirtualClock:
@@ -79,7 +80,7 @@ class VirtualClock:
 
     def now(self) -> datetime:
         """Wall time as an aware UTC datetime, as ``datetime.now(UTC)``."""
-        return datetime.fromtimestamp(self.wall_ns() / 1e9, UTC)
+        return _EPOCH + timedelta(microseconds=self.wall_ns() // 1000)  # exact, no float
 
     # -- moving -------------------------------------------------------------------
 
