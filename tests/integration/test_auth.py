@@ -22,7 +22,6 @@ from alphapanda.auth import (
     TokenExpired,
     token_expiry,
 )
-from alphapanda.auth.store import TokenStore
 from alphapanda.kite.tokens import TokenProvider
 from alphapanda.settings import Settings
 from alphapanda.testing import VirtualClock, eventually
@@ -174,13 +173,13 @@ async def test_secrets_never_in_logs_reprs_or_errors(
         assert await auth.get_access_token() == token
         with pytest.raises(LoginFailed) as failed:
             await auth.login(request_token)
-        stored = await TokenStore(auth._require_engine()).latest(settings.kite.api_key)
+        stored = await auth._require_store().latest(settings.kite.api_key)
         texts = [
             repr(auth),
             str(auth),
             repr(status),
             repr(stored),
-            repr(TokenStore(auth._require_engine())),
+            repr(auth._require_store()),
             repr(BrokerAuthenticator(settings.kite.api_key, auth)),
             str(failed.value),
             repr(failed.value),
