@@ -10,6 +10,7 @@ import pytest
 
 from alphapanda.kite.client import TickerClient
 from alphapanda.kite.tokens import StaticTokenProvider
+from alphapanda.modes import MODES
 from alphapanda.testing import eventually
 from tests.support.sim import SimHandle, default_instruments, running_simulator
 from tests.support.ticker import (
@@ -20,12 +21,10 @@ from tests.support.ticker import (
     sim_subscriptions,
 )
 
-_MODES = ("ltp", "quote", "full")
-
 
 def _desired(count: int) -> dict[int, str]:
     tokens = [i.instrument_token for i in default_instruments()[:count]]
-    return {token: _MODES[n % 3] for n, token in enumerate(tokens)}
+    return {token: MODES[n % 3] for n, token in enumerate(tokens)}
 
 
 @pytest.fixture

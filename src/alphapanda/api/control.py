@@ -33,8 +33,6 @@ if TYPE_CHECKING:
     # Only for annotations: the API must not import the whole feed to be built.
     from alphapanda.service import MarketFeedService
 
-MODES = ("ltp", "quote", "full")
-
 
 class SubscriptionRejected(Exception):
     """A subscription change the feed refuses; the message is safe to show a caller."""

@@ -12,10 +12,11 @@ from typing import Final
 
 import msgspec
 
-MODE_LTP: Final = "ltp"
-MODE_QUOTE: Final = "quote"
-MODE_FULL: Final = "full"
-MODES: Final = frozenset({MODE_LTP, MODE_QUOTE, MODE_FULL})
+# The protocol's modes are the feed's modes, defined once (re-exported here).
+from alphapanda.modes import MODE_FULL as MODE_FULL
+from alphapanda.modes import MODE_LTP as MODE_LTP
+from alphapanda.modes import MODE_QUOTE as MODE_QUOTE
+from alphapanda.modes import MODES as MODES
 
 #: A 1-byte binary message: the server's "still alive" signal when it has no ticks to send.
 HEARTBEAT: Final = b"\x00"
