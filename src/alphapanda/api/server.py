@@ -48,7 +48,7 @@ def server_config(app: FastAPI, host: str, port: int, shutdown_grace: float) -> 
         host=host,
         port=port,
         lifespan="off",
-        # Logging is configured once by the process (structlog); uvicorn must not redo it.
+        # Logging is configured once by the process (alphapanda.logs); uvicorn must not redo it.
         log_config=None,
         # The status page polls every second; per-request INFO lines would drown the log.
         access_log=False,
