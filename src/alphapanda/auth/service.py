@@ -27,7 +27,6 @@ import logging
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from types import TracebackType
 from typing import Any, Literal, Protocol
 
 from pydantic import SecretStr
@@ -35,7 +34,12 @@ from pydantic import SecretStr
 from alphapanda.auth.expiry import is_expired, seconds_left, token_expiry
 from alphapanda.auth.store import StoredToken, TokenSource, TokenStore
 from alphapanda.db.engine import Database
-from alphapanda.db.lifecycle import DB_UNAVAILABLE, DatabaseLifecycle, DatabaseNotStarted
+from alphapanda.db.lifecycle import (
+    DB_UNAVAILABLE,
+    DatabaseLifecycle,
+    DatabaseNotStarted,
+    DatabaseService,
+)
 from alphapanda.metrics.samples import Sample
 from alphapanda.settings import Settings
 
@@ -99,7 +103,7 @@ class _Resolved:
     error: AuthRequired | None
 
 
-class AuthService:
+class AuthService(DatabaseService):
     """Kite access tokens: login flow, manual setting, persistence and expiry.
 
     Satisfies ``alphapanda.kite.tokens.TokenProvider``. Use as an async context manager.
@@ -135,18 +139,6 @@ class AuthService:
 
     def __repr__(self) -> str:
         return f"AuthService(api_key={self._kite.api_key!r}, db={self._db.database.display_url!r})"
-
-    async def __aenter__(self) -> AuthService:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.close()
 
     @property
     def api_key(self) -> str:

@@ -11,6 +11,8 @@ than a bug is :data:`DB_UNAVAILABLE`, defined here once.
 from __future__ import annotations
 
 import asyncio
+from types import TracebackType
+from typing import Self
 
 import asyncpg
 from sqlalchemy.exc import DBAPIError
@@ -86,3 +88,26 @@ class DatabaseLifecycle:
         if self._engine is not None:
             engine, self._engine = self._engine, None
             await engine.dispose()
+
+
+class DatabaseService:
+    """Base of the services that own a :class:`DatabaseLifecycle`:
+    ``async with Service(settings) as service`` is ``start()``, then ``close()``."""
+
+    async def start(self) -> None:
+        raise NotImplementedError
+
+    async def close(self) -> None:
+        raise NotImplementedError
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()

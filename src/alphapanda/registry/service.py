@@ -15,14 +15,13 @@ import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
 from typing import Literal
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from alphapanda.db.engine import Database
-from alphapanda.db.lifecycle import DB_UNAVAILABLE, DatabaseLifecycle
+from alphapanda.db.lifecycle import DB_UNAVAILABLE, DatabaseLifecycle, DatabaseService
 from alphapanda.instruments.dump import Instrument, RowError, load_instrument_dump
 from alphapanda.metrics.samples import Sample
 from alphapanda.registry import loader
@@ -65,7 +64,7 @@ class StreamingInstrument:
     enabled: bool
 
 
-class InstrumentRegistryService:
+class InstrumentRegistryService(DatabaseService):
     """The instrument registry on PostgreSQL with a CSV fallback. Use as an async context
     manager (``async with InstrumentRegistryService(settings) as registry``)."""
 
@@ -78,9 +77,8 @@ class InstrumentRegistryService:
         retry_delay: float = 0.5,
     ) -> None:
         self._settings = settings
-        self._db = DatabaseLifecycle(
-            database or Database.from_settings(settings.database), "InstrumentRegistryService"
-        )
+        self._database = database or Database.from_settings(settings.database)
+        self._db = DatabaseLifecycle(self._database, "InstrumentRegistryService")
         self._resync_interval = resync_interval
         self._retry_delay = retry_delay
         self._last_loaded: dict[int, str] | None = None
@@ -92,24 +90,11 @@ class InstrumentRegistryService:
         self.over_capacity = 0
 
     def __repr__(self) -> str:
-        database = self._db.database
-        return f"InstrumentRegistryService(db={database.display_url!r}, schema={database.schema!r})"
-
-    async def __aenter__(self) -> InstrumentRegistryService:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.close()
+        return f"InstrumentRegistryService(db={self._database.display_url!r}, schema={self._database.schema!r})"
 
     @property
     def database(self) -> Database:
-        return self._db.database
+        return self._database
 
     @property
     def engine(self) -> AsyncEngine:
@@ -125,7 +110,7 @@ class InstrumentRegistryService:
             log.error(
                 "PostgreSQL unreachable at start (%s at %s); instrument registry will retry",
                 type(unreachable).__name__,
-                self._db.database.display_url,
+                self._database.display_url,
             )
 
     async def close(self) -> None:
@@ -192,7 +177,7 @@ class InstrumentRegistryService:
             "PostgreSQL unreachable (%s at %s): streaming %d instrument(s) from fallback "
             "CSV %s in mode %s (%d bad row(s)); will switch back when the database answers",
             type(exc).__name__,
-            self._db.database.display_url,
+            self._database.display_url,
             len(instruments),
             path,
             mode,
@@ -205,7 +190,7 @@ class InstrumentRegistryService:
         the database's streaming set differs from the last one delivered (or loaded).
         Survives database restarts; run it in the caller's TaskGroup."""
         self._watcher = StreamingSetWatcher(
-            self._db.database,
+            self._database,
             last=self._last_loaded,
             resync_interval=self._resync_interval,
             retry_delay=self._retry_delay,
