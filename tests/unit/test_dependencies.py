@@ -57,3 +57,25 @@ def test_the_check_sees_real_imports() -> None:
     names = _imported_top_levels()
     assert {"confluent_kafka", "msgspec", "websockets", "sqlalchemy"} <= names
     assert "psutil" not in names  # only the benchmarks measure processes
+
+
+def test_the_feed_does_not_import_its_test_helpers() -> None:
+    helpers = PACKAGE / "testing"
+    offenders = []
+    for path in PACKAGE.rglob("*.py"):
+        if path.is_relative_to(helpers):
+            continue
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            modules = (
+                [alias.name for alias in node.names]
+                if isinstance(node, ast.Import)
+                else [node.module or ""]
+                if isinstance(node, ast.ImportFrom)
+                else []
+            )
+            offenders += [
+                f"{path.relative_to(PACKAGE)}: {m}"
+                for m in modules
+                if m.startswith("alphapanda.testing")
+            ]
+    assert not offenders, offenders
