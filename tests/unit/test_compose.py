@@ -9,7 +9,7 @@ from typing import Any
 
 import yaml
 
-from alphapanda.settings import Settings, env_name
+from alphapanda.settings import TOP_LEVEL_FIELDS, Settings, env_name
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -23,6 +23,9 @@ def _compose() -> dict[str, Any]:
 def _known_env_names() -> set[str]:
     names = {"ALPHAPANDA_CONFIG_FILE"}
     for group, field in Settings.model_fields.items():
+        if group in TOP_LEVEL_FIELDS:
+            names.add(env_name((group,)))
+            continue
         assert field.annotation is not None
         for name in field.annotation.model_fields:  # type: ignore[union-attr]
             names.add(env_name((group, name)))

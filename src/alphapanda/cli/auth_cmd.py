@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Annotated, TypeVar
+from urllib.parse import urlsplit
 
 import typer
 from sqlalchemy.exc import DBAPIError
@@ -16,6 +17,7 @@ from sqlalchemy.exc import DBAPIError
 from alphapanda.auth import AuthService, AuthStatus, LoginFailed
 from alphapanda.auth.expiry import IST
 from alphapanda.cli.app import app, settings_from
+from alphapanda.ops.preflight import StartupError
 from alphapanda.settings import Settings
 
 auth_app = typer.Typer(help="Kite login and access tokens.", no_args_is_help=True)
@@ -38,8 +40,11 @@ def _run(settings: Settings, action: Callable[[AuthService], Awaitable[T]]) -> T
         typer.secho(str(exc), fg=typer.colors.RED, err=True)
         raise typer.Exit(2) from None
     except (OSError, TimeoutError, DBAPIError) as exc:
-        typer.secho(f"cannot reach PostgreSQL: {type(exc).__name__}", fg=typer.colors.RED, err=True)
-        raise typer.Exit(1) from None
+        where = urlsplit(settings.database.url.get_secret_value())
+        raise StartupError(
+            f"ALPHAPANDA_DATABASE__URL: cannot reach PostgreSQL at {where.hostname}:"
+            f"{where.port or 5432} ({type(exc).__name__}); start it or fix the URL"
+        ) from None
 
 
 def _describe(status: AuthStatus) -> str:
