@@ -51,7 +51,8 @@ def test_feed_environment_names_are_real_settings() -> None:
     assert not unknown, f"compose sets variables the settings do not know: {unknown}"
     # The in-network addresses, not the host's loopback ports.
     assert env["ALPHAPANDA_KAFKA__BOOTSTRAP_SERVERS"] == "redpanda:9092"
-    assert env["ALPHAPANDA_REDIS__URL"].startswith("redis://redis:6379")
+    assert env["ALPHAPANDA_REDIS__URL"].startswith("redis://:${REDIS_PASSWORD:?")
+    assert env["ALPHAPANDA_REDIS__URL"].endswith("@redis:6379/0")
     assert "@postgres:5432/" in env["ALPHAPANDA_DATABASE__URL"]
 
 
@@ -65,7 +66,7 @@ def test_env_example_names_are_real_settings() -> None:
 def test_feed_port_spool_and_grace_period_match_the_settings() -> None:
     feed = _compose()["services"]["feed"]
     port = feed["environment"]["ALPHAPANDA_API__PORT"]
-    assert f"{port}:{port}" in feed["ports"]
+    assert any(p.endswith(f":{port}:{port}") for p in feed["ports"]), feed["ports"]
     spool = feed["environment"]["ALPHAPANDA_FEED__SPOOL_DIR"]
     assert any(v.endswith(":" + spool) for v in feed["volumes"]), "the spool must be on a volume"
     grace = int(feed["stop_grace_period"].rstrip("s"))
@@ -77,3 +78,46 @@ def test_dockerfile_runs_the_cli_and_exposes_the_api() -> None:
     assert 'ENTRYPOINT ["alphapanda"]' in dockerfile
     assert "EXPOSE 18080" in dockerfile
     assert "-c constraints.txt" in dockerfile
+
+
+LOOPBACK_PUBLISH = re.compile(r"^(127\.0\.0\.1|\$\{PUBLISH_HOST:-127\.0\.0\.1\}):\d+:\d+$")
+
+
+def test_every_published_port_is_bound_to_loopback_by_default() -> None:
+    services = _compose()["services"]
+    published = [(name, p) for name, svc in services.items() for p in svc.get("ports", [])]
+    assert published
+    for name, port in published:
+        assert LOOPBACK_PUBLISH.match(port), f"{name} publishes {port} beyond loopback"
+    # Opening a port is documented where the operator looks first.
+    text = (ROOT / "docker-compose.yml").read_text()
+    assert "PUBLISH_HOST=0.0.0.0" in text
+
+
+def test_secrets_are_required_and_have_no_default() -> None:
+    # The optional simulator passes them on as they are (it refuses dev defaults itself).
+    text = (ROOT / "docker-compose.yml").read_text().split("\n  simulator:")[0]
+    for secret in (
+        "POSTGRES_PASSWORD",
+        "REDIS_PASSWORD",
+        "ALPHAPANDA_API__API_KEY",
+        "ALPHAPANDA_KITE__API_KEY",
+        "ALPHAPANDA_KITE__API_SECRET",
+    ):
+        uses = re.findall(r"\$\{" + secret + r"(:?[-?])?([^}]*)\}", text)
+        assert uses, f"{secret} is not used"
+        for op, _ in uses:
+            assert op == ":?", f"${{{secret}}} must be required (:?), not {op or 'bare'}"
+    for dev in ("dev-db-password", "dev-api-key", "dev-api-secret", "dev-access-token"):
+        assert dev not in text
+
+
+def test_redis_requires_a_password_and_the_feed_runs_in_production() -> None:
+    services = _compose()["services"]
+    assert "--requirepass" in services["redis"]["command"]
+    assert services["redis"]["environment"]["REDISCLI_AUTH"].startswith("${REDIS_PASSWORD:?")
+    env = services["feed"]["environment"]
+    assert env["ALPHAPANDA_ENV"] == "production"
+    assert env["ALPHAPANDA_KITE__ACCESS_TOKEN"] == ""
+    sim = services["simulator"]["command"]
+    assert "--admin-host" in sim  # opened on purpose, so its secrets are enforced

@@ -55,7 +55,8 @@ def sim(
         float, typer.Option(help="Total ticks per second across all subscribed instruments.")
     ] = 1000.0,
     api_key: Annotated[
-        str, typer.Option(help="The API key clients must present.")
+        str,
+        typer.Option(envvar="ALPHAPANDA_SIM_API_KEY", help="The API key clients must present."),
     ] = "alphapanda-dev",
     access_token: Annotated[
         str,
