@@ -121,3 +121,30 @@ def test_redis_requires_a_password_and_the_feed_runs_in_production() -> None:
     assert env["ALPHAPANDA_KITE__ACCESS_TOKEN"] == ""
     sim = services["simulator"]["command"]
     assert "--admin-host" in sim  # opened on purpose, so its secrets are enforced
+
+
+def _unit_file() -> dict[str, dict[str, str]]:
+    sections: dict[str, dict[str, str]] = {}
+    current: dict[str, str] = {}
+    for line in (ROOT / "deploy" / "systemd" / "alphapanda-feed.service").read_text().splitlines():
+        line = line.strip()
+        if line.startswith("[") and line.endswith("]"):
+            current = sections.setdefault(line[1:-1], {})
+        elif "=" in line and not line.startswith("#"):
+            key, value = line.split("=", 1)
+            current[key] = value
+    return sections
+
+
+def test_systemd_unit_drains_restarts_and_runs_as_its_own_user() -> None:
+    unit = _unit_file()
+    service = unit["Service"]
+    assert service["User"] == "alphapanda"
+    assert service["KillSignal"] == "SIGTERM"
+    assert int(service["TimeoutStopSec"]) > Settings().feed.shutdown_deadline
+    assert service["Restart"] == "on-failure"
+    # Exit 2 means bad configuration: restarting would only loop.
+    assert service["RestartPreventExitStatus"] == "2"
+    assert int(service["LimitNOFILE"]) >= 4096
+    assert service["ExecStart"].endswith("alphapanda feed")
+    assert "StartLimitBurst" in unit["Unit"]
