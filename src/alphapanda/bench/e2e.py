@@ -40,6 +40,7 @@ from alphapanda.bench.baseline import BaselineError, BaselineResult, run_baselin
 from alphapanda.bench.ceiling import CeilingResult, run_ceiling
 from alphapanda.bench.harness import SimProcess, StreamLedger
 from alphapanda.instruments import load_instrument_dump
+from alphapanda.kafka_security import security_config
 from alphapanda.pipeline.producer import LatencyReservoir
 from alphapanda.pipeline.topics_admin import ensure_topic
 from alphapanda.service import MarketFeedService
@@ -272,7 +273,9 @@ async def run_e2e(
             stats = await sim.stats()
             sent = int(stats["total_ticks_sent"])
 
-            ledger = StreamLedger(settings.kafka.bootstrap_servers, topic)
+            ledger = StreamLedger(
+                settings.kafka.bootstrap_servers, topic, security_config(settings.kafka)
+            )
             ledger.start()
             try:
                 await _until(lambda: ledger.figures().consumed >= acct.published, 300, "consumer")

@@ -164,9 +164,11 @@ class StreamLedger:
     called from any thread while it runs.
     """
 
-    def __init__(self, bootstrap: str, topic: str) -> None:
+    def __init__(self, bootstrap: str, topic: str, security: dict[str, Any] | None = None) -> None:
         self._bootstrap = bootstrap
         self._topic = topic
+        # librdkafka security keys (``alphapanda.kafka_security.security_config``).
+        self._security = dict(security or {})
         self._lock = threading.Lock()
         self._figures = LedgerFigures()
         self._last_volume: dict[int, int] = {}
@@ -230,6 +232,7 @@ class StreamLedger:
                 # errors (level 3) would flood the console; real errors still surface
                 # through message.error() and self.error.
                 "log_level": 2,
+                **self._security,
             }
         )
         json_decode = msgspec.json.Decoder(_Event).decode

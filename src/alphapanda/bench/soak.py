@@ -41,6 +41,7 @@ import redis.asyncio as aioredis
 from confluent_kafka.admin import AdminClient
 
 from alphapanda.bench.harness import LedgerFigures, SimProcess, StreamLedger
+from alphapanda.kafka_security import security_config
 from alphapanda.metrics import keys as k
 from alphapanda.settings import Settings
 from alphapanda.topics import TopicNames
@@ -218,7 +219,7 @@ async def run_soak(
     samples: list[SoakSample] = []
     redis = aioredis.from_url(settings.redis.url.get_secret_value())
     snapshot_key = k.MetricsKeys(namespace).key(k.SNAPSHOT)
-    ledger = StreamLedger(settings.kafka.bootstrap_servers, topic)
+    ledger = StreamLedger(settings.kafka.bootstrap_servers, topic, security_config(settings.kafka))
     sent = 0
     missing: dict[int, tuple[int, int]] = {}
     exit_code: int | None = None

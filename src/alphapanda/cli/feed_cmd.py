@@ -15,8 +15,10 @@ from alphapanda.assembly import open_feed
 from alphapanda.cli.app import app, settings_from
 from alphapanda.logs import configure_logging, flush_suppressed, secrets_of
 from alphapanda.modes import MODES
+from alphapanda.ops.preflight import feed_preflight
+from alphapanda.production import require_secure
 from alphapanda.service import MarketFeedService, ServiceFailed
-from alphapanda.settings import Settings
+from alphapanda.settings import Settings, resolve_paths
 
 log = logging.getLogger("alphapanda.feed")
 
@@ -71,12 +73,15 @@ def feed(
         overrides["mode"] = mode
     if overrides:
         settings = settings.model_copy(update={"feed": settings.feed.model_copy(update=overrides)})
+        settings = resolve_paths(settings)
+    require_secure(settings, "feed", settings.api.host if api else None)
     handler = configure_logging(settings.log, secrets=secrets_of(settings))
     failed = False
     try:
-        asyncio.run(
-            run_feed(settings, run_for=run_for, metrics=metrics, api=api, registry=registry)
-        )
+        with feed_preflight(settings, api=api):
+            asyncio.run(
+                run_feed(settings, run_for=run_for, metrics=metrics, api=api, registry=registry)
+            )
     except* ServiceFailed as group:
         # Already drained and logged with its traceback; say it once and exit non-zero.
         failed = True

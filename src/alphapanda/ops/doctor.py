@@ -36,7 +36,15 @@ def _scrub(text: str, settings: Settings) -> str:
 async def check_kafka(settings: Settings) -> str:
     from confluent_kafka.admin import AdminClient
 
-    admin = AdminClient({"bootstrap.servers": settings.kafka.bootstrap_servers, "log_level": 0})
+    from alphapanda.kafka_security import security_config
+
+    admin = AdminClient(
+        {
+            "bootstrap.servers": settings.kafka.bootstrap_servers,
+            "log_level": 0,
+            **security_config(settings.kafka),
+        }
+    )
     metadata = await asyncio.to_thread(admin.list_topics, timeout=CHECK_TIMEOUT)
     return f"{len(metadata.brokers)} broker(s), {len(metadata.topics)} topic(s)"
 

@@ -18,6 +18,12 @@ class SimConfig(BaseModel):
     host: str = "127.0.0.1"
     port: int = Field(DEFAULT_WS_PORT, ge=0, le=65535)
     admin_port: int = Field(DEFAULT_ADMIN_PORT, ge=0, le=65535)
+    # The admin API can drop connections and mint tokens: loopback unless asked, and
+    # with a bearer token when one is given (Kite's own login routes stay open).
+    admin_host: str = "127.0.0.1"
+    admin_token: SecretStr | None = None
+    # Where /connect/login sends the browser back with a request token.
+    redirect_url: str = "http://127.0.0.1:18770/kite/callback"
     instruments: Path = Path("data/instruments.csv")
     ticks_per_second: float = Field(1000.0, ge=0)
     api_key: str = "alphapanda-dev"

@@ -110,7 +110,7 @@ class Simulator:
             self._pregen = PregenBuffer(market, config.pregenerate_limit)
         # Bound at construction so the ports are known (port 0 → a free one) before run.
         self._ws_sock = _bind(config.host, config.port)
-        self._admin_sock = _bind(config.host, config.admin_port)
+        self._admin_sock = _bind(config.admin_host, config.admin_port)
 
     @classmethod
     def from_config(cls, config: SimConfig) -> Simulator:
@@ -132,7 +132,7 @@ class Simulator:
 
     @property
     def admin_url(self) -> str:
-        return f"http://{self.config.host}:{self.admin_port}"
+        return f"http://{self.config.admin_host}:{self.admin_port}"
 
     # -- lifecycle -------------------------------------------------------------------
 
@@ -140,7 +140,13 @@ class Simulator:
         """Serve WebSocket and admin HTTP until :meth:`stop` is called."""
         from alphapanda.sim.admin import AdminServer
 
-        admin = AdminServer(self, self._admin_sock)
+        admin = AdminServer(
+            self,
+            self._admin_sock,
+            admin_token=self.config.admin_token,
+            api_key=self.config.api_key,
+            redirect_url=self.config.redirect_url,
+        )
         try:
             # Kite sends its own 1-byte heartbeats; protocol pings would keep a "stalled"
             # server looking alive, so they are off.
