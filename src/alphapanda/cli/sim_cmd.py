@@ -90,7 +90,9 @@ def sim(
         typer.secho(f"{instruments}: no usable instruments", fg=typer.colors.RED, err=True)
         raise typer.Exit(2)
     if cadence not in ("stream", "kite"):
-        typer.secho(f"--cadence: use 'stream' or 'kite', not {cadence!r}", fg=typer.colors.RED, err=True)
+        typer.secho(
+            f"--cadence: use 'stream' or 'kite', not {cadence!r}", fg=typer.colors.RED, err=True
+        )
         raise typer.Exit(2)
     chosen: Literal["stream", "kite"] = "kite" if cadence == "kite" else "stream"
     config = SimConfig(

@@ -171,9 +171,7 @@ class FrameEncoder:
         formatter.count_external(len(records), malformed)
         return FrameRecords(records, heartbeat, [SkippedPacket(*s) for s in skipped])
 
-    def _encode_python(
-        self, frame: bytes, received_at_ns: int, emitted_at_ns: int
-    ) -> FrameRecords:
+    def _encode_python(self, frame: bytes, received_at_ns: int, emitted_at_ns: int) -> FrameRecords:
         # Today's pieces, composed as the feed composes them (the reference).
         decoded = decode_message(frame, received_at_ns)
         formatted = format_all(self.formatter, decoded.ticks)
