@@ -37,6 +37,8 @@ pub struct Level {
 /// The fields of one ``MarketTick`` (``received_at`` comes from the caller).
 pub struct Formatted {
     pub token: u32,
+    /// The segment's price divisor (prices are wire integers divided by it).
+    pub div: u32,
     pub mode: &'static str,
     pub tradable: bool,
     pub last_price: f64,
@@ -56,10 +58,14 @@ pub struct Formatted {
 /// The price divisor of an instrument's segment (its token's low byte), as a float:
 /// integer wire values divided by it give the very floats Python's int / int gives.
 pub fn divisor(token: u32) -> f64 {
+    divisor_int(token) as f64
+}
+
+pub fn divisor_int(token: u32) -> u32 {
     match token & 0xFF {
-        3 => 10_000_000.0,
-        6 | 12 => 10_000.0,
-        _ => 100.0,
+        3 => 10_000_000,
+        6 | 12 => 10_000,
+        _ => 100,
     }
 }
 
@@ -127,6 +133,7 @@ pub fn format_packet(
     };
     let mut t = Formatted {
         token,
+        div: divisor_int(token),
         mode: "ltp",
         tradable,
         last_price: last,

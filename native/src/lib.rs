@@ -263,6 +263,10 @@ fn new_tuple_of<'py, const N: usize>(
         for (i, item) in items.into_iter().enumerate() {
             ffi::PyTuple_SetItem(obj, i as ffi::Py_ssize_t, item.into_ptr());
         }
+        // Records hold bytes, ints and the shared header list (tuples of str and bytes):
+        // no cycle can pass through them, and thousands are alive per frame, so the
+        // cyclic GC need not traverse them.
+        ffi::PyObject_GC_UnTrack(obj.cast());
         Ok(Bound::from_owned_ptr(py, obj))
     }
 }

@@ -62,6 +62,46 @@ fn float(buf: &mut Vec<u8>, value: f64) {
     buf.extend_from_slice(ryu.format_finite(value).as_bytes());
 }
 
+/// A price: a wire integer divided by ``div``. For the divisors 100 and 10,000 the
+/// shortest decimal that round-trips is the integer's digits with the point put back
+/// (at most 10 significant digits, far inside a double's precision, and never small
+/// enough for an exponent), so it is written directly; the same bytes as ``float``.
+fn price(buf: &mut Vec<u8>, value: f64, div: u32) {
+    let places = match div {
+        100 => 2,
+        10_000 => 4,
+        _ => return float(buf, value),
+    };
+    let raw = (value * div as f64).round() as u64;
+    let whole = raw / div as u64;
+    let mut frac = raw % div as u64;
+    uint(buf, whole);
+    buf.push(b'.');
+    if frac == 0 {
+        buf.push(b'0');
+        return;
+    }
+    let mut digits = places;
+    while frac % 10 == 0 {
+        frac /= 10;
+        digits -= 1;
+    }
+    let mut tmp = [b'0'; 4];
+    let mut n = frac;
+    for i in (0..digits).rev() {
+        tmp[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+    }
+    buf.extend_from_slice(&tmp[..digits]);
+}
+
+fn opt_price(buf: &mut Vec<u8>, value: Option<f64>, div: u32) {
+    match value {
+        Some(v) => price(buf, v, div),
+        None => buf.extend_from_slice(b"null"),
+    }
+}
+
 /// Days since 1970-01-01 to (year, month, day) in the proleptic Gregorian calendar.
 fn civil_from_days(days: i64) -> (i64, u32, u32) {
     let z = days + 719_468;
@@ -140,7 +180,7 @@ fn json_opt_ts(buf: &mut Vec<u8>, value: Option<i64>) {
     }
 }
 
-fn json_levels(buf: &mut Vec<u8>, levels: &[Level]) {
+fn json_levels(buf: &mut Vec<u8>, levels: &[Level], div: u32) {
     buf.push(b'[');
     for (i, level) in levels.iter().enumerate() {
         if i > 0 {
@@ -149,7 +189,7 @@ fn json_levels(buf: &mut Vec<u8>, levels: &[Level]) {
         buf.extend_from_slice(b"{\"quantity\":");
         uint(buf, level.quantity as u64);
         buf.extend_from_slice(b",\"price\":");
-        float(buf, level.price);
+        price(buf, level.price, div);
         buf.extend_from_slice(b",\"orders\":");
         uint(buf, level.orders as u64);
         buf.push(b'}');
@@ -181,11 +221,11 @@ pub fn json_event(
     } else {
         b"\",\"tradable\":false,\"last_price\":"
     });
-    float(buf, t.last_price);
+    price(buf, t.last_price, t.div);
     buf.extend_from_slice(b",\"last_traded_quantity\":");
     json_opt_u32(buf, t.last_traded_quantity);
     buf.extend_from_slice(b",\"average_traded_price\":");
-    json_opt_f64(buf, t.average_traded_price);
+    opt_price(buf, t.average_traded_price, t.div);
     buf.extend_from_slice(b",\"volume_traded\":");
     json_opt_u32(buf, t.volume_traded);
     buf.extend_from_slice(b",\"total_buy_quantity\":");
@@ -196,13 +236,13 @@ pub fn json_event(
     match &t.ohlc {
         Some(o) => {
             buf.extend_from_slice(b"{\"open\":");
-            float(buf, o.open);
+            price(buf, o.open, t.div);
             buf.extend_from_slice(b",\"high\":");
-            json_opt_f64(buf, o.high);
+            opt_price(buf, o.high, t.div);
             buf.extend_from_slice(b",\"low\":");
-            json_opt_f64(buf, o.low);
+            opt_price(buf, o.low, t.div);
             buf.extend_from_slice(b",\"close\":");
-            float(buf, o.close);
+            price(buf, o.close, t.div);
             buf.push(b'}');
         }
         None => buf.extend_from_slice(b"null"),
@@ -227,9 +267,9 @@ pub fn json_event(
     match &t.depth {
         Some(levels) => {
             buf.extend_from_slice(b"{\"buy\":");
-            json_levels(buf, &levels[..5]);
+            json_levels(buf, &levels[..5], t.div);
             buf.extend_from_slice(b",\"sell\":");
-            json_levels(buf, &levels[5..]);
+            json_levels(buf, &levels[5..], t.div);
             buf.push(b'}');
         }
         None => buf.extend_from_slice(b"null"),

@@ -37,9 +37,18 @@ def decode(
         int, typer.Option("--repeat", min=1, help="Repeats; each decoder's best one counts.")
     ] = 7,
     seed: Annotated[int, typer.Option("--seed", help="Seed of the generated frames.")] = 7,
+    per_message: Annotated[
+        int,
+        typer.Option(
+            "--per-message", min=1, max=3000, help="Packets per frame (Kite's cadence: 3000)."
+        ),
+    ] = 50,
 ) -> None:
-    """Full-mode packets/s: our decoder vs the official kiteconnect parser, same frames."""
-    result = run_decode_benchmark(packets=packets, repeat=repeat, seed=seed)
+    """Full-mode packets/s: our decoder and both hot paths (frame bytes to Kafka records,
+    native and Python) vs the official kiteconnect parser, same frames."""
+    result = run_decode_benchmark(
+        packets=packets, repeat=repeat, seed=seed, per_message=per_message
+    )
     table = Table(
         title=f"decode: {result.packets:,} full packets in {result.messages:,} messages, "
         f"{repeat} repeats"
@@ -55,11 +64,18 @@ def decode(
         f"{result.official_median:,.0f}",
     )
     table.add_row("ratio", f"{result.ratio_best:.1f}×", f"{result.ratio_median:.1f}×")
+    for name in result.hot_paths:
+        table.add_row(
+            f"hot path: {name}",
+            f"{result.best(name):,.0f}",
+            f"{result.median(name):,.0f} ({result.ratio(name):.1f}× official)",
+        )
     console = Console(width=120)
     console.print(table)
     console.print(
         f"python {platform.python_version()} on {platform.machine()}, "
-        f"{os.cpu_count()} CPUs; target ≥ 10× (SPEC §4)"
+        f"{os.cpu_count()} CPUs; the hot paths do more than decode (format, envelope, "
+        "JSON): the ratio is conservative"
     )
 
 
