@@ -79,6 +79,55 @@ def decode(
     )
 
 
+@bench_app.command("burst")
+def burst(
+    ctx: typer.Context,
+    instruments: Annotated[
+        int,
+        typer.Option(
+            "--instruments",
+            min=1,
+            max=9000,
+            help="Instruments in full mode (3,000 per connection).",
+        ),
+    ] = 3000,
+    seconds: Annotated[
+        float, typer.Option("--seconds", min=1, help="Measured seconds (after 2 warm-up frames).")
+    ] = 10.0,
+    frame_interval: Annotated[
+        float, typer.Option("--frame-interval", min=0.05, help="Seconds between frames.")
+    ] = 1.0,
+    hot_path: Annotated[
+        str, typer.Option("--hot-path", help="The feed's hot path: auto, native or python.")
+    ] = "auto",
+    reference: Annotated[
+        bool, typer.Option(help="Also run the bare-producer reference (same run).")
+    ] = True,
+) -> None:
+    """Kite's cadence end to end: simulator (one frame per connection per interval) →
+    `alphapanda feed` → Kafka → a consumer process; frame → consumer latency of every
+    tick, side by side with a bare producer pushing the same records. Exit 1 on loss."""
+    from alphapanda.bench.burst import run_burst, summary_lines
+
+    if hot_path not in ("auto", "native", "python"):
+        raise typer.BadParameter("use auto, native or python", param_hint="--hot-path")
+    result = asyncio.run(
+        run_burst(
+            settings_from(ctx),
+            instruments=instruments,
+            seconds=seconds,
+            frame_interval=frame_interval,
+            hot_path=hot_path,
+            with_reference=reference,
+        )
+    )
+    console = Console(width=160)
+    for line in summary_lines(result):
+        console.print(line, highlight=False)
+    if not result.lossless:
+        raise typer.Exit(1)
+
+
 @bench_app.command("soak")
 def soak(
     ctx: typer.Context,

@@ -30,7 +30,8 @@ class SimConfig(BaseModel):
     # ``stream``: ``ticks_per_second`` spread over small frames every ``send_interval``.
     # ``kite``: the real exchange's rhythm, one frame per connection every
     # ``frame_interval`` seconds with a packet for each subscribed instrument that
-    # changed (a ``change_ratio`` share of them).
+    # changed (a ``change_ratio`` share of them); there ``ticks_per_second`` only
+    # switches the frames on (> 0) or pauses them (0).
     cadence: Literal["stream", "kite"] = "stream"
     frame_interval: float = Field(1.0, gt=0, le=60)
     change_ratio: float = Field(1.0, ge=0, le=1)

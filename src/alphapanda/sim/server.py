@@ -298,6 +298,10 @@ class Simulator:
                 continue
             if self._reading_paused:
                 self._set_reading(True)
+            if self._schedule.ticks_per_second <= 0:
+                # A rate of 0 pauses the frames (benchmarks start and stop the load with
+                # it); the prepared ones wait, so every instrument's ledger stays whole.
+                continue
             async with self._send_lock:
                 written = await self._send_outgoing(prepared, now)
                 # One tick per instrument however many subscribers it reached; a packet
