@@ -43,6 +43,7 @@ from confluent_kafka.admin import AdminClient
 from alphapanda.bench.harness import SimProcess, StreamLedger, percentile
 from alphapanda.bench.universe import universe_tokens, write_universe
 from alphapanda.metrics import keys as k
+from alphapanda.pipeline.hotpath import select_hot_path
 from alphapanda.pipeline.topics_admin import ensure_topic
 from alphapanda.settings import Settings
 from alphapanda.topics import TopicNames
@@ -315,6 +316,7 @@ async def run_burst(
                 sent0 = (await sim.stats())["total_ticks_sent"]
                 cpu0 = sum(process.cpu_times()[:2])
                 await asyncio.sleep(frames * frame_interval)
+                measure_to = time.time_ns()
                 cpu1 = sum(process.cpu_times()[:2])
                 sent1 = (await sim.stats())["total_ticks_sent"]
                 ack_p50, ack_p99 = await _ack_latency(redis, namespace)
@@ -343,7 +345,7 @@ async def run_burst(
                         for latency, stamp in zip(
                             seen["latencies_ns"], seen["received_at_ns"], strict=True
                         )
-                        if stamp >= measure_from
+                        if measure_from <= stamp < measure_to
                     ]
                 )
             finally:
@@ -368,6 +370,8 @@ async def run_burst(
         await asyncio.to_thread(
             _delete_topics, settings.kafka.bootstrap_servers, [topic, reference_topic]
         )
+    if hot_path == "auto":
+        hot_path = f"auto ({select_hot_path('auto').impl})"
     return BurstResult(
         instruments=instruments,
         connections=connections,
@@ -455,7 +459,8 @@ def summary_lines(result: BurstResult) -> list[str]:
         r = result.reference
         lines.append(
             f"reference frame -> consumer: p50 {r.p50:.1f}  p90 {r.p90:.1f}  p99 {r.p99:.1f}  "
-            f"max {r.max:.1f} ms over {r.ticks:,} records (bare producer, same settings)"
+            f"max {r.max:.1f} ms over {r.ticks:,} records (bare producer: feed's settings, "
+            "same-size records and headers)"
         )
         lines.append(f"ratio feed p99 / reference p99: {result.ratio:.2f}x (target <= 1.5x)")
     lines += [

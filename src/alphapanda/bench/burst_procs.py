@@ -11,8 +11,9 @@ strategy and another service would. Run as ``python -m alphapanda.bench.burst_pr
 ``reference BOOTSTRAP TOPIC KEYS_FILE VALUE_SIZE INTERVAL FRAMES``
     A bare confluent-kafka producer with the feed's producer settings: every
     ``INTERVAL`` seconds it produces one record per key, all at once, each
-    ``VALUE_SIZE`` bytes and stamped with that interval's start as ``received_at_ns``
-    (the values are pre-built; only the stamp is added), ``FRAMES`` times, then flushes.
+    ``VALUE_SIZE`` bytes with the feed's headers and stamped with that interval's start
+    as ``received_at_ns`` (the values are pre-built; only the stamp is added), no
+    delivery callbacks, ``FRAMES`` times, then flushes.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from typing import Final
 from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
 
 from alphapanda.pipeline.producer import producer_config
+from alphapanda.pipeline.wire import WireEncoder
 from alphapanda.settings import Settings
 
 _STAMP_DIGITS: Final = 19  # received_at_ns of any date this century
@@ -95,6 +97,8 @@ def reference(
     tail = b'","received_at_ns":'
     pad = b"x" * max(0, value_size - len(head) - len(tail) - _STAMP_DIGITS - 2)
     prefixes = [head + pad + tail for _ in keys]
+    # The same records as the feed's: the headers are part of the contract.
+    headers = WireEncoder("json").shared_headers
     produce = producer.produce
     print("ready", flush=True)
     next_at = time.monotonic() + interval
@@ -105,7 +109,7 @@ def reference(
         for key, prefix in zip(keys, prefixes, strict=True):
             while True:
                 try:
-                    produce(topic, prefix + stamp, key)
+                    produce(topic, prefix + stamp, key, headers=headers)  # type: ignore[arg-type]
                     break
                 except BufferError:
                     producer.poll(0.001)
