@@ -301,6 +301,9 @@ class Simulator:
             if self._schedule.ticks_per_second <= 0:
                 # A rate of 0 pauses the frames (benchmarks start and stop the load with
                 # it); the prepared ones wait, so every instrument's ledger stays whole.
+                # Heartbeats go on, as the exchange's do when nothing changes.
+                async with self._send_lock:
+                    await self._send_outgoing({}, now)
                 continue
             async with self._send_lock:
                 written = await self._send_outgoing(prepared, now)
