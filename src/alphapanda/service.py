@@ -45,6 +45,7 @@ from alphapanda.metrics.samples import MetricsSource, Sample
 from alphapanda.pipeline.accounting import Accounting
 from alphapanda.pipeline.buffer import TickBuffer
 from alphapanda.pipeline.formatter import TickFormatter
+from alphapanda.pipeline.hotpath import select_hot_path
 from alphapanda.pipeline.producer import DeliveryHandler, MessageProducer
 from alphapanda.pipeline.publisher import Publisher, TickEncoder
 from alphapanda.pipeline.spool import Spool
@@ -130,6 +131,7 @@ class MarketFeedService:
         self.buffer = TickBuffer(feed.buffer_capacity, feed.buffer_policy, self.accounting)
         self.spool = Spool(feed.spool_dir, feed.spool_max_bytes)
         self.formatter = TickFormatter(include_depth=feed.include_depth, include_oi=feed.include_oi)
+        self.hot_path = select_hot_path(feed.hot_path)
         self.encoder = TickEncoder(self.formatter, WireEncoder(feed.wire_format), self.accounting)
 
         def make_producer(
@@ -149,7 +151,11 @@ class MarketFeedService:
         )
         self.producer = self.publisher.producer
         self.client = TickerClient(
-            kite, tokens or StaticTokenProvider(kite), self.buffer, frame_listener=frame_listener
+            kite,
+            tokens or StaticTokenProvider(kite),
+            self.buffer,
+            frame_listener=frame_listener,
+            decode=self.hot_path.decode,
         )
         self.instruments: InstrumentSource = instruments or CsvInstrumentSource(
             feed.instruments_csv,
@@ -172,6 +178,7 @@ class MarketFeedService:
             self.producer,
             self.spool,
             self.formatter,
+            self.hot_path,
             self.client,
             _ServiceFigures(self),
             *self._extra_sources,

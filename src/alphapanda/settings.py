@@ -185,6 +185,9 @@ class FeedSettings(_Group):
     include_depth: bool = True
     include_oi: bool = True
     wire_format: Literal["json", "msgpack"] = "json"
+    # Frames to records: the Rust extension when it can be imported ("auto"), always
+    # ("native": start-up fails without it), or the pure-Python reference ("python").
+    hot_path: Literal["auto", "native", "python"] = "auto"
     spool_dir: Path = Path(".alphapanda/spool")
     spool_max_bytes: int = Field(1 << 30, ge=1 << 20)
     shutdown_deadline: float = Field(10.0, gt=0)

@@ -45,6 +45,7 @@ class SimProcess:
         cwd: Path | None = None,
         pregenerate: float = 0.0,
         pregenerate_rate: float | None = None,
+        extra_args: Sequence[str] = (),
     ) -> None:
         self._argv = [
             "-m",
@@ -65,6 +66,7 @@ class SimProcess:
             self._argv += ["--pregenerate", str(pregenerate)]
         if pregenerate_rate is not None:
             self._argv += ["--pregenerate-rate", str(pregenerate_rate)]
+        self._argv += list(extra_args)
         self._cwd = cwd
         self._proc: asyncio.subprocess.Process | None = None
         self.ws_url = ""

@@ -6,7 +6,7 @@ import asyncio
 import json
 import signal
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 import typer
 from pydantic import SecretStr
@@ -83,6 +83,24 @@ def sim(
         float | None,
         typer.Option(help="Rate the pre-built window is sized for (default: --ticks-per-second)."),
     ] = None,
+    cadence: Annotated[
+        str,
+        typer.Option(
+            help="stream: --ticks-per-second in small frames every 20 ms; kite: the real "
+            "exchange's rhythm, one frame per connection every --frame-interval holding a "
+            "packet for every subscribed instrument that changed."
+        ),
+    ] = "stream",
+    frame_interval: Annotated[
+        float, typer.Option(help="Kite cadence: seconds between a connection's frames.")
+    ] = 1.0,
+    change_ratio: Annotated[
+        float,
+        typer.Option(
+            help="Kite cadence: share of the subscribed instruments that changed and are "
+            "sent in each frame (0..1)."
+        ),
+    ] = 1.0,
 ) -> None:
     """Serve a simulated Kite ticker at ws://HOST:PORT/?api_key=…&access_token=… with
     fault switches and figures at http://HOST:ADMIN_PORT (see README, "Simulator")."""
@@ -109,6 +127,12 @@ def sim(
     if not loaded:
         typer.secho(f"{instruments}: no usable instruments", fg=typer.colors.RED, err=True)
         raise typer.Exit(2)
+    if cadence not in ("stream", "kite"):
+        typer.secho(
+            f"--cadence: use 'stream' or 'kite', not {cadence!r}", fg=typer.colors.RED, err=True
+        )
+        raise typer.Exit(2)
+    chosen: Literal["stream", "kite"] = "kite" if cadence == "kite" else "stream"
     config = SimConfig(
         host=host,
         port=port,
@@ -125,6 +149,9 @@ def sim(
         seed=seed,
         pregenerate_seconds=pregenerate,
         pregenerate_rate=pregenerate_rate,
+        cadence=chosen,
+        frame_interval=frame_interval,
+        change_ratio=change_ratio,
     )
     asyncio.run(_serve(config, Market(loaded, seed=seed)))
 
@@ -145,5 +172,6 @@ async def _serve(config: SimConfig, market: Market) -> None:
             "admin_url": simulator.admin_url,
             "instruments": len(market),
             "ticks_per_second": config.ticks_per_second,
+            "cadence": config.cadence,
         }
         print(json.dumps(ready), flush=True)

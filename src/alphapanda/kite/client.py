@@ -23,7 +23,13 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Final
 
-from alphapanda.kite.connection import ConnectionCounters, FrameListener, ShardConnection
+from alphapanda.kite.connection import (
+    ConnectionCounters,
+    FrameDecoder,
+    FrameListener,
+    ShardConnection,
+)
+from alphapanda.kite.protocol import decode_message
 from alphapanda.kite.reconnect import REASONS
 from alphapanda.kite.sharding import CapacityError, ShardPlanner, validate_modes
 from alphapanda.kite.state import STATES, ConnectionStatus
@@ -48,6 +54,7 @@ class TickerClient:
         sink: TickSink,
         *,
         frame_listener: FrameListener | None = None,
+        decode: FrameDecoder | None = None,
         clock: Callable[[], float] = time.monotonic,
         connector: Connector | None = None,
         rng: random.Random | None = None,
@@ -69,6 +76,7 @@ class TickerClient:
                 sink,
                 connector,
                 frame_listener=frame_listener,
+                decode=decode or decode_message,
                 clock=clock,
                 rng=rng,
                 auth_poll_interval=settings.auth_poll_interval,

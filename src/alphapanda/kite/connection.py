@@ -35,6 +35,7 @@ from alphapanda.kite.protocol import (
     ACTION_SUBSCRIBE,
     ACTION_UNSUBSCRIBE,
     TEXT_ERROR,
+    DecodedMessage,
     ProtocolError,
     client_message,
     decode_message,
@@ -51,6 +52,8 @@ from alphapanda.settings import KiteSettings
 log = logging.getLogger(__name__)
 
 FrameListener = Callable[[bytes, int], None]
+# Frame bytes and receive time to ticks: the Python decoder or the native hot path's.
+FrameDecoder = Callable[[bytes, int], DecodedMessage]
 _TEXT_PREVIEW: Final = 200
 
 
@@ -98,6 +101,7 @@ class ShardConnection:
         connector: Connector,
         *,
         frame_listener: FrameListener | None = None,
+        decode: FrameDecoder = decode_message,
         clock: Callable[[], float] = time.monotonic,
         wall: Callable[[], datetime] = _utcnow,
         wall_ns: Callable[[], int] = time.time_ns,
@@ -110,6 +114,7 @@ class ShardConnection:
         self._sink = sink
         self._connector = connector
         self._frame_listener = frame_listener
+        self._decode = decode
         self._clock = clock
         self._wall = wall
         self._wall_ns = wall_ns  # the receive stamp of every frame
@@ -310,7 +315,7 @@ class ShardConnection:
             counters.frames += 1
             if self._frame_listener is not None:
                 self._notify_listener(message, received_at_ns)
-            decoded = decode_message(message, received_at_ns)
+            decoded = self._decode(message, received_at_ns)
             if decoded.heartbeat:
                 counters.heartbeats += 1
             for skipped in decoded.skipped:

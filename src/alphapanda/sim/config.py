@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
@@ -32,6 +33,14 @@ class SimConfig(BaseModel):
     max_connections: int = Field(3, ge=1)
     max_instruments_per_connection: int = Field(3000, ge=1)
     seed: int = 0
+    # ``stream``: ``ticks_per_second`` spread over small frames every ``send_interval``.
+    # ``kite``: the real exchange's rhythm, one frame per connection every
+    # ``frame_interval`` seconds with a packet for each subscribed instrument that
+    # changed (a ``change_ratio`` share of them); there ``ticks_per_second`` only
+    # switches the frames on (> 0) or pauses them (0).
+    cadence: Literal["stream", "kite"] = "stream"
+    frame_interval: float = Field(1.0, gt=0, le=60)
+    change_ratio: float = Field(1.0, ge=0, le=1)
     # One binary message per connection per interval carries every packet that fell
     # due: batching is what makes 100k ticks/s reachable from one Python process.
     send_interval: float = Field(0.02, gt=0, le=1.0)
