@@ -15,7 +15,15 @@ from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit, urlunsplit
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -31,6 +39,21 @@ CONFIG_FILE_ENV = "ALPHAPANDA_CONFIG_FILE"
 
 SubscriptionMode = Literal["ltp", "quote", "full"]
 BufferPolicy = Literal["block", "drop_oldest", "conflate"]
+KiteEnv = Literal["live", "sim"]
+
+# The endpoints ``ALPHAPANDA_KITE__ENV`` selects; an explicitly set URL always wins.
+KITE_ENDPOINTS: dict[str, dict[str, str]] = {
+    "live": {
+        "ws_url": "wss://ws.kite.trade",
+        "api_root": "https://api.kite.trade",
+        "login_url": "https://kite.zerodha.com/connect/login",
+    },
+    "sim": {
+        "ws_url": "ws://127.0.0.1:18765",
+        "api_root": "http://127.0.0.1:18766",
+        "login_url": "http://127.0.0.1:18766/connect/login",
+    },
+}
 
 
 class _Group(BaseModel):
@@ -40,8 +63,11 @@ class _Group(BaseModel):
 class KiteSettings(_Group):
     """Kite Connect ticker and API endpoints, and the shape of the connection pool."""
 
-    ws_url: str = "ws://127.0.0.1:18765"
-    api_root: str = "http://127.0.0.1:18766"
+    # live: Zerodha's real endpoints; sim: the simulator on loopback (``alphapanda sim``).
+    env: KiteEnv = "sim"
+    ws_url: str = KITE_ENDPOINTS["sim"]["ws_url"]
+    api_root: str = KITE_ENDPOINTS["sim"]["api_root"]
+    login_url: str = KITE_ENDPOINTS["sim"]["login_url"]
     api_key: str = "alphapanda-dev"
     access_token: SecretStr = SecretStr("dev-access-token")
     api_secret: SecretStr = SecretStr("dev-api-secret")
@@ -62,6 +88,16 @@ class KiteSettings(_Group):
     # Largest WebSocket message accepted; full mode x 3000 instruments is ~558 kB.
     max_frame_bytes: int = Field(4 * 1024 * 1024, ge=65536)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _endpoints_of_env(cls, data: Any) -> Any:
+        # The URLs follow ``env`` unless they are given explicitly.
+        if isinstance(data, dict):
+            endpoints = KITE_ENDPOINTS.get(str(data.get("env", "sim")))
+            if endpoints is not None:
+                return {**endpoints, **data}
+        return data
+
     @field_validator("ws_url")
     @classmethod
     def _ws_scheme(cls, value: str) -> str:
@@ -69,7 +105,7 @@ class KiteSettings(_Group):
             raise ValueError("must be a ws:// or wss:// URL")
         return value
 
-    @field_validator("api_root")
+    @field_validator("api_root", "login_url")
     @classmethod
     def _http_scheme(cls, value: str) -> str:
         if urlsplit(value).scheme not in ("http", "https"):

@@ -11,6 +11,7 @@ It is the feed's ``InstrumentSource`` (``load()``) and change feed (``watch()``)
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -21,11 +22,12 @@ from typing import Literal
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from alphapanda.auth.expiry import IST
 from alphapanda.db.engine import Database
 from alphapanda.db.migrate import upgrade_connection
 from alphapanda.instruments.dump import Instrument, RowError, load_instrument_dump
 from alphapanda.metrics.samples import Sample
-from alphapanda.registry import loader
+from alphapanda.registry import loader, lookup
 from alphapanda.registry.models import INSTRUMENTS, STREAM_SUBSCRIPTIONS
 from alphapanda.registry.watch import DB_DOWN_ERRORS, OnChange, StreamingSetWatcher
 from alphapanda.settings import Settings
@@ -63,6 +65,11 @@ class StreamingInstrument:
     exchange: str
     mode: str
     enabled: bool
+
+
+def _ist_today() -> dt.date:
+    # Contracts expire by the exchange's calendar (India), not the host's.
+    return dt.datetime.now(IST).date()
 
 
 def _db_errors() -> tuple[type[BaseException], ...]:
@@ -299,6 +306,46 @@ class InstrumentRegistryService:
         async with self.engine.connect() as conn:
             rows = await conn.execute(query)
             return [StreamingInstrument(int(r[0]), r[1], r[2], r[3], bool(r[4])) for r in rows]
+
+    async def resolve(self, refs: Iterable[str]) -> list[int]:
+        """Tokens for instrument references: tokens as they are, ``EXCHANGE:SYMBOL``
+        looked up. ValueError naming every reference that is malformed or unknown."""
+        parsed = [lookup.parse_instrument_ref(ref) for ref in refs]
+        symbols = [p for p in parsed if isinstance(p, tuple)]
+        found: dict[tuple[str, str], int] = {}
+        if symbols:
+            await self.ensure_schema()
+            async with self.engine.connect() as conn:
+                found = await lookup.tokens_for_symbols(conn, symbols)
+        missing = lookup.missing_symbols(symbols, found)
+        if missing:
+            shown = ", ".join(missing[:10])
+            more = f" (+{len(missing) - 10} more)" if len(missing) > 10 else ""
+            raise ValueError(
+                f"unknown instrument(s): {shown}{more}; run `alphapanda instruments fetch` "
+                "(or `instruments find TEXT` to look a name up)"
+            )
+        return [p if isinstance(p, int) else found[p] for p in parsed]
+
+    async def find(
+        self, text: str, *, exchange: str | None = None, limit: int = 50
+    ) -> list[lookup.FoundInstrument]:
+        """Instruments whose symbol or name contains ``text``."""
+        await self.ensure_schema()
+        async with self.engine.connect() as conn:
+            return await lookup.find(conn, text, exchange=exchange, limit=limit)
+
+    async def retire_expired(self, today: dt.date) -> list[lookup.RetiredInstrument]:
+        """Stop streaming contracts that expired before ``today`` (IST trading date)."""
+        await self.ensure_schema()
+        async with self.engine.begin() as conn:
+            return await lookup.retire_expired(conn, today)
+
+    async def summary(self, today: dt.date | None = None) -> lookup.RegistrySummary:
+        """Counts for ``doctor``: instruments known, streaming, expired but streaming."""
+        await self.ensure_schema()
+        async with self.engine.connect() as conn:
+            return await lookup.summarize(conn, self.capacity, today or _ist_today())
 
     # -- Metrics ------------------------------------------------------------------------
 

@@ -13,8 +13,8 @@ from typing import Any, Protocol
 from urllib.parse import parse_qs
 
 import uvicorn
-from fastapi import FastAPI, HTTPException, Query, Request
-from fastapi.responses import JSONResponse
+from fastapi import FastAPI, HTTPException, Query, Request, Response
+from fastapi.responses import JSONResponse, PlainTextResponse
 from pydantic import BaseModel
 
 from alphapanda.sim.sessions import LoginError
@@ -31,6 +31,7 @@ class SimulatorControl(Protocol):
     def set_rate(self, ticks_per_second: float) -> None: ...
     def login(self, api_key: str, request_token: str, checksum: str) -> dict[str, Any]: ...
     def stats(self) -> dict[str, Any]: ...
+    def instrument_dump(self, authorization: str, exchange: str | None) -> str: ...
 
 
 class TokenBody(BaseModel):
@@ -96,6 +97,20 @@ def build_admin_app(sim: SimulatorControl) -> FastAPI:
                 status_code=exc.status,
             )
         return JSONResponse({"status": "success", "data": data})
+
+    @app.get("/instruments")
+    @app.get("/instruments/{exchange}")
+    async def instruments(request: Request, exchange: str | None = None) -> Response:
+        # Kite's instrument dump, signed like every Kite API call:
+        # ``Authorization: token api_key:access_token``.
+        try:
+            dump = sim.instrument_dump(request.headers.get("authorization", ""), exchange)
+        except LoginError as exc:
+            return JSONResponse(
+                {"status": "error", "error_type": exc.error_type, "message": exc.message},
+                status_code=exc.status,
+            )
+        return PlainTextResponse(dump, media_type="text/csv")
 
     return app
 
