@@ -50,8 +50,8 @@ def fetch_instrument_dump(
     )
     try:
         with urllib.request.urlopen(request, timeout=timeout) as response:
-            body = response.read(MAX_DUMP_BYTES + 1)
-            encoding = response.headers.get("Content-Encoding", "")
+            body: bytes = response.read(MAX_DUMP_BYTES + 1)
+            encoding = str(response.headers.get("Content-Encoding", ""))
     except urllib.error.HTTPError as exc:
         raise FetchError(f"GET {url}: HTTP {exc.code} ({_kite_message(exc)})") from None
     except (urllib.error.URLError, OSError, TimeoutError) as exc:
