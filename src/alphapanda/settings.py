@@ -178,7 +178,9 @@ class DatabaseSettings(_Group):
 class FeedSettings(_Group):
     """What to stream and how the tick path behaves under pressure."""
 
-    instruments_csv: Path = Path("data/instruments.csv")
+    # Streamed only while the registry has no streaming set or PostgreSQL is down; unset,
+    # the feed streams nothing until `alphapanda instruments stream` chooses instruments.
+    instruments_csv: Path | None = None
     mode: SubscriptionMode = "full"
     buffer_capacity: int = Field(50_000, ge=1)
     buffer_policy: BufferPolicy = "block"

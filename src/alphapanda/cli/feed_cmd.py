@@ -70,6 +70,14 @@ def feed(
         overrides["mode"] = mode
     if overrides:
         settings = settings.model_copy(update={"feed": settings.feed.model_copy(update=overrides)})
+    if not registry and settings.feed.instruments_csv is None:
+        typer.secho(
+            "--no-registry streams a CSV only: give --instruments CSV "
+            "(or set ALPHAPANDA_FEED__INSTRUMENTS_CSV)",
+            fg="red",
+            err=True,
+        )
+        raise typer.Exit(2)
     handler = configure_logging(settings.log, secrets=secrets_of(settings))
     failed = False
     try:

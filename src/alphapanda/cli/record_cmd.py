@@ -63,6 +63,15 @@ def record(
         typer.secho(f"{out} exists; refusing to overwrite it", fg="red", err=True)
         raise typer.Exit(2)
     settings = settings_from(ctx)
+    csv = instruments or settings.feed.instruments_csv
+    if csv is None:
+        typer.secho(
+            "no instruments to record: give --instruments CSV "
+            "(or set ALPHAPANDA_FEED__INSTRUMENTS_CSV)",
+            fg="red",
+            err=True,
+        )
+        raise typer.Exit(2)
     handler = configure_logging(settings.log, secrets=secrets_of(settings))
     try:
         figures = asyncio.run(
@@ -71,7 +80,7 @@ def record(
                 out,
                 seconds=seconds,
                 mode=mode,
-                instruments=instruments or settings.feed.instruments_csv,
+                instruments=csv,
             )
         )
     finally:

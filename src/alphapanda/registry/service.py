@@ -2,8 +2,8 @@
 
 PostgreSQL is the source of truth. At start the service migrates the schema (idempotent)
 and reads the streaming set from the database; if PostgreSQL is unreachable it falls
-back to the instrument dump CSV named by ``settings.feed.instruments_csv`` (every row in
-``settings.feed.mode``), logs that at ERROR, and ``watch()`` keeps retrying the
+back to the instrument dump CSV named by ``settings.feed.instruments_csv`` when one is
+configured (every row in ``settings.feed.mode``), logs that at ERROR, and ``watch()`` keeps retrying the
 database: once it answers, the feed receives the database's set through ``on_change``.
 
 It is the feed's ``InstrumentSource`` (``load()``) and change feed (``watch()``).
@@ -195,6 +195,15 @@ class InstrumentRegistryService:
     def _load_csv_fallback(self, exc: BaseException) -> dict[int, str]:
         path = self._settings.feed.instruments_csv
         mode = self._settings.feed.mode
+        if path is None:
+            self.source = "none"
+            log.error(
+                "PostgreSQL unreachable (%s at %s) and no fallback CSV configured "
+                "(ALPHAPANDA_FEED__INSTRUMENTS_CSV): streaming nothing until the database answers",
+                type(exc).__name__,
+                self._database.display_url,
+            )
+            return {}
         try:
             instruments, errors = load_instrument_dump(Path(path))
         except OSError as csv_exc:
