@@ -23,6 +23,7 @@ from alphapanda.recording import RecordingError, RecordingReader, RecordingWrite
 from alphapanda.replay import ReplaySource, replay_to_kafka, replay_to_stdout
 from alphapanda.service import CsvInstrumentSource, MarketFeedService
 from alphapanda.settings import Settings
+from alphapanda.topics import TopicNames
 
 _stderr = Console(stderr=True)
 
@@ -143,22 +144,47 @@ async def record_frames(
     }
 
 
-@app.command()
+@app.command(
+    epilog="Examples:\n\n"
+    "  alphapanda replay session.aprec --to stdout --fast | head\n\n"
+    "  alphapanda replay session.aprec --to kafka --topic-prefix replay. --speed 10",
+)
 def replay(
     ctx: typer.Context,
     file: Annotated[Path, typer.Argument(help="A recording made by `alphapanda record`.")],
+    to: Annotated[
+        str,
+        typer.Option(
+            "--to",
+            help="stdout: one JSON event per line; kafka: the topic market.ticks behind "
+            "the topic prefix. Required, so a replay never lands in the live topic by "
+            "accident.",
+            show_default=False,
+        ),
+    ],
+    topic_prefix: Annotated[
+        str | None,
+        typer.Option(
+            "--topic-prefix",
+            help="With --to kafka: write to the topic PREFIX + market.ticks. "
+            "[default: ALPHAPANDA_KAFKA__TOPIC_PREFIX, i.e. the live topic]",
+            show_default=False,
+        ),
+    ] = None,
     speed: Annotated[
         float, typer.Option(help="Replay at this multiple of the recorded pace.")
     ] = 1.0,
-    fast: Annotated[bool, typer.Option("--fast", help="As fast as possible.")] = False,
-    to: Annotated[str, typer.Option("--to", help="kafka (the feed's topic) or stdout.")] = "kafka",
-    progress: Annotated[bool, typer.Option(help="Progress bar on stderr.")] = True,
+    fast: Annotated[
+        bool, typer.Option("--fast", help="As fast as possible (ignores --speed).")
+    ] = False,
+    progress: Annotated[bool, typer.Option(help="Show a progress bar on stderr.")] = True,
 ) -> None:
     """Feed a recording through the live decoder and pipeline.
 
-    --to kafka runs the feed's own formatter, wire encoder and MessageProducer into
-    the configured topic (spool and accounting included); --to stdout prints each
-    tick as its market.ticks event, one JSON object per line.
+    --to kafka runs the feed's own formatter, wire encoder and producer into the topic
+    (spool and tick accounting included). Every record it writes carries the header
+    `replayed` (the original receive time, ns since the epoch); the event's
+    data.received_at is the original receive time too, emitted_at the replay's.
     """
     if to not in ("kafka", "stdout"):
         typer.secho(f"--to must be kafka or stdout, not {to!r}", fg="red", err=True)
@@ -172,6 +198,14 @@ def replay(
         typer.secho(f"{file}: {exc}", fg="red", err=True)
         raise typer.Exit(2) from None
     settings = settings_from(ctx)
+    if topic_prefix is not None:
+        try:
+            TopicNames.market_ticks(topic_prefix)
+        except ValueError as exc:
+            typer.secho(f"--topic-prefix: {exc}", fg="red", err=True)
+            raise typer.Exit(2) from None
+        kafka = settings.kafka.model_copy(update={"topic_prefix": topic_prefix})
+        settings = settings.model_copy(update={"kafka": kafka})
     handler = configure_logging(settings.log, secrets=secrets_of(settings))
     pace = None if fast else speed
     try:
