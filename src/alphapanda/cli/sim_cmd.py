@@ -57,7 +57,7 @@ def sim(
     ] = None,
 ) -> None:
     """Serve a simulated Kite ticker at ws://HOST:PORT/?api_key=…&access_token=… with
-    fault switches and figures at http://HOST:ADMIN_PORT (see README, "Simulator")."""
+    fault switches and figures at http://HOST:ADMIN_PORT (see docs/simulator.md)."""
     configure_logging(LogSettings(), secrets=(access_token, api_secret))
     try:
         loaded, errors = load_instrument_dump(instruments)

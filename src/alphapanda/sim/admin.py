@@ -39,7 +39,7 @@ class TokenBody(BaseModel):
 
 
 def build_admin_app(sim: SimulatorControl) -> FastAPI:
-    """The admin API. Every route is documented in the README's Simulator section."""
+    """The admin API. Every route is documented in docs/simulator.md."""
     app = FastAPI(title="alphapanda simulator admin", docs_url=None, redoc_url=None)
 
     @app.get("/stats")

@@ -457,7 +457,7 @@ class Simulator:
         }
 
     def stats(self) -> dict[str, Any]:
-        """Plain JSON-able figures (see the README's Simulator section)."""
+        """Plain JSON-able figures (see docs/simulator.md)."""
         live: Counter[str] = Counter(c.api_key for c in self._connections.values())
         count = self._count
         return {
