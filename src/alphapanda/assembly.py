@@ -109,7 +109,7 @@ class RegistryInstruments:
         log.warning(
             "instrument registry has no streaming instruments configured (fresh install?): "
             "streaming %d instrument(s) from %s in mode %s until `alphapanda instruments "
-            "stream` or `instruments load --stream-mode` configures the registry",
+            "stream` or `instruments load --mode` configures the registry",
             len(fallback),
             self._csv.path,
             self._csv.mode,

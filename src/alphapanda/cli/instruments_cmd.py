@@ -67,11 +67,13 @@ def load(
         SubscriptionMode | None,
         typer.Option(
             "--mode",
-            "--stream-mode",
             help="Also stream every loaded instrument in this mode (ltp, quote or full). "
             "[default: load only]",
             show_default=False,
         ),
+    ] = None,
+    old_stream_mode: Annotated[
+        SubscriptionMode | None, typer.Option("--stream-mode", hidden=True)
     ] = None,
 ) -> None:
     """Upsert an instrument-dump CSV file into the registry (running it twice is harmless).
@@ -80,6 +82,7 @@ def load(
     --mode, a file of more instruments than the API key can stream (9,000) is refused
     whole: nothing is loaded.
     """
+    stream_mode = stream_mode or old_stream_mode
     report: LoadReport = _run(
         settings_from(ctx), lambda registry: registry.load_dump(path, stream_mode)
     )

@@ -22,7 +22,7 @@ from alphapanda.logs import configure_logging, flush_suppressed, secrets_of
 from alphapanda.recording import RecordingError, RecordingReader, RecordingWriter
 from alphapanda.replay import ReplaySource, replay_to_kafka, replay_to_stdout
 from alphapanda.service import CsvInstrumentSource, MarketFeedService
-from alphapanda.settings import Settings
+from alphapanda.settings import Settings, SubscriptionMode
 from alphapanda.topics import TopicNames
 
 _stderr = Console(stderr=True)
@@ -38,17 +38,31 @@ class _CountingSink:
         self.ticks += len(ticks)
 
 
-@app.command()
+@app.command(
+    epilog="Examples:\n\n"
+    "  alphapanda record --out session.aprec --seconds 60 --instruments data/instruments.csv\n\n"
+    "  alphapanda record --out open.aprec --mode quote --instruments watchlist.csv",
+)
 def record(
     ctx: typer.Context,
-    out: Annotated[Path, typer.Option("--out", help="Recording file to create.")],
+    out: Annotated[Path, typer.Option("--out", help="The recording file to create.")],
     seconds: Annotated[
-        float | None, typer.Option(help="Stop after this many seconds (default: SIGINT).")
+        float | None,
+        typer.Option(
+            "--seconds", help="Stop after this many seconds. [default: until Ctrl-C or SIGTERM]"
+        ),
     ] = None,
-    mode: Annotated[str, typer.Option(help="Subscription mode: ltp, quote or full.")] = "full",
+    mode: Annotated[
+        SubscriptionMode, typer.Option("--mode", help="Tick mode: ltp, quote or full.")
+    ] = "full",
     instruments: Annotated[
         Path | None,
-        typer.Option(help="Instrument-dump CSV [default: ALPHAPANDA_FEED__INSTRUMENTS_CSV]."),
+        typer.Option(
+            "--instruments",
+            help="Instrument-dump CSV of the instruments to record. "
+            "[default: ALPHAPANDA_FEED__INSTRUMENTS_CSV]",
+            show_default=False,
+        ),
     ] = None,
 ) -> None:
     """Record the raw binary frames of the configured Kite ticker into OUT.
@@ -57,9 +71,6 @@ def record(
     append-only, CRC-checked file that can be read while it is written. Replay it
     with ``alphapanda replay OUT``.
     """
-    if mode not in ("ltp", "quote", "full"):
-        typer.secho(f"--mode must be ltp, quote or full, not {mode!r}", fg="red", err=True)
-        raise typer.Exit(2)
     if out.exists():
         typer.secho(f"{out} exists; refusing to overwrite it", fg="red", err=True)
         raise typer.Exit(2)

@@ -172,7 +172,7 @@ class InstrumentRegistryService:
             if not desired:
                 log.warning(
                     "no instruments marked for streaming in the registry; "
-                    "use `alphapanda instruments stream` or `instruments load --stream-mode`"
+                    "use `alphapanda instruments stream` or `instruments load --mode`"
                 )
         self._last_loaded = desired
         return self._cap(desired)
