@@ -35,7 +35,7 @@ COMMANDS = [
 ]
 INTERNAL_NAMES = re.compile(
     r"AuthService|PipelineMetricsCollector|MessageProducer|InstrumentRegistryService|"
-    r"TickerClient|MarketFeedService|BrokerAuthenticator|SPEC|§"
+    r"TickerClient|MarketFeedService|BrokerAuthenticator"
 )
 
 

@@ -16,14 +16,13 @@ import time
 from pathlib import Path
 
 from alphapanda.instruments import load_instrument_dump
+from alphapanda.modes import MODES
 from alphapanda.pipeline.formatter import TickFormatter
 from alphapanda.pipeline.producer import EncodedMessage
 from alphapanda.pipeline.spool import Spool
 from alphapanda.pipeline.wire import WireEncoder
 from alphapanda.sim.config import SimConfig
 from alphapanda.sim.market import Market, in_mode
-
-MODES = ("ltp", "quote", "full")
 
 
 def measure(ticks_per_instrument: int, csv: Path) -> list[dict[str, object]]:
