@@ -88,12 +88,14 @@ class BackgroundService(Protocol):
 class CsvInstrumentSource:
     """Every instrument of a Kite instrument-dump CSV, all in one mode, capped at ``limit``."""
 
-    def __init__(self, path: Path, mode: str, limit: int) -> None:
+    def __init__(self, path: Path | None, mode: str, limit: int) -> None:
         self.path = path
         self.mode = mode
         self.limit = limit
 
     async def load(self) -> dict[int, str]:
+        if self.path is None:  # no CSV configured: nothing to stream from it
+            return {}
         instruments, errors = await asyncio.to_thread(load_instrument_dump, self.path)
         if errors:
             log.warning(

@@ -43,6 +43,21 @@ Environment = Literal["production", "development"]
 KafkaSecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
 SaslMechanism = Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"]
 BufferPolicy = Literal["block", "drop_oldest", "conflate"]
+KiteEnv = Literal["live", "sim"]
+
+# The endpoints ``ALPHAPANDA_KITE__ENV`` selects; an explicitly set URL always wins.
+KITE_ENDPOINTS: dict[str, dict[str, str]] = {
+    "live": {
+        "ws_url": "wss://ws.kite.trade",
+        "api_root": "https://api.kite.trade",
+        "login_url": "https://kite.zerodha.com/connect/login",
+    },
+    "sim": {
+        "ws_url": "ws://127.0.0.1:18765",
+        "api_root": "http://127.0.0.1:18766",
+        "login_url": "http://127.0.0.1:18766/connect/login",
+    },
+}
 
 
 class _Group(BaseModel):
@@ -52,8 +67,11 @@ class _Group(BaseModel):
 class KiteSettings(_Group):
     """Kite Connect ticker and API endpoints, and the shape of the connection pool."""
 
-    ws_url: str = "ws://127.0.0.1:18765"
-    api_root: str = "http://127.0.0.1:18766"
+    # live: Zerodha's real endpoints; sim: the simulator on loopback (``alphapanda sim``).
+    env: KiteEnv = "sim"
+    ws_url: str = KITE_ENDPOINTS["sim"]["ws_url"]
+    api_root: str = KITE_ENDPOINTS["sim"]["api_root"]
+    login_url: str = KITE_ENDPOINTS["sim"]["login_url"]
     api_key: str = "alphapanda-dev"
     access_token: SecretStr = SecretStr("dev-access-token")
     api_secret: SecretStr = SecretStr("dev-api-secret")
@@ -77,6 +95,16 @@ class KiteSettings(_Group):
     # register exactly this URL as the redirect URL of the Kite app.
     redirect_url: str = "http://127.0.0.1:18770/kite/callback"
 
+    @model_validator(mode="before")
+    @classmethod
+    def _endpoints_of_env(cls, data: Any) -> Any:
+        # The URLs follow ``env`` unless they are given explicitly.
+        if isinstance(data, dict):
+            endpoints = KITE_ENDPOINTS.get(str(data.get("env", "sim")))
+            if endpoints is not None:
+                return {**endpoints, **data}
+        return data
+
     @field_validator("ws_url")
     @classmethod
     def _ws_scheme(cls, value: str) -> str:
@@ -84,7 +112,7 @@ class KiteSettings(_Group):
             raise ValueError("must be a ws:// or wss:// URL")
         return value
 
-    @field_validator("api_root")
+    @field_validator("api_root", "login_url")
     @classmethod
     def _http_scheme(cls, value: str) -> str:
         if urlsplit(value).scheme not in ("http", "https"):
@@ -177,7 +205,9 @@ class DatabaseSettings(_Group):
 class FeedSettings(_Group):
     """What to stream and how the tick path behaves under pressure."""
 
-    instruments_csv: Path = Path("data/instruments.csv")
+    # Streamed only while the registry has no streaming set or PostgreSQL is down; unset,
+    # the feed streams nothing until `alphapanda instruments stream` chooses instruments.
+    instruments_csv: Path | None = None
     mode: SubscriptionMode = "full"
     buffer_capacity: int = Field(50_000, ge=1)
     buffer_policy: BufferPolicy = "block"
@@ -308,7 +338,8 @@ def resolve_paths(settings: Settings) -> Settings:
     update = {
         name: base / path
         for name in ("instruments_csv", "spool_dir")
-        if not (path := getattr(feed, name).expanduser()).is_absolute()
+        if (value := getattr(feed, name)) is not None
+        and not (path := value.expanduser()).is_absolute()
     }
     if not update:
         return settings

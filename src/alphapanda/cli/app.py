@@ -19,6 +19,9 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
+    # Markdown: docstring paragraphs reflow to the terminal instead of keeping the
+    # source's line breaks.
+    rich_markup_mode="markdown",
 )
 
 

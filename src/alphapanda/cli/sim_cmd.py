@@ -103,7 +103,7 @@ def sim(
     ] = 1.0,
 ) -> None:
     """Serve a simulated Kite ticker at ws://HOST:PORT/?api_key=…&access_token=… with
-    fault switches and figures at http://HOST:ADMIN_PORT (see README, "Simulator")."""
+    fault switches and figures at http://HOST:ADMIN_PORT (see docs/simulator.md)."""
     require_secure_sim(
         settings_from(ctx),
         exposed=not (is_loopback(host) and is_loopback(admin_host)),

@@ -139,7 +139,8 @@ def check_reachable(url: str, variable: str, default_port: int, timeout: float =
 def feed_preflight(settings: Settings, *, api: bool) -> Iterator[None]:
     """Every check ``alphapanda feed`` needs; holds the spool lock while the feed runs."""
     feed = settings.feed
-    check_readable_file(feed.instruments_csv, env_name(("feed", "instruments_csv")), settings)
+    if feed.instruments_csv is not None:
+        check_readable_file(feed.instruments_csv, env_name(("feed", "instruments_csv")), settings)
     if api:
         check_port_free(settings.api.host, settings.api.port, env_name(("api", "port")))
     with locked_directory(feed.spool_dir, env_name(("feed", "spool_dir")), settings):

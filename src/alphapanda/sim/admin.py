@@ -16,7 +16,7 @@ from urllib.parse import parse_qs, urlencode
 
 import uvicorn
 from fastapi import FastAPI, HTTPException, Query, Request
-from fastapi.responses import JSONResponse, RedirectResponse, Response
+from fastapi.responses import JSONResponse, PlainTextResponse, RedirectResponse, Response
 from pydantic import BaseModel, SecretStr
 
 from alphapanda.sim.sessions import LoginError
@@ -33,6 +33,7 @@ class SimulatorControl(Protocol):
     def set_rate(self, ticks_per_second: float) -> None: ...
     def login(self, api_key: str, request_token: str, checksum: str) -> dict[str, Any]: ...
     def stats(self) -> dict[str, Any]: ...
+    def instrument_dump(self, authorization: str, exchange: str | None) -> str: ...
 
 
 class TokenBody(BaseModel):
@@ -40,7 +41,9 @@ class TokenBody(BaseModel):
 
 
 # Kite's own endpoints: public there (the checksum protects the exchange), so public here.
+# The instrument dump carries Kite's own Authorization header (api_key:access_token).
 OPEN_PATHS = frozenset({"/session/token", "/connect/login"})
+OPEN_PREFIXES = ("/instruments",)
 
 
 def build_admin_app(
@@ -50,7 +53,7 @@ def build_admin_app(
     api_key: str | None = None,
     redirect_url: str = "http://127.0.0.1:18770/kite/callback",
 ) -> FastAPI:
-    """The admin API. Every route is documented in the README's Simulator section.
+    """The admin API. Every route is documented in docs/simulator.md.
 
     With ``admin_token`` every route but Kite's login endpoints needs
     ``Authorization: Bearer <token>``.
@@ -62,7 +65,8 @@ def build_admin_app(
 
         @app.middleware("http")
         async def require_token(request: Request, call_next: Any) -> Any:
-            if request.url.path not in OPEN_PATHS:
+            path = request.url.path
+            if path not in OPEN_PATHS and not path.startswith(OPEN_PREFIXES):
                 given = request.headers.get("authorization", "").encode()
                 if not hmac.compare_digest(given, expected):
                     return JSONResponse({"detail": "admin token required"}, status_code=401)
@@ -139,6 +143,20 @@ def build_admin_app(
                 status_code=exc.status,
             )
         return JSONResponse({"status": "success", "data": data})
+
+    @app.get("/instruments")
+    @app.get("/instruments/{exchange}")
+    async def instruments(request: Request, exchange: str | None = None) -> Response:
+        # Kite's instrument dump, signed like every Kite API call:
+        # ``Authorization: token api_key:access_token``.
+        try:
+            dump = sim.instrument_dump(request.headers.get("authorization", ""), exchange)
+        except LoginError as exc:
+            return JSONResponse(
+                {"status": "error", "error_type": exc.error_type, "message": exc.message},
+                status_code=exc.status,
+            )
+        return PlainTextResponse(dump, media_type="text/csv")
 
     return app
 

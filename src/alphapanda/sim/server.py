@@ -30,6 +30,7 @@ from websockets.http11 import Request, Response
 from websockets.protocol import State
 
 from alphapanda.instruments import load_instrument_dump
+from alphapanda.instruments.dump import format_instrument_dump
 from alphapanda.kite.protocol import (
     HEARTBEAT,
     MODE_FULL,
@@ -42,7 +43,7 @@ from alphapanda.sim.config import SimConfig
 from alphapanda.sim.market import Market, in_mode
 from alphapanda.sim.pregen import PregenBuffer, fill_once_settled
 from alphapanda.sim.schedule import TickSchedule
-from alphapanda.sim.sessions import SessionBook
+from alphapanda.sim.sessions import LoginError, SessionBook
 from alphapanda.sim.subscriptions import SubscriptionBook, error_text
 
 # The "malformed" fault: a frame of two packets, one of a length no packet kind has
@@ -519,6 +520,16 @@ class Simulator:
         login_time = time.strftime("%Y-%m-%d %H:%M:%S")
         return self._sessions.login(api_key, request_token, checksum, login_time)
 
+    def instrument_dump(self, authorization: str, exchange: str | None) -> str:
+        """Kite's ``GET /instruments[/EXCHANGE]``: the simulated universe as dump CSV."""
+        scheme, _, credentials = authorization.partition(" ")
+        api_key, _, token = credentials.partition(":")
+        if scheme.lower() != "token" or not self._sessions.admits(api_key, token):
+            raise LoginError("TokenException", "Incorrect `api_key` or `access_token`.", 403)
+        wanted = exchange.upper() if exchange else None
+        universe = (self.market.instrument(t) for t in self.market.tokens)
+        return format_instrument_dump(i for i in universe if wanted in (None, i.exchange))
+
     def _pregen_stats(self) -> dict[str, Any] | None:
         pregen = self._pregen
         if pregen is None:
@@ -531,7 +542,7 @@ class Simulator:
         }
 
     def stats(self) -> dict[str, Any]:
-        """Plain JSON-able figures (see the README's Simulator section)."""
+        """Plain JSON-able figures (see docs/simulator.md)."""
         live: Counter[str] = Counter(c.api_key for c in self._connections.values())
         count = self._count
         return {
