@@ -146,16 +146,27 @@ def test_production_with_real_secrets_starts(tmp_path: Path) -> None:
 def test_missing_csv_from_another_directory_names_the_setting_and_where_it_looked(
     tmp_path: Path,
 ) -> None:
-    result = run_cli("feed", "--run-for", "1", cwd=tmp_path)
+    # A relative CSV path, as in a .env written for the checkout, used from elsewhere.
+    relative = {"ALPHAPANDA_FEED__INSTRUMENTS_CSV": "data/instruments.csv"}
+    result = run_cli("feed", "--run-for", "1", cwd=tmp_path, **relative)
     _assert_clear_error(result, "ALPHAPANDA_FEED__INSTRUMENTS_CSV", str(tmp_path / "data"))
     assert "working directory" in result.stderr
     # ALPHAPANDA_HOME is the documented base, and it is what makes the same command work.
-    home = run_cli("feed", "--run-for", "1", cwd=tmp_path, ALPHAPANDA_HOME=str(tmp_path / "h"))
+    home = run_cli(
+        "feed", "--run-for", "1", cwd=tmp_path, ALPHAPANDA_HOME=str(tmp_path / "h"), **relative
+    )
     _assert_clear_error(home, "ALPHAPANDA_HOME", str(tmp_path / "h" / "data" / "instruments.csv"))
 
 
 def test_traceback_only_with_debug_logging(tmp_path: Path) -> None:
-    result = run_cli("feed", "--run-for", "1", cwd=tmp_path, ALPHAPANDA_LOG__LEVEL="DEBUG")
+    result = run_cli(
+        "feed",
+        "--run-for",
+        "1",
+        cwd=tmp_path,
+        ALPHAPANDA_LOG__LEVEL="DEBUG",
+        ALPHAPANDA_FEED__INSTRUMENTS_CSV="data/instruments.csv",
+    )
     assert result.returncode == 2
     assert "Traceback" in result.stderr
     assert "ALPHAPANDA_FEED__INSTRUMENTS_CSV" in result.stderr
