@@ -101,11 +101,19 @@ class TickEncoder:
         except Exception:
             formatted, values = self._encode_one_by_one(formatted, emitted_at_ns)
         key = wire.key
-        headers = wire.shared_headers
+        headers = wire.position_headers
         new = tuple.__new__  # a NamedTuple's own __new__ is a Python-level call
         self._accounting.drop("encoding", DROP_MALFORMED, malformed)
         return [
-            new(EncodedMessage, (key(mt.instrument_token), value, headers, mt.received_at_ns))
+            new(
+                EncodedMessage,
+                (
+                    key(mt.instrument_token),
+                    value,
+                    headers(mt.instrument_token, mt.received_at_ns),
+                    mt.received_at_ns,
+                ),
+            )
             for mt, value in zip(formatted, values, strict=True)
         ]
 
