@@ -52,6 +52,7 @@ from alphapanda.pipeline.topics_admin import TopicSetupError, ensure_topic
 from alphapanda.pipeline.wire import WireEncoder
 from alphapanda.settings import Settings
 from alphapanda.topics import TopicNames
+from alphapanda.wal.ingest import WalIngest
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +62,9 @@ TOPIC_RETRY_DELAY: Final = 5.0
 # QUIESCE_QUIET seconds, but never longer than QUIESCE_MAX.
 QUIESCE_QUIET: Final = 0.25
 QUIESCE_MAX: Final = 2.0
+# How long start-up waits for crash recovery (the broker answering) before it opens the
+# sockets anyway.
+WAL_RECOVERY_WAIT: Final = 10.0
 
 
 class ServiceFailed(Exception):
@@ -148,8 +152,25 @@ class MarketFeedService:
             queue_max_messages=settings.kafka.queue_max_messages,
         )
         self.producer = self.publisher.producer
+        # The write-ahead log of raw frames: what a crash of this process cannot lose.
+        self.wal: WalIngest | None = None
+        if feed.wal_enabled:
+            self.wal = WalIngest(
+                settings,
+                self.topic,
+                self.buffer,
+                self.accounting,
+                self.encoder.wire,
+                # What a previous run spooled is replayed by the spool: not by the WAL.
+                spool_contents=lambda: self.spool.read_window(self.spool.pending),
+            )
+            self.producer.ack_listener = self.wal.resolved
         self.client = TickerClient(
-            kite, tokens or StaticTokenProvider(kite), self.buffer, frame_listener=frame_listener
+            kite,
+            tokens or StaticTokenProvider(kite),
+            self.buffer,
+            frame_listener=frame_listener,
+            frame_log=self.wal,
         )
         self.instruments: InstrumentSource = instruments or CsvInstrumentSource(
             feed.instruments_csv,
@@ -174,6 +195,7 @@ class MarketFeedService:
             self.formatter,
             self.client,
             _ServiceFigures(self),
+            *([self.wal] if self.wal is not None else []),
             *self._extra_sources,
         ]
 
@@ -238,6 +260,7 @@ class MarketFeedService:
                 "latency_p50_seconds": p50,
                 "latency_p99_seconds": p99,
             },
+            "wal": self.wal.status() if self.wal is not None else {"enabled": False},
             "connections": [msgspec.to_builtins(s) for s in self.client.statuses()],
             "subscriptions": len(self.client.subscriptions()),
         }
@@ -250,6 +273,8 @@ class MarketFeedService:
             log.warning(
                 "spool holds %d messages from a previous run: replaying them first", recovered
             )
+        if self.wal is not None:
+            self.wal.open()
         subscriptions = await self.instruments.load()
         await self.client.set_subscriptions(subscriptions)
         log.info(
@@ -264,6 +289,12 @@ class MarketFeedService:
                 topic_setup = tg.create_task(self._ensure_topic(), name="topic-setup")
                 tg.create_task(self.producer.run(), name="producer-poll")
                 publisher = tg.create_task(self.publisher.run(), name="publisher")
+                wal_task = None
+                if self.wal is not None:
+                    wal_task = tg.create_task(
+                        self._supervised("WAL", self.wal.run(self._stop)), name="wal"
+                    )
+                    await self._await_recovery(self.wal)
                 client = tg.create_task(
                     self._supervised("kite client", self.client.run()), name="kite-client"
                 )
@@ -283,6 +314,8 @@ class MarketFeedService:
                 self.buffer.close()
                 await publisher
                 topic_setup.cancel()
+                if wal_task is not None:
+                    wal_task.cancel()
                 self._log_final()
                 for service, task in zip(self.services, extras, strict=True):
                     service.stop()
@@ -292,8 +325,25 @@ class MarketFeedService:
                     task.cancel()
         finally:
             self.spool.close()
+            if self.wal is not None:
+                self.wal.close()
         if self.failures:
             raise ServiceFailed(f"stopped because these parts failed: {', '.join(self.failures)}")
+
+    async def _await_recovery(self, wal: WalIngest) -> None:
+        # Crash recovery runs before any socket opens when the broker answers; if it
+        # does not within WAL_RECOVERY_WAIT, connect anyway: frames are logged and held
+        # (bounded) until recovery is done, so nothing Kite sends meanwhile is missed.
+        if wal.recovered.is_set():
+            return
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(WAL_RECOVERY_WAIT):
+                await wal.recovered.wait()
+        if not wal.recovered.is_set():
+            log.warning(
+                "WAL recovery still waiting for the broker: connecting to Kite anyway "
+                "(frames are logged and held until recovery is done)"
+            )
 
     async def _supervised(self, name: str, work: Coroutine[Any, Any, None]) -> None:
         # A part that fails (the Kite client, the metrics collector, the API) must not

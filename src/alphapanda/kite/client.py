@@ -23,7 +23,12 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Final
 
-from alphapanda.kite.connection import ConnectionCounters, FrameListener, ShardConnection
+from alphapanda.kite.connection import (
+    ConnectionCounters,
+    FrameListener,
+    FrameLog,
+    ShardConnection,
+)
 from alphapanda.kite.reconnect import REASONS
 from alphapanda.kite.sharding import MODES, CapacityError, ShardPlanner, validate_modes
 from alphapanda.kite.state import STATES, ConnectionStatus
@@ -47,6 +52,7 @@ class TickerClient:
         sink: TickSink,
         *,
         frame_listener: FrameListener | None = None,
+        frame_log: FrameLog | None = None,
         clock: Callable[[], float] = time.monotonic,
         connector: Connector | None = None,
         rng: random.Random | None = None,
@@ -68,6 +74,7 @@ class TickerClient:
                 sink,
                 connector,
                 frame_listener=frame_listener,
+                frame_log=frame_log,
                 clock=clock,
                 rng=rng,
                 auth_poll_interval=settings.auth_poll_interval,

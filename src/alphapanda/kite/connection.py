@@ -28,7 +28,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Final
+from typing import Final, Protocol
 
 from alphapanda.kite.protocol import (
     ACTION_MODE,
@@ -51,6 +51,29 @@ from alphapanda.settings import KiteSettings
 log = logging.getLogger(__name__)
 
 FrameListener = Callable[[bytes, int], None]
+
+
+class FrameLog(Protocol):
+    """Where every binary frame goes before it is decoded: the write-ahead log."""
+
+    @property
+    def holding(self) -> bool:
+        """True while crash recovery runs: frames are logged and decoded later."""
+        ...
+
+    def append(self, shard: int, frame: bytes) -> int:
+        """Log ``frame``; returns its receive time (ns). Never waits on the disk."""
+        ...
+
+    async def hold(self, received_at_ns: int, frame: bytes) -> None:
+        """Keep a logged frame for decoding after recovery (may wait: bounded)."""
+        ...
+
+    def decoded(self, received_at_ns: int, ticks: int) -> None:
+        """``ticks`` ticks were decoded from the frame received at ``received_at_ns``."""
+        ...
+
+
 _TEXT_PREVIEW: Final = 200
 
 
@@ -98,6 +121,7 @@ class ShardConnection:
         connector: Connector,
         *,
         frame_listener: FrameListener | None = None,
+        frame_log: FrameLog | None = None,
         clock: Callable[[], float] = time.monotonic,
         wall: Callable[[], datetime] = _utcnow,
         rng: random.Random | None = None,
@@ -109,6 +133,7 @@ class ShardConnection:
         self._sink = sink
         self._connector = connector
         self._frame_listener = frame_listener
+        self._frame_log = frame_log
         self._clock = clock
         self._wall = wall
         self._auth_poll_interval = auth_poll_interval
@@ -306,8 +331,16 @@ class ShardConnection:
                 self._on_text(message)
                 continue
             counters.frames += 1
+            # A heartbeat (1 byte) carries no tick: not worth logging.
+            frame_log = self._frame_log if len(message) > 1 else None
+            if frame_log is not None:
+                # Logged before it is decoded: from here on a crash cannot lose it.
+                received_at_ns = frame_log.append(self.shard, message)
             if self._frame_listener is not None:
                 self._notify_listener(message, received_at_ns)
+            if frame_log is not None and frame_log.holding:
+                await frame_log.hold(received_at_ns, message)
+                continue
             decoded = decode_message(message, received_at_ns)
             if decoded.heartbeat:
                 counters.heartbeats += 1
@@ -315,6 +348,8 @@ class ShardConnection:
                 counters.skipped[skipped.reason] = counters.skipped.get(skipped.reason, 0) + 1
             if decoded.ticks:
                 counters.ticks += len(decoded.ticks)
+                if frame_log is not None:
+                    frame_log.decoded(received_at_ns, len(decoded.ticks))
                 # May block: that is the backpressure path. The watchdog does not
                 # count this time against the socket (``_waiting_since`` is None).
                 await self._sink.put_many(decoded.ticks)

@@ -120,6 +120,10 @@ class WriteAheadLog:
     def segments(self) -> list[Path]:
         return [s.path for s in self._segments]
 
+    def segment_starts(self) -> list[tuple[int, Path]]:
+        """``(first receive time, path)`` of every segment, oldest first."""
+        return [(s.first_ns, s.path) for s in self._segments]
+
     # -- the hot path ------------------------------------------------------------------------
 
     def next_receive_time(self) -> int:
@@ -182,16 +186,19 @@ class WriteAheadLog:
         for segment in self._segments:
             segment.unresolved = 0
 
-    def collect(self) -> int:
-        """Delete the oldest segments with nothing unresolved (never the one being
-        written); returns how many were handed to the writer thread for deletion."""
+    def collect(self, *, final: bool = False) -> int:
+        """Delete the oldest segments with nothing unresolved (the one being written
+        only when ``final``: nothing more will be appended); returns how many were handed
+        to the writer thread for deletion."""
         done: list[_Segment] = []
         for segment in self._segments:
-            if segment is self._current or segment.unresolved > 0:
+            if (segment is self._current and not final) or segment.unresolved > 0:
                 break
             done.append(segment)
         if not done:
             return 0
+        if self._current in done:
+            self._current = None
         del self._segments[: len(done)]
         del self._starts[: len(done)]
         self.watermark_ns = (self._segments[0].first_ns - 1) if self._segments else self._last_ns
