@@ -113,7 +113,8 @@ def chaos(
         str,
         typer.Option(
             "--faults",
-            help="Comma-separated, in order: kill,pause,drops,malformed,stall,redis,token.",
+            help="Comma-separated, in order: kill,pause,drops,malformed,stall,redis,token; "
+            "feedkill (SIGKILL of a feed process 10 times) runs last.",
         ),
     ] = "kill,pause,drops,malformed,stall,redis,token",
     rate: Annotated[float, typer.Option("--rate", min=1, help="Simulator ticks/s.")] = 2000.0,
@@ -134,6 +135,13 @@ def chaos(
         console.print(f"{cost.fault}: done in {cost.seconds:.1f} s ({cost.note})", highlight=False)
 
     names = [name.strip() for name in faults.split(",") if name.strip()]
+    # feedkill SIGKILLs the feed process, so it runs with a feed of its own (see
+    # alphapanda.bench.feedkill), after the faults that share the in-process feed.
+    feedkill = "feedkill" in names
+    names = [name for name in names if name != "feedkill"]
+    if feedkill and not names:
+        _feedkill(ctx, console, rate)
+        return
     try:
         result = asyncio.run(
             run_chaos(settings_from(ctx), faults=names, rate=rate, drops=drops, on_fault=show)
@@ -154,7 +162,28 @@ def chaos(
     console.print(table)
     for line in summary_lines(result):
         console.print(line, highlight=False)
+    if feedkill:
+        _feedkill(ctx, console, rate, failed=not result.passed)
     if not result.passed:
+        raise typer.Exit(1)
+
+
+def _feedkill(ctx: typer.Context, console: Console, rate: float, failed: bool = False) -> None:
+    """The ``feedkill`` fault: 10 SIGKILLs of a feed process at random moments."""
+    from alphapanda.bench.feedkill import run_feedkill
+    from alphapanda.bench.feedkill import summary_lines as feedkill_lines
+
+    def show(kill: Any) -> None:
+        console.print(
+            f"feedkill: killed at {kill.at_seconds:.1f} s after {kill.received:,} ticks; "
+            f"its WAL held {kill.wal_frames:,} frames ({kill.wal_ticks:,} ticks)",
+            highlight=False,
+        )
+
+    result = asyncio.run(run_feedkill(settings_from(ctx), rate=rate, on_kill=show))
+    for line in feedkill_lines(result):
+        console.print(line, highlight=False)
+    if failed or not result.passed:
         raise typer.Exit(1)
 
 
