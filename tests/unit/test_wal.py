@@ -218,3 +218,24 @@ def test_everything_appended_is_durable_after_close(tmp_path: Path, fsync_ms: in
     wal.close()
     assert wal.durable_ns == last
     assert len(read_all(tmp_path)[0]) == 200
+
+
+def test_status_says_crash_protection_is_off_while_the_wal_is_paused(tmp_path: Path) -> None:
+    from alphapanda.api.status import status_from_samples
+
+    clock = Clock()
+    wal = make_wal(tmp_path, clock, segment_bytes=600, max_bytes=1_000, min_free_bytes=0)
+    wal.open()
+
+    def view() -> object:
+        return status_from_samples(
+            list(wal.samples()), [], {}, True, 10, "block", None, "now", 0.0
+        ).wal
+
+    assert view().crash_protection == "on"  # type: ignore[attr-defined]
+    for f in frames(30):
+        wal.append(0, f)
+    paused = view()
+    assert paused.paused is True  # type: ignore[attr-defined]
+    assert paused.crash_protection.startswith("OFF")  # type: ignore[attr-defined]
+    wal.close()
