@@ -218,12 +218,34 @@ def e2e(
             help="Simulator sends pre-built ticks (default) or generates them live.",
         ),
     ] = True,
+    wal_compare: Annotated[
+        int,
+        typer.Option(
+            "--wal-compare",
+            min=0,
+            help="Instead: N rounds of the feed with the WAL off, then on (no baseline or "
+            "ceiling), and the cost of the WAL as ratios.",
+        ),
+    ] = 0,
 ) -> None:
     """Simulator → feed → Kafka acks, consumer-verified: ticks/s at zero loss, p50/p99
     frame-receipt → ack latency, side by side with the baseline and the ceiling."""
     from alphapanda.bench.e2e import run_e2e
 
     console = Console(width=120)
+    if wal_compare:
+        from alphapanda.bench.walcost import compare_wal
+
+        compare_wal(
+            console,
+            settings_from(ctx),
+            rounds=wal_compare,
+            seconds=seconds,
+            rate=rate,
+            latency_rate=latency_rate,
+            pregenerate=pregenerate,
+        )
+        return
     result = asyncio.run(
         run_e2e(
             settings_from(ctx),
