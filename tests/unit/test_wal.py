@@ -239,3 +239,23 @@ def test_status_says_crash_protection_is_off_while_the_wal_is_paused(tmp_path: P
     assert paused.paused is True  # type: ignore[attr-defined]
     assert paused.crash_protection.startswith("OFF")  # type: ignore[attr-defined]
     wal.close()
+
+
+def test_inspect_describes_segments_and_damage(tmp_path: Path) -> None:
+    from alphapanda.kite.protocol import encode_message, encode_tick
+    from alphapanda.kite.protocol.ticks import MODE_LTP, Tick
+    from alphapanda.wal.inspect import describe
+
+    wal = make_wal(tmp_path, Clock(1_700_000_000_000_000_000))
+    wal.open()
+    tick = encode_tick(Tick(instrument_token=5, mode=MODE_LTP, tradable=True, last_price=1.0))
+    for _ in range(3):
+        wal.append(0, encode_message([tick, tick]))
+    wal.close()
+    (_, path) = list_segments(tmp_path)[0]
+    data = bytearray(path.read_bytes())
+    data[len(data) // 3 + 20] ^= 0xFF
+    path.write_bytes(bytes(data))
+    lines = describe(tmp_path)
+    assert "2 frames, 4 ticks" in lines[1]
+    assert lines[2].strip().startswith("corrupt at offset")
