@@ -14,17 +14,19 @@ Routes, never both for one message:
     ``Produce`` into librdkafka. If its queue stays full for ``SPILL_AFTER`` seconds,
     or a delivery fails with a retriable error, the core switches to *spooling*.
 *spooling*
-    New messages are appended to the spool, behind what is already there. First a
-    fence: messages of the direct route still awaiting their report are waited for
-    (new input is held meanwhile, and what librdkafka has not put on the wire yet is
-    purged so it comes back at once, in order), so a message that fails late is
-    spooled before anything newer. Then replay runs in windows: a window is read and
-    produced; its cursor is committed once every message was acked. A window message
-    that failed stays at the head (in memory) and is re-sent after a pause, and only
-    while nothing of the direct route is outstanding. When a window is the whole spool,
-    new input is held (the TickBuffer absorbs it) until every message of that window
-    is acked; only then does the core go back to direct sends. So per-instrument order
-    holds through any number of outages.
+    New messages are appended to the spool, behind what is already there. What
+    librdkafka has not put on the wire yet is purged at once, so it comes back failed
+    right away, in order. Messages of the direct route that fail are older than
+    anything in the spool: they are kept in memory (bounded by librdkafka's queue,
+    which held them until then) and re-sent first, as a window of their own, once
+    nothing of the direct route is outstanding any more (the fence). Then the spool is
+    replayed in windows: a window is read and produced; its cursor is committed once
+    every message was acked. A window message that failed is re-sent after a pause,
+    and only while nothing of the direct route is outstanding. When a window is the
+    whole spool, new input is held for a moment (the TickBuffer absorbs it) hoping the
+    window is acked; the core goes back to direct sends only once every message of the
+    last window is acked, otherwise the held input is spooled behind it. So
+    per-instrument order holds through any number of outages.
 *fatal*
     The producer is unusable (fenced idempotent producer, ...): everything in hand and
     everything still coming is spooled for the next run, and the shell is told
@@ -75,6 +77,9 @@ SPOOL_RETRY_MAX: Final = 2.0
 # While fencing, what librdkafka re-queues (retries after a request timeout) is
 # purged again this often, so the fence does not wait for message.timeout.ms.
 PURGE_INTERVAL: Final = 0.25
+# How long new input is held while the last window of the spool awaits its acks
+# (if they come, the core goes back to direct sends without spooling the input).
+LAST_WINDOW_HOLD: Final = 0.5
 # Pause before offering messages again to a full producer queue.
 PRODUCE_RETRY: Final = 0.001
 # Share of the shutdown deadline kept for purging and spooling at the end.
@@ -169,6 +174,8 @@ class _Window:
     ident: int
     messages: list[EncodedMessage]
     is_last: bool
+    in_memory: bool  # failed direct messages (not in the spool file)
+    hold_until: float = 0.0
     acked: list[bool] = field(default_factory=list)
     settled: int = 0
     outstanding: int = 0
@@ -206,7 +213,8 @@ class PublisherCore:
         self._input_pos = 0
         self._producing = False  # a Produce command is queued
         self._full_since: float | None = None
-        self._failed: list[EncodedMessage] = []  # failed deliveries, not yet spooled
+        # Failed direct deliveries (stage awaiting_ack), re-sent before the spool.
+        self._failed: list[EncodedMessage] = []
         self._spool_busy = False
         self._in_spool: tuple[Origin, int] | None = None  # append in progress
         self._spool_retry_at = 0.0
@@ -221,6 +229,7 @@ class PublisherCore:
         self._final_purged = False
         self._reserve = SHUTDOWN_RESERVE
         self._produce_retry_at = 0.0
+        self._failed_at = 0.0
         self.finished = False
         self.now = 0.0
         # Operator figures.
@@ -302,6 +311,7 @@ class PublisherCore:
             log.error("message dropped: its delivery failed permanently")
         else:
             self._failed.append(message)
+            self._failed_at = self.now
             self._enter_spooling("delivery failed")
         self._advance()
 
@@ -319,7 +329,8 @@ class PublisherCore:
             self._acct.drop("awaiting_ack", DROP_DELIVERY_FAILED)
         else:
             w.failed.append(index)
-            self._acct.replay_failed()
+            if not w.in_memory:
+                self._acct.replay_failed()
             w.is_last = False  # it will not be the end of the spool after all
         self._advance()
 
@@ -378,13 +389,24 @@ class PublisherCore:
         if not messages:
             self._advance()
             return
-        self._windows += 1
-        is_last = len(messages) >= self.spool_records
-        window = _Window(self._windows, messages, is_last, acked=[False] * len(messages))
-        self._window = window
         self._acct.replay(len(messages))
-        self._send(window, list(range(len(messages))))
+        self._open_window(messages, in_memory=False, is_last=len(messages) >= self.spool_records)
         self._advance()
+
+    def _open_window(
+        self, messages: list[EncodedMessage], *, in_memory: bool, is_last: bool
+    ) -> None:
+        self._windows += 1
+        window = _Window(
+            self._windows,
+            messages,
+            is_last,
+            in_memory,
+            hold_until=self.now + LAST_WINDOW_HOLD,
+            acked=[False] * len(messages),
+        )
+        self._window = window
+        self._send(window, list(range(len(messages))))
 
     def on_window_committed(self, error: str | None, now: float) -> None:
         """The outcome of the last ``CommitWindow``."""
@@ -418,6 +440,12 @@ class PublisherCore:
             self.spill_events += 1
             log.warning("%s: spooling new ticks to disk", why)
         self._purge()
+
+    def _leave_spooling(self) -> None:
+        self.spooling = False
+        # Not needed any more: a problem of the spool is no reason to be unready.
+        self.spool_problem = None
+        self._spool_backoff = 0.0
 
     def _purge(self) -> None:
         if self.fatal_reason is None and self.now - self._last_purge >= PURGE_INTERVAL:
@@ -465,10 +493,10 @@ class PublisherCore:
             self._final_purged = True
             if self.fatal_reason is None:
                 self._commands.append(PurgeQueued())
-        # Failed deliveries go to the spool first: they are older than anything held.
-        if self._failed and self._spool_idle():
-            self._spool(AppendToSpool(list(self._failed), True, "failed"))
         self._advance_window(now, final)
+        if (final or self.fatal_reason is not None) and self._failed and self._spool_idle():
+            # No more sending: failed messages go to the spool for the next run.
+            self._spool(AppendToSpool(list(self._failed), True, "failed"))
         self._advance_input(now, final)
         if self.spooling and self.fatal_reason is None and not final:
             self._maybe_replay()
@@ -476,9 +504,9 @@ class PublisherCore:
             self._maybe_finish(now, final)
 
     def _fencing(self) -> bool:
-        # Messages of the direct route whose fate is open, or failed ones not yet in
-        # the spool: nothing newer may be spooled or replayed before them.
-        return self.direct_outstanding > 0 or bool(self._failed)
+        # Messages of the direct route whose fate is open: nothing older may be
+        # re-sent before they are settled (a late failure is older than the spool).
+        return self.direct_outstanding > 0
 
     def _advance_input(self, now: float, final: bool) -> None:
         if self._input_pos >= len(self._input):
@@ -494,16 +522,17 @@ class PublisherCore:
         if not self.spooling:
             return
         window = self._window
-        hold = (
-            self.fatal_reason is None
+        if (
+            window is not None
+            and window.is_last
+            and now < window.hold_until
+            and self.fatal_reason is None
             and not final
-            and (self._fencing() or (window is not None and window.is_last))
-        )
-        if hold:
-            if self._fencing():
-                self._purge()
-            return
-        if self._spool_idle() and not self._failed:
+        ):
+            return  # the last window may be acked in a moment: then straight to direct
+        if window is not None:
+            window.is_last = False  # the held input goes behind it
+        if self._spool_idle():
             force = self.closing
             self._spool(AppendToSpool(self._input[self._input_pos :], force, "encoding"))
         elif (
@@ -522,34 +551,57 @@ class PublisherCore:
             return
         if window.failed:
             if final or self.fatal_reason is not None:
-                return  # stays in the spool for the next run
+                if window.in_memory:
+                    # Back to the failed list, which goes to the spool.
+                    self._failed[:0] = [window.messages[i] for i in sorted(window.failed)]
+                    self._window = None
+                return  # a spool window's failures stay in the spool for the next run
             if window.retry_at is None:
                 window.retry_at = now + REPLAY_RETRY_DELAY
             if now < window.retry_at or self._fencing():
                 return
             retry, window.failed, window.retry_at = sorted(window.failed), [], None
-            self._acct.replay(len(retry))
+            if not window.in_memory:
+                self._acct.replay(len(retry))
             self._send(window, retry)
             return
         # Every message settled and acked (or dropped as permanently failed).
+        if window.in_memory:
+            self._window = None
+            if window.is_last and self.spool_records == 0 and not self._failed:
+                self._leave_spooling()
+                log.info("failed messages re-sent: publishing directly again")
+            return
         if self._spool_busy:
             return
         self._window = None
         self.spool_records -= len(window.messages)
         self._spool(CommitWindow(len(window.messages)))
-        if window.is_last and self.spool_records == 0:
-            self.spooling = False
+        if window.is_last and self.spool_records == 0 and not self._failed:
+            self._leave_spooling()
             log.info("spool replayed: publishing directly again")
 
     def _maybe_replay(self) -> None:
-        if self._window is not None or not self._spool_idle() or self._fencing():
+        if self._window is not None or self._fencing():
             return
-        if self._input_pos < len(self._input):
+        if self._failed:
+            # Failed direct messages are older than everything in the spool: first,
+            # after a pause (the broker just failed them).
+            if self.now < self._failed_at + REPLAY_RETRY_DELAY:
+                return
+            failed, self._failed = self._failed, []
+            self._open_window(
+                failed,
+                in_memory=True,
+                is_last=self.spool_records == 0 and self._input_pos >= len(self._input),
+            )
+            return
+        if not self._spool_idle() or self._input_pos < len(self._input):
             return  # held input goes to the spool first (behind what is there)
         if self.spool_records > 0:
             self._spool(ReadWindow(self.replay_window))
-        elif not self._failed:
-            self.spooling = False
+        else:
+            self._leave_spooling()
             log.info("spool drained: publishing directly again")
 
     def _maybe_finish(self, now: float, final: bool) -> None:
