@@ -70,7 +70,7 @@ def _check(view: memoryview, offset: int) -> int | None:
     magic, length, crc = HEADER.unpack_from(view, offset)
     if magic != MAGIC or length > MAX_PAYLOAD:
         return None
-    end = offset + HEADER.size + length
+    end: int = offset + HEADER.size + length
     if len(view) < end:
         return -1
     if zlib.crc32(view[offset + HEADER.size : end], zlib.crc32(view[offset : offset + 8])) != crc:
@@ -78,7 +78,9 @@ def _check(view: memoryview, offset: int) -> int | None:
     return end
 
 
-def parse(data: bytes | memoryview, offset: int = 0, *, final: bool = True) -> Iterator[Record | Damage]:
+def parse(
+    data: bytes | memoryview, offset: int = 0, *, final: bool = True
+) -> Iterator[Record | Damage]:
     """Records and damage reports in ``data`` from ``offset``, in file order.
 
     With ``final`` (the whole file is in ``data``), bytes at the end that do not form a

@@ -42,7 +42,7 @@ from alphapanda.kite.connection import FrameListener
 from alphapanda.kite.tokens import StaticTokenProvider, TokenProvider
 from alphapanda.metrics.keys import LAST_TICK_TIMESTAMP
 from alphapanda.metrics.samples import MetricsSource, Sample
-from alphapanda.pipeline.accounting import Accounting
+from alphapanda.pipeline.accounting import DROP_SPOOL_CORRUPT, Accounting
 from alphapanda.pipeline.buffer import TickBuffer
 from alphapanda.pipeline.formatter import TickFormatter
 from alphapanda.pipeline.producer import DeliveryHandler, MessageProducer
@@ -132,12 +132,12 @@ class MarketFeedService:
         self.topic = TopicNames.market_ticks(settings.kafka.topic_prefix)
         self.accounting = Accounting()
         self.buffer = TickBuffer(feed.buffer_capacity, feed.buffer_policy, self.accounting)
-        self.spool = Spool(feed.spool_dir, feed.spool_max_bytes)
+        self.spool = Spool(feed.spool_dir, feed.spool_max_bytes, feed.spool_min_free_bytes)
         self.formatter = TickFormatter(include_depth=feed.include_depth, include_oi=feed.include_oi)
         self.encoder = TickEncoder(self.formatter, WireEncoder(feed.wire_format), self.accounting)
 
         def make_producer(
-            on_delivery: DeliveryHandler, on_ack: Callable[[], None]
+            on_delivery: DeliveryHandler, on_ack: Callable[[int], None]
         ) -> MessageProducer:
             return MessageProducer(settings.kafka, self.topic, on_delivery, on_ack=on_ack)
 
@@ -150,6 +150,7 @@ class MarketFeedService:
             batch_max=feed.batch_max,
             shutdown_deadline=feed.shutdown_deadline,
             queue_max_messages=settings.kafka.queue_max_messages,
+            on_fatal=self._on_fatal,
         )
         self.producer = self.publisher.producer
         # The write-ahead log of raw frames: what a crash of this process cannot lose.
@@ -162,7 +163,7 @@ class MarketFeedService:
                 self.accounting,
                 self.encoder.wire,
                 # What a previous run spooled is replayed by the spool: not by the WAL.
-                spool_contents=lambda: self.spool.read_window(self.spool.pending),
+                spool_dir=feed.spool_dir,
             )
             self.producer.ack_listener = self.wal.resolved
         self.client = TickerClient(
@@ -181,6 +182,9 @@ class MarketFeedService:
         self._extra_sources: list[MetricsSource] = []
         self.topic_ready = False
         self.failures: list[str] = []
+        # Set when the feed can no longer do its job and must be restarted (a fatal
+        # producer error): /health answers 503 with it from that moment.
+        self.unhealthy: str | None = None
         self.started = asyncio.Event()
         self._stop = asyncio.Event()
 
@@ -225,11 +229,15 @@ class MarketFeedService:
             reasons.append("no Kite connection is streaming")
         if not self.topic_ready:
             reasons.append(f"topic {self.topic} not created yet (broker unreachable?)")
-        if self.producer.fatal_error is not None:
-            reasons.append(f"Kafka producer failed fatally ({self.producer.fatal_error}): restart")
-        elif self.publisher.spooling:
-            reasons.append("broker not accepting writes: ticks are going to the disk spool")
+        reasons.extend(self.publisher.core.not_ready_reasons())
         return not reasons, reasons
+
+    def _on_fatal(self, reason: str) -> None:
+        # The producer will never send again: everything is spooled for the next run,
+        # the feed reports unhealthy (a supervisor restarts it) and shuts down, exit 1.
+        self.unhealthy = f"Kafka producer failed fatally: {reason}"
+        self.failures.append("kafka producer (fatal error)")
+        self.request_stop()
 
     def is_ready(self) -> bool:
         """See ``readiness()``."""
@@ -267,11 +275,17 @@ class MarketFeedService:
 
     async def run(self) -> None:
         """Run until ``request_stop()`` (or a part fails), then shut down in order."""
-        recovered = self.spool.open()
-        if recovered:
-            self.accounting.recover(recovered)
+        # A scan of a big spool reads every segment: off the event loop.
+        recovered = await asyncio.to_thread(self.spool.open)
+        lost = self.spool.lost_at_open
+        if recovered or lost:
+            # Damaged records of the previous run are received and dropped, counted.
+            self.accounting.recover(recovered + lost)
+            self.accounting.drop("spooled", DROP_SPOOL_CORRUPT, lost)
             log.warning(
-                "spool holds %d messages from a previous run: replaying them first", recovered
+                "spool holds %d messages from a previous run: replaying them first%s",
+                recovered,
+                f" ({lost} damaged records lost)" if lost else "",
             )
         if self.wal is not None:
             self.wal.open()
@@ -311,6 +325,7 @@ class MarketFeedService:
                 await self._stop_quietly("subscriptions", self._quiesce())
                 await self._stop_quietly("kite client", self.client.stop())
                 await client
+                self.publisher.begin_shutdown()
                 self.buffer.close()
                 await publisher
                 topic_setup.cancel()
@@ -324,9 +339,9 @@ class MarketFeedService:
                             await asyncio.shield(task)
                     task.cancel()
         finally:
-            self.spool.close()
+            await asyncio.to_thread(self.spool.close)
             if self.wal is not None:
-                self.wal.close()
+                await asyncio.to_thread(self.wal.close)
         if self.failures:
             raise ServiceFailed(f"stopped because these parts failed: {', '.join(self.failures)}")
 

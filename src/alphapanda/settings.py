@@ -152,6 +152,9 @@ class FeedSettings(_Group):
     wire_format: Literal["json", "msgpack"] = "json"
     spool_dir: Path = Path(".alphapanda/spool")
     spool_max_bytes: int = Field(1 << 30, ge=1 << 20)
+    # The spool stops taking ticks while less than this is free on its filesystem
+    # (the buffer policy then applies), so it never fills the disk for everyone else.
+    spool_min_free_bytes: int = Field(64 << 20, ge=0)
     shutdown_deadline: float = Field(10.0, gt=0)
     # Write-ahead log of raw frames (crash protection): fsync at most every
     # wal_fsync_ms (0: after every write); a power cut loses at most that window.

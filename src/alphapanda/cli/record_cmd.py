@@ -19,6 +19,7 @@ from alphapanda.kite.client import TickerClient
 from alphapanda.kite.protocol import Tick
 from alphapanda.kite.tokens import StaticTokenProvider
 from alphapanda.logs import configure_logging, flush_suppressed, secrets_of
+from alphapanda.pipeline.spool import SpoolError
 from alphapanda.recording import RecordingError, RecordingReader, RecordingWriter
 from alphapanda.replay import ReplaySource, replay_to_kafka, replay_to_stdout
 from alphapanda.service import CsvInstrumentSource, MarketFeedService
@@ -170,6 +171,10 @@ def replay(
     except RecordingError as exc:
         typer.secho(str(exc), fg="red", err=True)
         code = 1
+    except SpoolError as exc:
+        # E.g. a live feed owns the spool directory: replaying into it would steal it.
+        typer.secho(str(exc), fg="red", err=True)
+        code = 2
     finally:
         flush_suppressed(handler)
     raise typer.Exit(code)

@@ -51,6 +51,7 @@ DROP_ENCODE_ERROR: Final = "encode_error"
 DROP_DELIVERY_FAILED: Final = "delivery_failed"
 DROP_SHUTDOWN: Final = "shutdown"
 DROP_SPOOL_CORRUPT: Final = "spool_corrupt"
+DROP_SPOOL_UNAVAILABLE: Final = "spool_unavailable"
 
 STAGES: Final = ("buffered", "encoding", "awaiting_ack", "spooled")
 
