@@ -25,7 +25,7 @@ import asyncio
 import logging
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Final
 
@@ -33,17 +33,15 @@ from alphapanda.kite.protocol import decode_message
 from alphapanda.metrics.samples import Sample
 from alphapanda.pipeline.accounting import SOURCE_WAL, Accounting
 from alphapanda.pipeline.buffer import TickBuffer
-from alphapanda.pipeline.producer import EncodedMessage
-from alphapanda.pipeline.wire import WireEncoder, position_of
+from alphapanda.pipeline.wire import WireEncoder
 from alphapanda.settings import Settings
 from alphapanda.wal.log import WriteAheadLog
 from alphapanda.wal.recovery import RecoveryCounts, RecoveryFilter
 from alphapanda.wal.segments import ReadReport, parse_segment
+from alphapanda.wal.spooled import spooled_positions
 from alphapanda.wal.tails import (
-    Position,
     TailReport,
     consumer_config,
-    parse_record,
     read_tail_positions,
 )
 
@@ -58,7 +56,6 @@ TAILS_TIMEOUT: Final = 5.0
 HOLD_MAX_BYTES: Final = 256 << 20
 
 TailReader = Callable[..., TailReport]
-SpoolContents = Callable[[], Iterable[EncodedMessage]]
 
 
 class WalIngest:
@@ -72,7 +69,7 @@ class WalIngest:
         accounting: Accounting,
         wire: WireEncoder,
         *,
-        spool_contents: SpoolContents | None = None,
+        spool_dir: Path | None = None,
         tail_reader: TailReader = read_tail_positions,
     ) -> None:
         feed = settings.feed
@@ -84,7 +81,7 @@ class WalIngest:
         self._buffer = buffer
         self._accounting = accounting
         self._wire = wire
-        self._spool_contents = spool_contents
+        self._spool_dir = spool_dir
         self._tail_reader = tail_reader
         self._old_segments: list[tuple[int, Path]] = []
         self._held: deque[tuple[int, bytes]] = deque()
@@ -190,7 +187,11 @@ class WalIngest:
             self.recovery_state = "abandoned (stopped before the broker answered)"
             return False
         newest = dict(tails.positions)
-        spooled = self._merge_spool_positions(newest)
+        # Spooled messages are published by the spool's own replay, before the buffer:
+        # the WAL must not publish them a second time.
+        spooled = 0
+        if self._spool_dir is not None:
+            spooled = await asyncio.to_thread(spooled_positions, self._spool_dir, newest)
         for token, (ns, index) in newest.items():
             self._wire.seed_position(token, ns, index)
         self.recovery_state = "publishing recovered ticks"
@@ -235,24 +236,6 @@ class WalIngest:
             len(newest),
         )
         return True
-
-    def _merge_spool_positions(self, newest: dict[int, Position]) -> int:
-        # Spooled messages are published by the spool's own replay, before the buffer:
-        # the WAL must not publish them a second time.
-        if self._spool_contents is None:
-            return 0
-        count = 0
-        for message in self._spool_contents():
-            count += 1
-            try:
-                token, position = parse_record(message.value, message.headers)
-            except Exception:
-                continue
-            if position_of(message.headers) is None:
-                continue
-            if position > newest.get(token, (-1, -1)):
-                newest[token] = position
-        return count
 
     async def _release_held(self) -> None:
         # Frames read while recovery ran, in order; new ones keep arriving meanwhile and
