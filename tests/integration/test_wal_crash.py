@@ -174,7 +174,7 @@ async def test_recovery_publishes_nothing_twice_after_everything_was_acked(
     assert "wal_recovered=0" in feed.tail()
 
 
-async def test_sigkill_while_the_broker_is_paused_then_restart_both(
+async def test_sigkill_while_the_broker_is_paused_then_restart_both_broker_last(
     tmp_path: Path, unique: str, private_kafka: PrivateService
 ) -> None:
     prefix = f"test.{unique}."
@@ -201,12 +201,18 @@ async def test_sigkill_while_the_broker_is_paused_then_restart_both(
             private_kafka.resume()
         in_wal = wal_ticks(tmp_path / "wal")
         shutil.copytree(tmp_path / "wal", tmp_path / "wal-at-kill")
-        # Restart the broker too (a crash of its own), then the feed.
+        # The broker crashes too and is still down when the feed restarts: recovery
+        # cannot read the tails, so the feed connects anyway and holds what it reads.
         await asyncio.to_thread(private_kafka.kill)
-        await asyncio.to_thread(private_kafka.start)
         await feed.start()
+        await feed.wait_for(
+            lambda m: m.get("wal_held_frames", 0) > 0, 120, "frames held while the broker is down"
+        )
+        await asyncio.to_thread(private_kafka.start)
         figures = await feed.wait_for(
-            lambda m: m.get("wal_recovered_total", 0) > 0, 120, "recovery"
+            lambda m: m.get("wal_recovered_total", 0) > 0 and m.get("wal_held_frames", 1) == 0,
+            120,
+            "recovery, then the held frames",
         )
         assert figures["ticks_wal_recovered_total"] == figures["wal_recovered_total"]
         await asyncio.sleep(2)
@@ -221,3 +227,40 @@ async def test_sigkill_while_the_broker_is_paused_then_restart_both(
     records = await asyncio.to_thread(read_topic, private_kafka.bootstrap, f"{prefix}market.ticks")
     assert_exactly_once(records, in_wal, stats["total_ticks_sent"], kills=1)
     assert figures["wal_recovered_total"] >= 2000
+
+
+async def test_sigkill_while_spooling_then_restart_spool_and_wal_give_exactly_once(
+    tmp_path: Path, unique: str
+) -> None:
+    prefix = f"test.{unique}."
+    async with running_simulator(ticks_per_second=1500) as sim:
+        # Run 1: no broker at all; a small producer queue sends ticks to the spool fast.
+        offline = FeedProcess(sim, f"127.0.0.1:{free_port()}", prefix, tmp_path)
+        offline.env.update(
+            ALPHAPANDA_KAFKA__MESSAGE_TIMEOUT_MS="1000",
+            ALPHAPANDA_KAFKA__QUEUE_MAX_MESSAGES="1000",
+        )
+        await offline.start()
+        await offline.wait_for(lambda m: m.get("ticks_spooled", 0) >= 2000, 90, "spooling")
+        offline.sigkill()
+        await offline.wait()
+        in_wal = wal_ticks(tmp_path / "wal")
+        # Run 2: the broker is there. The spool replays what it holds, the WAL adds
+        # exactly what is in neither the topic nor the spool.
+        online = FeedProcess(sim, SHARED_KAFKA, prefix, tmp_path)
+        await online.start()
+        figures = await online.wait_for(
+            lambda m: m.get("wal_already_published_total", 0) > 0, 90, "recovery"
+        )
+        await asyncio.sleep(1)
+        await sim.set_rate(0)
+        await online.wait_for(
+            lambda m: m.get("ticks_in_flight", 1) == 0 and m.get("ticks_spooled", 1) == 0,
+            90,
+            "all acked",
+        )
+        await online.sigterm()
+        stats = await sim.stats()
+    records = await asyncio.to_thread(read_topic, SHARED_KAFKA, f"{prefix}market.ticks")
+    assert_exactly_once(records, in_wal, stats["total_ticks_sent"], kills=1)
+    assert figures["wal_already_published_total"] >= 2000  # the spooled ones

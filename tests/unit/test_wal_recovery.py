@@ -94,3 +94,58 @@ def test_tail_records_parse_token_and_position_from_value_and_header() -> None:
     msgpack = WireEncoder("msgpack")
     _, packed, _ = msgpack.encode(market_tick, 1)
     assert parse_record(packed, msgpack.position_headers(A, 777)) == (A, (777, 0))
+
+
+def test_ticks_in_the_spool_are_not_recovered_even_when_older_than_the_newest() -> None:
+    # The spool holds A's tick of frame 300 (newer) but not those of frame 200, which a
+    # crash left in librdkafka's queue: they are recovered; 300's is not.
+    counts = RecoveryCounts()
+    first: list[tuple[int, int, int]] = []
+    out = list(
+        recover_with(
+            WAL,
+            {A: (100, 0), B: (300, 0)},
+            counts,
+            spooled={(A, 300, 0)},
+            on_first_index=lambda *a: first.append(a),
+        )
+    )
+    assert prices(out) == [(A, 2), (A, 3)]
+    assert counts.wal_already_published == 5
+    assert first == []  # A's first recovered packet of frame 200 is its packet 0
+
+
+def test_the_encoder_is_told_where_a_partly_published_frame_resumes() -> None:
+    first: list[tuple[int, int, int]] = []
+    out = list(
+        recover_with(
+            WAL, {A: (200, 0)}, RecoveryCounts(), on_first_index=lambda *a: first.append(a)
+        )
+    )
+    assert prices(out) == [(B, 1), (A, 3), (B, 2), (A, 4), (B, 3)]
+    assert first == [(A, 200, 1)]
+
+
+def recover_with(frames, newest, counts, **kwargs):  # type: ignore[no-untyped-def]
+    from alphapanda.wal.recovery import RecoveryFilter
+
+    selector = RecoveryFilter(newest, counts, **kwargs)
+    for frame in frames:
+        yield frame.received_at_ns, selector.select(frame.received_at_ns, frame.frame)
+
+
+def test_spooled_positions_reads_the_spool_segments(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from alphapanda.pipeline.producer import EncodedMessage
+    from alphapanda.pipeline.spool import Spool
+    from alphapanda.wal.spooled import spooled_positions
+
+    encoder = WireEncoder()
+    spool = Spool(tmp_path, 1 << 30)
+    spool.open()
+    messages = [
+        EncodedMessage(b"%d" % A, b"{}", encoder.position_headers(A, ns), ns)
+        for ns in (100, 100, 200)
+    ]
+    assert spool.append_many(messages).written == 3
+    spool.close()
+    assert spooled_positions(tmp_path) == {(A, 100, 0), (A, 100, 1), (A, 200, 0)}

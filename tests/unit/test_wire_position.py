@@ -24,9 +24,13 @@ def test_frames_of_two_shards_may_interleave() -> None:
 
 def test_seeded_position_continues_a_partly_published_frame() -> None:
     encoder = WireEncoder()
-    encoder.seed_position(7, 500, 1)  # packets 0 and 1 of frame 500 are in the topic
+    encoder.seed_position(7, 500, 2)  # packets 0 and 1 of frame 500 are in the topic
+    encoder.seed_position(8, 500, 1)
+    assert pkt(encoder, 7, 400) == 0
     assert pkt(encoder, 7, 500) == 2
+    assert pkt(encoder, 7, 500) == 3
     assert pkt(encoder, 7, 600) == 0
+    assert pkt(encoder, 8, 500) == 1
 
 
 def test_headers_are_the_shared_ones_plus_pkt() -> None:

@@ -109,6 +109,9 @@ class WireEncoder:
         self.shared_headers: list[tuple[str, bytes]] = self._headers.copy()
         # Per instrument: the receive time of its last tick and that tick's packet index.
         self._positions: dict[int, tuple[int, int]] = {}
+        # Frames published again after a crash whose first packet here is not their
+        # instrument's first in the frame: (token, receive time) -> its index.
+        self._first_index: dict[tuple[int, int], int] = {}
         # Header lists by packet index (almost always 0): shared, like shared_headers.
         self._position_headers: list[list[tuple[str, bytes]]] = []
 
@@ -120,7 +123,12 @@ class WireEncoder:
         its rank among that instrument's packets in the frame. Call once per record, in
         order."""
         last = self._positions.get(instrument_token)
-        index = last[1] + 1 if last is not None and last[0] == received_at_ns else 0
+        if last is not None and last[0] == received_at_ns:
+            index = last[1] + 1
+        elif self._first_index:
+            index = self._first_index.pop((instrument_token, received_at_ns), 0)
+        else:
+            index = 0
         if len(self._positions) >= _KEY_CACHE_MAX and last is None:
             self._positions.clear()
         self._positions[instrument_token] = (received_at_ns, index)
@@ -130,9 +138,11 @@ class WireEncoder:
         return cached[index]
 
     def seed_position(self, instrument_token: int, received_at_ns: int, index: int) -> None:
-        """Continue packet indexes after ``(received_at_ns, index)`` (a position already
-        published, when the rest of its frame is published again after a crash)."""
-        self._positions[instrument_token] = (received_at_ns, index)
+        """The next tick of ``instrument_token`` from the frame received at
+        ``received_at_ns`` is its packet ``index`` of that frame (when only part of a
+        frame is published again after a crash)."""
+        if index > 0:
+            self._first_index[(instrument_token, received_at_ns)] = index
 
     def headers(self) -> list[tuple[str, bytes]]:
         """The headers every record of this encoder carries (a fresh list)."""

@@ -189,13 +189,14 @@ class WalIngest:
         newest = dict(tails.positions)
         # Spooled messages are published by the spool's own replay, before the buffer:
         # the WAL must not publish them a second time.
-        spooled = 0
+        in_spool: set[tuple[int, int, int]] = set()
         if self._spool_dir is not None:
-            spooled = await asyncio.to_thread(spooled_positions, self._spool_dir, newest)
-        for token, (ns, index) in newest.items():
-            self._wire.seed_position(token, ns, index)
+            in_spool = await asyncio.to_thread(spooled_positions, self._spool_dir)
+        spooled = len(in_spool)
         self.recovery_state = "publishing recovered ticks"
-        selector = RecoveryFilter(newest, self.counts)
+        selector = RecoveryFilter(
+            newest, self.counts, spooled=in_spool, on_first_index=self._wire.seed_position
+        )
         report = self.read_report
         for first_ns, path in self._old_segments:
             try:

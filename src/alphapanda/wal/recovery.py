@@ -11,7 +11,7 @@ instrument in the topic. No time window is involved.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
 from alphapanda.kite.protocol import decode_message
@@ -39,8 +39,19 @@ class RecoveryCounts:
 class RecoveryFilter:
     """Keeps the ticks of each frame that come after their instrument's newest position."""
 
-    def __init__(self, newest: dict[int, Position], counts: RecoveryCounts | None = None) -> None:
+    def __init__(
+        self,
+        newest: dict[int, Position],
+        counts: RecoveryCounts | None = None,
+        *,
+        spooled: set[tuple[int, int, int]] | None = None,
+        on_first_index: Callable[[int, int, int], None] | None = None,
+    ) -> None:
         self._newest = newest
+        # (token, receive time, index) of every message in the spool: its own replay
+        # publishes them, so they are "already published" whatever their position.
+        self._spooled = spooled or set()
+        self._on_first_index = on_first_index
         self.counts = counts or RecoveryCounts()
 
     def select(self, received_at_ns: int, frame: bytes) -> list[Tick]:
@@ -52,11 +63,20 @@ class RecoveryFilter:
         seen: dict[int, int] = {}
         newest = self._newest
         keep: list[Tick] = []
+        kept: set[int] = set()
+        spooled = self._spooled
         for tick in decoded.ticks:
             token = tick.instrument_token
             index = seen.get(token, -1) + 1
             seen[token] = index
-            if (received_at_ns, index) > newest.get(token, _BEFORE_ANY):
+            if (received_at_ns, index) > newest.get(token, _BEFORE_ANY) and (
+                not spooled or (token, received_at_ns, index) not in spooled
+            ):
+                if token not in kept:
+                    kept.add(token)
+                    if index and self._on_first_index is not None:
+                        # The encoder must number it as the packet it was, not as 0.
+                        self._on_first_index(token, received_at_ns, index)
                 keep.append(tick)
                 counts.per_instrument[token] = counts.per_instrument.get(token, 0) + 1
             else:

@@ -1,10 +1,12 @@
-"""The newest position per instrument among the messages in the disk spool.
+"""The positions of the messages in the disk spool.
 
 The spool replays its messages itself (before anything of the new run), so crash
 recovery must count them as published. Read only, straight from the segment files (a
 framed-log record per message, payload msgpack ``[key, value, headers,
 received_at_ns]``): every record counts, also those before the replay cursor, which
-were replayed and acked and so are in the topic anyway. Damaged records are skipped
+were replayed and acked and so are in the topic anyway. A set, not a newest position:
+the spool can hold newer ticks of an instrument than ones a crash left unpublished
+(those were still in librdkafka's queue when newer ones were spooled). Damaged records are skipped
 (the spool counts them itself).
 """
 
@@ -16,15 +18,14 @@ import msgspec
 
 from alphapanda import framedlog
 from alphapanda.pipeline.wire import position_of
-from alphapanda.wal.tails import Position
 
 _Payload = tuple[bytes, bytes, list[tuple[str, bytes]], int]
 _DECODER = msgspec.msgpack.Decoder(_Payload)
 
 
-def spooled_positions(spool_dir: Path, into: dict[int, Position]) -> int:
-    """Fold the spool's messages into ``into``; returns how many were read."""
-    count = 0
+def spooled_positions(spool_dir: Path) -> set[tuple[int, int, int]]:
+    """``(instrument, receive time, packet index)`` of every message in the spool."""
+    found: set[tuple[int, int, int]] = set()
     for path in sorted(spool_dir.glob("segment-*.log")):
         try:
             data = path.read_bytes()
@@ -38,8 +39,5 @@ def spooled_positions(spool_dir: Path, into: dict[int, Position]) -> int:
                 token = int(key)
             except (msgspec.DecodeError, msgspec.ValidationError, ValueError):
                 continue
-            count += 1
-            position = (received_at_ns, position_of(headers) or 0)
-            if position > into.get(token, (-1, -1)):
-                into[token] = position
-    return count
+            found.add((token, received_at_ns, position_of(headers) or 0))
+    return found
