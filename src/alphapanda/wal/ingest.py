@@ -84,6 +84,7 @@ class WalIngest:
         self._spool_dir = spool_dir
         self._tail_reader = tail_reader
         self._old_segments: list[tuple[int, Path]] = []
+        self._in_spool: set[tuple[int, int, int]] = set()
         self._held: deque[tuple[int, bytes]] = deque()
         self._held_bytes = 0
         self._room = asyncio.Event()
@@ -124,6 +125,12 @@ class WalIngest:
     def open(self) -> None:
         self.wal.open()
         self._old_segments = self.wal.segment_starts()
+
+    async def prepare(self) -> None:
+        """Before the spool starts replaying: note which messages it holds (only needed
+        when there is something to recover)."""
+        if self._old_segments and self._spool_dir is not None:
+            self._in_spool = await asyncio.to_thread(spooled_positions, self._spool_dir)
 
     def close(self) -> None:
         """At shutdown, after the publisher drained: free what is resolved, then flush."""
@@ -166,6 +173,9 @@ class WalIngest:
                     self._topic,
                     oldest_ns=oldest_ns,
                     timeout=TAILS_TIMEOUT,
+                    # The spool's replay may already be publishing: its messages are
+                    # judged by the spool set, not by the topic's newest position.
+                    exclude=self._in_spool,
                 )
                 break
             except Exception as exc:  # broker unreachable, topic missing, timeout
@@ -189,9 +199,7 @@ class WalIngest:
         newest = dict(tails.positions)
         # Spooled messages are published by the spool's own replay, before the buffer:
         # the WAL must not publish them a second time.
-        in_spool: set[tuple[int, int, int]] = set()
-        if self._spool_dir is not None:
-            in_spool = await asyncio.to_thread(spooled_positions, self._spool_dir)
+        in_spool = self._in_spool
         spooled = len(in_spool)
         self.recovery_state = "publishing recovered ticks"
         selector = RecoveryFilter(

@@ -80,9 +80,16 @@ def parse_record(value: bytes, headers: list[tuple[str, bytes]] | None) -> tuple
     return envelope.data.instrument_token, (envelope.data.received_at_ns, index or 0)
 
 
-def newest_positions(records: Iterable[TailRecord], into: dict[int, Position]) -> None:
-    """Fold ``records`` into the newest position per instrument."""
+def newest_positions(
+    records: Iterable[TailRecord],
+    into: dict[int, Position],
+    exclude: set[tuple[int, int, int]] | None = None,
+) -> None:
+    """Fold ``records`` into the newest position per instrument, leaving out those in
+    ``exclude`` ((token, receive time, index): messages of the spool being replayed)."""
     for record in records:
+        if exclude and (record.instrument_token, *record.position) in exclude:
+            continue
         seen = into.get(record.instrument_token)
         if seen is None or record.position > seen:
             into[record.instrument_token] = record.position
@@ -106,6 +113,7 @@ def read_tail_positions(
     window: int = DEFAULT_WINDOW,
     max_window: int = DEFAULT_MAX_WINDOW,
     timeout: float = 10.0,
+    exclude: set[tuple[int, int, int]] | None = None,
 ) -> TailReport:
     """Read every partition's tail of ``topic``; raises ``KafkaException`` (or
     ``TimeoutError``) when the broker does not answer within ``timeout``."""
@@ -119,7 +127,7 @@ def read_tail_positions(
         report = TailReport(partitions=len(described.partitions))
         for partition in sorted(described.partitions):
             _read_partition(
-                consumer, topic, partition, oldest_ns, window, max_window, timeout, report
+                consumer, topic, partition, oldest_ns, window, max_window, timeout, report, exclude
             )
         return report
     finally:
@@ -135,6 +143,7 @@ def _read_partition(
     max_window: int,
     timeout: float,
     report: TailReport,
+    exclude: set[tuple[int, int, int]] | None = None,
 ) -> None:
     low, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=timeout)
     end = high
@@ -153,7 +162,7 @@ def _read_partition(
                     topic,
                     max_window,
                 )
-            newest_positions(records, report.positions)
+            newest_positions(records, report.positions, exclude)
             report.records += len(records)
             return
         size = min(size * 4, max_window)
