@@ -169,9 +169,7 @@ async def test_recovery_publishes_nothing_twice_after_everything_was_acked(
         in_wal = wal_ticks(tmp_path / "wal")
         assert in_wal, "the killed feed left no WAL to recover from"
         await feed.start()
-        figures = await feed.wait_for(
-            lambda m: m.get("wal_already_published_total", 0) > 0, 60, "recovery"
-        )
+        figures = await feed.wait_for(lambda m: m.get("wal_recovery_done", 0) == 1, 60, "recovery")
         assert figures["wal_recovered_total"] == 0
         assert figures["wal_already_published_total"] >= len(in_wal)
         await feed.sigterm()
@@ -258,7 +256,7 @@ async def test_sigkill_while_spooling_then_restart_spool_and_wal_give_exactly_on
         online = FeedProcess(sim, SHARED_KAFKA, prefix, tmp_path)
         await online.start()
         figures = await online.wait_for(
-            lambda m: m.get("wal_already_published_total", 0) > 0, 90, "recovery"
+            lambda m: m.get("wal_recovery_done", 0) == 1, 90, "recovery"
         )
         await asyncio.sleep(1)
         await sim.set_rate(0)

@@ -276,6 +276,13 @@ class WalIngest:
     def samples(self) -> Iterator[Sample]:
         yield from self.wal.samples()
         yield Sample(
+            "wal_recovery_done",
+            "gauge",
+            int(self.recovered.is_set()),
+            (),
+            "1 once start-up recovery from the WAL is done (frames are decoded as they come).",
+        )
+        yield Sample(
             "wal_recovered_total",
             "counter",
             self.counts.wal_recovered,
