@@ -84,6 +84,11 @@ class _SessionEnd(Exception):
 
 # Session end reasons that are not failures: the shard has nothing to carry.
 _IDLE: Final = "idle"
+# After the last unsubscribe the socket is read until no frame came for DRAIN_QUIET
+# seconds (frames already on their way are published), but never longer than DRAIN_MAX.
+DRAIN_QUIET: Final = 0.25
+DRAIN_MAX: Final = 2.0
+_DRAIN_POLL: Final = 0.02
 
 
 class ShardConnection:
@@ -369,12 +374,35 @@ class ShardConnection:
         while True:
             await self._changed.wait()
             self._changed.clear()
-            if not self._desired:
-                raise _SessionEnd(_IDLE)
             try:
                 await self._sync(socket)
             except SocketClosed:
                 raise _SessionEnd("closed_by_server") from None
+            if not self._desired and await self._drained():
+                raise _SessionEnd(_IDLE)
+
+    async def _drained(self) -> bool:
+        """After the last unsubscribe: read on until the socket is quiet, so the frames
+        the exchange already sent are published, not thrown away with the socket.
+
+        Quiet means the reader has waited ``DRAIN_QUIET`` for a frame; while it is
+        busy handing ticks over (backpressure) that is not quiet. Bounded by
+        ``DRAIN_MAX``. ``False`` if instruments were subscribed again meanwhile.
+        """
+        start = self._clock()
+        while (now := self._clock()) - start < DRAIN_MAX:
+            if self._desired:
+                return False
+            since = self._waiting_since
+            if since is not None and now - max(since, start) >= DRAIN_QUIET:
+                break
+            await asyncio.sleep(_DRAIN_POLL)
+        return not self._desired
+
+    @property
+    def in_session(self) -> bool:
+        """A socket is open (connected, possibly draining)."""
+        return self._state.state == "connected"
 
     async def _sync(self, socket: FrameSocket) -> None:
         """Send what turns the server's view (``_sent``) into ``_desired``."""
