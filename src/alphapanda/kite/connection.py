@@ -44,7 +44,7 @@ from alphapanda.kite.reconnect import ReconnectPolicy
 from alphapanda.kite.sharding import chunked, subscription_delta
 from alphapanda.kite.state import ConnectionStateMachine, ConnectionStatus
 from alphapanda.kite.throttle import LogThrottle
-from alphapanda.kite.tokens import TickSink, TokenProvider
+from alphapanda.kite.tokens import TickSink, TokenProvider, TokenUnavailable
 from alphapanda.kite.transport import ConnectFailed, Connector, FrameSocket, SocketClosed, scrub
 from alphapanda.settings import KiteSettings
 
@@ -84,6 +84,7 @@ class _SessionEnd(Exception):
 
 # Session end reasons that are not failures: the shard has nothing to carry.
 _IDLE: Final = "idle"
+_TEXT_TYPES: Final = frozenset({"order", "error", "message"})
 # After the last unsubscribe the socket is read until no frame came for DRAIN_QUIET
 # seconds (frames already on their way are published), but never longer than DRAIN_MAX.
 DRAIN_QUIET: Final = 0.25
@@ -207,6 +208,12 @@ class ShardConnection:
         self._state.connecting(self._wall())
         try:
             token = await self._tokens.get_access_token()
+        except TokenUnavailable as exc:
+            # No token to try (e.g. expired at 06:00 IST): waiting for a login, not
+            # failing; the new token is picked up within auth_poll_interval.
+            self._fail("auth_required", str(exc) or type(exc).__name__, auth=True)
+            await self._await_token()
+            return
         except Exception as exc:
             self._fail("token_error", f"token provider failed: {type(exc).__name__}")
             await asyncio.sleep(self._policy.next_delay("token_error"))
@@ -255,14 +262,25 @@ class ShardConnection:
             return
         more = f" (and {suppressed} more like it)" if suppressed else ""
         if auth:
+            why = "access token rejected (HTTP 403)" if reason == "auth_403" else detail
             log.error(
-                "kite shard %d: access token rejected (HTTP 403); state auth_required, "
-                "waiting for a new token%s",
+                "kite shard %d: %s; state auth_required, waiting for a new token%s",
                 self.shard,
+                why,
                 more,
             )
         else:
             log.warning("kite shard %d: %s (%s)%s", self.shard, reason, detail, more)
+
+    async def _await_token(self) -> None:
+        # Poll the (cheap) provider until it has a token again.
+        while True:
+            await asyncio.sleep(self._auth_poll_interval)
+            try:
+                await self._tokens.get_access_token()
+            except Exception:
+                continue
+            return
 
     async def _await_new_token(self, rejected: str, delay: float) -> None:
         # Retrying a rejected token fast cannot help and looks like a storm to Kite;
@@ -340,7 +358,9 @@ class ShardConnection:
         except ProtocolError:
             kind = "invalid"
         else:
-            kind = message.type
+            # The type is chosen by the server and becomes a metric label: only the
+            # known ones are kept apart, so the label set stays bounded.
+            kind = message.type if message.type in _TEXT_TYPES else "unknown"
         counts = self.counters.text_messages
         counts[kind] = counts.get(kind, 0) + 1
         if kind in (TEXT_ERROR, "invalid"):
