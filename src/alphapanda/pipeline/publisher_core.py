@@ -532,6 +532,15 @@ class PublisherCore:
             return  # the last window may be acked in a moment: then straight to direct
         if window is not None:
             window.is_last = False  # the held input goes behind it
+        replay_due = (
+            window is None
+            and self.spool_records > 0
+            and not self._fencing()
+            and self.fatal_reason is None
+            and not final
+        )
+        if self.spool_problem is not None and replay_due:
+            return  # the spool refused: replaying it first is what makes room
         if self._spool_idle():
             force = self.closing
             self._spool(AppendToSpool(self._input[self._input_pos :], force, "encoding"))
@@ -596,11 +605,14 @@ class PublisherCore:
                 is_last=self.spool_records == 0 and self._input_pos >= len(self._input),
             )
             return
-        if not self._spool_idle() or self._input_pos < len(self._input):
-            return  # held input goes to the spool first (behind what is there)
+        if not self._spool_idle():
+            return
+        # Held input (not yet in the spool) is newer than everything in it, so the
+        # spool is replayed meanwhile: that is also how a full spool makes room.
         if self.spool_records > 0:
             self._spool(ReadWindow(self.replay_window))
         else:
+            # Nothing older is left anywhere: held input (if any) may go direct.
             self._leave_spooling()
             log.info("spool drained: publishing directly again")
 
