@@ -58,10 +58,9 @@ log = logging.getLogger(__name__)
 
 # Between attempts to create the topic while the broker is unreachable at start-up.
 TOPIC_RETRY_DELAY: Final = 5.0
-# Shutdown: after unsubscribing, the sockets are read until no tick came for
-# QUIESCE_QUIET seconds, but never longer than QUIESCE_MAX.
-QUIESCE_QUIET: Final = 0.25
-QUIESCE_MAX: Final = 2.0
+# Shutdown: after unsubscribing, each socket is read until quiet (see the connection's
+# DRAIN_QUIET/DRAIN_MAX); the whole step never takes longer than QUIESCE_MAX.
+QUIESCE_MAX: Final = 3.0
 # How long start-up waits for crash recovery (the broker answering) before it opens the
 # sockets anyway.
 WAL_RECOVERY_WAIT: Final = 10.0
@@ -373,23 +372,16 @@ class MarketFeedService:
             self.request_stop()
 
     async def _quiesce(self) -> None:
-        # Unsubscribe first and read until the exchange goes quiet, so the ticks it
-        # already wrote into the sockets are read and published instead of being
-        # thrown away with the sockets. Bounded: an exchange that keeps sending (or a
-        # blocked buffer) cannot hold the shutdown longer than QUIESCE_MAX.
-        if not self.client.is_streaming():
+        # Unsubscribe first: each connection then reads until its socket is quiet
+        # (frames already sent are published, and a reader blocked handing ticks to a
+        # full buffer finishes its hand-over) and closes. Bounded: an exchange that
+        # keeps sending cannot hold the shutdown longer than QUIESCE_MAX.
+        if not self.client.sessions_open():
             return
         await self.client.set_subscriptions({})
         deadline = time.monotonic() + QUIESCE_MAX
-        last = self.accounting.received_socket
-        quiet_since = time.monotonic()
-        while time.monotonic() < deadline:
+        while self.client.sessions_open() and time.monotonic() < deadline:  # noqa: ASYNC110 (a count over shards, not one event)
             await asyncio.sleep(0.02)
-            now = time.monotonic()
-            if self.accounting.received_socket != last:
-                last, quiet_since = self.accounting.received_socket, now
-            elif now - quiet_since >= QUIESCE_QUIET:
-                return
 
     async def _stop_quietly(self, what: str, awaitable: Any) -> None:
         # Teardown errors are logged once and do not stop the rest of the shutdown.

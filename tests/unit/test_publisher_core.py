@@ -301,3 +301,23 @@ def test_read_window_is_asked_only_behind_the_fence() -> None:
     d.settle_spool()
     assert not any(isinstance(c, ReadWindow) for c in d.pending_spool)
     assert len(d.producer.queued) == outstanding  # nothing re-sent behind the fence
+
+
+def test_a_spool_that_cannot_take_input_is_still_replayed() -> None:
+    # Under block, input held because the spool is full must not stop replay: replay
+    # is what makes room (and held input is newer than everything in the spool).
+    d = Driver(window=4)
+    d.preload(10)
+    d.spool.fail_writes = "No space left on device"
+    d.tick(0.0)
+    d.settle_spool()  # the first window is read
+    d.feed([msg(10), msg(11)])
+    d.settle_spool()
+    assert not d.core.wants_input and d.core.spool_problem is not None
+    for _ in range(20):
+        d.tick(0.5)
+        d.settle_spool()
+        d.deliver()
+    assert not d.core.spooling
+    assert d.topic == [msg(i) for i in range(12)]
+    d.assert_balanced()

@@ -38,6 +38,7 @@ from alphapanda.auth.expiry import is_expired, seconds_left, token_expiry
 from alphapanda.auth.store import StoredToken, TokenSource, TokenStore
 from alphapanda.db.engine import Database
 from alphapanda.db.migrate import upgrade_connection
+from alphapanda.kite.tokens import TokenUnavailable
 from alphapanda.metrics.samples import Sample
 from alphapanda.settings import Settings
 
@@ -49,7 +50,7 @@ LOGIN_TIMEOUT = 15.0
 DB_LOOKUP_TIMEOUT = 3.0
 
 
-class AuthRequired(Exception):
+class AuthRequired(TokenUnavailable):
     """No usable access token: someone must log in (``alphapanda auth login``)."""
 
 

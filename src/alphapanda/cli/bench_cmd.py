@@ -113,8 +113,9 @@ def chaos(
         str,
         typer.Option(
             "--faults",
-            help="Comma-separated, in order: kill,pause,drops,malformed,stall,redis,token; "
-            "feedkill (SIGKILL of a feed process 10 times) runs last.",
+            help="Comma-separated, in order: kill,pause,drops,malformed,stall,redis,token,"
+            "diskfull,spoolcorrupt,twoprocs,flap,fatal (diskfull needs root: it mounts a "
+            "small tmpfs for the spool); feedkill (SIGKILL of a feed process 10 times) runs last.",
         ),
     ] = "kill,pause,drops,malformed,stall,redis,token",
     rate: Annotated[float, typer.Option("--rate", min=1, help="Simulator ticks/s.")] = 2000.0,

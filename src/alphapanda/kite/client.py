@@ -120,6 +120,10 @@ class TickerClient:
             self._stop_requested.clear()
             self._finished.set()
 
+    def sessions_open(self) -> int:
+        """How many shards have a socket open (streaming or draining)."""
+        return sum(1 for shard in self._shards if shard.in_session)
+
     async def stop(self) -> None:
         """Close every socket and make ``run()`` return; waits until it has."""
         self._stop_requested.set()

@@ -44,7 +44,7 @@ from alphapanda.kite.reconnect import ReconnectPolicy
 from alphapanda.kite.sharding import chunked, subscription_delta
 from alphapanda.kite.state import ConnectionStateMachine, ConnectionStatus
 from alphapanda.kite.throttle import LogThrottle
-from alphapanda.kite.tokens import TickSink, TokenProvider
+from alphapanda.kite.tokens import TickSink, TokenProvider, TokenUnavailable
 from alphapanda.kite.transport import ConnectFailed, Connector, FrameSocket, SocketClosed, scrub
 from alphapanda.settings import KiteSettings
 
@@ -107,6 +107,12 @@ class _SessionEnd(Exception):
 
 # Session end reasons that are not failures: the shard has nothing to carry.
 _IDLE: Final = "idle"
+_TEXT_TYPES: Final = frozenset({"order", "error", "message"})
+# After the last unsubscribe the socket is read until no frame came for DRAIN_QUIET
+# seconds (frames already on their way are published), but never longer than DRAIN_MAX.
+DRAIN_QUIET: Final = 0.25
+DRAIN_MAX: Final = 2.0
+_DRAIN_POLL: Final = 0.02
 
 
 class ShardConnection:
@@ -227,6 +233,12 @@ class ShardConnection:
         self._state.connecting(self._wall())
         try:
             token = await self._tokens.get_access_token()
+        except TokenUnavailable as exc:
+            # No token to try (e.g. expired at 06:00 IST): waiting for a login, not
+            # failing; the new token is picked up within auth_poll_interval.
+            self._fail("auth_required", str(exc) or type(exc).__name__, auth=True)
+            await self._await_token()
+            return
         except Exception as exc:
             self._fail("token_error", f"token provider failed: {type(exc).__name__}")
             await asyncio.sleep(self._policy.next_delay("token_error"))
@@ -275,14 +287,25 @@ class ShardConnection:
             return
         more = f" (and {suppressed} more like it)" if suppressed else ""
         if auth:
+            why = "access token rejected (HTTP 403)" if reason == "auth_403" else detail
             log.error(
-                "kite shard %d: access token rejected (HTTP 403); state auth_required, "
-                "waiting for a new token%s",
+                "kite shard %d: %s; state auth_required, waiting for a new token%s",
                 self.shard,
+                why,
                 more,
             )
         else:
             log.warning("kite shard %d: %s (%s)%s", self.shard, reason, detail, more)
+
+    async def _await_token(self) -> None:
+        # Poll the (cheap) provider until it has a token again.
+        while True:
+            await asyncio.sleep(self._auth_poll_interval)
+            try:
+                await self._tokens.get_access_token()
+            except Exception:
+                continue
+            return
 
     async def _await_new_token(self, rejected: str, delay: float) -> None:
         # Retrying a rejected token fast cannot help and looks like a storm to Kite;
@@ -370,7 +393,9 @@ class ShardConnection:
         except ProtocolError:
             kind = "invalid"
         else:
-            kind = message.type
+            # The type is chosen by the server and becomes a metric label: only the
+            # known ones are kept apart, so the label set stays bounded.
+            kind = message.type if message.type in _TEXT_TYPES else "unknown"
         counts = self.counters.text_messages
         counts[kind] = counts.get(kind, 0) + 1
         if kind in (TEXT_ERROR, "invalid"):
@@ -404,12 +429,35 @@ class ShardConnection:
         while True:
             await self._changed.wait()
             self._changed.clear()
-            if not self._desired:
-                raise _SessionEnd(_IDLE)
             try:
                 await self._sync(socket)
             except SocketClosed:
                 raise _SessionEnd("closed_by_server") from None
+            if not self._desired and await self._drained():
+                raise _SessionEnd(_IDLE)
+
+    async def _drained(self) -> bool:
+        """After the last unsubscribe: read on until the socket is quiet, so the frames
+        the exchange already sent are published, not thrown away with the socket.
+
+        Quiet means the reader has waited ``DRAIN_QUIET`` for a frame; while it is
+        busy handing ticks over (backpressure) that is not quiet. Bounded by
+        ``DRAIN_MAX``. ``False`` if instruments were subscribed again meanwhile.
+        """
+        start = self._clock()
+        while (now := self._clock()) - start < DRAIN_MAX:
+            if self._desired:
+                return False
+            since = self._waiting_since
+            if since is not None and now - max(since, start) >= DRAIN_QUIET:
+                break
+            await asyncio.sleep(_DRAIN_POLL)
+        return not self._desired
+
+    @property
+    def in_session(self) -> bool:
+        """A socket is open (connected, possibly draining)."""
+        return self._state.state == "connected"
 
     async def _sync(self, socket: FrameSocket) -> None:
         """Send what turns the server's view (``_sent``) into ``_desired``."""

@@ -80,6 +80,8 @@ PURGE_INTERVAL: Final = 0.25
 # How long new input is held while the last window of the spool awaits its acks
 # (if they come, the core goes back to direct sends without spooling the input).
 LAST_WINDOW_HOLD: Final = 0.5
+# Encoded messages gathered in memory while a spool write is running (one batch).
+SPOOL_BATCH_MAX: Final = 5000
 # Pause before offering messages again to a full producer queue.
 PRODUCE_RETRY: Final = 0.001
 # Share of the shutdown deadline kept for purging and spooling at the end.
@@ -246,7 +248,19 @@ class PublisherCore:
     @property
     def wants_input(self) -> bool:
         """True when the shell should take the next batch from the buffer."""
-        return not self.finished and self._input_pos >= len(self._input)
+        if self.finished:
+            return False
+        held = len(self._input) - self._input_pos
+        if held == 0:
+            return True
+        # While spooling, input gathers during a spool write (bounded), so the next
+        # write is one big batch with one fsync instead of many small ones.
+        return (
+            self.spooling
+            and self._spool_busy
+            and self.spool_problem is None
+            and held < SPOOL_BATCH_MAX
+        )
 
     @property
     def closing(self) -> bool:
@@ -277,6 +291,9 @@ class PublisherCore:
         if self._input_pos >= len(self._input):
             self._input, self._input_pos = list(messages), 0
         else:
+            if self._input_pos:
+                del self._input[: self._input_pos]
+                self._input_pos = 0
             self._input.extend(messages)
         self._advance()
 
@@ -313,6 +330,7 @@ class PublisherCore:
             self._failed.append(message)
             self._failed_at = self.now
             self._enter_spooling("delivery failed")
+            self._purge_after_failure()
         self._advance()
 
     def on_replay_report(self, window: int, index: int, outcome: Outcome) -> None:
@@ -332,6 +350,7 @@ class PublisherCore:
             if not w.in_memory:
                 self._acct.replay_failed()
             w.is_last = False  # it will not be the end of the spool after all
+            self._purge_after_failure()
         self._advance()
 
     def on_replay_refused(self, window: int, index: int) -> None:
@@ -447,6 +466,16 @@ class PublisherCore:
         self.spool_problem = None
         self._spool_backoff = 0.0
 
+    def _purge_after_failure(self) -> None:
+        # A message failed (timed out): what is queued behind it in librdkafka must
+        # not be sent before it is re-sent, or a later tick of its instrument could
+        # land first. Purged at once, those fail too, in order, and are re-sent after it.
+        if self.fatal_reason is None and not (
+            self._commands and isinstance(self._commands[-1], PurgeQueued)
+        ):
+            self._last_purge = self.now
+            self._commands.append(PurgeQueued())
+
     def _purge(self) -> None:
         if self.fatal_reason is None and self.now - self._last_purge >= PURGE_INTERVAL:
             self._last_purge = self.now
@@ -517,7 +546,7 @@ class PublisherCore:
                 self._enter_spooling(f"producer queue full for {SPILL_AFTER:.1f} s")
             elif not self._producing and now >= self._produce_retry_at:
                 self._producing = True
-                self._commands.append(Produce(self._input, self._input_pos))
+                self._commands.append(Produce(self._input[self._input_pos :], 0))
                 return
         if not self.spooling:
             return
@@ -532,6 +561,15 @@ class PublisherCore:
             return  # the last window may be acked in a moment: then straight to direct
         if window is not None:
             window.is_last = False  # the held input goes behind it
+        replay_due = (
+            window is None
+            and self.spool_records > 0
+            and not self._fencing()
+            and self.fatal_reason is None
+            and not final
+        )
+        if self.spool_problem is not None and replay_due:
+            return  # the spool refused: replaying it first is what makes room
         if self._spool_idle():
             force = self.closing
             self._spool(AppendToSpool(self._input[self._input_pos :], force, "encoding"))
@@ -596,11 +634,14 @@ class PublisherCore:
                 is_last=self.spool_records == 0 and self._input_pos >= len(self._input),
             )
             return
-        if not self._spool_idle() or self._input_pos < len(self._input):
-            return  # held input goes to the spool first (behind what is there)
+        if not self._spool_idle():
+            return
+        # Held input (not yet in the spool) is newer than everything in it, so the
+        # spool is replayed meanwhile: that is also how a full spool makes room.
         if self.spool_records > 0:
             self._spool(ReadWindow(self.replay_window))
         else:
+            # Nothing older is left anywhere: held input (if any) may go direct.
             self._leave_spooling()
             log.info("spool drained: publishing directly again")
 

@@ -67,7 +67,7 @@ LOCK_NAME: Final = "lock"
 
 # Why ``append_many`` stopped short of the whole batch.
 FULL: Final = "spool_max_bytes reached"
-LOW_DISK: Final = "free disk space below spool_min_free_bytes"
+LOW_DISK: Final = "not enough free disk space (spool_min_free_bytes must stay free)"
 
 _Payload = tuple[bytes, bytes, list[tuple[str, bytes]], int]
 
