@@ -227,8 +227,9 @@ async def run_feedkill(
     workdir = Path(tempfile.mkdtemp(prefix="alphapanda-feedkill-"))
     broker = DevstackService("kafka", workdir / "kafka")
     topic = f"{TOPIC_PREFIX}market.ticks"
-    await asyncio.to_thread(broker.start)
     try:
+        # Inside the try: a broker that starts too slowly is still stopped below.
+        await asyncio.to_thread(broker.start)
         async with SimProcess(ticks_per_second=rate) as sim:
             env = {k: v for k, v in os.environ.items() if not k.startswith("ALPHAPANDA_")}
             env.update(
