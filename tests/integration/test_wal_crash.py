@@ -15,10 +15,11 @@ import re
 import shutil
 import signal
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
+import pytest
 
 from alphapanda.kite.protocol import decode_message
 from alphapanda.wal.segments import ReadReport, read_wal
@@ -110,6 +111,16 @@ class FeedProcess:
         return self.log.read_text(errors="replace")[-4000:] if self.log.exists() else ""
 
 
+@pytest.fixture
+def reaper() -> Iterator[list[FeedProcess]]:
+    """Feed processes a test started: none may outlive it, whatever happened."""
+    feeds: list[FeedProcess] = []
+    yield feeds
+    for feed in feeds:
+        if feed.proc is not None and feed.proc.returncode is None:
+            feed.proc.kill()
+
+
 def wal_ticks(wal_dir: Path) -> set[tuple[int, int]]:
     """(instrument, volume) of every tick of every frame in the WAL (as the kill left it)."""
     ticks = set()
@@ -147,11 +158,12 @@ def assert_exactly_once(
 
 
 async def test_recovery_publishes_nothing_twice_after_everything_was_acked(
-    tmp_path: Path, unique: str
+    tmp_path: Path, unique: str, reaper: list[FeedProcess]
 ) -> None:
     prefix = f"test.{unique}."
     async with running_simulator(ticks_per_second=1500) as sim:
         feed = FeedProcess(sim, SHARED_KAFKA, prefix, tmp_path)
+        reaper.append(feed)
         await feed.start()
         await feed.wait_for(lambda m: m.get("ticks_received_total", 0) >= 2000, 60, "2,000 ticks")
         await sim.set_rate(0)
@@ -181,11 +193,12 @@ async def test_recovery_publishes_nothing_twice_after_everything_was_acked(
 
 
 async def test_sigkill_while_the_broker_is_paused_then_restart_both_broker_last(
-    tmp_path: Path, unique: str, private_kafka: PrivateService
+    tmp_path: Path, unique: str, private_kafka: PrivateService, reaper: list[FeedProcess]
 ) -> None:
     prefix = f"test.{unique}."
     async with running_simulator(ticks_per_second=1500) as sim:
         feed = FeedProcess(sim, private_kafka.bootstrap, prefix, tmp_path)
+        reaper.append(feed)
         await feed.start()
         await feed.wait_for(
             lambda m: m.get("ticks_published_total", 0) >= 1500, 90, "1,500 ticks acked"
@@ -236,12 +249,13 @@ async def test_sigkill_while_the_broker_is_paused_then_restart_both_broker_last(
 
 
 async def test_sigkill_while_spooling_then_restart_spool_and_wal_give_exactly_once(
-    tmp_path: Path, unique: str
+    tmp_path: Path, unique: str, reaper: list[FeedProcess]
 ) -> None:
     prefix = f"test.{unique}."
     async with running_simulator(ticks_per_second=1500) as sim:
         # Run 1: no broker at all; a small producer queue sends ticks to the spool fast.
         offline = FeedProcess(sim, f"127.0.0.1:{free_port()}", prefix, tmp_path)
+        reaper.append(offline)
         offline.env.update(
             ALPHAPANDA_KAFKA__MESSAGE_TIMEOUT_MS="1000",
             ALPHAPANDA_KAFKA__QUEUE_MAX_MESSAGES="1000",
@@ -254,6 +268,7 @@ async def test_sigkill_while_spooling_then_restart_spool_and_wal_give_exactly_on
         # Run 2: the broker is there. The spool replays what it holds, the WAL adds
         # exactly what is in neither the topic nor the spool.
         online = FeedProcess(sim, SHARED_KAFKA, prefix, tmp_path)
+        reaper.append(online)
         await online.start()
         figures = await online.wait_for(
             lambda m: m.get("wal_recovery_done", 0) == 1, 90, "recovery"

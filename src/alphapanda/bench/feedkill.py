@@ -227,6 +227,7 @@ async def run_feedkill(
     workdir = Path(tempfile.mkdtemp(prefix="alphapanda-feedkill-"))
     broker = DevstackService("kafka", workdir / "kafka")
     topic = f"{TOPIC_PREFIX}market.ticks"
+    feed: _Feed | None = None
     try:
         # Inside the try: a broker that starts too slowly is still stopped below.
         await asyncio.to_thread(broker.start)
@@ -324,6 +325,9 @@ async def run_feedkill(
                 result.notes.append(f"the last feed exited with {exit_code}")
             return result
     finally:
+        if feed is not None and feed.proc is not None and feed.proc.returncode is None:
+            feed.proc.kill()
+            await feed.proc.wait()
         try:
             await asyncio.to_thread(broker.stop)
         finally:
