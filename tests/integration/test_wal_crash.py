@@ -15,7 +15,7 @@ import re
 import shutil
 import signal
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import httpx
@@ -112,13 +112,15 @@ class FeedProcess:
 
 
 @pytest.fixture
-def reaper() -> Iterator[list[FeedProcess]]:
-    """Feed processes a test started: none may outlive it, whatever happened."""
+async def reaper() -> AsyncIterator[list[FeedProcess]]:
+    """Feed processes a test started: none may outlive it, whatever happened (killed
+    and reaped on the test's own event loop)."""
     feeds: list[FeedProcess] = []
     yield feeds
     for feed in feeds:
         if feed.proc is not None and feed.proc.returncode is None:
             feed.proc.kill()
+            await feed.proc.wait()
 
 
 def wal_ticks(wal_dir: Path) -> set[tuple[int, int]]:
