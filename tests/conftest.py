@@ -50,7 +50,7 @@ def settings_for(tmp_path: Path, unique: str):  # type: ignore[no-untyped-def]
             "kafka": {"bootstrap_servers": SHARED_KAFKA, "topic_prefix": f"test.{unique}."},
             "redis": {"url": SHARED_REDIS},
             "database": {"url": SHARED_DATABASE},
-            "feed": {"spool_dir": tmp_path / "spool"},
+            "feed": {"spool_dir": tmp_path / "spool", "wal_dir": tmp_path / "wal"},
         }
         for group, values in groups.items():
             base.setdefault(group, {}).update(values)

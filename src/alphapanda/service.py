@@ -42,7 +42,7 @@ from alphapanda.kite.connection import FrameListener
 from alphapanda.kite.tokens import StaticTokenProvider, TokenProvider
 from alphapanda.metrics.keys import LAST_TICK_TIMESTAMP
 from alphapanda.metrics.samples import MetricsSource, Sample
-from alphapanda.pipeline.accounting import Accounting
+from alphapanda.pipeline.accounting import DROP_SPOOL_CORRUPT, Accounting
 from alphapanda.pipeline.buffer import TickBuffer
 from alphapanda.pipeline.formatter import TickFormatter
 from alphapanda.pipeline.hotpath import select_hot_path
@@ -53,15 +53,18 @@ from alphapanda.pipeline.topics_admin import TopicSetupError, ensure_topic
 from alphapanda.pipeline.wire import WireEncoder
 from alphapanda.settings import Settings
 from alphapanda.topics import TopicNames
+from alphapanda.wal.ingest import WalIngest
 
 log = logging.getLogger(__name__)
 
 # Between attempts to create the topic while the broker is unreachable at start-up.
 TOPIC_RETRY_DELAY: Final = 5.0
-# Shutdown: after unsubscribing, the sockets are read until no tick came for
-# QUIESCE_QUIET seconds, but never longer than QUIESCE_MAX.
-QUIESCE_QUIET: Final = 0.25
-QUIESCE_MAX: Final = 2.0
+# Shutdown: after unsubscribing, each socket is read until quiet (see the connection's
+# DRAIN_QUIET/DRAIN_MAX); the whole step never takes longer than QUIESCE_MAX.
+QUIESCE_MAX: Final = 3.0
+# How long start-up waits for crash recovery (the broker answering) before it opens the
+# sockets anyway.
+WAL_RECOVERY_WAIT: Final = 10.0
 
 
 class ServiceFailed(Exception):
@@ -131,13 +134,13 @@ class MarketFeedService:
         self.topic = TopicNames.market_ticks(settings.kafka.topic_prefix)
         self.accounting = Accounting()
         self.buffer = TickBuffer(feed.buffer_capacity, feed.buffer_policy, self.accounting)
-        self.spool = Spool(feed.spool_dir, feed.spool_max_bytes)
+        self.spool = Spool(feed.spool_dir, feed.spool_max_bytes, feed.spool_min_free_bytes)
         self.formatter = TickFormatter(include_depth=feed.include_depth, include_oi=feed.include_oi)
         self.hot_path = select_hot_path(feed.hot_path)
         self.encoder = TickEncoder(self.formatter, WireEncoder(feed.wire_format), self.accounting)
 
         def make_producer(
-            on_delivery: DeliveryHandler, on_ack: Callable[[], None]
+            on_delivery: DeliveryHandler, on_ack: Callable[[int], None]
         ) -> MessageProducer:
             return MessageProducer(settings.kafka, self.topic, on_delivery, on_ack=on_ack)
 
@@ -150,14 +153,30 @@ class MarketFeedService:
             batch_max=feed.batch_max,
             shutdown_deadline=feed.shutdown_deadline,
             queue_max_messages=settings.kafka.queue_max_messages,
+            on_fatal=self._on_fatal,
         )
         self.producer = self.publisher.producer
+        # The write-ahead log of raw frames: what a crash of this process cannot lose.
+        self.wal: WalIngest | None = None
+        if feed.wal_enabled:
+            self.wal = WalIngest(
+                settings,
+                self.topic,
+                self.buffer,
+                self.accounting,
+                self.encoder.wire,
+                # What a previous run spooled is replayed by the spool: not by the WAL.
+                spool_dir=feed.spool_dir,
+                decode=self.hot_path.decode,
+            )
+            self.producer.ack_listener = self.wal.resolved
         self.client = TickerClient(
             kite,
             tokens or StaticTokenProvider(kite),
             self.buffer,
             frame_listener=frame_listener,
             decode=self.hot_path.decode,
+            frame_log=self.wal,
         )
         self.instruments: InstrumentSource = instruments or CsvInstrumentSource(
             feed.instruments_csv,
@@ -168,6 +187,9 @@ class MarketFeedService:
         self._extra_sources: list[MetricsSource] = []
         self.topic_ready = False
         self.failures: list[str] = []
+        # Set when the feed can no longer do its job and must be restarted (a fatal
+        # producer error): /health answers 503 with it from that moment.
+        self.unhealthy: str | None = None
         self.started = asyncio.Event()
         self._stop = asyncio.Event()
 
@@ -183,6 +205,7 @@ class MarketFeedService:
             self.hot_path,
             self.client,
             _ServiceFigures(self),
+            *([self.wal] if self.wal is not None else []),
             *self._extra_sources,
         ]
 
@@ -212,11 +235,15 @@ class MarketFeedService:
             reasons.append("no Kite connection is streaming")
         if not self.topic_ready:
             reasons.append(f"topic {self.topic} not created yet (broker unreachable?)")
-        if self.producer.fatal_error is not None:
-            reasons.append(f"Kafka producer failed fatally ({self.producer.fatal_error}): restart")
-        elif self.publisher.spooling:
-            reasons.append("broker not accepting writes: ticks are going to the disk spool")
+        reasons.extend(self.publisher.core.not_ready_reasons())
         return not reasons, reasons
+
+    def _on_fatal(self, reason: str) -> None:
+        # The producer will never send again: everything is spooled for the next run,
+        # the feed reports unhealthy (a supervisor restarts it) and shuts down, exit 1.
+        self.unhealthy = f"Kafka producer failed fatally: {reason}"
+        self.failures.append("kafka producer (fatal error)")
+        self.request_stop()
 
     def is_ready(self) -> bool:
         """See ``readiness()``."""
@@ -247,17 +274,27 @@ class MarketFeedService:
                 "latency_p50_seconds": p50,
                 "latency_p99_seconds": p99,
             },
+            "wal": self.wal.status() if self.wal is not None else {"enabled": False},
             "connections": [msgspec.to_builtins(s) for s in self.client.statuses()],
             "subscriptions": len(self.client.subscriptions()),
         }
 
     async def run(self) -> None:
         """Run until ``request_stop()`` (or a part fails), then shut down in order."""
-        recovered = self.spool.open()
-        if recovered:
-            self.accounting.recover(recovered)
+        # A scan of a big spool reads every segment: off the event loop.
+        recovered = await asyncio.to_thread(self.spool.open)
+        if self.wal is not None:
+            self.wal.open()
+            await self.wal.prepare()
+        lost = self.spool.lost_at_open
+        if recovered or lost:
+            # Damaged records of the previous run are received and dropped, counted.
+            self.accounting.recover(recovered + lost)
+            self.accounting.drop("spooled", DROP_SPOOL_CORRUPT, lost)
             log.warning(
-                "spool holds %d messages from a previous run: replaying them first", recovered
+                "spool holds %d messages from a previous run: replaying them first%s",
+                recovered,
+                f" ({lost} damaged records lost)" if lost else "",
             )
         subscriptions = await self.instruments.load()
         await self.client.set_subscriptions(subscriptions)
@@ -273,6 +310,12 @@ class MarketFeedService:
                 topic_setup = tg.create_task(self._ensure_topic(), name="topic-setup")
                 tg.create_task(self.producer.run(), name="producer-poll")
                 publisher = tg.create_task(self.publisher.run(), name="publisher")
+                wal_task = None
+                if self.wal is not None:
+                    wal_task = tg.create_task(
+                        self._supervised("WAL", self.wal.run(self._stop)), name="wal"
+                    )
+                    await self._await_recovery(self.wal)
                 client = tg.create_task(
                     self._supervised("kite client", self.client.run()), name="kite-client"
                 )
@@ -289,9 +332,12 @@ class MarketFeedService:
                 await self._stop_quietly("subscriptions", self._quiesce())
                 await self._stop_quietly("kite client", self.client.stop())
                 await client
+                self.publisher.begin_shutdown()
                 self.buffer.close()
                 await publisher
                 topic_setup.cancel()
+                if wal_task is not None:
+                    wal_task.cancel()
                 self._log_final()
                 for service, task in zip(self.services, extras, strict=True):
                     service.stop()
@@ -300,9 +346,26 @@ class MarketFeedService:
                             await asyncio.shield(task)
                     task.cancel()
         finally:
-            self.spool.close()
+            await asyncio.to_thread(self.spool.close)
+            if self.wal is not None:
+                await asyncio.to_thread(self.wal.close)
         if self.failures:
             raise ServiceFailed(f"stopped because these parts failed: {', '.join(self.failures)}")
+
+    async def _await_recovery(self, wal: WalIngest) -> None:
+        # Crash recovery runs before any socket opens when the broker answers; if it
+        # does not within WAL_RECOVERY_WAIT, connect anyway: frames are logged and held
+        # (bounded) until recovery is done, so nothing Kite sends meanwhile is missed.
+        if wal.recovered.is_set():
+            return
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(WAL_RECOVERY_WAIT):
+                await wal.recovered.wait()
+        if not wal.recovered.is_set():
+            log.warning(
+                "WAL recovery still waiting for the broker: connecting to Kite anyway "
+                "(frames are logged and held until recovery is done)"
+            )
 
     async def _supervised(self, name: str, work: Coroutine[Any, Any, None]) -> None:
         # A part that fails (the Kite client, the metrics collector, the API) must not
@@ -316,23 +379,16 @@ class MarketFeedService:
             self.request_stop()
 
     async def _quiesce(self) -> None:
-        # Unsubscribe first and read until the exchange goes quiet, so the ticks it
-        # already wrote into the sockets are read and published instead of being
-        # thrown away with the sockets. Bounded: an exchange that keeps sending (or a
-        # blocked buffer) cannot hold the shutdown longer than QUIESCE_MAX.
-        if not self.client.is_streaming():
+        # Unsubscribe first: each connection then reads until its socket is quiet
+        # (frames already sent are published, and a reader blocked handing ticks to a
+        # full buffer finishes its hand-over) and closes. Bounded: an exchange that
+        # keeps sending cannot hold the shutdown longer than QUIESCE_MAX.
+        if not self.client.sessions_open():
             return
         await self.client.set_subscriptions({})
         deadline = time.monotonic() + QUIESCE_MAX
-        last = self.accounting.received_socket
-        quiet_since = time.monotonic()
-        while time.monotonic() < deadline:
+        while self.client.sessions_open() and time.monotonic() < deadline:  # noqa: ASYNC110 (a count over shards, not one event)
             await asyncio.sleep(0.02)
-            now = time.monotonic()
-            if self.accounting.received_socket != last:
-                last, quiet_since = self.accounting.received_socket, now
-            elif now - quiet_since >= QUIESCE_QUIET:
-                return
 
     async def _stop_quietly(self, what: str, awaitable: Any) -> None:
         # Teardown errors are logged once and do not stop the rest of the shutdown.

@@ -220,7 +220,16 @@ class FeedSettings(_Group):
     hot_path: Literal["auto", "native", "python"] = "auto"
     spool_dir: Path = Path(".alphapanda/spool")
     spool_max_bytes: int = Field(1 << 30, ge=1 << 20)
+    # The spool stops taking ticks while less than this is free on its filesystem
+    # (the buffer policy then applies), so it never fills the disk for everyone else.
+    spool_min_free_bytes: int = Field(64 << 20, ge=0)
     shutdown_deadline: float = Field(10.0, gt=0)
+    # Write-ahead log of raw frames (crash protection): fsync at most every
+    # wal_fsync_ms (0: after every write); a power cut loses at most that window.
+    wal_enabled: bool = True
+    wal_dir: Path = Path(".alphapanda/wal")
+    wal_fsync_ms: int = Field(20, ge=0, le=10_000)
+    wal_max_bytes: int = Field(4 << 30, ge=1 << 20)
 
 
 class ApiSettings(_Group):

@@ -33,6 +33,8 @@ def feed_env(sim: SimHandle, prefix: str, spool_dir: Path, unique: str) -> dict[
         ALPHAPANDA_FEED__INSTRUMENTS_CSV=str(INSTRUMENTS_CSV),
         ALPHAPANDA_FEED__MODE="full",
         ALPHAPANDA_FEED__SPOOL_DIR=str(spool_dir),
+        ALPHAPANDA_FEED__WAL_DIR=str(spool_dir.parent / "wal"),
+        ALPHAPANDA_FEED__WAL_ENABLED=os.environ.get("TEST_WAL", "true"),
         ALPHAPANDA_METRICS__NAMESPACE=f"test{unique}",
         # The control API runs in the feed process too, on a port of its own.
         ALPHAPANDA_API__PORT=str(free_port()),

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from alphapanda.pipeline.spool import LOCK_NAME as SPOOL_LOCK_NAME
 from tests.support.services import SHARED_DATABASE, SHARED_KAFKA, SHARED_REDIS, free_port
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -194,9 +195,11 @@ def test_spool_dir_that_cannot_be_created(tmp_path: Path) -> None:
 def test_spool_dir_locked_by_another_feed(tmp_path: Path) -> None:
     spool = tmp_path / "spool"
     spool.mkdir()
-    fd = os.open(spool / ".lock", os.O_RDWR | os.O_CREAT)
+    # Held the way a running feed's spool holds it: its lock file, with its pid inside.
+    fd = os.open(spool / SPOOL_LOCK_NAME, os.O_RDWR | os.O_CREAT)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        os.write(fd, b"4242\n")
         result = run_cli(
             "feed",
             "--no-api",
@@ -205,7 +208,9 @@ def test_spool_dir_locked_by_another_feed(tmp_path: Path) -> None:
         )
     finally:
         os.close(fd)
-    _assert_clear_error(result, "ALPHAPANDA_FEED__SPOOL_DIR", "locked by another running feed")
+    _assert_clear_error(
+        result, "ALPHAPANDA_FEED__SPOOL_DIR", "locked by another running feed", "pid 4242"
+    )
 
 
 @pytest.mark.parametrize("command", ["feed", "api"])

@@ -3,8 +3,8 @@ every drop is counted exactly — the ticks missing from the topic are exactly t
 the feed says it dropped.
 
 The private broker is paused long enough that librdkafka's queue and then the (small,
-1 MiB) spool fill up; the publisher then stops taking ticks and the TickBuffer applies
-its policy. After the broker resumes, everything not dropped arrives once, in order.
+1 MiB) spool fill up; what the spool cannot take is then dropped under the declared
+policy (counted as ``spool_unavailable``), as the TickBuffer drops when it is full. After the broker resumes, everything not dropped arrives once, in order.
 """
 
 from __future__ import annotations
@@ -31,7 +31,10 @@ CAPACITY = 300
 
 @pytest.mark.parametrize(
     ("policy", "reasons"),
-    [("drop_oldest", {"drop_oldest"}), ("conflate", {"conflated", "conflate_overflow"})],
+    [
+        ("drop_oldest", {"drop_oldest", "spool_unavailable"}),
+        ("conflate", {"conflated", "conflate_overflow", "spool_unavailable"}),
+    ],
 )
 async def test_paused_broker_applies_declared_policy_and_counts_exactly(
     settings_for, private_kafka, policy: str, reasons: set[str]
@@ -57,9 +60,12 @@ async def test_paused_broker_applies_declared_policy_and_counts_exactly(
             await eventually(lambda: acct.published >= 500, what="first acks")
             private_kafka.pause()
             try:
+                await eventually(lambda: service.spool.refused > 0, what="spool full")
                 await eventually(lambda: acct.dropped_total >= 2000, what="policy drops")
                 assert len(service.buffer) <= CAPACITY
-                assert service.spool.refused > 0  # the spool was full: its bound held
+                # The spool was full: it says why, and the policy drops for it.
+                assert any("spool_max_bytes" in r for r in service.readiness()[1])
+                assert acct.dropped.get("spool_unavailable", 0) > 0
                 assert_stages_match(service)
             finally:
                 private_kafka.resume()

@@ -11,8 +11,9 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from alphapanda.auth.service import TokenExpired
 from alphapanda.kite.connection import ShardConnection
-from alphapanda.kite.protocol import Tick
+from alphapanda.kite.protocol import Tick, encode_message, encode_tick
 from alphapanda.kite.state import ConnectionStateMachine, IllegalTransition
 from alphapanda.kite.transport import ConnectFailed
 from alphapanda.settings import KiteSettings
@@ -326,3 +327,82 @@ async def test_frames_are_stamped_by_the_injected_wall_clock() -> None:
         task.cancel()
     assert stamps == [clock.wall_ns()]
     assert sink.ticks[0].received_at_ns == clock.wall_ns() == 1_767_225_601_500_000_000
+
+
+LTP_FRAME = encode_message(
+    [encode_tick(Tick(instrument_token=408065, mode="ltp", tradable=True, last_price=1.5))]
+)
+
+
+class ExpiringTokens:
+    """A provider whose token has expired (as AuthService raises at 06:00 IST)."""
+
+    def __init__(self) -> None:
+        self.token: str | None = None
+        self.calls = 0
+
+    async def get_access_token(self) -> str:
+        self.calls += 1
+        if self.token is None:
+            raise TokenExpired("the access token expired at 06:00 IST; log in again")
+        return self.token
+
+
+async def test_token_expired_from_the_provider_is_auth_required_not_backoff() -> None:
+    # Defect 8: an expired token used to show as backoff with delays up to 30 s.
+    connector = MemoryConnector()
+    tokens = ExpiringTokens()
+    shard = ShardConnection(
+        0,
+        _settings(reconnect_base_delay=30.0, reconnect_max_delay=30.0),
+        tokens,
+        Sink(),
+        connector,
+        auth_poll_interval=0.01,
+    )
+    shard.set_desired({1: "quote"})
+    async with asyncio.TaskGroup() as tg:
+        task = tg.create_task(shard.run())
+        await eventually(lambda: shard.state == "auth_required")
+        await asyncio.sleep(0.1)
+        assert shard.state == "auth_required" and tokens.calls >= 5  # polled, not backed off
+        assert connector.tokens == []  # Kite is not bothered meanwhile
+        tokens.token = "fresh"
+        await eventually(lambda: shard.state == "connected", timeout=1.0)
+        assert connector.tokens == ["fresh"]
+        task.cancel()
+
+
+async def test_server_chosen_text_types_are_a_bounded_label_set() -> None:
+    connector = MemoryConnector()
+    shard = ShardConnection(0, _settings(), Tokens(), Sink(), connector)
+    shard.set_desired({1: "quote"})
+    async with asyncio.TaskGroup() as tg:
+        task = tg.create_task(shard.run())
+        await eventually(lambda: bool(connector.opened))
+        socket = connector.opened[0]
+        for i in range(50):
+            await socket.frames.put(json.dumps({"type": f"made-up-{i}", "data": 1}))
+        await socket.frames.put(json.dumps({"type": "order", "data": {}}))
+        await eventually(lambda: sum(shard.counters.text_messages.values()) == 51)
+        assert shard.counters.text_messages == {"unknown": 50, "order": 1}
+        task.cancel()
+
+
+async def test_unsubscribing_everything_reads_until_the_socket_is_quiet() -> None:
+    # Defect 6: the session used to end (and the socket close) at once.
+    connector = MemoryConnector()
+    sink = Sink()
+    shard = ShardConnection(0, _settings(), Tokens(), sink, connector)
+    shard.set_desired({1: "quote"})
+    async with asyncio.TaskGroup() as tg:
+        task = tg.create_task(shard.run())
+        await eventually(lambda: bool(connector.opened))
+        socket = connector.opened[0]
+        shard.set_desired({})
+        await asyncio.sleep(0.05)
+        assert shard.in_session  # still reading what the exchange already sent
+        await socket.frames.put(LTP_FRAME)
+        await eventually(lambda: not shard.in_session, timeout=3.0)
+        assert len(sink.ticks) == 1 and socket.closed.is_set()
+        task.cancel()

@@ -512,3 +512,20 @@ def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
         else:
             out[f"{prefix}{key}"] = value
     return out
+
+
+def test_malformed_counts_per_instrument_stay_bounded() -> None:
+    # Defect 9: keys come from the wire; the map used to grow without bound.
+    from alphapanda.pipeline.formatter import MALFORMED_INSTRUMENTS_MAX, OTHER_INSTRUMENTS
+
+    formatter = TickFormatter()
+    heavy = 7
+    for _ in range(50):
+        formatter._count(heavy, "negative_quantity")
+    for token in range(1000, 1000 + 5 * MALFORMED_INSTRUMENTS_MAX):
+        formatter._count(token, "negative_quantity")
+    counts = formatter.malformed_by_instrument()
+    assert len(counts) <= MALFORMED_INSTRUMENTS_MAX + 1
+    assert counts[(heavy, "negative_quantity")] == 50  # the heaviest stays named
+    assert counts[(OTHER_INSTRUMENTS, "negative_quantity")] > 0
+    assert sum(counts.values()) == 50 + 5 * MALFORMED_INSTRUMENTS_MAX  # nothing lost

@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 from alphapanda.kite.protocol import decode_message
 from alphapanda.recording import (
     MAGIC,
+    MAGIC_V1,
     RECORD_HEADER,
     FrameRecord,
     RecordingError,
@@ -21,6 +22,7 @@ from alphapanda.recording import (
     RecordingWriter,
     encode_header,
     encode_record,
+    encode_record_v1,
     parse_header,
     parse_record,
     read_records,
@@ -78,9 +80,32 @@ def test_reader_continues_after_the_file_grows(tmp_path: Path) -> None:
     assert reader.tail == "clean"
 
 
-def test_corrupt_byte_in_the_middle_is_an_error_with_its_offset(tmp_path: Path) -> None:
+def test_corrupt_byte_in_the_middle_skips_only_that_record(tmp_path: Path) -> None:
     path = tmp_path / "r.aprec"
-    whole = bytearray(_write_file(path, FRAMES, {}))
+    header = encode_header({})
+    records = [encode_record(ts, frame) for ts, frame in FRAMES]
+    victim = 25
+    start = len(header) + sum(len(r) for r in records[:victim])
+    whole = bytearray(header + b"".join(records))
+    whole[start + RECORD_HEADER.size + 2] ^= 0xFF  # inside record 25's frame
+    path.write_bytes(bytes(whole))
+    reader = RecordingReader(path)
+    got = list(reader)
+    assert got == [FrameRecord(ts, frame) for ts, frame in FRAMES[:victim] + FRAMES[victim + 1 :]]
+    assert reader.tail == "clean"
+    assert [(d.offset, d.length, d.records) for d in reader.damage] == [
+        (start, len(records[victim]), 1)
+    ]
+
+
+def test_version_1_corruption_still_raises_with_its_offset(tmp_path: Path) -> None:
+    path = tmp_path / "r.aprec"
+    data = encode_header({}, magic=MAGIC_V1) + b"".join(
+        encode_record_v1(ts, frame) for ts, frame in FRAMES
+    )
+    path.write_bytes(data)
+    assert [(r.received_at_ns, r.frame) for r in RecordingReader(path)] == FRAMES
+    whole = bytearray(data)
     whole[len(whole) // 2] ^= 0xFF
     path.write_bytes(bytes(whole))
     with pytest.raises(RecordingError, match="offset"):
@@ -99,7 +124,7 @@ def test_not_a_recording_is_rejected(tmp_path: Path) -> None:
 
 def test_torn_length_field_is_caught_by_the_crc() -> None:
     record = bytearray(encode_record(123, b"abcdef"))
-    record[11] ^= 0x01  # the length now says 7: checksum covers the header too
+    record[7] ^= 0x01  # the length now says 7: checksum covers the header too
     with pytest.raises(RecordingError, match="checksum"):
         parse_record(bytes(record) + b"z", 0)
 

@@ -195,6 +195,10 @@ class ServiceControl:
     def readiness(self) -> tuple[bool, list[str]]:
         return self._service.readiness()
 
+    def unhealthy(self) -> str | None:
+        """Why the feed must be restarted (``None``: it is healthy)."""
+        return self._service.unhealthy
+
     def subscriptions(self) -> dict[int, str]:
         return self._service.client.subscriptions()
 

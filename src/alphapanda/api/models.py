@@ -92,6 +92,19 @@ class SpoolView(BaseModel):
     messages: int | None = None
 
 
+class WalView(BaseModel):
+    """The write-ahead log of raw frames (crash protection)."""
+
+    enabled: bool | None = Field(None, description="None: not reported by this process")
+    paused: bool | None = Field(None, description="the WAL cannot write (disk full, size cap)")
+    crash_protection: str | None = Field(None, description="'on', or why it is off")
+    bytes: int | None = None
+    segments: int | None = None
+    recovered: int | None = Field(None, description="ticks published again after a crash")
+    already_published: int | None = None
+    corrupt: int | None = None
+
+
 class AuthView(BaseModel):
     token_valid: bool | None = Field(None, description="a usable access token is known")
     source: str | None = Field(None, description="where it came from: database or settings")
@@ -119,5 +132,6 @@ class StatusView(BaseModel):
     buffer: BufferView = BufferView()
     spool: SpoolView = SpoolView()
     auth: AuthView = AuthView()
+    wal: WalView = WalView()
     connections: list[ConnectionView] = []
     subscriptions: dict[str, int] = Field(default={}, description="mode → instruments")

@@ -72,8 +72,16 @@ feed_only = APIRouter()
 
 
 @common.get("/health", response_model=Health, tags=["health"])
-async def health(ctx: Ctx) -> Health:
-    """Liveness: 200 whenever the process serves requests. Never rate limited."""
+async def health(ctx: Ctx) -> Any:
+    """Liveness: 200 while the process serves requests and can still do its job; 503
+    with the reason once it cannot (a fatal producer error: restart it). Never rate
+    limited."""
+    unhealthy = getattr(ctx.control, "unhealthy", None)
+    reason = unhealthy() if callable(unhealthy) else None
+    if reason is not None:
+        return JSONResponse(
+            status_code=503, content={"status": "failing", "role": "feed", "reason": reason}
+        )
     return Health(role="feed" if ctx.control is not None else "monitor")
 
 

@@ -20,6 +20,7 @@ from alphapanda.api.models import (
     LatencyView,
     SpoolView,
     StatusView,
+    WalView,
 )
 from alphapanda.metrics import keys
 from alphapanda.metrics.reader import samples_of
@@ -153,7 +154,37 @@ def _figures(samples: Iterable[Sample]) -> dict[str, Any]:
             messages=_int(scalars.get(keys.SPOOL_MESSAGES)),
         ),
         "auth": _auth_view(collected),
+        "wal": _wal_view(collected),
     }
+
+
+_WAL_PAUSED = (
+    "OFF: the WAL is paused (disk full, I/O error or size limit); ticks still flow, "
+    "but a crash now would lose what is in flight. It resumes when space returns."
+)
+
+
+def _wal_view(samples: list[Sample]) -> WalView:
+    """The WAL's state, from its samples (absent: the WAL is disabled or not reported)."""
+    values = {s.name: s.value for s in samples if s.name.startswith("wal_")}
+    if "wal_paused" not in values:
+        return WalView()
+
+    def number(name: str) -> int | None:
+        value = values.get(name)
+        return None if value is None else int(value)
+
+    paused = bool(values["wal_paused"])
+    return WalView(
+        enabled=True,
+        paused=paused,
+        crash_protection=_WAL_PAUSED if paused else "on",
+        bytes=number("wal_bytes"),
+        segments=number("wal_segments"),
+        recovered=number("wal_recovered_total"),
+        already_published=number("wal_already_published_total"),
+        corrupt=number("wal_corrupt_total"),
+    )
 
 
 def _auth_view(samples: list[Sample]) -> AuthView:

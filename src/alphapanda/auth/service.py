@@ -40,6 +40,7 @@ from alphapanda.db.lifecycle import (
     DatabaseNotStarted,
     DatabaseService,
 )
+from alphapanda.kite.tokens import TokenUnavailable
 from alphapanda.metrics.samples import Sample
 from alphapanda.settings import Settings
 
@@ -50,7 +51,7 @@ LOGIN_TIMEOUT = 15.0
 DB_LOOKUP_TIMEOUT = 3.0
 
 
-class AuthRequired(Exception):
+class AuthRequired(TokenUnavailable):
     """No usable access token: someone must log in (``alphapanda auth login``)."""
 
 

@@ -16,12 +16,19 @@ feed's books at any moment. A ``StreamLedger`` follows the topic throughout. The
 ``token``      the access token expires (``auth_required``), then a new one is issued
 =============  ==========================================================================
 
+and the faults of the feed's own disk and process, ``diskfull``, ``spoolcorrupt``,
+``twoprocs``, ``flap`` and ``fatal`` (``alphapanda.bench.chaos_disk``). Two of them stop
+the feed and start a new one on the same spool; the books of every feed of the run are
+added up.
+
 After each fault the run waits until the feed has settled (nothing spooled or in
 flight, consumer caught up) and charges the fault with what it cost: the largest
 receipt → consumer delay of ticks received during it, ticks dropped by the buffer's
 policy, ticks that went through the spool, and ticks lost (ledger gaps). At the end
 the load stops and the ledger is checked against the simulator's per-instrument
-counts. Anything lost makes the run fail.
+counts. The run fails if any tick is unaccounted: every tick the simulator sent must be
+consumed from the topic or counted as dropped by reason, and every feed's books must
+balance (received = published + dropped + spooled + in_flight).
 """
 
 from __future__ import annotations
@@ -38,14 +45,29 @@ from typing import Any, Final
 
 from pydantic import SecretStr
 
+from alphapanda.bench import chaos_disk
 from alphapanda.bench.harness import LedgerFigures, SimProcess, StreamLedger
 from alphapanda.metrics.collector import PipelineMetricsCollector
 from alphapanda.ops.devstack import DevstackService
-from alphapanda.service import MarketFeedService
+from alphapanda.service import MarketFeedService, ServiceFailed
 from alphapanda.settings import Settings
 from alphapanda.sim.config import SimConfig
+from alphapanda.topics import TopicNames
 
-FAULTS: Final = ("kill", "pause", "drops", "malformed", "stall", "redis", "token")
+FAULTS: Final = (
+    "kill",
+    "pause",
+    "drops",
+    "malformed",
+    "stall",
+    "redis",
+    "token",
+    "diskfull",
+    "spoolcorrupt",
+    "twoprocs",
+    "flap",
+    "fatal",
+)
 SETTLE_WITHIN: Final = 180.0
 
 
@@ -82,18 +104,23 @@ class ChaosResult:
     missing: dict[int, tuple[int, int]]
     imbalance: int
     errors: list[str] = field(default_factory=list)
+    dropped: dict[str, int] = field(default_factory=dict)
 
     @property
     def lost(self) -> int:
-        """Ticks the simulator sent that never reached Kafka and were not dropped by a
-        declared policy (ledger gaps, per-instrument shortfall)."""
+        """Ticks the simulator sent that never reached Kafka and that no feed counted
+        as dropped (by any reason): the unaccounted ones."""
         shortfall = sum(max(0, sent - got) for sent, got in self.missing.values())
-        return max(self.ledger.gaps, shortfall)
+        return max(0, max(self.ledger.gaps, shortfall) - sum(self.dropped.values()))
 
     @property
     def passed(self) -> bool:
         return (
-            self.lost == 0 and self.ledger.problems == 0 and self.imbalance == 0 and not self.errors
+            self.lost == 0
+            and self.ledger.duplicates_or_reordered == 0
+            and self.ledger.undecodable == 0
+            and self.imbalance == 0
+            and not self.errors
         )
 
 
@@ -102,23 +129,63 @@ class _Run:
 
     def __init__(
         self,
-        service: MarketFeedService,
-        collector: PipelineMetricsCollector,
+        tg: asyncio.TaskGroup,
         sim: SimProcess,
         broker: DevstackService,
         redis: DevstackService,
         ledger: StreamLedger,
         tokens: SwitchableToken,
         settings: Settings,
+        workdir: Path,
+        spool_fs_mounted: bool,
     ) -> None:
-        self.service = service
-        self.collector = collector
+        self._tg = tg
         self.sim = sim
         self.broker = broker
         self.redis = redis
         self.ledger = ledger
         self.tokens = tokens
         self.settings = settings
+        self.workdir = workdir
+        self.spool_fs_mounted = spool_fs_mounted
+        self.services: list[MarketFeedService] = []
+        self._feed: asyncio.Task[None] | None = None
+        self.feed_failure: BaseException | None = None
+
+    @property
+    def service(self) -> MarketFeedService:
+        return self.services[-1]
+
+    @property
+    def collector(self) -> PipelineMetricsCollector:
+        return self._collector
+
+    async def start_feed(self) -> MarketFeedService:
+        """A new feed (same settings, same spool) in the run's task group."""
+        service = MarketFeedService(self.settings, tokens=self.tokens)
+        self._collector = PipelineMetricsCollector(self.settings, service.metrics_sources())
+        service.attach(self._collector)
+        self.services.append(service)
+        self._feed = self._tg.create_task(self._run_feed(service), name="market-feed")
+        await self.until(lambda: service.started.is_set(), "the feed to start", 60)
+        return service
+
+    async def _run_feed(self, service: MarketFeedService) -> None:
+        try:
+            await service.run()
+        except ServiceFailed as exc:
+            self.feed_failure = exc
+
+    async def stop_feed(self, *, expect_failure: bool = False) -> BaseException | None:
+        """Stop the current feed gracefully; its failure, if it failed."""
+        self.feed_failure = None
+        self.service.request_stop()
+        assert self._feed is not None
+        await self._feed
+        failure = self.feed_failure
+        if failure is not None and not expect_failure:
+            raise RuntimeError(f"the feed failed: {failure}")
+        return failure
 
     async def until(self, condition: Callable[[], bool], what: str, within: float = 60) -> None:
         deadline = time.monotonic() + within
@@ -257,6 +324,11 @@ _FAULT_FUNCS: Final[dict[str, Callable[[_Run, dict[str, Any]], Awaitable[str]]]]
     "stall": _stall,
     "redis": _redis,
     "token": _token,
+    "diskfull": chaos_disk.diskfull,
+    "spoolcorrupt": chaos_disk.spoolcorrupt,
+    "twoprocs": chaos_disk.twoprocs,
+    "flap": chaos_disk.flap,
+    "fatal": chaos_disk.fatal,
 }
 
 
@@ -287,14 +359,19 @@ def chaos_settings(
                     "topic_partitions": 3,
                     "queue_max_messages": 1000,
                     "request_timeout_ms": 1000,
+                    "message_timeout_ms": chaos_disk.MESSAGE_TIMEOUT_MS,
                 }
             ),
             "redis": base.redis.model_copy(update={"url": SecretStr(redis.redis_url)}),
+            # No free-space floor: on the small tmpfs of ``diskfull`` the real ENOSPC
+            # path of the spool is what is exercised.
             "feed": base.feed.model_copy(
                 update={
                     "spool_dir": spool,
                     # The simulator's universe unless a CSV is configured.
                     "instruments_csv": base.feed.instruments_csv or SimConfig().instruments,
+                    "spool_min_free_bytes": 0,
+                    "spool_max_bytes": chaos_disk.SPOOL_MAX_BYTES,
                 }
             ),
         }
@@ -320,19 +397,20 @@ async def run_chaos(
     redis = DevstackService("redis", root / "redis")
     costs: list[FaultCost] = []
     errors: list[str] = []
+    spool = root / "spool"
+    spool_fs = "diskfull" in faults and chaos_disk.mount_spool_fs(spool)
     try:
         await asyncio.gather(asyncio.to_thread(broker.start), asyncio.to_thread(redis.start))
         async with SimProcess(ticks_per_second=rate, instruments=base.feed.instruments_csv) as sim:
-            settings = chaos_settings(base, sim, broker, redis, root / "spool")
+            settings = chaos_settings(base, sim, broker, redis, spool)
             tokens = SwitchableToken(sim.access_token)
-            service = MarketFeedService(settings, tokens=tokens)
-            collector = PipelineMetricsCollector(settings, service.metrics_sources())
-            service.attach(collector)
-            ledger = StreamLedger(broker.bootstrap, service.topic)
-            run = _Run(service, collector, sim, broker, redis, ledger, tokens, settings)
+            ledger = StreamLedger(
+                broker.bootstrap, TopicNames.market_ticks(settings.kafka.topic_prefix)
+            )
             options = {"drops": drops}
             async with asyncio.TaskGroup() as tg:
-                feed = tg.create_task(service.run(), name="market-feed")
+                run = _Run(tg, sim, broker, redis, ledger, tokens, settings, root, spool_fs)
+                await run.start_feed()
                 try:
                     ledger.start()
                     await run.until(lambda: ledger.figures().consumed > 1000, "first ticks", 120)
@@ -343,10 +421,11 @@ async def run_chaos(
                     await sim.set_rate(0)
                     await asyncio.sleep(1.0)
                     stats = await sim.stats()
-                    acct = service.accounting
+                    acct = run.service.accounting
                     await run.until(
                         lambda: (
-                            acct.received_socket >= int(stats["total_ticks_sent"])
+                            sum(s.accounting.received_socket for s in run.services)
+                            >= int(stats["total_ticks_sent"])
                             or acct.in_flight == 0
                         ),
                         "feed caught up",
@@ -356,34 +435,47 @@ async def run_chaos(
                         lambda: acct.in_flight == 0 and acct.spooled == 0, "feed drained", 120
                     )
                     await run.until(
-                        lambda: ledger.figures().consumed >= acct.published, "consumer", 120
+                        lambda: ledger.figures().consumed >= _published(run), "consumer", 120
                     )
                 except (TimeoutError, RuntimeError) as exc:
                     errors.append(str(exc))
                     stats = await sim.stats()
                 finally:
-                    service.request_stop()
-                await feed
+                    try:
+                        await run.stop_feed()
+                    except RuntimeError as exc:
+                        errors.append(str(exc))
             ledger.stop()
             if ledger.error:
                 errors.append(f"ledger consumer: {ledger.error}")
-            acct = service.accounting
+            dropped: dict[str, int] = {}
+            for service in run.services:
+                for reason, count in service.accounting.dropped.items():
+                    dropped[reason] = dropped.get(reason, 0) + count
+            received = sum(s.accounting.received_socket for s in run.services)
             return ChaosResult(
                 costs=costs,
                 sent=int(stats["total_ticks_sent"]),
-                received=acct.received,
-                published=acct.published,
+                received=received,
+                published=_published(run),
                 ledger=ledger.figures(),
                 missing=ledger.missing_against(stats["ticks_sent"]),
-                imbalance=acct.imbalance(),
+                imbalance=sum(abs(s.accounting.imbalance()) for s in run.services),
                 errors=errors,
+                dropped=dropped,
             )
     finally:
         await asyncio.gather(
             asyncio.to_thread(_quietly, broker.stop), asyncio.to_thread(_quietly, redis.stop)
         )
+        if spool_fs:
+            chaos_disk.unmount_spool_fs(spool)
         if own_dir:
             shutil.rmtree(root, ignore_errors=True)
+
+
+def _published(run: _Run) -> int:
+    return sum(s.accounting.published for s in run.services)
 
 
 def _quietly(action: Callable[[], None]) -> None:
@@ -393,10 +485,17 @@ def _quietly(action: Callable[[], None]) -> None:
         pass
 
 
+def _dropped(run: _Run) -> int:
+    return sum(s.accounting.dropped_total for s in run.services)
+
+
+def _spool_written(run: _Run) -> int:
+    return sum(s.accounting.spool_written for s in run.services)
+
+
 async def _run_fault(run: _Run, name: str, options: dict[str, Any]) -> FaultCost:
-    acct = run.service.accounting
     await run.until(run.settled, f"the feed to settle before {name}", SETTLE_WITHIN)
-    dropped, spooled = acct.dropped_total, acct.spool_written
+    dropped, spooled = _dropped(run), _spool_written(run)
     gaps = run.ledger.figures().gaps
     started_ns = time.time_ns()
     started = time.monotonic()
@@ -408,8 +507,8 @@ async def _run_fault(run: _Run, name: str, options: dict[str, Any]) -> FaultCost
         fault=name,
         seconds=seconds,
         max_delay_ms=run.ledger.max_delay_ms(started_ns, ended_ns),
-        dropped=acct.dropped_total - dropped,
-        spooled=acct.spool_written - spooled,
+        dropped=_dropped(run) - dropped,
+        spooled=_spool_written(run) - spooled,
         lost=run.ledger.figures().gaps - gaps,
         note=note,
     )
@@ -422,7 +521,8 @@ def summary_lines(result: ChaosResult) -> list[str]:
         f"ledger: gaps {result.ledger.gaps}, duplicates/reordered "
         f"{result.ledger.duplicates_or_reordered}, instruments off {len(result.missing)}; "
         f"accounting imbalance {result.imbalance}",
-        f"lost: {result.lost}",
+        f"dropped (counted, by reason): {result.dropped or 0}",
+        f"unaccounted: {result.lost}",
     ]
     if result.ledger.first_gaps:
         lines.append(f"first gaps (token, expected volume, got): {result.ledger.first_gaps}")

@@ -84,6 +84,7 @@ class E2EResult(msgspec.Struct):
     zero_loss: bool
     buffer_high_water: int
     sim_pregenerated: bool = False  # the simulator sent pre-built ticks (sim.pregen)
+    wal: bool = True  # the feed logged every frame to its write-ahead log
     # CPU time of this process (the feed, incl. librdkafka's threads) and of its event
     # loop thread alone, per tick acked in the throughput window: less noisy than rates.
     feed_cpu_us_per_tick: float = 0.0
@@ -175,6 +176,7 @@ async def run_e2e(
     baseline_rates: tuple[float, ...] = (2_000.0, 4_000.0, 5_000.0),
     with_ceiling: bool = True,
     pregenerate: bool = True,
+    wal: bool | None = None,
 ) -> E2EResult:
     """Run the end-to-end benchmark against ``settings.kafka``'s broker (see module doc)."""
     run_id = uuid.uuid4().hex[:8]
@@ -215,6 +217,8 @@ async def run_e2e(
                             "mode": "full",
                             "buffer_policy": "block",
                             "spool_dir": spool_dir,
+                            "wal_dir": spool_dir / "wal",
+                            "wal_enabled": settings.feed.wal_enabled if wal is None else wal,
                         }
                     ),
                 }
@@ -331,6 +335,7 @@ async def run_e2e(
         and acct.dropped_total == 0
     )
     return E2EResult(
+        wal=feed_settings.feed.wal_enabled,
         seconds=seconds,
         rate=rate,
         latency_rate=latency_rate,

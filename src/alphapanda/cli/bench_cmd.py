@@ -178,7 +178,9 @@ def chaos(
         str,
         typer.Option(
             "--faults",
-            help="Comma-separated, in order: kill,pause,drops,malformed,stall,redis,token.",
+            help="Comma-separated, in order: kill,pause,drops,malformed,stall,redis,token,"
+            "diskfull,spoolcorrupt,twoprocs,flap,fatal (diskfull needs root: it mounts a "
+            "small tmpfs for the spool); feedkill (SIGKILL of a feed process 10 times) runs last.",
         ),
     ] = "kill,pause,drops,malformed,stall,redis,token",
     rate: Annotated[float, typer.Option("--rate", min=1, help="Simulator ticks/s.")] = 2000.0,
@@ -199,6 +201,13 @@ def chaos(
         console.print(f"{cost.fault}: done in {cost.seconds:.1f} s ({cost.note})", highlight=False)
 
     names = [name.strip() for name in faults.split(",") if name.strip()]
+    # feedkill SIGKILLs the feed process, so it runs with a feed of its own (see
+    # alphapanda.bench.feedkill), after the faults that share the in-process feed.
+    feedkill = "feedkill" in names
+    names = [name for name in names if name != "feedkill"]
+    if feedkill and not names:
+        _feedkill(ctx, console, rate)
+        return
     try:
         result = asyncio.run(
             run_chaos(settings_from(ctx), faults=names, rate=rate, drops=drops, on_fault=show)
@@ -219,7 +228,28 @@ def chaos(
     console.print(table)
     for line in summary_lines(result):
         console.print(line, highlight=False)
+    if feedkill:
+        _feedkill(ctx, console, rate, failed=not result.passed)
     if not result.passed:
+        raise typer.Exit(1)
+
+
+def _feedkill(ctx: typer.Context, console: Console, rate: float, failed: bool = False) -> None:
+    """The ``feedkill`` fault: 10 SIGKILLs of a feed process at random moments."""
+    from alphapanda.bench.feedkill import run_feedkill
+    from alphapanda.bench.feedkill import summary_lines as feedkill_lines
+
+    def show(kill: Any) -> None:
+        console.print(
+            f"feedkill: killed at {kill.at_seconds:.1f} s after {kill.received:,} ticks; "
+            f"its WAL held {kill.wal_frames:,} frames ({kill.wal_ticks:,} ticks)",
+            highlight=False,
+        )
+
+    result = asyncio.run(run_feedkill(settings_from(ctx), rate=rate, on_kill=show))
+    for line in feedkill_lines(result):
+        console.print(line, highlight=False)
+    if failed or not result.passed:
         raise typer.Exit(1)
 
 
@@ -254,12 +284,34 @@ def e2e(
             help="Simulator sends pre-built ticks (default) or generates them live.",
         ),
     ] = True,
+    wal_compare: Annotated[
+        int,
+        typer.Option(
+            "--wal-compare",
+            min=0,
+            help="Instead: N rounds of the feed with the WAL off, then on (no baseline or "
+            "ceiling), and the cost of the WAL as ratios.",
+        ),
+    ] = 0,
 ) -> None:
     """Simulator → feed → Kafka acks, consumer-verified: ticks/s at zero loss, p50/p99
     frame-receipt → ack latency, side by side with the baseline and the ceiling."""
     from alphapanda.bench.e2e import run_e2e
 
     console = Console(width=120)
+    if wal_compare:
+        from alphapanda.bench.walcost import compare_wal
+
+        compare_wal(
+            console,
+            settings_from(ctx),
+            rounds=wal_compare,
+            seconds=seconds,
+            rate=rate,
+            latency_rate=latency_rate,
+            pregenerate=pregenerate,
+        )
+        return
     result = asyncio.run(
         run_e2e(
             settings_from(ctx),

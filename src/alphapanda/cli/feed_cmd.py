@@ -15,6 +15,7 @@ from alphapanda.assembly import open_feed
 from alphapanda.cli.app import app, settings_from
 from alphapanda.logs import configure_logging, flush_suppressed, secrets_of
 from alphapanda.ops.preflight import feed_preflight
+from alphapanda.pipeline.spool import SpoolError
 from alphapanda.production import require_secure
 from alphapanda.service import MarketFeedService, ServiceFailed
 from alphapanda.settings import Settings, SubscriptionMode, resolve_paths
@@ -99,11 +100,15 @@ def feed(
         raise typer.Exit(2)
     handler = configure_logging(settings.log, secrets=secrets_of(settings))
     failed = False
+    unusable: list[str] = []
     try:
         with feed_preflight(settings, api=api):
             asyncio.run(
                 run_feed(settings, run_for=run_for, metrics=metrics, api=api, registry=registry)
             )
+    except* SpoolError as group:
+        # E.g. another feed owns the spool directory: say so and exit 2.
+        unusable.extend(str(exc) for exc in group.exceptions)
     except* ServiceFailed as group:
         # Already drained and logged with its traceback; say it once and exit non-zero.
         failed = True
@@ -111,6 +116,10 @@ def feed(
             log.error("%s", exc)
     finally:
         flush_suppressed(handler)
+    for message in unusable:
+        typer.secho(message, fg="red", err=True)
+    if unusable:
+        raise typer.Exit(2)
     if failed:
         raise typer.Exit(1)
 

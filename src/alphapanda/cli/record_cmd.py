@@ -19,6 +19,7 @@ from alphapanda.kite.client import TickerClient
 from alphapanda.kite.protocol import Tick
 from alphapanda.kite.tokens import StaticTokenProvider
 from alphapanda.logs import configure_logging, flush_suppressed, secrets_of
+from alphapanda.pipeline.spool import SpoolError
 from alphapanda.recording import RecordingError, RecordingReader, RecordingWriter
 from alphapanda.replay import ReplaySource, replay_to_kafka, replay_to_stdout
 from alphapanda.service import CsvInstrumentSource, MarketFeedService
@@ -220,13 +221,26 @@ def replay(
     handler = configure_logging(settings.log, secrets=secrets_of(settings))
     pace = None if fast else speed
     try:
-        code = asyncio.run(_replay(settings, file, pace, to, progress))
+        code = _run_replay(settings, file, pace, to, progress)
     except RecordingError as exc:
         typer.secho(str(exc), fg="red", err=True)
         code = 1
     finally:
         flush_suppressed(handler)
     raise typer.Exit(code)
+
+
+def _run_replay(
+    settings: Settings, file: Path, speed: float | None, to: str, show_progress: bool
+) -> int:
+    code = 2
+    try:
+        code = asyncio.run(_replay(settings, file, speed, to, show_progress))
+    except* SpoolError as group:
+        # E.g. a live feed owns the spool directory: replaying into it would steal it.
+        for exc in group.exceptions:
+            typer.secho(str(exc), fg="red", err=True)
+    return code
 
 
 async def _replay(

@@ -27,6 +27,7 @@ from alphapanda.kite.connection import (
     ConnectionCounters,
     FrameDecoder,
     FrameListener,
+    FrameLog,
     ShardConnection,
 )
 from alphapanda.kite.protocol import decode_message
@@ -55,6 +56,7 @@ class TickerClient:
         *,
         frame_listener: FrameListener | None = None,
         decode: FrameDecoder | None = None,
+        frame_log: FrameLog | None = None,
         clock: Callable[[], float] = time.monotonic,
         connector: Connector | None = None,
         rng: random.Random | None = None,
@@ -77,6 +79,7 @@ class TickerClient:
                 connector,
                 frame_listener=frame_listener,
                 decode=decode or decode_message,
+                frame_log=frame_log,
                 clock=clock,
                 rng=rng,
                 auth_poll_interval=settings.auth_poll_interval,
@@ -121,6 +124,10 @@ class TickerClient:
             self._running = False
             self._stop_requested.clear()
             self._finished.set()
+
+    def sessions_open(self) -> int:
+        """How many shards have a socket open (streaming or draining)."""
+        return sum(1 for shard in self._shards if shard.in_session)
 
     async def stop(self) -> None:
         """Close every socket and make ``run()`` return; waits until it has."""

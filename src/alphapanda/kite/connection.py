@@ -28,7 +28,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Final
+from typing import Final, Protocol
 
 from alphapanda.kite.protocol import (
     ACTION_MODE,
@@ -45,7 +45,7 @@ from alphapanda.kite.reconnect import ReconnectPolicy
 from alphapanda.kite.sharding import chunked, subscription_delta
 from alphapanda.kite.state import ConnectionStateMachine, ConnectionStatus
 from alphapanda.kite.throttle import LogThrottle
-from alphapanda.kite.tokens import TickSink, TokenProvider
+from alphapanda.kite.tokens import TickSink, TokenProvider, TokenUnavailable
 from alphapanda.kite.transport import ConnectFailed, Connector, FrameSocket, SocketClosed, scrub
 from alphapanda.settings import KiteSettings
 
@@ -54,6 +54,29 @@ log = logging.getLogger(__name__)
 FrameListener = Callable[[bytes, int], None]
 # Frame bytes and receive time to ticks: the Python decoder or the native hot path's.
 FrameDecoder = Callable[[bytes, int], DecodedMessage]
+
+
+class FrameLog(Protocol):
+    """Where every binary frame goes before it is decoded: the write-ahead log."""
+
+    @property
+    def holding(self) -> bool:
+        """True while crash recovery runs: frames are logged and decoded later."""
+        ...
+
+    def append(self, shard: int, frame: bytes) -> int:
+        """Log ``frame``; returns its receive time (ns). Never waits on the disk."""
+        ...
+
+    async def hold(self, received_at_ns: int, frame: bytes) -> None:
+        """Keep a logged frame for decoding after recovery (may wait: bounded)."""
+        ...
+
+    def decoded(self, received_at_ns: int, ticks: int) -> None:
+        """``ticks`` ticks were decoded from the frame received at ``received_at_ns``."""
+        ...
+
+
 _TEXT_PREVIEW: Final = 200
 
 
@@ -87,6 +110,12 @@ class _SessionEnd(Exception):
 
 # Session end reasons that are not failures: the shard has nothing to carry.
 _IDLE: Final = "idle"
+_TEXT_TYPES: Final = frozenset({"order", "error", "message"})
+# After the last unsubscribe the socket is read until no frame came for DRAIN_QUIET
+# seconds (frames already on their way are published), but never longer than DRAIN_MAX.
+DRAIN_QUIET: Final = 0.25
+DRAIN_MAX: Final = 2.0
+_DRAIN_POLL: Final = 0.02
 
 
 class ShardConnection:
@@ -102,6 +131,7 @@ class ShardConnection:
         *,
         frame_listener: FrameListener | None = None,
         decode: FrameDecoder = decode_message,
+        frame_log: FrameLog | None = None,
         clock: Callable[[], float] = time.monotonic,
         wall: Callable[[], datetime] = _utcnow,
         wall_ns: Callable[[], int] = time.time_ns,
@@ -115,6 +145,7 @@ class ShardConnection:
         self._connector = connector
         self._frame_listener = frame_listener
         self._decode = decode
+        self._frame_log = frame_log
         self._clock = clock
         self._wall = wall
         self._wall_ns = wall_ns  # the receive stamp of every frame
@@ -209,6 +240,12 @@ class ShardConnection:
         self._state.connecting(self._wall())
         try:
             token = await self._tokens.get_access_token()
+        except TokenUnavailable as exc:
+            # No token to try (e.g. expired at 06:00 IST): waiting for a login, not
+            # failing; the new token is picked up within auth_poll_interval.
+            self._fail("auth_required", str(exc) or type(exc).__name__, auth=True)
+            await self._await_token()
+            return
         except Exception as exc:
             self._fail("token_error", f"token provider failed: {type(exc).__name__}")
             await asyncio.sleep(self._policy.next_delay("token_error"))
@@ -257,14 +294,25 @@ class ShardConnection:
             return
         more = f" (and {suppressed} more like it)" if suppressed else ""
         if auth:
+            why = "access token rejected (HTTP 403)" if reason == "auth_403" else detail
             log.error(
-                "kite shard %d: access token rejected (HTTP 403); state auth_required, "
-                "waiting for a new token%s",
+                "kite shard %d: %s; state auth_required, waiting for a new token%s",
                 self.shard,
+                why,
                 more,
             )
         else:
             log.warning("kite shard %d: %s (%s)%s", self.shard, reason, detail, more)
+
+    async def _await_token(self) -> None:
+        # Poll the (cheap) provider until it has a token again.
+        while True:
+            await asyncio.sleep(self._auth_poll_interval)
+            try:
+                await self._tokens.get_access_token()
+            except Exception:
+                continue
+            return
 
     async def _await_new_token(self, rejected: str, delay: float) -> None:
         # Retrying a rejected token fast cannot help and looks like a storm to Kite;
@@ -313,8 +361,16 @@ class ShardConnection:
                 self._on_text(message)
                 continue
             counters.frames += 1
+            # A heartbeat (1 byte) carries no tick: not worth logging.
+            frame_log = self._frame_log if len(message) > 1 else None
+            if frame_log is not None:
+                # Logged before it is decoded: from here on a crash cannot lose it.
+                received_at_ns = frame_log.append(self.shard, message)
             if self._frame_listener is not None:
                 self._notify_listener(message, received_at_ns)
+            if frame_log is not None and frame_log.holding:
+                await frame_log.hold(received_at_ns, message)
+                continue
             decoded = self._decode(message, received_at_ns)
             if decoded.heartbeat:
                 counters.heartbeats += 1
@@ -322,6 +378,8 @@ class ShardConnection:
                 counters.skipped[skipped.reason] = counters.skipped.get(skipped.reason, 0) + 1
             if decoded.ticks:
                 counters.ticks += len(decoded.ticks)
+                if frame_log is not None:
+                    frame_log.decoded(received_at_ns, len(decoded.ticks))
                 # May block: that is the backpressure path. The watchdog does not
                 # count this time against the socket (``_waiting_since`` is None).
                 await self._sink.put_many(decoded.ticks)
@@ -342,7 +400,9 @@ class ShardConnection:
         except ProtocolError:
             kind = "invalid"
         else:
-            kind = message.type
+            # The type is chosen by the server and becomes a metric label: only the
+            # known ones are kept apart, so the label set stays bounded.
+            kind = message.type if message.type in _TEXT_TYPES else "unknown"
         counts = self.counters.text_messages
         counts[kind] = counts.get(kind, 0) + 1
         if kind in (TEXT_ERROR, "invalid"):
@@ -376,12 +436,35 @@ class ShardConnection:
         while True:
             await self._changed.wait()
             self._changed.clear()
-            if not self._desired:
-                raise _SessionEnd(_IDLE)
             try:
                 await self._sync(socket)
             except SocketClosed:
                 raise _SessionEnd("closed_by_server") from None
+            if not self._desired and await self._drained():
+                raise _SessionEnd(_IDLE)
+
+    async def _drained(self) -> bool:
+        """After the last unsubscribe: read on until the socket is quiet, so the frames
+        the exchange already sent are published, not thrown away with the socket.
+
+        Quiet means the reader has waited ``DRAIN_QUIET`` for a frame; while it is
+        busy handing ticks over (backpressure) that is not quiet. Bounded by
+        ``DRAIN_MAX``. ``False`` if instruments were subscribed again meanwhile.
+        """
+        start = self._clock()
+        while (now := self._clock()) - start < DRAIN_MAX:
+            if self._desired:
+                return False
+            since = self._waiting_since
+            if since is not None and now - max(since, start) >= DRAIN_QUIET:
+                break
+            await asyncio.sleep(_DRAIN_POLL)
+        return not self._desired
+
+    @property
+    def in_session(self) -> bool:
+        """A socket is open (connected, possibly draining)."""
+        return self._state.state == "connected"
 
     async def _sync(self, socket: FrameSocket) -> None:
         """Send what turns the server's view (``_sent``) into ``_desired``."""

@@ -28,6 +28,7 @@ Reason = Literal[
     "http_error",
     "protocol_error",
     "token_error",
+    "auth_required",
     "liveness_timeout",
     "closed_by_server",
     "internal_error",

@@ -16,6 +16,14 @@ from alphapanda.kite.protocol import Tick
 from alphapanda.settings import KiteSettings
 
 
+class TokenUnavailable(Exception):
+    """A provider has no usable token (none stored, or it expired): someone must log in.
+
+    A connection then waits in state ``auth_required``, asking the provider again every
+    ``auth_poll_interval``, instead of backing off as after a failure.
+    """
+
+
 @runtime_checkable
 class TokenProvider(Protocol):
     """Source of the current Kite access token (``AuthService`` implements it)."""

@@ -20,9 +20,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from alphapanda.pipeline.spool import LOCK_NAME as SPOOL_LOCK_NAME
 from alphapanda.settings import Settings, env_name, path_base
-
-LOCK_NAME = ".lock"
 
 
 class StartupError(Exception):
@@ -53,12 +52,14 @@ def check_readable_file(path: Path, variable: str, settings: Settings) -> None:
         ) from None
 
 
-@contextlib.contextmanager
-def locked_directory(path: Path, variable: str, settings: Settings) -> Iterator[Path]:
-    """Create ``path`` if needed and hold an exclusive lock on it while the context lasts.
+def check_spool_directory(path: Path, variable: str, settings: Settings) -> None:
+    """Create ``path`` if needed, check that it is writable and that no other process
+    holds its lock.
 
     Two feeds spooling into one directory would interleave segments and replay each
-    other's ticks; the lock makes the second one refuse to start instead.
+    other's ticks. The spool itself takes the lock for the life of the process (one lock
+    file, ``pipeline.spool.LOCK_NAME``); this probe only makes a second feed refuse at
+    once, with the setting to change, before it connects to anything.
     """
     try:
         path.mkdir(parents=True, exist_ok=True)
@@ -73,24 +74,24 @@ def locked_directory(path: Path, variable: str, settings: Settings) -> Iterator[
             f"fix its permissions or point {variable} elsewhere"
         )
     try:
-        fd = os.open(path / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o600)
+        fd = os.open(path / SPOOL_LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
     except OSError as exc:
         raise StartupError(
-            f"{variable}: cannot create {path / LOCK_NAME} ({exc.strerror})"
+            f"{variable}: cannot create {path / SPOOL_LOCK_NAME} ({exc.strerror})"
         ) from None
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as exc:
             if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
+                holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "unknown"
                 raise StartupError(
-                    f"{variable}: {path} is locked by another running feed; stop it or give "
-                    f"this one its own {variable}"
+                    f"{variable}: {path} is locked by another running feed (pid {holder}); "
+                    f"stop it or give this one its own {variable}"
                 ) from None
             raise StartupError(f"{variable}: cannot lock {path} ({exc.strerror})") from None
-        yield path
     finally:
-        os.close(fd)
+        os.close(fd)  # releases the probe's lock: the spool takes it for real
 
 
 def check_port_free(host: str, port: int, variable: str) -> None:
@@ -137,11 +138,11 @@ def check_reachable(url: str, variable: str, default_port: int, timeout: float =
 
 @contextlib.contextmanager
 def feed_preflight(settings: Settings, *, api: bool) -> Iterator[None]:
-    """Every check ``alphapanda feed`` needs; holds the spool lock while the feed runs."""
+    """Every check ``alphapanda feed`` needs before it connects to anything."""
     feed = settings.feed
     if feed.instruments_csv is not None:
         check_readable_file(feed.instruments_csv, env_name(("feed", "instruments_csv")), settings)
     if api:
         check_port_free(settings.api.host, settings.api.port, env_name(("api", "port")))
-    with locked_directory(feed.spool_dir, env_name(("feed", "spool_dir")), settings):
-        yield
+    check_spool_directory(feed.spool_dir, env_name(("feed", "spool_dir")), settings)
+    yield

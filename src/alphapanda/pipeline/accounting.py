@@ -41,6 +41,7 @@ from alphapanda.metrics.samples import Sample
 
 SOURCE_SOCKET: Final = "socket"
 SOURCE_SPOOL_RECOVERY: Final = "spool_recovery"
+SOURCE_WAL: Final = "wal"
 
 DROP_OLDEST: Final = "drop_oldest"
 DROP_CONFLATED: Final = "conflated"
@@ -50,6 +51,7 @@ DROP_ENCODE_ERROR: Final = "encode_error"
 DROP_DELIVERY_FAILED: Final = "delivery_failed"
 DROP_SHUTDOWN: Final = "shutdown"
 DROP_SPOOL_CORRUPT: Final = "spool_corrupt"
+DROP_SPOOL_UNAVAILABLE: Final = "spool_unavailable"
 
 STAGES: Final = ("buffered", "encoding", "awaiting_ack", "spooled")
 
@@ -68,6 +70,7 @@ class Accounting:
         "encoding",
         "published",
         "received_socket",
+        "received_wal",
         "recovered",
         "replayed",
         "spool_written",
@@ -76,6 +79,8 @@ class Accounting:
 
     def __init__(self) -> None:
         self.received_socket = 0
+        # Ticks decoded again from the write-ahead log after a crash (source ``wal``).
+        self.received_wal = 0
         self.recovered = 0
         self.published = 0
         self.dropped: dict[str, int] = {}
@@ -91,7 +96,7 @@ class Accounting:
 
     @property
     def received(self) -> int:
-        return self.received_socket + self.recovered
+        return self.received_socket + self.recovered + self.received_wal
 
     @property
     def in_flight(self) -> int:
@@ -110,6 +115,7 @@ class Accounting:
         figures = {
             "received": self.received,
             "received_socket": self.received_socket,
+            "received_wal": self.received_wal,
             "recovered": self.recovered,
             "published": self.published,
             "dropped": self.dropped_total,
@@ -127,9 +133,12 @@ class Accounting:
 
     # -- transitions --------------------------------------------------------------------
 
-    def accept(self, n: int) -> None:
-        """``n`` ticks from the socket entered the buffer."""
-        self.received_socket += n
+    def accept(self, n: int, source: str = SOURCE_SOCKET) -> None:
+        """``n`` ticks from the socket (or, after a crash, the WAL) entered the buffer."""
+        if source == SOURCE_WAL:
+            self.received_wal += n
+        else:
+            self.received_socket += n
         self.buffered += n
 
     def recover(self, n: int) -> None:
@@ -225,6 +234,13 @@ class Accounting:
             self.recovered,
             (),
             "Spool records of a previous run found at start-up (replayed first).",
+        )
+        yield Sample(
+            "ticks_wal_recovered_total",
+            "counter",
+            self.received_wal,
+            (),
+            "Ticks decoded again from the write-ahead log after a crash (published first).",
         )
         yield Sample(
             "ticks_published_total", "counter", self.published, (), "Ticks acked by the broker."

@@ -33,6 +33,7 @@ from alphapanda.pipeline.accounting import (
     DROP_CONFLATED,
     DROP_OLDEST,
     DROP_SHUTDOWN,
+    SOURCE_SOCKET,
     Accounting,
 )
 from alphapanda.settings import BufferPolicy
@@ -75,7 +76,7 @@ class TickBuffer:
         self._not_empty.set()
         self._not_full.set()
 
-    async def put_many(self, ticks: Sequence[Tick]) -> None:
+    async def put_many(self, ticks: Sequence[Tick], source: str = SOURCE_SOCKET) -> None:
         """Accept ``ticks`` (the ``TickSink`` of the socket readers).
 
         Under ``block`` this waits for room. Ticks that arrive after ``close()``, or
@@ -88,17 +89,17 @@ class TickBuffer:
             self._accounting.drop_unreceived(DROP_SHUTDOWN, len(ticks))
             return
         if self.policy == "block":
-            await self._put_blocking(ticks)
+            await self._put_blocking(ticks, source)
         elif self.policy == "drop_oldest":
-            self._put_drop_oldest(ticks)
+            self._put_drop_oldest(ticks, source)
         else:
-            self._put_conflate(ticks)
+            self._put_conflate(ticks, source)
         depth = len(self)
         if depth > self.high_water:
             self.high_water = depth
         self._not_empty.set()
 
-    async def _put_blocking(self, ticks: Sequence[Tick]) -> None:
+    async def _put_blocking(self, ticks: Sequence[Tick], source: str) -> None:
         done = 0
         total = len(ticks)
         try:
@@ -116,7 +117,7 @@ class TickBuffer:
                     continue
                 chunk = ticks[done : done + room]
                 self._fifo.extend(chunk)
-                self._accounting.accept(len(chunk))
+                self._accounting.accept(len(chunk), source)
                 done += len(chunk)
                 if len(self._fifo) > self.high_water:
                     self.high_water = len(self._fifo)
@@ -124,17 +125,17 @@ class TickBuffer:
             self._accounting.drop_unreceived(DROP_SHUTDOWN, total - done)
             raise
 
-    def _put_drop_oldest(self, ticks: Sequence[Tick]) -> None:
+    def _put_drop_oldest(self, ticks: Sequence[Tick], source: str) -> None:
         fifo = self._fifo
         fifo.extend(ticks)
-        self._accounting.accept(len(ticks))
+        self._accounting.accept(len(ticks), source)
         overflow = len(fifo) - self.capacity
         if overflow > 0:
             for _ in range(overflow):
                 fifo.popleft()
             self._accounting.drop("buffered", DROP_OLDEST, overflow)
 
-    def _put_conflate(self, ticks: Sequence[Tick]) -> None:
+    def _put_conflate(self, ticks: Sequence[Tick], source: str) -> None:
         latest = self._latest
         conflated = 0
         overflow = 0
@@ -148,7 +149,7 @@ class TickBuffer:
                 latest.popitem(last=False)
                 overflow += 1
             latest[token] = tick
-        self._accounting.accept(len(ticks))
+        self._accounting.accept(len(ticks), source)
         self._accounting.drop("buffered", DROP_CONFLATED, conflated)
         self._accounting.drop("buffered", DROP_CONFLATE_OVERFLOW, overflow)
 

@@ -47,6 +47,10 @@ _TIMESTAMP_MAX_FALLBACK: Final = 4_102_444_800
 # tick of one second shares them), so a dict hit replaces a datetime construction.
 _TS_CACHE_MAX: Final = 8192
 
+# Distinct (instrument, reason) pairs counted by name; the rest go under "other".
+MALFORMED_INSTRUMENTS_MAX: Final = 256
+OTHER_INSTRUMENTS: Final = "other"
+
 # Reasons a field (or a whole tick) is counted as malformed.
 REASON_INVALID_LAST_PRICE: Final = "invalid_last_price"  # tick dropped
 REASON_UNKNOWN_MODE: Final = "unknown_mode"  # tick dropped
@@ -120,7 +124,7 @@ class TickFormatter:
         self._ts_cache: dict[int, datetime] = {}
         self._last_received_ns = -1
         self._last_received_at = _EPOCH
-        self._malformed: dict[tuple[int, str], int] = {}
+        self._malformed: dict[tuple[int | str, str], int] = {}
         self._malformed_by_reason: dict[str, int] = {}
         self.formatted = 0
         self.dropped = 0
@@ -324,9 +328,20 @@ class TickFormatter:
         return self._datetime(epoch)
 
     def _count(self, token: int, reason: str) -> None:
-        key = (token, reason)
-        self._malformed[key] = self._malformed.get(key, 0) + 1
         self._malformed_by_reason[reason] = self._malformed_by_reason.get(reason, 0) + 1
+        counts = self._malformed
+        key: tuple[int | str, str] = (token, reason)
+        if key in counts:
+            counts[key] += 1
+            return
+        if len(counts) >= MALFORMED_INSTRUMENTS_MAX:
+            # Keys come from the wire: keep the map bounded. The smallest entry makes
+            # room and its count moves to ("other", reason), so the heaviest
+            # instruments stay named and every count is kept.
+            smallest = min((k for k in counts if k[0] != OTHER_INSTRUMENTS), key=counts.__getitem__)
+            other = (OTHER_INSTRUMENTS, smallest[1])
+            counts[other] = counts.get(other, 0) + counts.pop(smallest)
+        counts[key] = 1
 
     # -- ticks formatted by the native hot path ------------------------------------------
 
@@ -351,8 +366,9 @@ class TickFormatter:
         """Malformed-field counts by reason (a tick can count under several reasons)."""
         return dict(self._malformed_by_reason)
 
-    def malformed_by_instrument(self) -> dict[tuple[int, str], int]:
-        """Malformed-field counts per ``(instrument_token, reason)``."""
+    def malformed_by_instrument(self) -> dict[tuple[int | str, str], int]:
+        """Malformed-field counts per ``(instrument_token, reason)``: the instruments with
+        the most (about ``MALFORMED_INSTRUMENTS_MAX`` keys), the rest under ``"other"``."""
         return dict(self._malformed)
 
     def samples(self) -> Iterator[Sample]:

@@ -124,7 +124,13 @@ def encode_native_ticks(
     )
     wire.seq = seq
     formatter.count_external(len(records), malformed)
-    return cast("list[EncodedMessage]", records)
+    # Each record's position in its frame (the ``pkt`` header crash recovery matches on),
+    # numbered by the same encoder state as the Python path's records.
+    position = wire.position_headers
+    return [
+        record._replace(headers=position(int(record.key), record.received_at_ns))
+        for record in cast("list[EncodedMessage]", records)
+    ]
 
 
 class FrameRecords(NamedTuple):

@@ -175,6 +175,8 @@ class MessageProducer:
         self._on_ack = on_ack
         # Receive times of produce_many messages acked during the current poll().
         self._acked: list[int] = []
+        # Told the receive times of every batch of acks (the WAL's retention uses them).
+        self.ack_listener: Callable[[list[int]], None] | None = None
         self._producer = Producer(
             producer_config(settings, client_id)
             # librdkafka's own log lines go through logging (served by poll()), not stderr.
@@ -274,6 +276,8 @@ class MessageProducer:
         self.delivered += n
         self.last_ack_ns = now
         self.latency.add_acks(now, acked)
+        if self.ack_listener is not None:
+            self.ack_listener(acked)
         acked.clear()
         if self._on_ack is not None:
             try:

@@ -1,29 +1,12 @@
 """The publisher: TickBuffer → TickFormatter + WireEncoder → Kafka, or the disk spool.
 
-One task takes micro-batches from the buffer, encodes them and hands them to the
-``MessageProducer``. Two routes, never both for one message:
-
-*direct*
-    The normal route: ``produce()`` into librdkafka, which batches, compresses and
-    retries (idempotently) on its own. If librdkafka's bounded queue stays full for
-    ``spill_after`` seconds (the broker is gone and the queue took what it could), or
-    a delivery fails with a retriable error, the publisher switches to *spooling*.
-*spooling*
-    Every new message is appended to the spool, behind what is already there, so
-    per-instrument order is kept. Replay runs in windows: only once no message of
-    the direct route is still awaiting its report (a fence: everything older than the
-    spool is settled), the next window is read from the spool and produced; its
-    cursor moves only after every message of the window was acked. A failed replay
-    message stays at the head (in memory) and is re-sent after a pause. When the
-    spool is empty the publisher goes back to the direct route.
-
-Known limits (documented, counted): a message that fails delivery *after* newer ones
-were spooled (only when an outage outlasts ``message.timeout.ms``) lands in the spool
-behind them; at shutdown during an outage, messages librdkafka already put on the
-wire and that neither succeeded nor failed by the deadline cannot be spooled without
-risking a duplicate, so they stay counted in ``awaiting_ack`` and are logged.
-
-Accounting: every move is mirrored in ``Accounting`` in the same synchronous step.
+One task takes micro-batches from the buffer, encodes them and feeds them to the
+``PublisherCore`` (pipeline/publisher_core.py), which makes every decision: direct
+sends, when to spool, replay windows and their order, what to do when the spool
+cannot take a tick, a fatal producer error, shutdown. This module is the shell around
+it: it executes the core's commands against the ``MessageProducer`` and the ``Spool``
+and reports back what happened. Spool file I/O runs in a worker thread, one operation
+at a time, so the loop that reads the sockets never waits on the disk.
 """
 
 from __future__ import annotations
@@ -39,7 +22,6 @@ from confluent_kafka import KafkaError
 from alphapanda.kite.protocol import Tick
 from alphapanda.metrics.samples import Sample
 from alphapanda.pipeline.accounting import (
-    DROP_DELIVERY_FAILED,
     DROP_ENCODE_ERROR,
     DROP_MALFORMED,
     Accounting,
@@ -48,10 +30,28 @@ from alphapanda.pipeline.buffer import TickBuffer
 from alphapanda.pipeline.formatter import MarketTick, TickFormatter
 from alphapanda.pipeline.hotpath import encode_native_ticks, is_native_batch
 from alphapanda.pipeline.producer import DeliveryHandler, EncodedMessage, MessageProducer
+from alphapanda.pipeline.publisher_core import (
+    REPLAY_RETRY_DELAY,
+    REPLAY_WINDOW,
+    SPILL_AFTER,
+    AppendToSpool,
+    Command,
+    CommitWindow,
+    Fatal,
+    Finish,
+    Outcome,
+    Produce,
+    ProduceReplay,
+    PublisherCore,
+    PurgeQueued,
+    ReadWindow,
+)
 from alphapanda.pipeline.spool import Spool
 from alphapanda.pipeline.wire import WireEncoder
 
 log = logging.getLogger(__name__)
+
+__all__ = ["REPLAY_RETRY_DELAY", "REPLAY_WINDOW", "SPILL_AFTER", "Publisher", "TickEncoder"]
 
 # Errors that no retry can fix: spooling them would replay them forever.
 _PERMANENT_ERRORS: Final = frozenset(
@@ -63,16 +63,20 @@ _PERMANENT_ERRORS: Final = frozenset(
         KafkaError._INVALID_ARG,
     }
 )
-# How long the publisher waits for room in librdkafka's queue before spooling.
-SPILL_AFTER: Final = 0.5
-# Records per replay window; also capped at half the producer's queue so a window
-# always fits behind the fence.
-REPLAY_WINDOW: Final = 5000
-# Pause before re-sending replay messages that failed (the broker is still away).
-REPLAY_RETRY_DELAY: Final = 1.0
 _IDLE_WAIT: Final = 0.05
+# While the core waits on the disk or on librdkafka, how often the shell looks again.
+_BUSY_WAIT: Final = 0.002
 # Ticks encoded and produced between two yields to the event loop.
 CHUNK: Final = 256
+
+
+def outcome_of(error: KafkaError | None) -> Outcome:
+    """The core's view of a delivery report."""
+    if error is None:
+        return Outcome.ACKED
+    if error.code() in _PERMANENT_ERRORS:
+        return Outcome.PERMANENT
+    return Outcome.RETRIABLE
 
 
 class TickEncoder:
@@ -104,11 +108,19 @@ class TickEncoder:
         except Exception:
             formatted, values = self._encode_one_by_one(formatted, emitted_at_ns)
         key = wire.key
-        headers = wire.shared_headers
+        headers = wire.position_headers
         new = tuple.__new__  # a NamedTuple's own __new__ is a Python-level call
         self._accounting.drop("encoding", DROP_MALFORMED, malformed)
         return [
-            new(EncodedMessage, (key(mt.instrument_token), value, headers, mt.received_at_ns))
+            new(
+                EncodedMessage,
+                (
+                    key(mt.instrument_token),
+                    value,
+                    headers(mt.instrument_token, mt.received_at_ns),
+                    mt.received_at_ns,
+                ),
+            )
             for mt, value in zip(formatted, values, strict=True)
         ]
 
@@ -130,25 +142,6 @@ class TickEncoder:
         return kept, values
 
 
-class _ReplayWindow:
-    """Spool records handed to the producer, settled one delivery report at a time."""
-
-    __slots__ = ("acked_prefix", "failed", "outstanding", "retry_at", "size", "states")
-
-    def __init__(self, size: int) -> None:
-        self.size = size
-        self.outstanding = 0
-        self.failed: list[tuple[int, EncodedMessage]] = []
-        self.states = [False] * size  # acked?
-        self.retry_at = 0.0
-        self.acked_prefix = 0
-
-    def prefix_acked(self) -> int:
-        while self.acked_prefix < self.size and self.states[self.acked_prefix]:
-            self.acked_prefix += 1
-        return self.acked_prefix
-
-
 class Publisher:
     """Drains the TickBuffer into Kafka, through the spool when the broker is away."""
 
@@ -156,226 +149,177 @@ class Publisher:
         self,
         buffer: TickBuffer,
         encoder: TickEncoder,
-        producer_factory: Callable[[DeliveryHandler, Callable[[], None]], MessageProducer],
+        producer_factory: Callable[[DeliveryHandler, Callable[[int], None]], MessageProducer],
         spool: Spool,
         accounting: Accounting,
         *,
         batch_max: int,
         shutdown_deadline: float,
         queue_max_messages: int,
+        on_fatal: Callable[[str], None] | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._buffer = buffer
         self._encoder = encoder
-        self.producer = producer_factory(self._on_delivery, accounting.ack)
-        self._spool = spool
         self._accounting = accounting
+        self.core = PublisherCore(
+            accounting,
+            policy=buffer.policy,
+            replay_window=max(1, min(REPLAY_WINDOW, queue_max_messages // 2)),
+        )
+        self.producer = producer_factory(self._on_delivery, self.core.on_direct_acked)
+        self._spool = spool
         self._batch_max = batch_max
         self._shutdown_deadline = shutdown_deadline
-        self._replay_window = max(1, min(REPLAY_WINDOW, queue_max_messages // 2))
-        self.spooling = False
-        self._window: _ReplayWindow | None = None
-        self.spill_events = 0
-        self.unresolved_at_shutdown = 0
-        self.spool_full_waits = 0
+        self._on_fatal = on_fatal
+        self._clock = clock
+        self._spool_op: asyncio.Task[None] | None = None
+        self._shutdown_started: float | None = None
+
+    # Figures kept under their old names (metrics, status, tests).
+    @property
+    def spooling(self) -> bool:
+        return self.core.spooling
+
+    @property
+    def spill_events(self) -> int:
+        return self.core.spill_events
+
+    @property
+    def spool_full_waits(self) -> int:
+        return self.core.spool_full_waits
+
+    @property
+    def unresolved_at_shutdown(self) -> int:
+        return self.core.unresolved_at_shutdown
+
+    def begin_shutdown(self) -> None:
+        """The shutdown deadline starts now (the buffer is closed right after)."""
+        if self._shutdown_started is None:
+            self._shutdown_started = self._clock()
 
     # -- delivery reports (called inside producer.poll(), on the loop thread) -----------
 
     def _on_delivery(
         self, message: EncodedMessage, context: object, error: KafkaError | None
     ) -> None:
-        acct = self._accounting
+        outcome = outcome_of(error)
+        if error is not None and outcome is Outcome.PERMANENT:
+            log.error("message dropped, delivery failed permanently: %s", error.name())
         if isinstance(context, tuple):
             window, index = context
-            assert isinstance(window, _ReplayWindow) and isinstance(index, int)
-            window.outstanding -= 1
-            if error is None:
-                window.states[index] = True
-                acct.ack()
-            elif error.code() in _PERMANENT_ERRORS:
-                window.states[index] = True  # settled: counted as dropped, not replayed
-                acct.drop("awaiting_ack", DROP_DELIVERY_FAILED)
-                log.error("replayed message dropped: %s", error.name())
-            else:
-                window.failed.append((index, message))
-                acct.replay_failed()
-                # New ticks must queue behind the failed one, which is retried later.
-                self.spooling = True
-            return
-        if error is None:
-            acct.ack()
-        elif error.code() in _PERMANENT_ERRORS:
-            acct.drop("awaiting_ack", DROP_DELIVERY_FAILED)
-            log.error("message dropped, delivery failed permanently: %s", error.name())
+            assert isinstance(window, int) and isinstance(index, int)
+            self.core.on_replay_report(window, index, outcome)
+        elif outcome is Outcome.ACKED:
+            self.core.on_direct_acked(1)
         else:
-            self._spool.append(message, force=True)
-            acct.spool_failed()
-            if not self.spooling:
-                self.spooling = True
-                self.spill_events += 1
-                log.warning("delivery failed (%s): spooling new ticks to disk", error.name())
+            self.core.on_direct_failed(message, outcome)
 
     # -- main loop ------------------------------------------------------------------------
 
     async def run(self) -> None:
-        """Publish until the buffer is closed and drained, then shut down cleanly."""
-        buffer = self._buffer
-        # A spool left by a previous run is replayed before anything new goes out.
-        self.spooling = self._spool.pending > 0
-        while True:
-            ticks = await buffer.take_batch(self._batch_max, _IDLE_WAIT)
-            for start in range(0, len(ticks), CHUNK):
-                await self._dispatch(self._encoder.encode(ticks[start : start + CHUNK]))
-                # Serve delivery reports and let the socket readers run between chunks:
-                # one big batch encoded in one go would hold the loop for ~100 ms.
+        """Publish until the buffer is closed and drained and the core is finished."""
+        core = self.core
+        core.recovered(self._spool.pending)
+        ticks: list[Tick] = []
+        position = 0
+        async with asyncio.TaskGroup() as tg:
+            while not core.finished:
+                await self._execute(tg)
+                if core.finished:
+                    break
+                self._check_fatal()
+                if position < len(ticks) and core.wants_input:
+                    chunk = ticks[position : position + CHUNK]
+                    position += len(chunk)
+                    core.on_batch(self._encoder.encode(chunk), self._clock())
+                    await self._execute(tg)
+                    # Serve delivery reports and let the socket readers run between
+                    # chunks: one big batch encoded in one go would hold the loop.
+                    self.producer.poll()
+                    await asyncio.sleep(0)
+                    continue
+                if position >= len(ticks) and core.wants_input and not core.closing:
+                    busy = self._spool_op is not None or core.spooling
+                    ticks = await self._buffer.take_batch(
+                        self._batch_max, _BUSY_WAIT if busy else _IDLE_WAIT
+                    )
+                    position = 0
+                    if not ticks and self._buffer.closed and not len(self._buffer):
+                        self.begin_shutdown()
+                        assert self._shutdown_started is not None
+                        core.close(self._shutdown_started + self._shutdown_deadline, self._clock())
+                else:
+                    await asyncio.sleep(_BUSY_WAIT)
                 self.producer.poll()
-                await asyncio.sleep(0)
-            await self._service_spool()
-            if not ticks and buffer.closed and not len(buffer):
-                break
-        await self._shutdown()
+                core.on_timer(self._clock())
+            if self._spool_op is not None:
+                await self._spool_op
+        self.producer.stop()
 
-    async def _dispatch(self, messages: list[EncodedMessage]) -> None:
-        acct = self._accounting
-        producer = self.producer
-        i = 0
-        total = len(messages)
-        full_since = 0.0
-        while i < total:
-            if self.spooling:
-                if self._buffer.closed:
-                    # Shutting down: nothing is coming after these, and refusing them
-                    # would lose them; the excess is bounded by the buffer's capacity.
-                    for message in messages[i:]:
-                        self._spool.append(message, force=True)
-                    acct.spool_from_encoding(total - i)
-                    return
-                written = self._spool.extend(messages[i:])
-                acct.spool_from_encoding(written)
-                i += written
-                if i < total:
-                    # Spool full: stop taking ticks until replay frees room, so the
-                    # TickBuffer fills and its declared policy applies.
-                    self.spool_full_waits += 1
-                    await self._service_spool()
-                    await asyncio.sleep(_IDLE_WAIT)
-                continue
-            accepted = producer.produce_many(messages, i)
-            if accepted:
-                acct.produce(accepted)
-                i += accepted
-                full_since = 0.0
-                continue
-            if producer.fatal_error is not None and not self.spooling:
-                self.spooling = True
-                self.spill_events += 1
-                log.critical("producer failed fatally: spooling every tick until a restart")
-                continue
-            # librdkafka's queue is full: wait for room, serving reports, for a while.
-            now = time.monotonic()
-            if not full_since:
-                full_since = now
-            elif now - full_since >= SPILL_AFTER:
-                self.spooling = True
-                self.spill_events += 1
-                log.warning(
-                    "producer queue full for %.1f s: spooling new ticks to disk", SPILL_AFTER
-                )
-                continue
-            producer.poll()
-            await asyncio.sleep(0.001)
+    def _check_fatal(self) -> None:
+        reason = self.producer.fatal_error
+        if reason is not None and self.core.fatal_reason is None:
+            self.core.on_fatal(reason)
 
-    async def _service_spool(self) -> None:
-        await self._spool.sync()
-        window = self._window
-        if window is not None:
-            if window.outstanding:
-                return
-            if window.failed:
-                if not window.retry_at:
-                    window.retry_at = time.monotonic() + REPLAY_RETRY_DELAY
-                    return
-                if time.monotonic() < window.retry_at:
-                    return
-                retry, window.failed, window.retry_at = window.failed, [], 0.0
-                self._send_window(window, retry)
-                return
-            self._spool.commit_window()
-            self._window = None
-        if not self.spooling:
-            return
-        if self.producer.pending or self.producer.fatal_error is not None:
-            # The fence: everything older than the spool must be settled first. (A
-            # fatally failed producer cannot replay; the next run will.)
-            return
-        if self._spool.pending == 0:
-            self.spooling = False
-            log.info("spool drained: publishing directly again")
-            return
-        messages = self._spool.read_window(self._replay_window)
-        self._window = _ReplayWindow(len(messages))
-        self._accounting.replay(len(messages))
-        self._send_window(self._window, list(enumerate(messages)), counted=True)
-        if len(messages) == self._spool.pending and not self._window.failed:
-            # This window is the whole spool: new messages may follow it straight into
-            # librdkafka's queue, which keeps their order behind it per partition.
-            # (Otherwise a steady stream would keep refilling the spool during each
-            # window's round trip and replay would never catch up.)
-            self.spooling = False
-            log.info("spool replayed: publishing directly again")
+    async def _execute(self, tg: asyncio.TaskGroup) -> None:
+        core = self.core
+        while (command := core.next_command()) is not None:
+            match command:
+                case Produce(messages, start):
+                    accepted = self.producer.produce_many(messages, start)
+                    self._check_fatal()
+                    core.on_produced(accepted, self._clock())
+                case ProduceReplay(window, items):
+                    for index, message in items:
+                        if not self.producer.try_produce(message, (window, index)):
+                            core.on_replay_refused(window, index)
+                case AppendToSpool() | ReadWindow() | CommitWindow():
+                    # One spool operation at a time (the core waits for each outcome).
+                    if self._spool_op is not None:
+                        await self._spool_op
+                    self._spool_op = tg.create_task(self._run_spool_op(command))
+                case PurgeQueued():
+                    self.producer.purge_queued()
+                case Fatal(reason):
+                    if self._on_fatal is not None:
+                        self._on_fatal(reason)
+                case Finish(prefix):
+                    if self._spool_op is not None:
+                        await self._spool_op
+                    if prefix is not None:
+                        spool = self._spool
+                        await asyncio.to_thread(spool.commit_window, prefix)
+                    if self.core.unresolved_at_shutdown:
+                        log.error(
+                            "%d messages were on the wire and unresolved at the shutdown "
+                            "deadline; their delivery is unknown",
+                            self.core.unresolved_at_shutdown,
+                        )
 
-    def _send_window(
-        self,
-        window: _ReplayWindow,
-        items: list[tuple[int, EncodedMessage]],
-        *,
-        counted: bool = False,
-    ) -> None:
-        acct = self._accounting
-        for index, message in items:
-            if not counted:
-                acct.replay(1)
-            if self.producer.try_produce(message, (window, index)):
-                window.outstanding += 1
-            else:  # queue full (cannot happen behind the fence, but never lose it)
-                window.failed.append((index, message))
-                acct.replay_failed()
-
-    # -- shutdown ---------------------------------------------------------------------
-
-    async def _shutdown(self) -> None:
-        """Flush within the deadline; spool what librdkafka has not sent; settle the spool."""
-        deadline = time.monotonic() + self._shutdown_deadline
-        producer = self.producer
-        # Keep most of the deadline for flushing; leave a little to purge and spool.
-        reserve = min(1.0, self._shutdown_deadline / 4)
-        while time.monotonic() < deadline - reserve:
-            await self._service_spool()
-            if not producer.pending and (
-                not self.spooling or self._spool.pending == 0 or producer.fatal_error
-            ):
-                break
-            await producer.flush(0.05)
-            if self._window is None and self.spooling and not producer.pending:
-                # Replay made no progress possible (nothing read); avoid a hot loop.
-                await asyncio.sleep(0.01)
-        if producer.pending:
-            # Messages not yet on the wire come back as _PURGE_QUEUE and are spooled.
-            producer.purge_queued()
-            await producer.flush(max(0.0, deadline - time.monotonic()))
-        window = self._window
-        if window is not None:
-            # Commit what was acked in order; the rest stays in the spool for next time.
-            self._spool.commit_window(window.prefix_acked())
-            self._window = None
-        self.unresolved_at_shutdown = producer.pending
-        if producer.pending:
-            log.error(
-                "%d messages were on the wire and unresolved at the shutdown deadline; "
-                "their delivery is unknown",
-                producer.pending,
-            )
-        producer.stop()
-        await self._spool.sync()
+    async def _run_spool_op(self, command: Command) -> None:
+        spool = self._spool
+        core = self.core
+        try:
+            match command:
+                case AppendToSpool(messages, force, _):
+                    result = await asyncio.to_thread(spool.append_many, messages, force=force)
+                    core.on_spool_appended(result.written, result.error, self._clock())
+                case ReadWindow(max_records):
+                    try:
+                        window = await asyncio.to_thread(spool.read_window, max_records)
+                    except OSError as exc:
+                        core.on_window_read([], 0, str(exc), self._clock())
+                    else:
+                        core.on_window_read(window.messages, window.lost, None, self._clock())
+                case CommitWindow(count):
+                    try:
+                        error = await asyncio.to_thread(spool.commit_window, count)
+                    except OSError as exc:
+                        error = str(exc)
+                    core.on_window_committed(error, self._clock())
+        finally:
+            self._spool_op = None
 
     def samples(self) -> Iterator[Sample]:
         yield Sample(
@@ -393,5 +337,12 @@ class Publisher:
             "counter",
             self.spool_full_waits,
             (),
-            "Times the publisher waited because the spool was full.",
+            "Times the spool could not take ticks (full, low disk, write error).",
+        )
+        yield Sample(
+            "publisher_spool_unavailable",
+            "gauge",
+            int(self.core.spool_problem is not None),
+            (),
+            "1 while the disk spool cannot take ticks.",
         )

@@ -45,6 +45,10 @@ WireFormat = Literal["json", "msgpack"]
 _EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
 _KEY_CACHE_MAX: Final = 65_536
 _SEQ_MASK: Final = 0xFFFF_FFFF_FFFF
+# Header carrying a record's packet index among its instrument's packets in the frame it
+# came from: with ``received_at_ns`` (in the payload) it is the tick's position, which
+# crash recovery compares with the WAL to publish nothing twice.
+POSITION_HEADER: Final = "pkt"
 
 
 class EventType(enum.StrEnum):
@@ -103,6 +107,42 @@ class WireEncoder:
         # Shared by every record of ``encode_values``: librdkafka copies headers at
         # produce(), and nothing on our side mutates them, so one list serves all.
         self.shared_headers: list[tuple[str, bytes]] = self._headers.copy()
+        # Per instrument: the receive time of its last tick and that tick's packet index.
+        self._positions: dict[int, tuple[int, int]] = {}
+        # Frames published again after a crash whose first packet here is not their
+        # instrument's first in the frame: (token, receive time) -> its index.
+        self._first_index: dict[tuple[int, int], int] = {}
+        # Header lists by packet index (almost always 0): shared, like shared_headers.
+        self._position_headers: list[list[tuple[str, bytes]]] = []
+
+    def position_headers(
+        self, instrument_token: int, received_at_ns: int
+    ) -> list[tuple[str, bytes]]:
+        """Headers for the next record of ``instrument_token`` from the frame received at
+        ``received_at_ns``: ``shared_headers`` plus its packet index (``pkt``), which is
+        its rank among that instrument's packets in the frame. Call once per record, in
+        order."""
+        last = self._positions.get(instrument_token)
+        if last is not None and last[0] == received_at_ns:
+            index = last[1] + 1
+        elif self._first_index:
+            index = self._first_index.pop((instrument_token, received_at_ns), 0)
+        else:
+            index = 0
+        if len(self._positions) >= _KEY_CACHE_MAX and last is None:
+            self._positions.clear()
+        self._positions[instrument_token] = (received_at_ns, index)
+        cached = self._position_headers
+        while len(cached) <= index:
+            cached.append([*self._headers, (POSITION_HEADER, b"%d" % len(cached))])
+        return cached[index]
+
+    def seed_position(self, instrument_token: int, received_at_ns: int, index: int) -> None:
+        """The next tick of ``instrument_token`` from the frame received at
+        ``received_at_ns`` is its packet ``index`` of that frame (when only part of a
+        frame is published again after a crash)."""
+        if index > 0:
+            self._first_index[(instrument_token, received_at_ns)] = index
 
     @property
     def id_mid(self) -> str:
@@ -213,6 +253,17 @@ class WireDecoder:
         if content_type == CONTENT_TYPES["json"]:
             return self._json.decode(value)
         raise ValueError(f"unknown content-type {content_type!r}")
+
+
+def position_of(headers: list[tuple[str, bytes]] | None) -> int | None:
+    """The ``pkt`` header's packet index (``None``: a record written without one)."""
+    for name, value in headers or ():
+        if name == POSITION_HEADER:
+            try:
+                return int(value)
+            except ValueError:
+                return None
+    return None
 
 
 def content_type_of(headers: list[tuple[str, bytes]] | None) -> str:

@@ -1,0 +1,323 @@
+"""PublisherCore driven through every transition with a fake producer, a fake spool and
+a virtual clock: no sleeps, no broker, no disk."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from alphapanda.pipeline.publisher_core import (
+    LAST_WINDOW_HOLD,
+    REPLAY_RETRY_DELAY,
+    SPILL_AFTER,
+    AppendToSpool,
+    Outcome,
+    ReadWindow,
+)
+from tests.support.fakecore import Driver, msg
+
+pytestmark = pytest.mark.unit
+
+
+def in_order_per_key(topic: list) -> bool:  # type: ignore[type-arg]
+    last: dict[bytes, int] = {}
+    for m in topic:
+        if m.received_at_ns < last.get(m.key, -1):
+            return False
+        last[m.key] = m.received_at_ns
+    return True
+
+
+def test_direct_route_publishes_and_balances() -> None:
+    d = Driver()
+    d.feed([msg(i) for i in range(10)])
+    assert d.acct.awaiting_ack == 10 and not d.core.spooling
+    d.deliver()
+    assert d.acct.published == 10 and d.topic == [msg(i) for i in range(10)]
+    d.assert_balanced()
+    assert d.core.not_ready_reasons() == []
+
+
+def test_full_queue_spills_after_the_grace_period_and_purges() -> None:
+    d = Driver(capacity=5)
+    d.feed([msg(i) for i in range(8)])
+    assert d.acct.awaiting_ack == 5 and d.acct.encoding == 3
+    assert not d.core.wants_input  # the rest is held: the buffer backs up
+    d.tick(SPILL_AFTER / 2)
+    assert not d.core.spooling
+    d.tick(SPILL_AFTER)
+    assert d.core.spooling and d.purges == 1
+    assert isinstance(d.pending_spool[0], AppendToSpool)
+    d.settle_spool()
+    assert d.acct.spooled == 3 and d.core.wants_input
+    d.assert_balanced()
+
+
+def test_outage_cycle_returns_to_direct_in_order() -> None:
+    d = Driver(capacity=50, window=7)
+    d.feed([msg(i) for i in range(30)])
+    # The broker goes away: the first 10 are acked, the rest fail (purged/timed out).
+    d.deliver(10)
+    d.deliver(outcome=Outcome.RETRIABLE)
+    assert d.core.spooling
+    d.feed([msg(i) for i in range(30, 60)])  # newer ticks: to the spool
+    d.settle_spool()
+    assert d.acct.spooled == 30 and d.acct.awaiting_ack == 20
+    d.tick(REPLAY_RETRY_DELAY)
+    # Fence passed (nothing direct outstanding): the failed ones are re-sent first.
+    assert [m for m, _ in d.producer.queued] == [msg(i) for i in range(10, 30)]
+    d.deliver()
+    for _ in range(20):
+        d.tick(0.01)
+        d.settle_spool()
+        d.deliver()
+    assert not d.core.spooling
+    d.feed([msg(i) for i in range(60, 70)])
+    d.deliver()
+    assert d.topic == [msg(i) for i in range(70)]
+    assert d.spool.records == []
+    d.assert_balanced()
+
+
+def test_back_to_direct_only_once_the_last_window_is_acked() -> None:
+    # Defect 5: a window covering the whole spool must be acked before direct sends.
+    d = Driver(window=100)
+    d.preload(5)
+    d.tick(0.0)
+    d.settle_spool()
+    assert len(d.producer.queued) == 5
+    d.feed([msg(i) for i in range(5, 8)])
+    assert d.core.spooling and not d.core.wants_input  # held, not sent behind it
+    assert len(d.producer.queued) == 5
+    d.deliver(2)
+    d.deliver(outcome=Outcome.RETRIABLE)  # three window messages fail
+    d.tick(0.0)
+    d.settle_spool()
+    # The held input goes to the spool behind the failed window, never direct.
+    assert d.spool.records[-3:] == [msg(5), msg(6), msg(7)]
+    assert d.producer.queued == []
+    d.tick(REPLAY_RETRY_DELAY)
+    assert [m for m, _ in d.producer.queued] == [msg(2), msg(3), msg(4)]
+    d.deliver()
+    for _ in range(5):
+        d.tick(0.01)
+        d.settle_spool()
+        d.deliver()
+    assert not d.core.spooling
+    assert d.topic == [msg(i) for i in range(8)]
+    d.assert_balanced()
+
+
+def test_last_window_hold_is_bounded() -> None:
+    d = Driver()
+    d.preload(3)
+    d.tick(0.0)
+    d.settle_spool()
+    d.feed([msg(3)])
+    assert not d.core.wants_input
+    d.tick(LAST_WINDOW_HOLD)
+    d.settle_spool()
+    assert d.spool.records[-1] == msg(3) and d.core.wants_input
+    d.deliver()
+    for _ in range(5):
+        d.tick(0.01)
+        d.settle_spool()
+        d.deliver()
+    assert d.topic == [msg(i) for i in range(4)] and not d.core.spooling
+    d.assert_balanced()
+
+
+@pytest.mark.parametrize("policy", ["block", "drop_oldest", "conflate"])
+def test_spool_unavailable_applies_the_buffer_policy_and_recovers(policy: str) -> None:
+    d = Driver(policy=policy)
+    d.core.recovered(0)
+    d.feed([msg(0)])
+    d.deliver(outcome=Outcome.RETRIABLE)  # into spooling
+    d.spool.fail_writes = "No space left on device"
+    d.feed([msg(i) for i in range(1, 6)])
+    d.settle_spool()
+    assert any("disk spool cannot take ticks" in r for r in d.core.not_ready_reasons())
+    if policy == "block":
+        assert not d.core.wants_input and d.acct.encoding == 5
+        d.tick(0.01)
+        assert d.pending_spool == []  # backing off
+    else:
+        assert d.core.wants_input and d.acct.dropped == {"spool_unavailable": 5}
+    d.spool.fail_writes = None
+    d.tick(5.0)
+    d.settle_spool()
+    d.feed([msg(6)])
+    for _ in range(5):
+        d.tick(0.5)
+        d.settle_spool()
+        d.deliver()
+    assert not d.core.spooling and d.core.spool_problem is None
+    assert d.core.not_ready_reasons() == []
+    expected = [0, 1, 2, 3, 4, 5, 6] if policy == "block" else [0, 6]
+    assert d.topic == [msg(i) for i in expected]
+    d.assert_balanced()
+
+
+def test_damaged_spool_records_are_dropped_as_spool_corrupt() -> None:
+    d = Driver()
+    d.acct.recover(10)
+    d.preload(10)
+    d.spool.lost_next_read = 2
+    d.tick(0.0)
+    d.settle_spool()
+    d.deliver()
+    d.tick(0.0)
+    d.settle_spool()
+    assert d.acct.dropped == {"spool_corrupt": 2} and d.acct.published == 8
+    assert not d.core.spooling
+    d.assert_balanced()
+
+
+def test_fatal_error_spools_everything_and_reports_once() -> None:
+    d = Driver(capacity=10)
+    d.feed([msg(i) for i in range(15)])
+    d.producer.fatal = True
+    d.core.on_fatal("fenced")
+    d.run()
+    d.core.on_fatal("again")
+    d.run()
+    assert d.fatal == ["fenced"]
+    d.purge()  # librdkafka fails what it holds
+    d.feed([msg(i) for i in range(15, 20)])
+    for _ in range(5):
+        d.settle_spool()
+        d.tick(0.01)
+    assert d.acct.spooled == 20 and d.acct.in_flight == 0
+    assert d.producer.queued == []
+    assert any("failed fatally" in r for r in d.core.not_ready_reasons())
+    d.core.close(d.now + 10, d.now)
+    d.run()
+    d.settle_spool()
+    assert d.finished is not None
+    d.assert_balanced()
+
+
+def test_shutdown_waits_for_acks_on_a_healthy_broker() -> None:
+    d = Driver()
+    d.feed([msg(i) for i in range(10)])
+    d.core.close(d.now + 10, d.now)
+    d.run()
+    assert d.finished is None
+    d.deliver()
+    assert d.finished is not None and d.acct.dropped == {}
+    d.assert_balanced()
+
+
+def test_shutdown_during_an_outage_spools_what_failed_by_the_deadline() -> None:
+    d = Driver(capacity=100)
+    d.feed([msg(i) for i in range(20)])
+    d.deliver(outcome=Outcome.RETRIABLE)  # the broker is gone
+    d.feed([msg(i) for i in range(20, 30)])
+    d.settle_spool()
+    d.tick(REPLAY_RETRY_DELAY)  # the failed ones are re-sent (in memory) and hang
+    assert len(d.producer.queued) == 20
+    d.core.close(d.now + 4, d.now)
+    d.run()
+    d.tick(3.1)  # into the final phase: purge
+    d.purge()
+    d.settle_spool()
+    d.tick(0.01)
+    d.settle_spool()
+    assert d.finished is not None and d.finished.commit_prefix is None
+    assert d.acct.spooled == 30 and d.acct.in_flight == 0
+    d.assert_balanced()
+
+
+def test_shutdown_with_an_open_window_commits_its_acked_prefix() -> None:
+    d = Driver()
+    d.acct.recover(10)
+    d.preload(10)
+    d.tick(0.0)
+    d.settle_spool()
+    d.deliver(4)
+    d.core.close(d.now + 2, d.now)
+    d.run()
+    d.tick(2.0)
+    assert d.finished is not None and d.finished.commit_prefix == 4
+    assert d.core.unresolved_at_shutdown == 6
+    d.assert_balanced()
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    steps=st.lists(
+        st.tuples(
+            st.sampled_from(["feed", "ack", "fail", "purge", "spool", "tick", "diskfail"]),
+            st.integers(1, 40),
+        ),
+        max_size=60,
+    )
+)
+def test_any_interleaving_keeps_per_key_order_and_balances(steps: list[tuple[str, int]]) -> None:
+    d = Driver(capacity=30, window=9)
+    sent = 0
+    for action, n in steps:
+        if action == "feed" and d.core.wants_input:
+            d.feed([msg(sent + i) for i in range(n)])
+            sent += n
+        elif action == "ack":
+            d.deliver(n)
+        elif action == "fail":
+            d.deliver(n, Outcome.RETRIABLE)
+        elif action == "purge":
+            d.purge()
+        elif action == "spool":
+            d.settle_spool()
+        elif action == "tick":
+            d.tick(n / 20)
+        elif action == "diskfail":
+            d.spool.fail_writes = None if d.spool.fail_writes else "EIO"
+        d.assert_balanced()
+    # Heal everything and drain.
+    d.spool.fail_writes = None
+    for _ in range(200):
+        d.tick(0.5)
+        d.settle_spool()
+        d.deliver()
+        if not d.core.spooling and d.core.wants_input and not d.producer.queued:
+            break
+    d.assert_balanced()
+    assert not d.core.spooling
+    assert in_order_per_key(d.topic)
+    assert sorted(m.received_at_ns for m in d.topic) == list(range(sent))  # none lost, no dupes
+    assert d.acct.published == sent and d.acct.in_flight == 0
+
+
+def test_read_window_is_asked_only_behind_the_fence() -> None:
+    d = Driver(capacity=10)
+    d.feed([msg(i) for i in range(10)])
+    d.deliver(3, Outcome.RETRIABLE)
+    outstanding = len(d.producer.queued)
+    assert outstanding and d.core.direct_outstanding == outstanding
+    d.feed([msg(i) for i in range(10, 12)])
+    d.settle_spool()
+    d.tick(1.0)
+    d.settle_spool()
+    assert not any(isinstance(c, ReadWindow) for c in d.pending_spool)
+    assert len(d.producer.queued) == outstanding  # nothing re-sent behind the fence
+
+
+def test_a_spool_that_cannot_take_input_is_still_replayed() -> None:
+    # Under block, input held because the spool is full must not stop replay: replay
+    # is what makes room (and held input is newer than everything in the spool).
+    d = Driver(window=4)
+    d.preload(10)
+    d.spool.fail_writes = "No space left on device"
+    d.tick(0.0)
+    d.settle_spool()  # the first window is read
+    d.feed([msg(10), msg(11)])
+    d.settle_spool()
+    assert not d.core.wants_input and d.core.spool_problem is not None
+    for _ in range(20):
+        d.tick(0.5)
+        d.settle_spool()
+        d.deliver()
+    assert not d.core.spooling
+    assert d.topic == [msg(i) for i in range(12)]
+    d.assert_balanced()
