@@ -239,7 +239,15 @@ class Publisher:
                     self.producer.poll()
                     await asyncio.sleep(0)
                     continue
-                if position >= len(ticks) and core.wants_input and not core.closing:
+                if self._buffer.closed and self._shutdown_started is not None and not core.closing:
+                    # The deadline runs from the shutdown request, even while input is
+                    # held (a full spool under block).
+                    core.close(self._shutdown_started + self._shutdown_deadline, self._clock())
+                if (
+                    position >= len(ticks)
+                    and core.wants_input
+                    and (not core.closing or len(self._buffer))
+                ):
                     busy = self._spool_op is not None or core.spooling
                     ticks = await self._buffer.take_batch(
                         self._batch_max, _BUSY_WAIT if busy else _IDLE_WAIT

@@ -251,7 +251,9 @@ class PublisherCore:
         if self.finished:
             return False
         held = len(self._input) - self._input_pos
-        if held == 0:
+        if held == 0 or self.closing:
+            # Closing: the (closed, bounded) buffer is emptied into the core, so what
+            # cannot be published or spooled by the deadline is counted, not left.
             return True
         # While spooling, input gathers during a spool write (bounded), so the next
         # write is one big batch with one fsync instead of many small ones.
