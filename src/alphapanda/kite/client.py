@@ -23,7 +23,12 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Final
 
-from alphapanda.kite.connection import ConnectionCounters, FrameListener, ShardConnection
+from alphapanda.kite.connection import (
+    ConnectionCounters,
+    FrameListener,
+    OrderListener,
+    ShardConnection,
+)
 from alphapanda.kite.reconnect import REASONS
 from alphapanda.kite.sharding import MODES, CapacityError, ShardPlanner, validate_modes
 from alphapanda.kite.state import STATES, ConnectionStatus
@@ -47,6 +52,7 @@ class TickerClient:
         sink: TickSink,
         *,
         frame_listener: FrameListener | None = None,
+        order_listener: OrderListener | None = None,
         clock: Callable[[], float] = time.monotonic,
         connector: Connector | None = None,
         rng: random.Random | None = None,
@@ -68,6 +74,7 @@ class TickerClient:
                 sink,
                 connector,
                 frame_listener=frame_listener,
+                order_listener=order_listener,
                 clock=clock,
                 rng=rng,
                 auth_poll_interval=settings.auth_poll_interval,
@@ -173,6 +180,10 @@ class TickerClient:
         return [
             shard.status() for shard in self._shards if shard.desired() or shard.state != "stopped"
         ]
+
+    def shard_instruments(self) -> dict[int, tuple[int, ...]]:
+        """The instruments each shard carries (shard -> tokens)."""
+        return {shard.shard: tuple(shard.desired()) for shard in self._shards}
 
     def is_streaming(self) -> bool:
         """At least one connection is connected and receiving frames."""
