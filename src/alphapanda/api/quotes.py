@@ -22,6 +22,12 @@ Ctx = Annotated[ApiContext, Depends(context_of)]
 MAX_TOKENS = 9000
 
 router = APIRouter(tags=["quotes"])
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    404: {"model": Problem, "description": "No quote for this instrument yet"},
+    422: {"model": Problem, "description": "Invalid instrument token(s)"},
+    429: {"model": Problem, "description": "Rate limited; see Retry-After"},
+    503: {"model": Problem, "description": "Derived streams are turned off"},
+}
 
 
 @runtime_checkable
@@ -53,7 +59,7 @@ def _parse_tokens(text: str) -> list[int]:
 
 @router.get(
     "/quotes/{instrument_token}",
-    responses={404: {"model": Problem}, 503: {"model": Problem}},
+    responses=_ERRORS,
     summary="Latest quote of one instrument",
 )
 async def quote(instrument_token: int, ctx: Ctx) -> JSONResponse:
@@ -65,7 +71,7 @@ async def quote(instrument_token: int, ctx: Ctx) -> JSONResponse:
 
 @router.get(
     "/quotes",
-    responses={422: {"model": Problem}, 503: {"model": Problem}},
+    responses={k: v for k, v in _ERRORS.items() if k != 404},
     summary="Latest quotes of several instruments (all when tokens is absent)",
 )
 async def quotes(

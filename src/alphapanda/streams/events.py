@@ -71,6 +71,12 @@ class FeedEventTracker:
         events: list[FeedEvent] = []
         for snap in shards:
             events.extend(self._shard(now, snap))
+        # A shard no longer listed carries nothing and holds no socket: stopped.
+        listed = {snap.shard for snap in shards}
+        for shard, memory in self._shards.items():
+            if shard not in listed and memory.connected:
+                gone = ShardSnapshot(shard, "stopped", now, memory.reconnect_count, None, None, ())
+                events.extend(self._shard(now, gone))
         if self._subscriptions is not None and subscriptions != self._subscriptions:
             old = self._subscriptions
             added = sorted(t for t, m in subscriptions.items() if old.get(t) != m)
@@ -109,7 +115,9 @@ class FeedEventTracker:
                     CONNECTION_DOWN,
                     now if not bounced else snap.since,
                     shard=shard,
-                    reason=snap.last_disconnect_reason,
+                    # A socket closed on purpose (shutdown, nothing to carry) says so,
+                    # rather than repeating the previous failure's reason.
+                    reason="stopped" if snap.state == "stopped" else snap.last_disconnect_reason,
                     instruments=list(memory.instruments),
                 )
             )

@@ -129,6 +129,7 @@ class DerivedStreams:
         self.ticks_dropped = 0
         self.orders_received = 0
         self.orders_lost = 0
+        self.tracker_counts: dict[str, int] = {}
 
     # -- called from the tick path (synchronous, O(1)) ---------------------------------
 
@@ -184,6 +185,7 @@ class DerivedStreams:
                 await self._loop()
                 self._drain_inbox()
                 self._send_orders()
+                self._sample_events()  # the sockets closed by the shutdown
                 self._send_event(
                     FeedEvent(
                         FEED_STOPPED, self._now(), reason="shutdown", accounting=self._accounting()
@@ -270,6 +272,7 @@ class DerivedStreams:
             )
 
     def _send_event(self, event: FeedEvent) -> None:
+        self.tracker_counts[event.kind] = self.tracker_counts.get(event.kind, 0) + 1
         producer = self._producer
         assert producer is not None
         key, value, headers = self._envelopes.feed_event(event)
@@ -352,6 +355,10 @@ class DerivedStreams:
         yield Sample(
             "orders_lost_total", "counter", self.orders_lost, (), "Order updates not published."
         )
+        for kind, n in self.tracker_counts.items():
+            yield Sample(
+                "feed_events_total", "counter", n, (("kind", kind),), "Feed events emitted."
+            )
         for agg in self.aggregators:
             yield from agg.samples()
         yield from self.quotes.samples()
