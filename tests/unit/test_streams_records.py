@@ -133,3 +133,19 @@ def test_events_from_snapshots() -> None:
         now, [_snap("connected", 4, since=now)], {11: "full", 12: "ltp"}, False
     )
     assert kinds(restored) == ["connection_up", "auth_restored", "gap"]
+
+
+def test_simulated_postback_is_what_the_official_client_hands_on_order_update() -> None:
+    from kiteconnect import KiteTicker
+
+    from alphapanda.sim.orders import order_message, order_postback
+
+    order = order_postback({"status": "OPEN"})
+    received: list[dict[str, Any]] = []
+    ticker = KiteTicker("key", "token")
+    ticker.on_order_update = lambda _ws, data: received.append(data)
+    ticker._parse_text_message(order_message(order).encode())
+    assert received == [order]
+    assert order["status"] == "OPEN" and {"order_id", "exchange_order_id", "average_price"} <= set(
+        order
+    )

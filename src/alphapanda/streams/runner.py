@@ -24,6 +24,8 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, Final, Protocol
 
+import msgspec
+
 from alphapanda.kite.state import ConnectionStatus
 from alphapanda.metrics.samples import Sample
 from alphapanda.pipeline.formatter import MarketTick
@@ -56,6 +58,8 @@ TOPIC_RETRY_DELAY: Final = 5.0
 # wrong with the broker, and each one lost is logged at ERROR with its order id).
 ORDER_BACKLOG: Final = 10_000
 STOP_FLUSH_SECONDS: Final = 0.8
+# Order updates remembered to recognise the same postback arriving on another socket.
+RECENT_ORDERS: Final = 4096
 
 STREAM_CANDLES: Final = "candles"
 STREAM_QUOTES: Final = "quotes"
@@ -129,6 +133,9 @@ class DerivedStreams:
         self.ticks_dropped = 0
         self.orders_received = 0
         self.orders_lost = 0
+        self.orders_duplicate = 0
+        self._recent_orders: set[bytes] = set()
+        self._recent_order_list: deque[bytes] = deque()
         self.tracker_counts: dict[str, int] = {}
 
     # -- called from the tick path (synchronous, O(1)) ---------------------------------
@@ -159,6 +166,16 @@ class DerivedStreams:
             self.orders_lost += 1
             log.error("order update without an order object (%s): not published", type(data))
             return
+        # Kite sends a postback to every socket of the API key: with several shards the
+        # same update arrives once per socket. Identical copies are counted, sent once.
+        fingerprint = msgspec.json.encode(data)
+        if fingerprint in self._recent_orders:
+            self.orders_duplicate += 1
+            return
+        self._recent_orders.add(fingerprint)
+        self._recent_order_list.append(fingerprint)
+        if len(self._recent_order_list) > RECENT_ORDERS:
+            self._recent_orders.discard(self._recent_order_list.popleft())
         if len(self._orders) >= ORDER_BACKLOG:
             self.orders_lost += 1
             log.error("order backlog full: order update %s lost", data.get("order_id"))
@@ -354,6 +371,13 @@ class DerivedStreams:
         )
         yield Sample(
             "orders_lost_total", "counter", self.orders_lost, (), "Order updates not published."
+        )
+        yield Sample(
+            "orders_duplicate_total",
+            "counter",
+            self.orders_duplicate,
+            (),
+            "Identical order updates received on another socket (published once).",
         )
         for kind, n in self.tracker_counts.items():
             yield Sample(
