@@ -222,6 +222,21 @@ class ServiceControl:
         derived = self._service.derived
         return derived.quotes if derived is not None else None
 
+    def recent_candles(self, token: int, limit: int) -> dict[str, Any] | None:
+        """Recent closed bars of the charted interval and the bar being built (None:
+        derived streams turned off)."""
+        derived = self._service.derived
+        if derived is None:
+            return None
+        open_bar = derived.charted.open_bar(token)
+        quote = derived.quotes.get(token)
+        return {
+            "quote": msgspec.to_builtins(quote) if quote is not None else None,
+            "interval": derived.history.interval,
+            "bars": derived.history.recent(token, limit),
+            "open": msgspec.to_builtins(open_bar) if open_bar is not None else None,
+        }
+
     def metrics_sources(self) -> list[MetricsSource]:
         """The service's sources plus per-connection figures (``ConnectionFigures``).
 

@@ -1,17 +1,20 @@
-"""``GET /quotes/{instrument_token}`` and ``GET /quotes?tokens=…``: latest quotes.
+"""``GET /quotes/{instrument_token}``, ``GET /quotes?tokens=…`` and ``GET /candles/{token}``.
 
-Answered from the feed's in-process latest-quote state (the same state that feeds the
-compacted topic ``market.quotes.latest``), so only the feed role has these routes.
-A quote is the instrument's latest ``MarketTick`` (``docs/schema.md``).
+Answered from the feed's in-process state (the same state that feeds the compacted
+topic ``market.quotes.latest`` and the candle topics), so only the feed role has these
+routes. A quote is the instrument's latest ``MarketTick`` (``docs/schema.md``). Also
+serves the vendored charting library the status page loads (no CDN: works offline).
 """
 
 from __future__ import annotations
 
+import functools
+from importlib import resources
 from typing import Annotated, Any, Protocol, runtime_checkable
 
 import msgspec
 from fastapi import APIRouter, Depends, HTTPException, Query
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 
 from alphapanda.api.app import ApiContext, context_of
 from alphapanda.api.models import Problem
@@ -33,6 +36,11 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
 @runtime_checkable
 class QuoteSource(Protocol):
     def latest_quotes(self) -> LatestQuotes | None: ...
+
+    def recent_candles(self, token: int, limit: int) -> dict[str, Any] | None: ...
+
+
+_CHART_JS = "lightweight-charts.standalone.production.js"
 
 
 def _quotes(ctx: ApiContext) -> LatestQuotes:
@@ -86,3 +94,38 @@ async def quotes(
         "missing": [t for t in wanted if t not in found],
     }
     return JSONResponse(body)
+
+
+@router.get(
+    "/candles/{instrument_token}",
+    responses={k: v for k, v in _ERRORS.items() if k != 404},
+    summary="Recent closed bars of the charted interval (1m) and the bar being built",
+)
+async def candles(
+    instrument_token: int,
+    ctx: Ctx,
+    limit: Annotated[int, Query(ge=1, le=60)] = 60,
+) -> JSONResponse:
+    control = ctx.control
+    recent = (
+        control.recent_candles(instrument_token, limit)
+        if isinstance(control, QuoteSource)
+        else None
+    )
+    if recent is None:
+        raise HTTPException(status_code=503, detail="derived streams are turned off")
+    return JSONResponse(recent)
+
+
+@router.get("/static/vendor/lightweight-charts.js", include_in_schema=False)
+async def chart_library() -> Response:
+    return Response(
+        _chart_js(),
+        media_type="text/javascript",
+        headers={"Cache-Control": "public, max-age=86400"},
+    )
+
+
+@functools.cache
+def _chart_js() -> bytes:
+    return (resources.files("alphapanda.api") / "static" / "vendor" / _CHART_JS).read_bytes()

@@ -184,6 +184,13 @@ class CandleAggregator:
         starts = [s.bar.start for s in self._series.values() if s.bar is not None]
         return min(starts) + self.seconds + self.grace if starts else None
 
+    def open_bar(self, token: int) -> Candle | None:
+        """The bar being built for ``token`` (not closed yet), as a provisional candle."""
+        series = self._series.get(token)
+        if series is None or series.bar is None:
+            return None
+        return self._candle(token, series.bar)
+
     def mark_gap(self, tokens: Iterable[int]) -> None:
         """These instruments could not be received for a while: the volume before their
         next bar is unknown, and the open bar (if any) misses ticks."""
@@ -205,12 +212,15 @@ class CandleAggregator:
         assert bar is not None
         series.bar = None
         series.closed_until = bar.start + self.seconds
-        volume = None
-        if bar.base is not None and bar.last_volume is not None:
-            volume = bar.last_volume - bar.base
         self.emitted += 1
         if not bar.complete:
             self.incomplete += 1
+        return self._candle(token, bar)
+
+    def _candle(self, token: int, bar: _Bar) -> Candle:
+        volume = None
+        if bar.base is not None and bar.last_volume is not None:
+            volume = bar.last_volume - bar.base
         return Candle(
             token,
             self.interval,

@@ -31,8 +31,9 @@ from alphapanda.metrics.samples import Sample
 from alphapanda.pipeline.formatter import MarketTick
 from alphapanda.pipeline.wire import WireEncoder
 from alphapanda.settings import Settings
-from alphapanda.streams.candles import CandleAggregator
+from alphapanda.streams.candles import Candle, CandleAggregator
 from alphapanda.streams.events import FeedEventTracker, ShardSnapshot
+from alphapanda.streams.history import CandleHistory
 from alphapanda.streams.quotes import LatestQuotes
 from alphapanda.streams.records import (
     CONNECTION_DOWN,
@@ -117,6 +118,10 @@ class DerivedStreams:
         self.quotes_topic = TopicNames.market_quotes_latest(prefix)
         self.events_topic = TopicNames.market_feed_events(prefix)
         self.orders_topic = TopicNames.zerodha_orders_updates(prefix)
+        # The status page charts 1-minute bars (the first interval when 1m is not built).
+        charted = "1m" if "1m" in self.candle_topics else self.aggregators[0].interval
+        self.history = CandleHistory(charted)
+        self.charted = next(a for a in self.aggregators if a.interval == charted)
         self.quotes = LatestQuotes()
         self.tracker = FeedEventTracker()
         self._quote_wire = WireEncoder(settings.feed.wire_format)
@@ -264,12 +269,15 @@ class DerivedStreams:
 
     # -- sending -------------------------------------------------------------------------
 
-    def _send_candles(self, candles: list[Any]) -> None:
+    def _send_candles(self, candles: list[Candle]) -> None:
         if not candles:
             return
         producer = self._producer
         assert producer is not None
+        history = self.history
         for candle in candles:
+            if candle.interval == history.interval:
+                history.record(candle)
             key, value, headers = self._envelopes.candle(candle)
             producer.send(STREAM_CANDLES, self.candle_topics[candle.interval], key, value, headers)
 
