@@ -6,10 +6,15 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
+# The Rust hot path (native/) is built by cargo: rustup installs it in ~/.cargo/bin.
+export PATH := $(HOME)/.cargo/bin:$(PATH)
+export CARGO_TARGET_DIR ?= $(HOME)/.cache/alphapanda/cargo-target
+NATIVE_SOURCES := Cargo.toml $(wildcard Cargo.lock native/src/*.rs)
 
 .PHONY: venv run test test-unit lint typecheck services-up services-down services-status bench clean
 
-$(STAMP): pyproject.toml constraints.txt
+$(STAMP): pyproject.toml constraints.txt $(NATIVE_SOURCES)
+	@command -v cargo >/dev/null || { echo "cargo not found: install Rust (https://rustup.rs) to build the native hot path"; exit 1; }
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q -c constraints.txt -e '.[test]'

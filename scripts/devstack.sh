@@ -19,6 +19,12 @@ LOG4J_VERSION=${LOG4J_VERSION:-2.24.3}
 KAFKA_PORT=${KAFKA_PORT:-19092}
 KAFKA_CONTROLLER_PORT=${KAFKA_CONTROLLER_PORT:-19093}
 KAFKA_HEAP=${KAFKA_HEAP:-384m}
+# Opt-in second listener, SASL_SSL with SCRAM-SHA-512, as managed Kafka services require
+# (off by default so the usual start-up stays fast). Its CA certificate is written to
+# $DEVSTACK_DIR/kafka/tls/ca.pem (point ALPHAPANDA_KAFKA__SSL_CA_LOCATION at it).
+KAFKA_SASL_PORT=${KAFKA_SASL_PORT:-}
+KAFKA_SASL_USER=${KAFKA_SASL_USER:-alphapanda}
+KAFKA_SASL_PASSWORD=${KAFKA_SASL_PASSWORD:-dev-kafka-password}
 REDIS_PORT=${REDIS_PORT:-16379}
 PG_PORT=${PG_PORT:-15432}
 PG_USER=alphapanda
@@ -108,18 +114,47 @@ EOF
     rm -rf "$work"
 }
 
+# A CA and a broker certificate for 127.0.0.1/localhost, as PEM files Kafka reads
+# directly (ssl.keystore.type=PEM): no JKS, no keytool.
+kafka_tls() {
+    local tls=$DEVSTACK_DIR/kafka/tls
+    [ -f "$tls/broker.pem" ] && [ -f "$tls/ca.pem" ] && return 0
+    command -v openssl >/dev/null 2>&1 || die "openssl is needed for the SASL_SSL listener"
+    mkdir -p "$tls"
+    openssl req -x509 -newkey rsa:2048 -nodes -days 825 -subj "/CN=alphapanda dev CA" \
+        -keyout "$tls/ca.key" -out "$tls/ca.pem" 2>/dev/null
+    openssl req -newkey rsa:2048 -nodes -subj "/CN=localhost" \
+        -keyout "$tls/broker.key" -out "$tls/broker.csr" 2>/dev/null
+    printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\n' >"$tls/san.ext"
+    openssl x509 -req -in "$tls/broker.csr" -CA "$tls/ca.pem" -CAkey "$tls/ca.key" \
+        -CAcreateserial -days 825 -extfile "$tls/san.ext" -out "$tls/broker.crt" 2>/dev/null
+    # PKCS#8 key then the certificate chain, the layout Kafka's PEM keystore expects.
+    openssl pkcs8 -topk8 -nocrypt -in "$tls/broker.key" -out "$tls/broker.key.pk8"
+    cat "$tls/broker.key.pk8" "$tls/broker.crt" "$tls/ca.pem" >"$tls/broker.pem"
+    chmod 600 "$tls"/*.key "$tls"/*.pk8 "$tls/broker.pem"
+}
+
 kafka_config() {
     local dir=$DEVSTACK_DIR/kafka
     mkdir -p "$dir/data" "$dir/logs"
+    local listeners="PLAINTEXT://127.0.0.1:$KAFKA_PORT,CONTROLLER://127.0.0.1:$KAFKA_CONTROLLER_PORT"
+    local advertised="PLAINTEXT://127.0.0.1:$KAFKA_PORT"
+    local protocols="CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT"
+    if [ -n "$KAFKA_SASL_PORT" ]; then
+        kafka_tls
+        listeners="$listeners,SASL_SSL://127.0.0.1:$KAFKA_SASL_PORT"
+        advertised="$advertised,SASL_SSL://127.0.0.1:$KAFKA_SASL_PORT"
+        protocols="$protocols,SASL_SSL:SASL_SSL"
+    fi
     cat >"$dir/server.properties" <<EOF
 process.roles=broker,controller
 node.id=1
 controller.quorum.voters=1@127.0.0.1:$KAFKA_CONTROLLER_PORT
-listeners=PLAINTEXT://127.0.0.1:$KAFKA_PORT,CONTROLLER://127.0.0.1:$KAFKA_CONTROLLER_PORT
-advertised.listeners=PLAINTEXT://127.0.0.1:$KAFKA_PORT
+listeners=$listeners
+advertised.listeners=$advertised
 controller.listener.names=CONTROLLER
 inter.broker.listener.name=PLAINTEXT
-listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT
+listener.security.protocol.map=$protocols
 log.dirs=$dir/data
 num.partitions=1
 auto.create.topics.enable=false
@@ -134,6 +169,15 @@ group.initial.rebalance.delay.ms=0
 log.retention.hours=24
 log.segment.bytes=67108864
 EOF
+    if [ -n "$KAFKA_SASL_PORT" ]; then
+        cat >>"$dir/server.properties" <<EOF
+sasl.enabled.mechanisms=SCRAM-SHA-512
+listener.name.sasl_ssl.sasl.enabled.mechanisms=SCRAM-SHA-512
+listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;
+listener.name.sasl_ssl.ssl.keystore.type=PEM
+listener.name.sasl_ssl.ssl.keystore.location=$dir/tls/broker.pem
+EOF
+    fi
     cat >"$dir/log4j2.properties" <<EOF
 status = warn
 appender.file.type = File
@@ -164,8 +208,13 @@ kafka_up() {
     if [ ! -f "$dir/data/meta.properties" ]; then
         local cluster_id
         cluster_id=$(java "${java_opts[@]}" kafka.tools.StorageTool random-uuid 2>/dev/null | tail -n 1)
+        local scram=()
+        # The SCRAM user goes into the metadata log when the storage is formatted.
+        [ -n "$KAFKA_SASL_PORT" ] && scram=(--add-scram "SCRAM-SHA-512=[name=$KAFKA_SASL_USER,password=$KAFKA_SASL_PASSWORD]")
         java "${java_opts[@]}" kafka.tools.StorageTool format -t "$cluster_id" -c "$dir/server.properties" -g \
-            >"$dir/logs/format.log" 2>&1 || { tail_log "$dir/logs/format.log"; die "kafka storage format failed"; }
+            "${scram[@]}" >"$dir/logs/format.log" 2>&1 || { tail_log "$dir/logs/format.log"; die "kafka storage format failed"; }
+    elif [ -n "$KAFKA_SASL_PORT" ]; then
+        kafka_scram_user_later=1
     fi
     nohup java "${java_opts[@]}" kafka.Kafka "$dir/server.properties" >"$dir/logs/stdout.log" 2>&1 </dev/null &
     echo $! >"$pidfile"
@@ -180,7 +229,17 @@ kafka_up() {
         fi
         sleep 0.5
     done
+    if [ "${kafka_scram_user_later:-0}" = 1 ]; then
+        # Storage formatted earlier without the user: add it through the admin API.
+        java "${java_opts[@]}" kafka.admin.ConfigCommand --bootstrap-server "127.0.0.1:$KAFKA_PORT" \
+            --alter --entity-type users --entity-name "$KAFKA_SASL_USER" \
+            --add-config "SCRAM-SHA-512=[password=$KAFKA_SASL_PASSWORD]" >"$dir/logs/scram.log" 2>&1 \
+            || { tail_log "$dir/logs/scram.log"; die "could not create the SCRAM user"; }
+    fi
     say "kafka up on 127.0.0.1:$KAFKA_PORT (pid $(cat "$pidfile"))"
+    if [ -n "$KAFKA_SASL_PORT" ]; then
+        say "kafka SASL_SSL (SCRAM-SHA-512, user $KAFKA_SASL_USER) on 127.0.0.1:$KAFKA_SASL_PORT; CA: $dir/tls/ca.pem"
+    fi
 }
 
 # --- Redis -------------------------------------------------------------------------

@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # The main job (`make run`, after `make services-up`): the Kite exchange simulator in the
 # background and the market feed (with its control API and status page) in the
-# foreground, streaming the registry's instruments (data/instruments.csv on a fresh
-# install, until `alphapanda instruments stream` configures a set) into Kafka.
+# foreground, streaming the registry's instruments into Kafka. It configures the
+# simulator's universe (data/instruments.csv) as the feed's CSV, so a fresh install
+# streams all of it until `alphapanda instruments stream` chooses a set; without
+# `make run` (a real account) nothing streams until then.
 # Ctrl-C (or SIGTERM) stops the feed gracefully, then the simulator.
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -67,8 +67,10 @@ class RegistryInstruments:
     * Database unreachable: the registry's own CSV fallback (logged at ERROR there).
     * Database reachable but the streaming table has never been filled (no row at
       all, enabled or not — a fresh install): the CSV ``settings.feed.instruments_csv``
-      in ``settings.feed.mode``, with a WARNING, so ``make run`` streams out of the box.
-      It stays in use until the first instrument is marked for streaming.
+      in ``settings.feed.mode`` if one is configured (``make run`` configures the
+      simulator's universe), with a WARNING. Without a CSV nothing is streamed — never
+      made-up instruments — and the WARNING says how to choose instruments; the feed
+      waits, connected, for the first instrument to be marked for streaming.
     * Rows exist but all are disabled: nothing is streamed — that is the operator's
       choice (``instruments unstream``), not a missing configuration.
     """
@@ -80,8 +82,11 @@ class RegistryInstruments:
 
     @property
     def source(self) -> str:
-        """``database``, ``csv`` (database down), ``csv-unconfigured`` or ``none``."""
-        return "csv-unconfigured" if self.unconfigured_fallback else self.registry.source
+        """``database``, ``csv`` (database down), ``csv-unconfigured``, ``unconfigured``
+        (no streaming set and no CSV) or ``none``."""
+        if not self.unconfigured_fallback:
+            return self.registry.source
+        return "csv-unconfigured" if self._csv.path is not None else "unconfigured"
 
     async def load(self) -> dict[int, str]:
         desired = await self.registry.load()
@@ -89,11 +94,18 @@ class RegistryInstruments:
             self.unconfigured_fallback = False
             return desired
         self.unconfigured_fallback = True
+        if self._csv.path is None:
+            log.warning(
+                "no instruments to stream: the registry has no streaming set and no CSV is "
+                "configured. Waiting; choose instruments with `alphapanda instruments fetch` "
+                "then `alphapanda instruments stream NSE:INFY ...` (applied within a second)"
+            )
+            return {}
         fallback = await self._csv.load()
         log.warning(
             "instrument registry has no streaming instruments configured (fresh install?): "
             "streaming %d instrument(s) from %s in mode %s until `alphapanda instruments "
-            "stream` or `instruments load --stream-mode` configures the registry",
+            "stream` or `instruments load --mode` configures the registry",
             len(fallback),
             self._csv.path,
             self._csv.mode,

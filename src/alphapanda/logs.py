@@ -38,7 +38,7 @@ from typing import IO, Any
 from urllib.parse import quote, urlsplit
 
 import msgspec
-from pydantic import SecretStr
+from pydantic import BaseModel, SecretStr
 
 from alphapanda.settings import LogSettings, Settings
 
@@ -73,11 +73,15 @@ def secrets_of(settings: Settings) -> list[str]:
     found: list[str] = []
     for group_name in type(settings).model_fields:
         group = getattr(settings, group_name)
+        if not isinstance(group, BaseModel):
+            continue
         for field_name in type(group).model_fields:
             value = getattr(group, field_name)
             if not isinstance(value, SecretStr):
                 continue
             secret = value.get_secret_value()
+            if not secret:
+                continue
             if "://" in secret:
                 password = urlsplit(secret).password
                 if password:

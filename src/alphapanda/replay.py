@@ -13,6 +13,8 @@ recorded receive time, and hands the ticks to a ``TickSink``. Two sinks:
 
 Because the receive time comes from the recording, the ``data`` of every event equals
 what the live feed published for those frames; only ``id`` and ``emitted_at`` differ.
+Every record written to Kafka by a replay carries the header ``replayed`` (the original
+receive time, ns since the epoch, ASCII), so a consumer can tell it from a live tick.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO, Final
 
@@ -33,6 +35,7 @@ from alphapanda.recording import FrameRecord, RecordingReader
 from alphapanda.settings import Settings
 
 if TYPE_CHECKING:
+    from alphapanda.pipeline.publisher import TickEncoder
     from alphapanda.service import MarketFeedService
 
 log = logging.getLogger(__name__)
@@ -43,6 +46,8 @@ _READ_BATCH: Final = 512
 # How long replay_to_kafka waits for the topic before feeding anyway (ticks then
 # wait in librdkafka's queue or the spool, as in the live feed).
 TOPIC_WAIT: Final = 30.0
+# Header on every record a replay writes; its value is the tick's original receive time.
+REPLAYED_HEADER: Final = "replayed"
 
 
 class ReplayStats:
@@ -232,6 +237,7 @@ async def replay_to_kafka(
     from alphapanda.service import MarketFeedService
 
     service = MarketFeedService(settings, instruments=_NoInstruments())
+    _mark_replayed(service.encoder)
     source = ReplaySource(path, service.buffer, speed=speed, on_done=service.request_stop)
     gate = _TopicGate(service, source)
     service.attach(gate)
@@ -239,6 +245,27 @@ async def replay_to_kafka(
         started(source, service)
     await service.run()
     return source, service
+
+
+def _mark_replayed(encoder: TickEncoder) -> None:
+    """Make ``encoder`` (the one the service's publisher holds) add the ``replayed``
+    header to every record. Wrapped per instance: the live feed's encoder is untouched."""
+    from alphapanda.pipeline.producer import EncodedMessage
+
+    encode = encoder.encode
+
+    def encode_marked(ticks: Sequence[Tick]) -> list[EncodedMessage]:
+        return [
+            EncodedMessage(
+                m.key,
+                m.value,
+                [*m.headers, (REPLAYED_HEADER, b"%d" % m.received_at_ns)],
+                m.received_at_ns,
+            )
+            for m in encode(ticks)
+        ]
+
+    encoder.encode = encode_marked  # type: ignore[method-assign]
 
 
 class _TopicGate:

@@ -45,6 +45,7 @@ from alphapanda.metrics.samples import MetricsSource, Sample
 from alphapanda.pipeline.accounting import Accounting
 from alphapanda.pipeline.buffer import TickBuffer
 from alphapanda.pipeline.formatter import TickFormatter
+from alphapanda.pipeline.hotpath import select_hot_path
 from alphapanda.pipeline.producer import DeliveryHandler, MessageProducer
 from alphapanda.pipeline.publisher import Publisher, TickEncoder
 from alphapanda.pipeline.spool import Spool
@@ -88,12 +89,14 @@ class BackgroundService(Protocol):
 class CsvInstrumentSource:
     """Every instrument of a Kite instrument-dump CSV, all in one mode, capped at ``limit``."""
 
-    def __init__(self, path: Path, mode: str, limit: int) -> None:
+    def __init__(self, path: Path | None, mode: str, limit: int) -> None:
         self.path = path
         self.mode = mode
         self.limit = limit
 
     async def load(self) -> dict[int, str]:
+        if self.path is None:  # no CSV configured: nothing to stream from it
+            return {}
         instruments, errors = await asyncio.to_thread(load_instrument_dump, self.path)
         if errors:
             log.warning(
@@ -131,6 +134,7 @@ class MarketFeedService:
         self.buffer = TickBuffer(feed.buffer_capacity, feed.buffer_policy, self.accounting)
         self.spool = Spool(feed.spool_dir, feed.spool_max_bytes)
         self.formatter = TickFormatter(include_depth=feed.include_depth, include_oi=feed.include_oi)
+        self.hot_path = select_hot_path(feed.hot_path)
         self.encoder = TickEncoder(self.formatter, WireEncoder(feed.wire_format), self.accounting)
 
         def make_producer(
@@ -160,6 +164,7 @@ class MarketFeedService:
             self.buffer,
             frame_listener=frame_listener,
             order_listener=self.derived.offer_order if self.derived else None,
+            decode=self.hot_path.decode,
         )
         self.instruments: InstrumentSource = instruments or CsvInstrumentSource(
             feed.instruments_csv,
@@ -185,6 +190,7 @@ class MarketFeedService:
             self.producer,
             self.spool,
             self.formatter,
+            self.hot_path,
             self.client,
             _ServiceFigures(self),
             *self._extra_sources,

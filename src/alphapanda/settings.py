@@ -15,7 +15,15 @@ from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit, urlunsplit
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -31,7 +39,25 @@ ENV_NESTED_DELIMITER = "__"
 CONFIG_FILE_ENV = "ALPHAPANDA_CONFIG_FILE"
 
 SubscriptionMode = Mode
+Environment = Literal["production", "development"]
+KafkaSecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
+SaslMechanism = Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"]
 BufferPolicy = Literal["block", "drop_oldest", "conflate"]
+KiteEnv = Literal["live", "sim"]
+
+# The endpoints ``ALPHAPANDA_KITE__ENV`` selects; an explicitly set URL always wins.
+KITE_ENDPOINTS: dict[str, dict[str, str]] = {
+    "live": {
+        "ws_url": "wss://ws.kite.trade",
+        "api_root": "https://api.kite.trade",
+        "login_url": "https://kite.zerodha.com/connect/login",
+    },
+    "sim": {
+        "ws_url": "ws://127.0.0.1:18765",
+        "api_root": "http://127.0.0.1:18766",
+        "login_url": "http://127.0.0.1:18766/connect/login",
+    },
+}
 
 
 class _Group(BaseModel):
@@ -41,8 +67,11 @@ class _Group(BaseModel):
 class KiteSettings(_Group):
     """Kite Connect ticker and API endpoints, and the shape of the connection pool."""
 
-    ws_url: str = "ws://127.0.0.1:18765"
-    api_root: str = "http://127.0.0.1:18766"
+    # live: Zerodha's real endpoints; sim: the simulator on loopback (``alphapanda sim``).
+    env: KiteEnv = "sim"
+    ws_url: str = KITE_ENDPOINTS["sim"]["ws_url"]
+    api_root: str = KITE_ENDPOINTS["sim"]["api_root"]
+    login_url: str = KITE_ENDPOINTS["sim"]["login_url"]
     api_key: str = "alphapanda-dev"
     access_token: SecretStr = SecretStr("dev-access-token")
     api_secret: SecretStr = SecretStr("dev-api-secret")
@@ -62,6 +91,19 @@ class KiteSettings(_Group):
     auth_poll_interval: float = Field(1.0, gt=0)
     # Largest WebSocket message accepted; full mode x 3000 instruments is ~558 kB.
     max_frame_bytes: int = Field(4 * 1024 * 1024, ge=65536)
+    # Where Kite sends the browser after login (`alphapanda auth login` listens there);
+    # register exactly this URL as the redirect URL of the Kite app.
+    redirect_url: str = "http://127.0.0.1:18770/kite/callback"
+
+    @model_validator(mode="before")
+    @classmethod
+    def _endpoints_of_env(cls, data: Any) -> Any:
+        # The URLs follow ``env`` unless they are given explicitly.
+        if isinstance(data, dict):
+            endpoints = KITE_ENDPOINTS.get(str(data.get("env", "sim")))
+            if endpoints is not None:
+                return {**endpoints, **data}
+        return data
 
     @field_validator("ws_url")
     @classmethod
@@ -70,7 +112,7 @@ class KiteSettings(_Group):
             raise ValueError("must be a ws:// or wss:// URL")
         return value
 
-    @field_validator("api_root")
+    @field_validator("api_root", "login_url")
     @classmethod
     def _http_scheme(cls, value: str) -> str:
         if urlsplit(value).scheme not in ("http", "https"):
@@ -96,6 +138,15 @@ class KafkaSettings(_Group):
     # feed then spools it. Long enough to ride out a broker restart.
     message_timeout_ms: int = Field(60_000, ge=1000)
     flush_timeout: float = Field(10.0, gt=0)
+    # Managed brokers (Confluent Cloud, Redpanda Cloud, MSK) need SASL over TLS; every
+    # Kafka client of the project takes these (see ``alphapanda.kafka_security``).
+    security_protocol: KafkaSecurityProtocol = "PLAINTEXT"
+    sasl_mechanism: SaslMechanism = "SCRAM-SHA-512"
+    sasl_username: str = ""
+    sasl_password: SecretStr = SecretStr("")
+    ssl_ca_location: Path | None = None
+    ssl_certificate_location: Path | None = None
+    ssl_key_location: Path | None = None
 
     @field_validator("bootstrap_servers")
     @classmethod
@@ -105,6 +156,17 @@ class KafkaSettings(_Group):
             if not sep or not host or not port.isdigit():
                 raise ValueError(f"expected host:port[,host:port...], got {item.strip()!r}")
         return value
+
+    @model_validator(mode="after")
+    def _sasl_needs_credentials(self) -> KafkaSettings:
+        if self.security_protocol.startswith("SASL") and not (
+            self.sasl_username and self.sasl_password.get_secret_value()
+        ):
+            raise ValueError(
+                "security_protocol SASL_* needs ALPHAPANDA_KAFKA__SASL_USERNAME and "
+                "ALPHAPANDA_KAFKA__SASL_PASSWORD"
+            )
+        return self
 
     @field_validator("topic_prefix")
     @classmethod
@@ -143,7 +205,9 @@ class DatabaseSettings(_Group):
 class FeedSettings(_Group):
     """What to stream and how the tick path behaves under pressure."""
 
-    instruments_csv: Path = Path("data/instruments.csv")
+    # Streamed only while the registry has no streaming set or PostgreSQL is down; unset,
+    # the feed streams nothing until `alphapanda instruments stream` chooses instruments.
+    instruments_csv: Path | None = None
     mode: SubscriptionMode = "full"
     buffer_capacity: int = Field(50_000, ge=1)
     buffer_policy: BufferPolicy = "block"
@@ -151,6 +215,9 @@ class FeedSettings(_Group):
     include_depth: bool = True
     include_oi: bool = True
     wire_format: Literal["json", "msgpack"] = "json"
+    # Frames to records: the Rust extension when it can be imported ("auto"), always
+    # ("native": start-up fails without it), or the pure-Python reference ("python").
+    hot_path: Literal["auto", "native", "python"] = "auto"
     spool_dir: Path = Path(".alphapanda/spool")
     spool_max_bytes: int = Field(1 << 30, ge=1 << 20)
     shutdown_deadline: float = Field(10.0, gt=0)
@@ -166,6 +233,11 @@ class ApiSettings(_Group):
     # one limit use the same prefix (and the same Redis).
     rate_limit_key_prefix: str = "alphapanda:ratelimit"
     trusted_proxies: tuple[str, ...] = ()
+    # Request bodies are refused with 413 as soon as they pass this size, before they
+    # are read whole; the largest legitimate body (3,000 tokens) is ~25 KiB.
+    max_body_bytes: int = Field(64 * 1024, ge=1024)
+    # Open connections beyond this are answered 503 at once (uvicorn limit_concurrency).
+    max_connections: int = Field(64, ge=1)
 
 
 class MetricsSettings(_Group):
@@ -242,6 +314,11 @@ class Settings(BaseSettings):
         frozen=True,
     )
 
+    # production: every dev-default secret is refused at start-up (also whenever the
+    # API listens on a non-loopback address).
+    env: Environment = "development"
+    # Base of relative paths (instrument CSV, spool); the working directory when unset.
+    home: Path | None = None
     kite: KiteSettings = KiteSettings()
     kafka: KafkaSettings = KafkaSettings()
     redis: RedisSettings = RedisSettings()
@@ -271,13 +348,17 @@ class Settings(BaseSettings):
         return tuple(sources)
 
 
+# Fields of ``Settings`` that are plain values rather than groups.
+TOP_LEVEL_FIELDS = ("env", "home")
+
+
 class SettingsError(Exception):
     """Invalid configuration; the message names each offending environment variable."""
 
 
 def env_name(loc: tuple[int | str, ...]) -> str:
     """The environment variable that sets the field at ``loc`` (e.g. ``('kafka', 'linger_ms')``)."""
-    return ENV_PREFIX + ENV_NESTED_DELIMITER.join(str(part).upper() for part in loc)
+    return ENV_PREFIX + ENV_NESTED_DELIMITER.join(str(part).upper() for part in loc if part != "")
 
 
 def load_settings(env_file: Path | None = None, **overrides: Any) -> Settings:
@@ -287,8 +368,8 @@ def load_settings(env_file: Path | None = None, **overrides: Any) -> Settings:
         raise SettingsError(f"{CONFIG_FILE_ENV}={config_file}: no such file")
     try:
         if env_file is not None:
-            return Settings(_env_file=env_file, **overrides)
-        return Settings(**overrides)
+            return resolve_paths(Settings(_env_file=env_file, **overrides))
+        return resolve_paths(Settings(**overrides))
     except ValidationError as exc:
         lines = []
         for err in exc.errors():
@@ -296,6 +377,27 @@ def load_settings(env_file: Path | None = None, **overrides: Any) -> Settings:
             # Never echo the rejected value: it may be a secret.
             lines.append(f"  {env_name(loc)}: {err['msg']}")
         raise SettingsError("invalid configuration:\n" + "\n".join(lines)) from None
+
+
+def path_base(settings: Settings) -> Path:
+    """Where relative paths are resolved: ``ALPHAPANDA_HOME``, else the working directory."""
+    return (settings.home or Path.cwd()).expanduser().absolute()
+
+
+def resolve_paths(settings: Settings) -> Settings:
+    """``settings`` with every relative path made absolute against ``path_base``, so that
+    error messages can say exactly where a file was looked for."""
+    base = path_base(settings)
+    feed = settings.feed
+    update = {
+        name: base / path
+        for name in ("instruments_csv", "spool_dir")
+        if (value := getattr(feed, name)) is not None
+        and not (path := value.expanduser()).is_absolute()
+    }
+    if not update:
+        return settings
+    return settings.model_copy(update={"feed": feed.model_copy(update=update)})
 
 
 def redact_url(url: str) -> str:
@@ -311,7 +413,12 @@ def redact_url(url: str) -> str:
 def effective_settings(settings: Settings) -> dict[str, dict[str, Any]]:
     """Settings as plain data with secrets masked (URLs keep all but their password)."""
     shown: dict[str, dict[str, Any]] = {}
+    # Top-level settings (ALPHAPANDA_ENV, ALPHAPANDA_HOME) are shown under the group "".
+    top = {name: getattr(settings, name) for name in TOP_LEVEL_FIELDS}
+    shown[""] = {k: str(v) if isinstance(v, Path) else v for k, v in top.items()}
     for group_name in Settings.model_fields:
+        if group_name in TOP_LEVEL_FIELDS:
+            continue
         group = getattr(settings, group_name)
         values: dict[str, Any] = {}
         for field_name in type(group).model_fields:

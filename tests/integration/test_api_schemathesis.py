@@ -52,7 +52,10 @@ async def run_schemathesis(base_url: str, workdir: Path, *extra: str) -> tuple[i
 async def test_schemathesis_finds_nothing_in_the_feeds_api(
     settings_for: SettingsFor, unique: str, tmp_path: Path
 ) -> None:
-    async with running_feed(settings_for, unique, connections=1) as feed:
+    # The body limit would answer 413 before the schema's maxItems is checked (tested on
+    # its own in test_api_isolation); here the schema is what is under test.
+    api = {"max_body_bytes": 1 << 20}
+    async with running_feed(settings_for, unique, connections=1, api=api) as feed:
         code, output = await run_schemathesis(
             feed.base_url, tmp_path, "-H", f"X-API-Key: {API_KEY}"
         )

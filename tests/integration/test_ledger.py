@@ -56,7 +56,12 @@ def assert_same_as_official(official: dict[str, Any], ours: Any) -> None:
         assert got == want, side
 
 
-async def test_steady_stream_is_complete_and_matches_official_parser(settings_for) -> None:  # type: ignore[no-untyped-def]
+# Both hot paths: the Rust extension (what "auto" picks when it is built) and the
+# pure-Python reference/fallback.
+@pytest.mark.parametrize("hot_path", ["native", "python"])
+async def test_steady_stream_is_complete_and_matches_official_parser(  # type: ignore[no-untyped-def]
+    settings_for, hot_path: str
+) -> None:
     frames: list[bytes] = []
 
     def capture(data: bytes, received_at_ns: int) -> None:
@@ -64,8 +69,9 @@ async def test_steady_stream_is_complete_and_matches_official_parser(settings_fo
             frames.append(data)
 
     async with running_simulator(ticks_per_second=1500) as sim:
-        settings: Settings = feed_settings(settings_for, sim)
+        settings: Settings = feed_settings(settings_for, sim, hot_path=hot_path)
         service = MarketFeedService(settings, frame_listener=capture)
+        assert service.hot_path.impl == hot_path
         async with asyncio.TaskGroup() as tg:
             tg.create_task(service.run())
             await eventually(lambda: service.accounting.published >= 3000, what="3000 acks")

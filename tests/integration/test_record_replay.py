@@ -25,7 +25,7 @@ from alphapanda.replay import replay_to_kafka, replay_to_stdout
 from alphapanda.service import MarketFeedService
 from alphapanda.settings import Settings
 from tests.support.feed import assert_books_balance, eventually, feed_settings, quiesce
-from tests.support.services import ROOT
+from tests.support.services import ROOT, SHARED_KAFKA
 from tests.support.sim import INSTRUMENTS_CSV, running_simulator
 
 
@@ -50,7 +50,9 @@ def _read_all(bootstrap: str, topic: str) -> dict[bytes, list[dict[str, Any]]]:
                 seen[partition] = (message.offset() or 0) + 1
                 value = message.value()
                 assert isinstance(value, bytes)
-                by_key.setdefault(message.key() or b"", []).append(json.loads(value))
+                event = json.loads(value)
+                event["_headers"] = dict(message.headers() or [])
+                by_key.setdefault(message.key() or b"", []).append(event)
     finally:
         consumer.close()
     return by_key
@@ -104,6 +106,11 @@ async def test_replay_to_kafka_publishes_what_the_live_feed_published(
         assert _data_only(replayed[key]) == _data_only(events), key
     ids = {e["id"] for events in live.values() for e in events}
     assert not ids & {e["id"] for events in replayed.values() for e in events}
+    # A replayed record says so, with the original receive time; a live one does not.
+    for events in replayed.values():
+        for event in events:
+            assert event["_headers"]["replayed"] == b"%d" % event["data"]["received_at_ns"]
+    assert not any("replayed" in e["_headers"] for events in live.values() for e in events)
 
 
 async def test_replay_paced_to_stdout_and_cli_tolerates_a_truncated_tail(
@@ -176,3 +183,30 @@ async def test_record_cli_captures_frames_from_the_simulator(tmp_path: Path) -> 
     # Frames are kept in arrival order with their receive times.
     times = [r.received_at_ns for r in records]
     assert times == sorted(times)
+
+
+async def test_replay_cli_needs_a_destination_and_marks_what_it_writes(unique: str) -> None:
+    sample = ROOT / "tests" / "data" / "sample_full.aprec"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ALPHAPANDA_")}
+    env["ALPHAPANDA_KAFKA__BOOTSTRAP_SERVERS"] = SHARED_KAFKA
+
+    def replay(*args: str) -> subprocess.CompletedProcess[bytes]:
+        argv = [sys.executable, "-m", "alphapanda", "--env-file", "/nonexistent", "replay"]
+        return subprocess.run(
+            [*argv, str(sample), *args], cwd=ROOT, env=env, capture_output=True, timeout=120
+        )
+
+    # No default destination: the live topic is never written by accident.
+    missing = await asyncio.to_thread(replay, "--fast")
+    assert missing.returncode == 2 and b"--to" in missing.stderr
+
+    prefix = f"test.{unique}.cli-replay."
+    done = await asyncio.to_thread(
+        replay, "--to", "kafka", "--topic-prefix", prefix, "--fast", "--no-progress"
+    )
+    assert done.returncode == 0, done.stderr.decode()[-2000:]
+    ticks = sum(len(decode_message(r.frame, 0).ticks) for r in RecordingReader(sample))
+    events = await asyncio.to_thread(_read_all, SHARED_KAFKA, f"{prefix}market.ticks")
+    flat = [e for per_key in events.values() for e in per_key]
+    assert len(flat) == ticks > 0
+    assert all(e["_headers"]["replayed"] == b"%d" % e["data"]["received_at_ns"] for e in flat)

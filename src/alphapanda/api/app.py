@@ -28,6 +28,8 @@ from fastapi.routing import APIRoute
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from alphapanda.api.control import FeedControl, OverCapacity, UnknownInstruments
+from alphapanda.api.docs import install_offline_docs
+from alphapanda.api.limits import RequestGuardMiddleware
 from alphapanda.api.middleware import RateLimitMiddleware
 from alphapanda.api.ratelimit import RateLimiter
 from alphapanda.api.security import secret_values
@@ -153,6 +155,10 @@ def create_app(
             "`X-API-Key` header. Every route except `/health` is rate limited per caller "
             "(shared across API processes through Redis); 429 carries `Retry-After`."
         ),
+        # /docs is served below from assets bundled with the app: it must render on a
+        # machine with no internet access (the default loads them from a CDN).
+        docs_url=None,
+        responses={413: {"description": "Request body larger than ALPHAPANDA_API__MAX_BODY_BYTES"}},
     )
     app.state.ctx = ctx
     _install_error_handlers(app)
@@ -162,12 +168,28 @@ def create_app(
         api_key=api.api_key,
         trusted_proxies=api.trusted_proxies,
     )
-    app.include_router(routes.common)
-    if control is not None:
-        app.include_router(routes.feed_only)
-        app.include_router(quotes.router)
-    app.include_router(monitoring.router)
+    routers = [
+        routes.common,
+        *([routes.feed_only, quotes.router] if control is not None else []),
+        monitoring.router,
+    ]
+    # Outermost: refuses a keyless write or an oversized body before anything reads it.
+    app.add_middleware(
+        RequestGuardMiddleware,
+        api_key=api.api_key,
+        max_body_bytes=api.max_body_bytes,
+        protected=[
+            route
+            for router in routers
+            for route in router.routes
+            if isinstance(route, APIRoute)
+            and any(dep.dependency is routes.require_api_key for dep in route.dependencies)
+        ],
+    )
+    for router in routers:
+        app.include_router(router)
 
+    install_offline_docs(app)
     page = _status_page()
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)

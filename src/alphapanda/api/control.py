@@ -125,11 +125,13 @@ class InstrumentCatalog(Protocol):
 class CsvInstrumentCatalog:
     """The instruments of a Kite instrument-dump CSV, read once on first use."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path | None) -> None:
         self.path = path
         self._tokens: frozenset[int] | None = None
 
     async def unknown_tokens(self, tokens: Sequence[int]) -> list[int]:
+        if self.path is None:  # no CSV configured: it knows no instrument
+            return sorted(set(tokens))
         if self._tokens is None:
             instruments, _errors = await asyncio.to_thread(load_instrument_dump, self.path)
             self._tokens = frozenset(i.instrument_token for i in instruments)

@@ -20,6 +20,7 @@ from fastapi import FastAPI
 
 from alphapanda.api.app import ApiContext, create_app
 from alphapanda.api.control import FeedControl
+from alphapanda.api.isolation import ApiThread, ThreadedControl
 from alphapanda.metrics.collector import redis_from_url
 from alphapanda.metrics.reader import MetricsReader
 from alphapanda.settings import Settings
@@ -42,7 +43,9 @@ class EmbeddedServer(uvicorn.Server):
         yield
 
 
-def server_config(app: FastAPI, host: str, port: int, shutdown_grace: float) -> uvicorn.Config:
+def server_config(
+    app: FastAPI, host: str, port: int, shutdown_grace: float, max_connections: int | None = None
+) -> uvicorn.Config:
     return uvicorn.Config(
         app,
         host=host,
@@ -57,6 +60,11 @@ def server_config(app: FastAPI, host: str, port: int, shutdown_grace: float) -> 
         # uvicorn would otherwise rewrite the client address from X-Forwarded-For for
         # any loopback peer; the API applies settings.api.trusted_proxies itself.
         proxy_headers=False,
+        # Beyond this many open connections and tasks uvicorn answers 503 at once.
+        limit_concurrency=max_connections,
+        # The C parser: a flood of requests costs the process (and so the tick path
+        # sharing its GIL) far less than the pure-Python h11 parser.
+        http="httptools",
     )
 
 
@@ -69,9 +77,11 @@ async def serve_app(
     shutdown_grace: float = 1.0,
 ) -> None:
     """Serve an already built app until ``stop`` is set or the task is cancelled."""
-    server = EmbeddedServer(server_config(app, host, port, shutdown_grace))
     ctx = app.state.ctx
     assert isinstance(ctx, ApiContext)
+    server = EmbeddedServer(
+        server_config(app, host, port, shutdown_grace, ctx.settings.api.max_connections)
+    )
     try:
         async with asyncio.TaskGroup() as tg:
             tg.create_task(_serve(server, host, port))
@@ -163,17 +173,28 @@ class ApiServer:
         self._reader = metrics_reader
         self._host = host
         self._port = port
-        self._stop = asyncio.Event()
+        self._thread = ApiThread(self._serve, name="alphapanda-api")
+        self._feed_loop: asyncio.AbstractEventLoop | None = None
 
     async def run(self) -> None:
+        # The API gets its own thread and loop so no client can stall the tick path
+        # (see alphapanda.api.isolation); feed calls hop back to this loop.
+        self._feed_loop = asyncio.get_running_loop()
+        await self._thread.run()
+
+    async def _serve(self, stop: asyncio.Event) -> None:
+        assert self._feed_loop is not None
+        control = (
+            ThreadedControl(self._control, self._feed_loop) if self._control is not None else None
+        )
         await serve_api(
             self._settings,
-            self._control,
+            control,
             metrics_reader=self._reader,
-            stop=self._stop,
+            stop=stop,
             host=self._host,
             port=self._port,
         )
 
     def stop(self) -> None:
-        self._stop.set()
+        self._thread.stop()

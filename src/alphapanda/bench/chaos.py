@@ -43,6 +43,7 @@ from alphapanda.metrics.collector import PipelineMetricsCollector
 from alphapanda.ops.devstack import DevstackService
 from alphapanda.service import MarketFeedService
 from alphapanda.settings import Settings
+from alphapanda.sim.config import SimConfig
 
 FAULTS: Final = ("kill", "pause", "drops", "malformed", "stall", "redis", "token")
 SETTLE_WITHIN: Final = 180.0
@@ -289,7 +290,13 @@ def chaos_settings(
                 }
             ),
             "redis": base.redis.model_copy(update={"url": SecretStr(redis.redis_url)}),
-            "feed": base.feed.model_copy(update={"spool_dir": spool}),
+            "feed": base.feed.model_copy(
+                update={
+                    "spool_dir": spool,
+                    # The simulator's universe unless a CSV is configured.
+                    "instruments_csv": base.feed.instruments_csv or SimConfig().instruments,
+                }
+            ),
         }
     )
 

@@ -12,7 +12,8 @@ from __future__ import annotations
 import random
 import statistics
 import time
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 
 from alphapanda.kite.protocol import (
     MODE_FULL,
@@ -45,6 +46,23 @@ class DecodeBenchResult:
     messages: int
     ours_seconds: tuple[float, ...]
     official_seconds: tuple[float, ...]
+    # The hot paths, frame bytes to records, timed in the same interleaved rounds:
+    # name -> seconds per repeat.
+    hot_paths: dict[str, tuple[float, ...]] = field(default_factory=dict)
+
+    def best(self, name: str) -> float:
+        """Packets/s of hot path ``name`` in its fastest repeat."""
+        return self.packets / min(self.hot_paths[name])
+
+    def median(self, name: str) -> float:
+        return self.packets / statistics.median(self.hot_paths[name])
+
+    def ratio(self, name: str) -> float:
+        """Median over repeats of official time / this hot path's time (interleaved)."""
+        return statistics.median(
+            official / mine
+            for mine, official in zip(self.hot_paths[name], self.official_seconds, strict=True)
+        )
 
     @property
     def ours_best(self) -> float:
@@ -161,14 +179,19 @@ def run_decode_benchmark(
     from kiteconnect import KiteTicker
 
     frames = build_full_frames(packets, per_message, seed)
-    chunks = [frames[i : i + _CHUNK_FRAMES] for i in range(0, len(frames), _CHUNK_FRAMES)]
+    chunk_frames = max(1, _CHUNK_FRAMES * 50 // per_message)
+    chunks = [frames[i : i + chunk_frames] for i in range(0, len(frames), chunk_frames)]
     official = KiteTicker("bench", "bench")._parse_binary
     clock = time.perf_counter
+    hot_paths = _hot_paths()
 
     ours_seconds, official_seconds = [], []
+    hot_seconds: dict[str, list[float]] = {name: [] for name in hot_paths}
     for _ in range(repeat):
         ours_total = official_total = 0.0
         ours_count = official_count = 0
+        hot_total = dict.fromkeys(hot_paths, 0.0)
+        hot_count = dict.fromkeys(hot_paths, 0)
         for chunk in chunks:
             start = clock()
             for frame in chunk:
@@ -179,10 +202,44 @@ def run_decode_benchmark(
             end = clock()
             ours_total += middle - start
             official_total += end - middle
-        if ours_count != packets or official_count != packets:
-            raise RuntimeError(
-                f"decoded {ours_count} (ours) / {official_count} (official) of {packets} packets"
-            )
+            for name, encode in hot_paths.items():
+                start = clock()
+                for frame in chunk:
+                    hot_count[name] += encode(frame)
+                hot_total[name] += clock() - start
+        counts = {"ours": ours_count, "official": official_count, **hot_count}
+        if any(count != packets for count in counts.values()):
+            raise RuntimeError(f"decoded {counts} of {packets} packets")
         ours_seconds.append(ours_total)
         official_seconds.append(official_total)
-    return DecodeBenchResult(packets, len(frames), tuple(ours_seconds), tuple(official_seconds))
+        for name in hot_paths:
+            hot_seconds[name].append(hot_total[name])
+    return DecodeBenchResult(
+        packets,
+        len(frames),
+        tuple(ours_seconds),
+        tuple(official_seconds),
+        {name: tuple(seconds) for name, seconds in hot_seconds.items()},
+    )
+
+
+def _hot_paths() -> dict[str, Callable[[bytes], int]]:
+    """Frame bytes → ready-to-produce records (JSON, depth and OI on, as the feed's
+    defaults), per implementation; each returns how many records it made."""
+    from alphapanda.pipeline.formatter import TickFormatter
+    from alphapanda.pipeline.hotpath import FrameEncoder, HotPath, load_native
+    from alphapanda.pipeline.wire import WireEncoder
+
+    paths: dict[str, Callable[[bytes], int]] = {}
+    native, _ = load_native()
+    now = 1_700_000_000_000_000_000
+    if native is not None:
+        frame_encoder = FrameEncoder(TickFormatter(), WireEncoder("json"), native)
+        paths["native frame -> records"] = lambda frame: len(
+            frame_encoder.encode(frame, now, now).records
+        )
+        decoder = HotPath(native)
+        paths["native frame -> NativeTicks"] = lambda frame: len(decoder.decode(frame, now).ticks)
+    python = FrameEncoder(TickFormatter(), WireEncoder("json"), None)
+    paths["python frame -> records"] = lambda frame: len(python.encode(frame, now, now).records)
+    return paths

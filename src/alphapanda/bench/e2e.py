@@ -40,10 +40,12 @@ from alphapanda.bench.baseline import BaselineError, BaselineResult, run_baselin
 from alphapanda.bench.ceiling import CeilingResult, run_ceiling
 from alphapanda.bench.harness import SimProcess, StreamLedger
 from alphapanda.instruments import load_instrument_dump
+from alphapanda.kafka_security import security_config
 from alphapanda.pipeline.producer import LatencyReservoir
 from alphapanda.pipeline.topics_admin import ensure_topic
 from alphapanda.service import MarketFeedService
 from alphapanda.settings import Settings
+from alphapanda.sim.config import SimConfig
 from alphapanda.topics import TopicNames
 
 # Enough to hold every ack of a latency window at 20k ticks/s for a minute.
@@ -180,7 +182,8 @@ async def run_e2e(
     topic = TopicNames.market_ticks(prefix)
     baseline_topic = TopicNames.market_ticks(prefix + "baseline.")
     ceiling_topic = TopicNames.market_ticks(prefix + "ceiling.")
-    csv = settings.feed.instruments_csv.resolve()
+    # The simulator's universe unless a CSV is configured.
+    csv = (settings.feed.instruments_csv or SimConfig().instruments).resolve()
     instruments, _ = await asyncio.to_thread(load_instrument_dump, csv)
     tokens = [i.instrument_token for i in instruments]
     errors: list[str] = []
@@ -272,7 +275,9 @@ async def run_e2e(
             stats = await sim.stats()
             sent = int(stats["total_ticks_sent"])
 
-            ledger = StreamLedger(settings.kafka.bootstrap_servers, topic)
+            ledger = StreamLedger(
+                settings.kafka.bootstrap_servers, topic, security_config(settings.kafka)
+            )
             ledger.start()
             try:
                 await _until(lambda: ledger.figures().consumed >= acct.published, 300, "consumer")

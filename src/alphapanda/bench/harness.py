@@ -45,6 +45,7 @@ class SimProcess:
         cwd: Path | None = None,
         pregenerate: float = 0.0,
         pregenerate_rate: float | None = None,
+        extra_args: Sequence[str] = (),
     ) -> None:
         self._argv = [
             "-m",
@@ -65,6 +66,7 @@ class SimProcess:
             self._argv += ["--pregenerate", str(pregenerate)]
         if pregenerate_rate is not None:
             self._argv += ["--pregenerate-rate", str(pregenerate_rate)]
+        self._argv += list(extra_args)
         self._cwd = cwd
         self._proc: asyncio.subprocess.Process | None = None
         self.ws_url = ""
@@ -164,9 +166,11 @@ class StreamLedger:
     called from any thread while it runs.
     """
 
-    def __init__(self, bootstrap: str, topic: str) -> None:
+    def __init__(self, bootstrap: str, topic: str, security: dict[str, Any] | None = None) -> None:
         self._bootstrap = bootstrap
         self._topic = topic
+        # librdkafka security keys (``alphapanda.kafka_security.security_config``).
+        self._security = dict(security or {})
         self._lock = threading.Lock()
         self._figures = LedgerFigures()
         self._last_volume: dict[int, int] = {}
@@ -230,6 +234,7 @@ class StreamLedger:
                 # errors (level 3) would flood the console; real errors still surface
                 # through message.error() and self.error.
                 "log_level": 2,
+                **self._security,
             }
         )
         json_decode = msgspec.json.Decoder(_Event).decode

@@ -41,8 +41,10 @@ import redis.asyncio as aioredis
 from confluent_kafka.admin import AdminClient
 
 from alphapanda.bench.harness import LedgerFigures, SimProcess, StreamLedger
+from alphapanda.kafka_security import security_config
 from alphapanda.metrics import keys as k
 from alphapanda.settings import Settings
+from alphapanda.sim.config import SimConfig
 from alphapanda.topics import TopicNames
 
 RSS_TOLERANCE: Final = 0.10
@@ -189,7 +191,9 @@ def _feed_env(
             "ALPHAPANDA_REDIS__URL": settings.redis.url.get_secret_value(),
             "ALPHAPANDA_METRICS__NAMESPACE": namespace,
             "ALPHAPANDA_FEED__SPOOL_DIR": str(spool),
-            "ALPHAPANDA_FEED__INSTRUMENTS_CSV": str(settings.feed.instruments_csv.resolve()),
+            "ALPHAPANDA_FEED__INSTRUMENTS_CSV": str(
+                (settings.feed.instruments_csv or SimConfig().instruments).resolve()
+            ),
             "ALPHAPANDA_LOG__LEVEL": "WARNING",
         }
     )
@@ -218,7 +222,7 @@ async def run_soak(
     samples: list[SoakSample] = []
     redis = aioredis.from_url(settings.redis.url.get_secret_value())
     snapshot_key = k.MetricsKeys(namespace).key(k.SNAPSHOT)
-    ledger = StreamLedger(settings.kafka.bootstrap_servers, topic)
+    ledger = StreamLedger(settings.kafka.bootstrap_servers, topic, security_config(settings.kafka))
     sent = 0
     missing: dict[int, tuple[int, int]] = {}
     exit_code: int | None = None

@@ -16,6 +16,8 @@ import typer
 from alphapanda.api.server import ApiStartupError, serve_api
 from alphapanda.cli.app import app, settings_from
 from alphapanda.logs import configure_logging, secrets_of
+from alphapanda.ops.preflight import check_port_free
+from alphapanda.production import require_secure
 from alphapanda.settings import Settings
 
 
@@ -31,6 +33,9 @@ def api(
 ) -> None:
     """Run the read-only monitoring API (status page at http://HOST:PORT/)."""
     settings = settings_from(ctx)
+    require_secure(settings, "api", host or settings.api.host)
+    api_port = settings.api.port if port is None else port
+    check_port_free(host or settings.api.host, api_port, "ALPHAPANDA_API__PORT (--port)")
     configure_logging(settings.log, secrets=secrets_of(settings))
     try:
         asyncio.run(_serve(settings, host, port))

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import os
 import sys
+import traceback
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
+from alphapanda.ops.preflight import StartupError
 from alphapanda.settings import Settings, SettingsError, load_settings
 
 app = typer.Typer(
@@ -16,6 +19,9 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
+    # Markdown: docstring paragraphs reflow to the terminal instead of keeping the
+    # source's line breaks.
+    rich_markup_mode="markdown",
 )
 
 
@@ -72,6 +78,19 @@ def _register() -> None:
     )
 
 
+def _debug_requested() -> bool:
+    # Read directly: the failure may be that the settings themselves could not be built.
+    return os.environ.get("ALPHAPANDA_LOG__LEVEL", "").upper() == "DEBUG"
+
+
 def main() -> None:
     _register()
-    sys.exit(app())
+    try:
+        sys.exit(app())
+    except (StartupError, SettingsError) as exc:
+        # A set-up mistake: the message names the setting and the fix; a traceback
+        # would only bury it.
+        if _debug_requested():
+            traceback.print_exc()
+        typer.secho(str(exc), fg=typer.colors.RED, err=True)
+        sys.exit(2)

@@ -7,15 +7,19 @@ second while it waits in ``auth_required``). Tokens are never echoed.
 from __future__ import annotations
 
 import asyncio
+import webbrowser
 from collections.abc import Awaitable, Callable
 from typing import Annotated, TypeVar
+from urllib.parse import urlsplit
 
 import typer
 from sqlalchemy.exc import DBAPIError
 
 from alphapanda.auth import AuthService, AuthStatus, LoginFailed
 from alphapanda.auth.expiry import IST
+from alphapanda.auth.redirect import RedirectError, capture_request_token, listen_address, login_url
 from alphapanda.cli.app import app, settings_from
+from alphapanda.ops.preflight import StartupError
 from alphapanda.settings import Settings
 
 auth_app = typer.Typer(help="Kite login and access tokens.", no_args_is_help=True)
@@ -38,8 +42,11 @@ def _run(settings: Settings, action: Callable[[AuthService], Awaitable[T]]) -> T
         typer.secho(str(exc), fg=typer.colors.RED, err=True)
         raise typer.Exit(2) from None
     except (OSError, TimeoutError, DBAPIError) as exc:
-        typer.secho(f"cannot reach PostgreSQL: {type(exc).__name__}", fg=typer.colors.RED, err=True)
-        raise typer.Exit(1) from None
+        where = urlsplit(settings.database.url.get_secret_value())
+        raise StartupError(
+            f"ALPHAPANDA_DATABASE__URL: cannot reach PostgreSQL at {where.hostname}:"
+            f"{where.port or 5432} ({type(exc).__name__}); start it or fix the URL"
+        ) from None
 
 
 def _describe(status: AuthStatus) -> str:
@@ -65,13 +72,66 @@ def _describe(status: AuthStatus) -> str:
 def login(
     ctx: typer.Context,
     request_token: Annotated[
-        str, typer.Option("--request-token", help="From the Kite login redirect URL.")
-    ],
+        str | None,
+        typer.Option(
+            "--request-token",
+            help="From the Kite login redirect URL (headless use); without it the login "
+            "URL is printed and the redirect is captured on ALPHAPANDA_KITE__REDIRECT_URL.",
+        ),
+    ] = None,
+    browser: Annotated[
+        bool, typer.Option(help="Open the login URL in a browser when one is available.")
+    ] = True,
+    timeout: Annotated[
+        float, typer.Option(help="Seconds to wait for the browser to come back.")
+    ] = 300.0,
 ) -> None:
-    """Exchange a login request_token for an access token (official kiteconnect client)."""
-    status = _run(settings_from(ctx), lambda auth: auth.login(request_token))
+    """Log in to Kite and store the day's access token (official kiteconnect client).
+
+    Without --request-token: prints Kite's login URL (and opens it), listens on the
+    loopback ALPHAPANDA_KITE__REDIRECT_URL (register exactly that URL as the Kite app's
+    redirect URL) for the request token, exchanges it and stores the access token.
+    """
+    settings = settings_from(ctx)
+    if request_token is None:
+        request_token = _browser_login(settings, browser, timeout)
+    token = request_token
+    status = _run(settings, lambda auth: auth.login(token))
     typer.echo("logged in; access token stored")
     typer.echo(_describe(status))
+
+
+def _browser_login(settings: Settings, browser: bool, timeout: float) -> str:
+    kite = settings.kite
+    url = login_url(kite.api_key, kite.api_root)
+    try:
+        listen_address(kite.redirect_url)
+    except RedirectError as exc:
+        raise StartupError(str(exc)) from None
+    typer.echo(f"Open this URL to log in to Kite:\n  {url}")
+    typer.echo(f"waiting up to {timeout:.0f} s for the redirect to {kite.redirect_url} ...")
+    if browser:
+        _open_browser(url)
+    try:
+        return asyncio.run(capture_request_token(kite.redirect_url, timeout))
+    except RedirectError as exc:
+        raise StartupError(str(exc)) from None
+    except TimeoutError:
+        typer.secho(
+            f"no login came back within {timeout:.0f} s; run it again, or pass "
+            "--request-token from the redirect URL",
+            fg=typer.colors.RED,
+            err=True,
+        )
+        raise typer.Exit(1) from None
+
+
+def _open_browser(url: str) -> None:
+    try:
+        webbrowser.get()
+    except webbrowser.Error:
+        return  # no browser here (a server): the printed URL is the way
+    webbrowser.open(url)
 
 
 @auth_app.command("set-token")

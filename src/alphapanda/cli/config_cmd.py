@@ -16,7 +16,12 @@ config_app = typer.Typer(help="Inspect the configuration.", no_args_is_help=True
 app.add_typer(config_app, name="config")
 
 
-@config_app.command("show")
+@config_app.command(
+    "show",
+    epilog="Examples:\n\n"
+    "  alphapanda config show\n\n"
+    "  alphapanda --env-file /etc/alphapanda/feed.env config show --json",
+)
 def show(
     ctx: typer.Context,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,

@@ -15,10 +15,13 @@ db_app = typer.Typer(help="Manage the PostgreSQL schema.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 
 
-@db_app.command("upgrade")
+@db_app.command(
+    "upgrade",
+    epilog="Examples:\n\n  alphapanda db upgrade\n\n  alphapanda db current",
+)
 def upgrade_cmd(
     ctx: typer.Context,
-    revision: str = typer.Argument("head", help="Target revision."),
+    revision: str = typer.Argument("head", help="Target revision (head: the newest)."),
 ) -> None:
     """Apply pending migrations (idempotent; safe while the feed runs)."""
     database = Database.from_settings(settings_from(ctx).database)
@@ -34,7 +37,11 @@ def upgrade_cmd(
     typer.echo(f"schema {database.schema} at revision {now}")
 
 
-@db_app.command("current")
+@db_app.command(
+    "current",
+    epilog="Examples:\n\n  alphapanda db current\n\n"
+    "  ALPHAPANDA_DATABASE__SCHEMA_NAME=feed2 alphapanda db current",
+)
 def current_cmd(ctx: typer.Context) -> None:
     """Show the schema's revision and the newest one this version ships."""
     database = Database.from_settings(settings_from(ctx).database)

@@ -14,31 +14,48 @@ import typer
 from alphapanda.assembly import open_feed
 from alphapanda.cli.app import app, settings_from
 from alphapanda.logs import configure_logging, flush_suppressed, secrets_of
-from alphapanda.modes import MODES
+from alphapanda.ops.preflight import feed_preflight
+from alphapanda.production import require_secure
 from alphapanda.service import MarketFeedService, ServiceFailed
-from alphapanda.settings import Settings
+from alphapanda.settings import Settings, SubscriptionMode, resolve_paths
 
 log = logging.getLogger("alphapanda.feed")
 
 
-@app.command()
+@app.command(
+    epilog="Examples:\n\n"
+    "  alphapanda feed\n\n"
+    "  alphapanda --env-file /etc/alphapanda/feed.env feed\n\n"
+    "  alphapanda feed --instruments data/instruments.csv --mode quote --seconds 60",
+)
 def feed(
     ctx: typer.Context,
     instruments: Annotated[
         Path | None,
         typer.Option(
-            help="Instrument-dump CSV streamed when the registry is unreachable or not yet "
-            "configured, or always with --no-registry [default: ALPHAPANDA_FEED__INSTRUMENTS_CSV]."
+            help="Instrument-dump CSV streamed while the registry has no streaming set or "
+            "PostgreSQL is down, or always with --no-registry. "
+            "[default: ALPHAPANDA_FEED__INSTRUMENTS_CSV; unset: none]",
+            show_default=False,
         ),
     ] = None,
     mode: Annotated[
-        str | None, typer.Option(help="ltp, quote or full [default: ALPHAPANDA_FEED__MODE].")
+        SubscriptionMode | None,
+        typer.Option(
+            help="Tick mode of the CSV's instruments (the registry stores a mode per "
+            "instrument). [default: ALPHAPANDA_FEED__MODE, i.e. full]",
+            show_default=False,
+        ),
     ] = None,
-    run_for: Annotated[
-        float | None, typer.Option(help="Stop by itself after this many seconds.")
+    seconds: Annotated[
+        float | None,
+        typer.Option(
+            "--seconds", help="Stop by itself after this many seconds. [default: run until stopped]"
+        ),
     ] = None,
+    run_for: Annotated[float | None, typer.Option("--run-for", hidden=True)] = None,
     metrics: Annotated[
-        bool, typer.Option(help="Flush metrics to Redis (PipelineMetricsCollector).")
+        bool, typer.Option(help="Flush metrics to Redis for dashboards and `alphapanda api`.")
     ] = True,
     api: Annotated[
         bool,
@@ -52,10 +69,11 @@ def feed(
         ),
     ] = True,
 ) -> None:
-    """Stream the configured instruments from Kite into the market.ticks topic.
+    """Stream the registry's instruments from Kite into the market.ticks topic.
 
-    Access tokens come from AuthService (the token stored by `alphapanda auth login` /
-    `set-token`, else ALPHAPANDA_KITE__ACCESS_TOKEN), looked up before every handshake.
+    The access token is looked up before every handshake: the one stored by
+    `alphapanda auth login` or `auth set-token`, else ALPHAPANDA_KITE__ACCESS_TOKEN. A
+    token or streaming set added while it runs is picked up without a restart.
 
     SIGTERM or SIGINT stops it gracefully: sockets closed, buffer drained, producer
     flushed within ALPHAPANDA_FEED__SHUTDOWN_DEADLINE, the rest spooled to disk.
@@ -65,18 +83,27 @@ def feed(
     if instruments is not None:
         overrides["instruments_csv"] = instruments
     if mode is not None:
-        if mode not in MODES:
-            typer.secho(f"--mode must be ltp, quote or full, not {mode!r}", fg="red", err=True)
-            raise typer.Exit(2)
         overrides["mode"] = mode
+    run_for = seconds if seconds is not None else run_for
     if overrides:
         settings = settings.model_copy(update={"feed": settings.feed.model_copy(update=overrides)})
+        settings = resolve_paths(settings)
+    require_secure(settings, "feed", settings.api.host if api else None)
+    if not registry and settings.feed.instruments_csv is None:
+        typer.secho(
+            "--no-registry streams a CSV only: give --instruments CSV "
+            "(or set ALPHAPANDA_FEED__INSTRUMENTS_CSV)",
+            fg="red",
+            err=True,
+        )
+        raise typer.Exit(2)
     handler = configure_logging(settings.log, secrets=secrets_of(settings))
     failed = False
     try:
-        asyncio.run(
-            run_feed(settings, run_for=run_for, metrics=metrics, api=api, registry=registry)
-        )
+        with feed_preflight(settings, api=api):
+            asyncio.run(
+                run_feed(settings, run_for=run_for, metrics=metrics, api=api, registry=registry)
+            )
     except* ServiceFailed as group:
         # Already drained and logged with its traceback; say it once and exit non-zero.
         failed = True

@@ -19,11 +19,11 @@ from alphapanda.kite.client import TickerClient
 from alphapanda.kite.protocol import Tick
 from alphapanda.kite.tokens import StaticTokenProvider
 from alphapanda.logs import configure_logging, flush_suppressed, secrets_of
-from alphapanda.modes import MODES
 from alphapanda.recording import RecordingError, RecordingReader, RecordingWriter
 from alphapanda.replay import ReplaySource, replay_to_kafka, replay_to_stdout
 from alphapanda.service import CsvInstrumentSource, MarketFeedService
-from alphapanda.settings import Settings
+from alphapanda.settings import Settings, SubscriptionMode
+from alphapanda.topics import TopicNames
 
 _stderr = Console(stderr=True)
 
@@ -38,17 +38,31 @@ class _CountingSink:
         self.ticks += len(ticks)
 
 
-@app.command()
+@app.command(
+    epilog="Examples:\n\n"
+    "  alphapanda record --out session.aprec --seconds 60 --instruments data/instruments.csv\n\n"
+    "  alphapanda record --out open.aprec --mode quote --instruments watchlist.csv",
+)
 def record(
     ctx: typer.Context,
-    out: Annotated[Path, typer.Option("--out", help="Recording file to create.")],
+    out: Annotated[Path, typer.Option("--out", help="The recording file to create.")],
     seconds: Annotated[
-        float | None, typer.Option(help="Stop after this many seconds (default: SIGINT).")
+        float | None,
+        typer.Option(
+            "--seconds", help="Stop after this many seconds. [default: until Ctrl-C or SIGTERM]"
+        ),
     ] = None,
-    mode: Annotated[str, typer.Option(help="Subscription mode: ltp, quote or full.")] = "full",
+    mode: Annotated[
+        SubscriptionMode, typer.Option("--mode", help="Tick mode: ltp, quote or full.")
+    ] = "full",
     instruments: Annotated[
         Path | None,
-        typer.Option(help="Instrument-dump CSV [default: ALPHAPANDA_FEED__INSTRUMENTS_CSV]."),
+        typer.Option(
+            "--instruments",
+            help="Instrument-dump CSV of the instruments to record. "
+            "[default: ALPHAPANDA_FEED__INSTRUMENTS_CSV]",
+            show_default=False,
+        ),
     ] = None,
 ) -> None:
     """Record the raw binary frames of the configured Kite ticker into OUT.
@@ -57,13 +71,19 @@ def record(
     append-only, CRC-checked file that can be read while it is written. Replay it
     with ``alphapanda replay OUT``.
     """
-    if mode not in MODES:
-        typer.secho(f"--mode must be ltp, quote or full, not {mode!r}", fg="red", err=True)
-        raise typer.Exit(2)
     if out.exists():
         typer.secho(f"{out} exists; refusing to overwrite it", fg="red", err=True)
         raise typer.Exit(2)
     settings = settings_from(ctx)
+    csv = instruments or settings.feed.instruments_csv
+    if csv is None:
+        typer.secho(
+            "no instruments to record: give --instruments CSV "
+            "(or set ALPHAPANDA_FEED__INSTRUMENTS_CSV)",
+            fg="red",
+            err=True,
+        )
+        raise typer.Exit(2)
     handler = configure_logging(settings.log, secrets=secrets_of(settings))
     try:
         figures = asyncio.run(
@@ -72,7 +92,7 @@ def record(
                 out,
                 seconds=seconds,
                 mode=mode,
-                instruments=instruments or settings.feed.instruments_csv,
+                instruments=csv,
             )
         )
     finally:
@@ -135,22 +155,47 @@ async def record_frames(
     }
 
 
-@app.command()
+@app.command(
+    epilog="Examples:\n\n"
+    "  alphapanda replay session.aprec --to stdout --fast | head\n\n"
+    "  alphapanda replay session.aprec --to kafka --topic-prefix replay. --speed 10",
+)
 def replay(
     ctx: typer.Context,
     file: Annotated[Path, typer.Argument(help="A recording made by `alphapanda record`.")],
+    to: Annotated[
+        str,
+        typer.Option(
+            "--to",
+            help="stdout: one JSON event per line; kafka: the topic market.ticks behind "
+            "the topic prefix. Required, so a replay never lands in the live topic by "
+            "accident.",
+            show_default=False,
+        ),
+    ],
+    topic_prefix: Annotated[
+        str | None,
+        typer.Option(
+            "--topic-prefix",
+            help="With --to kafka: write to the topic PREFIX + market.ticks. "
+            "[default: ALPHAPANDA_KAFKA__TOPIC_PREFIX, i.e. the live topic]",
+            show_default=False,
+        ),
+    ] = None,
     speed: Annotated[
         float, typer.Option(help="Replay at this multiple of the recorded pace.")
     ] = 1.0,
-    fast: Annotated[bool, typer.Option("--fast", help="As fast as possible.")] = False,
-    to: Annotated[str, typer.Option("--to", help="kafka (the feed's topic) or stdout.")] = "kafka",
-    progress: Annotated[bool, typer.Option(help="Progress bar on stderr.")] = True,
+    fast: Annotated[
+        bool, typer.Option("--fast", help="As fast as possible (ignores --speed).")
+    ] = False,
+    progress: Annotated[bool, typer.Option(help="Show a progress bar on stderr.")] = True,
 ) -> None:
     """Feed a recording through the live decoder and pipeline.
 
-    --to kafka runs the feed's own formatter, wire encoder and MessageProducer into
-    the configured topic (spool and accounting included); --to stdout prints each
-    tick as its market.ticks event, one JSON object per line.
+    --to kafka runs the feed's own formatter, wire encoder and producer into the topic
+    (spool and tick accounting included). Every record it writes carries the header
+    `replayed` (the original receive time, ns since the epoch); the event's
+    data.received_at is the original receive time too, emitted_at the replay's.
     """
     if to not in ("kafka", "stdout"):
         typer.secho(f"--to must be kafka or stdout, not {to!r}", fg="red", err=True)
@@ -164,6 +209,14 @@ def replay(
         typer.secho(f"{file}: {exc}", fg="red", err=True)
         raise typer.Exit(2) from None
     settings = settings_from(ctx)
+    if topic_prefix is not None:
+        try:
+            TopicNames.market_ticks(topic_prefix)
+        except ValueError as exc:
+            typer.secho(f"--topic-prefix: {exc}", fg="red", err=True)
+            raise typer.Exit(2) from None
+        kafka = settings.kafka.model_copy(update={"topic_prefix": topic_prefix})
+        settings = settings.model_copy(update={"kafka": kafka})
     handler = configure_logging(settings.log, secrets=secrets_of(settings))
     pace = None if fast else speed
     try:

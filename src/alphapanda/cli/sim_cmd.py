@@ -6,14 +6,20 @@ import asyncio
 import json
 import signal
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 import typer
 from pydantic import SecretStr
 
-from alphapanda.cli.app import app
+from alphapanda.cli.app import app, settings_from
 from alphapanda.instruments import load_instrument_dump
 from alphapanda.logs import configure_logging
+from alphapanda.production import (
+    DEV_KITE_ACCESS_TOKEN,
+    DEV_KITE_API_SECRET,
+    is_loopback,
+    require_secure_sim,
+)
 from alphapanda.settings import LogSettings
 from alphapanda.sim.config import DEFAULT_ADMIN_PORT, DEFAULT_WS_PORT, SimConfig
 from alphapanda.sim.market import Market
@@ -22,11 +28,26 @@ from alphapanda.sim.server import Simulator
 
 @app.command()
 def sim(
+    ctx: typer.Context,
     host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="WebSocket port (0: any free port).")] = DEFAULT_WS_PORT,
     admin_port: Annotated[
         int, typer.Option(help="Admin HTTP port (0: any free port).")
     ] = DEFAULT_ADMIN_PORT,
+    admin_host: Annotated[
+        str, typer.Option(help="Interface of the admin HTTP API (loopback unless asked).")
+    ] = "127.0.0.1",
+    admin_token: Annotated[
+        str | None,
+        typer.Option(
+            envvar="ALPHAPANDA_SIM_ADMIN_TOKEN",
+            help="Require `Authorization: Bearer TOKEN` on the admin routes "
+            "(Kite's login routes stay open).",
+        ),
+    ] = None,
+    redirect_url: Annotated[
+        str, typer.Option(help="Where /connect/login redirects with a request token.")
+    ] = "http://127.0.0.1:18770/kite/callback",
     instruments: Annotated[
         Path, typer.Option(help="Kite instrument-dump CSV: the tradable universe.")
     ] = Path("data/instruments.csv"),
@@ -34,13 +55,20 @@ def sim(
         float, typer.Option(help="Total ticks per second across all subscribed instruments.")
     ] = 1000.0,
     api_key: Annotated[
-        str, typer.Option(help="The API key clients must present.")
+        str,
+        typer.Option(envvar="ALPHAPANDA_SIM_API_KEY", help="The API key clients must present."),
     ] = "alphapanda-dev",
     access_token: Annotated[
-        str, typer.Option(help="The access token accepted at start-up.")
+        str,
+        typer.Option(
+            envvar="ALPHAPANDA_SIM_ACCESS_TOKEN", help="The access token accepted at start-up."
+        ),
     ] = "dev-access-token",
     api_secret: Annotated[
-        str, typer.Option(help="API secret for the /session/token checksum.")
+        str,
+        typer.Option(
+            envvar="ALPHAPANDA_SIM_API_SECRET", help="API secret for the /session/token checksum."
+        ),
     ] = "dev-api-secret",
     max_connections: Annotated[int, typer.Option(help="Concurrent sockets per API key.")] = 3,
     seed: Annotated[int, typer.Option(help="Seed of the market's random walks.")] = 0,
@@ -55,10 +83,38 @@ def sim(
         float | None,
         typer.Option(help="Rate the pre-built window is sized for (default: --ticks-per-second)."),
     ] = None,
+    cadence: Annotated[
+        str,
+        typer.Option(
+            help="stream: --ticks-per-second in small frames every 20 ms; kite: the real "
+            "exchange's rhythm, one frame per connection every --frame-interval holding a "
+            "packet for every subscribed instrument that changed."
+        ),
+    ] = "stream",
+    frame_interval: Annotated[
+        float, typer.Option(help="Kite cadence: seconds between a connection's frames.")
+    ] = 1.0,
+    change_ratio: Annotated[
+        float,
+        typer.Option(
+            help="Kite cadence: share of the subscribed instruments that changed and are "
+            "sent in each frame (0..1)."
+        ),
+    ] = 1.0,
 ) -> None:
     """Serve a simulated Kite ticker at ws://HOST:PORT/?api_key=…&access_token=… with
-    fault switches and figures at http://HOST:ADMIN_PORT (see README, "Simulator")."""
-    configure_logging(LogSettings(), secrets=(access_token, api_secret))
+    fault switches and figures at http://HOST:ADMIN_PORT (see docs/simulator.md)."""
+    require_secure_sim(
+        settings_from(ctx),
+        exposed=not (is_loopback(host) and is_loopback(admin_host)),
+        dev_secrets={
+            "--access-token (ALPHAPANDA_SIM_ACCESS_TOKEN)": access_token == DEV_KITE_ACCESS_TOKEN,
+            "--api-secret (ALPHAPANDA_SIM_API_SECRET)": api_secret == DEV_KITE_API_SECRET,
+            "--admin-token (ALPHAPANDA_SIM_ADMIN_TOKEN)": not admin_token
+            and not is_loopback(admin_host),
+        },
+    )
+    configure_logging(LogSettings(), secrets=(access_token, api_secret, admin_token or ""))
     try:
         loaded, errors = load_instrument_dump(instruments)
     except OSError as exc:
@@ -71,10 +127,19 @@ def sim(
     if not loaded:
         typer.secho(f"{instruments}: no usable instruments", fg=typer.colors.RED, err=True)
         raise typer.Exit(2)
+    if cadence not in ("stream", "kite"):
+        typer.secho(
+            f"--cadence: use 'stream' or 'kite', not {cadence!r}", fg=typer.colors.RED, err=True
+        )
+        raise typer.Exit(2)
+    chosen: Literal["stream", "kite"] = "kite" if cadence == "kite" else "stream"
     config = SimConfig(
         host=host,
         port=port,
         admin_port=admin_port,
+        admin_host=admin_host,
+        admin_token=SecretStr(admin_token) if admin_token else None,
+        redirect_url=redirect_url,
         instruments=instruments,
         ticks_per_second=ticks_per_second,
         api_key=api_key,
@@ -84,6 +149,9 @@ def sim(
         seed=seed,
         pregenerate_seconds=pregenerate,
         pregenerate_rate=pregenerate_rate,
+        cadence=chosen,
+        frame_interval=frame_interval,
+        change_ratio=change_ratio,
     )
     asyncio.run(_serve(config, Market(loaded, seed=seed)))
 
@@ -104,5 +172,6 @@ async def _serve(config: SimConfig, market: Market) -> None:
             "admin_url": simulator.admin_url,
             "instruments": len(market),
             "ticks_per_second": config.ticks_per_second,
+            "cadence": config.cadence,
         }
         print(json.dumps(ready), flush=True)

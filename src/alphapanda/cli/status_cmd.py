@@ -155,14 +155,28 @@ def render(view: StatusView, origin: str) -> Group:
     return Group(summary, connections)
 
 
-@app.command("status")
+@app.command(
+    "status",
+    epilog="Examples:\n\n"
+    "  alphapanda status\n\n"
+    "  alphapanda status --once --source redis\n\n"
+    "  alphapanda status --url http://127.0.0.1:18081",
+)
 def status(
     ctx: typer.Context,
-    url: Annotated[str, typer.Option(help="Base URL of the control API.")] = (
-        "http://127.0.0.1:18080"
-    ),
-    source: Annotated[str, typer.Option(help="auto (API, else Redis), api or redis.")] = "auto",
-    once: Annotated[bool, typer.Option("--once", help="Print one snapshot and exit.")] = False,
+    url: Annotated[
+        str, typer.Option(help="Base URL of the feed's control API (or of `alphapanda api`).")
+    ] = "http://127.0.0.1:18080",
+    source: Annotated[
+        str,
+        typer.Option(
+            help="Where to read: auto (the API, else Redis), api or redis (the metrics the "
+            "feed flushes there)."
+        ),
+    ] = "auto",
+    once: Annotated[
+        bool, typer.Option("--once", help="Print one snapshot and exit (1 if nothing answers).")
+    ] = False,
     interval: Annotated[float, typer.Option(help="Seconds between refreshes.")] = 1.0,
 ) -> None:
     """Show what the feed is doing: throughput, latency, buffer, spool, connections."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import io
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Final
 
@@ -164,3 +165,29 @@ def load_instrument_dump(path_or_text: Path | str) -> tuple[list[Instrument], li
         return parse_instrument_dump(path_or_text)
     with Path(path_or_text).open(encoding="utf-8-sig", newline="") as handle:
         return parse_instrument_dump(handle.read())
+
+
+def format_instrument_dump(instruments: Iterable[Instrument]) -> str:
+    """Instruments as Kite's dump CSV (what ``GET /instruments`` serves); parses back
+    to the same rows with ``parse_instrument_dump``."""
+    out = io.StringIO(newline="")
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(COLUMNS)
+    for i in instruments:
+        writer.writerow(
+            [
+                i.instrument_token,
+                i.exchange_token,
+                i.tradingsymbol,
+                i.name,
+                f"{i.last_price:g}",
+                i.expiry.isoformat() if i.expiry else "",
+                f"{i.strike:g}",
+                f"{i.tick_size:g}",
+                i.lot_size,
+                i.instrument_type,
+                i.segment,
+                i.exchange,
+            ]
+        )
+    return out.getvalue()

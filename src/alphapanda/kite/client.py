@@ -25,10 +25,12 @@ from typing import Final
 
 from alphapanda.kite.connection import (
     ConnectionCounters,
+    FrameDecoder,
     FrameListener,
     OrderListener,
     ShardConnection,
 )
+from alphapanda.kite.protocol import decode_message
 from alphapanda.kite.reconnect import REASONS
 from alphapanda.kite.sharding import CapacityError, ShardPlanner, validate_modes
 from alphapanda.kite.state import STATES, ConnectionStatus
@@ -54,6 +56,7 @@ class TickerClient:
         *,
         frame_listener: FrameListener | None = None,
         order_listener: OrderListener | None = None,
+        decode: FrameDecoder | None = None,
         clock: Callable[[], float] = time.monotonic,
         connector: Connector | None = None,
         rng: random.Random | None = None,
@@ -76,6 +79,7 @@ class TickerClient:
                 connector,
                 frame_listener=frame_listener,
                 order_listener=order_listener,
+                decode=decode or decode_message,
                 clock=clock,
                 rng=rng,
                 auth_poll_interval=settings.auth_poll_interval,

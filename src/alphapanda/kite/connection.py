@@ -36,6 +36,7 @@ from alphapanda.kite.protocol import (
     ACTION_UNSUBSCRIBE,
     TEXT_ERROR,
     TEXT_ORDER,
+    DecodedMessage,
     ProtocolError,
     client_message,
     decode_message,
@@ -54,6 +55,8 @@ log = logging.getLogger(__name__)
 FrameListener = Callable[[bytes, int], None]
 # Kite ``order`` text messages: (the message's ``data``, receive time in ns).
 OrderListener = Callable[[object, int], None]
+# Frame bytes and receive time to ticks: the Python decoder or the native hot path's.
+FrameDecoder = Callable[[bytes, int], DecodedMessage]
 _TEXT_PREVIEW: Final = 200
 
 
@@ -102,6 +105,7 @@ class ShardConnection:
         *,
         frame_listener: FrameListener | None = None,
         order_listener: OrderListener | None = None,
+        decode: FrameDecoder = decode_message,
         clock: Callable[[], float] = time.monotonic,
         wall: Callable[[], datetime] = _utcnow,
         wall_ns: Callable[[], int] = time.time_ns,
@@ -115,6 +119,7 @@ class ShardConnection:
         self._connector = connector
         self._frame_listener = frame_listener
         self._order_listener = order_listener
+        self._decode = decode
         self._clock = clock
         self._wall = wall
         self._wall_ns = wall_ns  # the receive stamp of every frame
@@ -315,7 +320,7 @@ class ShardConnection:
             counters.frames += 1
             if self._frame_listener is not None:
                 self._notify_listener(message, received_at_ns)
-            decoded = decode_message(message, received_at_ns)
+            decoded = self._decode(message, received_at_ns)
             if decoded.heartbeat:
                 counters.heartbeats += 1
             for skipped in decoded.skipped:

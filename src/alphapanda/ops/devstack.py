@@ -28,12 +28,16 @@ def free_port() -> int:
 class DevstackService:
     """One private kafka, redis or postgres (see the module docstring)."""
 
-    def __init__(self, name: str, workdir: Path, script: Path = DEVSTACK) -> None:
+    def __init__(
+        self, name: str, workdir: Path, script: Path = DEVSTACK, *, sasl_ssl: bool = False
+    ) -> None:
         self.name = name
         self.workdir = workdir
         self.script = script
         self.port = free_port()
         self.controller_port = free_port()
+        # Kafka only: a second listener, SASL_SSL with SCRAM-SHA-512 (see devstack.sh).
+        self.sasl_port = free_port() if sasl_ssl else None
 
     @property
     def env(self) -> dict[str, str]:
@@ -46,7 +50,14 @@ class DevstackService:
             PG_PORT=str(self.port),
             KAFKA_HEAP="256m",
         )
+        if self.sasl_port is not None:
+            env["KAFKA_SASL_PORT"] = str(self.sasl_port)
         return env
+
+    @property
+    def ca_location(self) -> Path:
+        """The CA certificate of the SASL_SSL listener."""
+        return self.workdir / "kafka" / "tls" / "ca.pem"
 
     @property
     def bootstrap(self) -> str:

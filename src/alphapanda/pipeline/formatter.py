@@ -328,6 +328,23 @@ class TickFormatter:
         self._malformed[key] = self._malformed.get(key, 0) + 1
         self._malformed_by_reason[reason] = self._malformed_by_reason.get(reason, 0) + 1
 
+    # -- ticks formatted by the native hot path ------------------------------------------
+
+    @property
+    def include_depth(self) -> bool:
+        return self._include_depth
+
+    @property
+    def include_oi(self) -> bool:
+        return self._include_oi
+
+    def count_external(self, formatted: int, malformed: list[tuple[int, str]]) -> None:
+        """Count ticks formatted elsewhere (the native hot path) and their malformed
+        fields as ``(instrument_token, reason)``, exactly as ``format()`` would have."""
+        self.formatted += formatted
+        for token, reason in malformed:
+            self._count(token, reason)
+
     # -- reporting --------------------------------------------------------------------
 
     def malformed_by_reason(self) -> dict[str, int]:

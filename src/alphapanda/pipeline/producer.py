@@ -23,6 +23,7 @@ from typing import Any, Final, NamedTuple
 import msgspec
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
+from alphapanda.kafka_security import security_config
 from alphapanda.metrics.samples import Sample
 from alphapanda.settings import KafkaSettings
 
@@ -74,6 +75,7 @@ def producer_config(settings: KafkaSettings, client_id: str) -> dict[str, Any]:
         # librdkafka's own log lines would repeat each one every reconnect attempt.
         "log.connection.close": False,
         "log_level": 2,
+        **security_config(settings),
     }
 
 

@@ -46,6 +46,7 @@ from alphapanda.pipeline.accounting import (
 )
 from alphapanda.pipeline.buffer import TickBuffer
 from alphapanda.pipeline.formatter import MarketTick, TickFormatter
+from alphapanda.pipeline.hotpath import encode_native_ticks, is_native_batch
 from alphapanda.pipeline.producer import DeliveryHandler, EncodedMessage, MessageProducer
 from alphapanda.pipeline.spool import Spool
 from alphapanda.pipeline.wire import WireEncoder
@@ -89,6 +90,8 @@ class TickEncoder:
     def encode(self, ticks: Sequence[Tick]) -> list[EncodedMessage]:
         """Encoded messages for ``ticks``, in order (ticks in stage ``encoding``)."""
         emitted_at_ns = self._clock()
+        if is_native_batch(ticks):
+            return encode_native_ticks(self.formatter, self.wire, ticks, emitted_at_ns)
         fmt = self.formatter.format
         wire = self.wire
         formatted: list[MarketTick] = []

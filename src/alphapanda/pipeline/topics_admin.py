@@ -10,6 +10,7 @@ from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient
 from confluent_kafka.cimpl import NewTopic
 
+from alphapanda.kafka_security import security_config
 from alphapanda.settings import KafkaSettings
 
 log = logging.getLogger(__name__)
@@ -33,6 +34,7 @@ async def ensure_topic(settings: KafkaSettings, topic: str, wait_seconds: float 
             # Its connection failures surface through the future below (and the
             # producer reports them too); librdkafka's own stderr lines add nothing.
             "log_level": 0,
+            **security_config(settings),
         }
     )
     new = NewTopic(

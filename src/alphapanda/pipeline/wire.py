@@ -104,6 +104,21 @@ class WireEncoder:
         # produce(), and nothing on our side mutates them, so one list serves all.
         self.shared_headers: list[tuple[str, bytes]] = self._headers.copy()
 
+    @property
+    def id_mid(self) -> str:
+        """The middle of this encoder's event ids (version, random bits, variant)."""
+        return self._id_mid
+
+    @property
+    def seq(self) -> int:
+        """The id counter: the last id handed out ended with it (the native hot path
+        draws ids from it and sets it back)."""
+        return self._seq
+
+    @seq.setter
+    def seq(self, value: int) -> None:
+        self._seq = value & _SEQ_MASK
+
     def headers(self) -> list[tuple[str, bytes]]:
         """The headers every record of this encoder carries (a fresh list)."""
         return self._headers.copy()

@@ -2,8 +2,8 @@
 
 PostgreSQL is the source of truth. At start the service migrates the schema (idempotent)
 and reads the streaming set from the database; if PostgreSQL is unreachable it falls
-back to the instrument dump CSV named by ``settings.feed.instruments_csv`` (every row in
-``settings.feed.mode``), logs that at ERROR, and ``watch()`` keeps retrying the
+back to the instrument dump CSV named by ``settings.feed.instruments_csv`` when one is
+configured (every row in ``settings.feed.mode``), logs that at ERROR, and ``watch()`` keeps retrying the
 database: once it answers, the feed receives the database's set through ``on_change``.
 
 It is the feed's ``InstrumentSource`` (``load()``) and change feed (``watch()``).
@@ -11,6 +11,7 @@ It is the feed's ``InstrumentSource`` (``load()``) and change feed (``watch()``)
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -20,11 +21,12 @@ from typing import Literal
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from alphapanda.auth.expiry import IST
 from alphapanda.db.engine import Database
 from alphapanda.db.lifecycle import DB_UNAVAILABLE, DatabaseLifecycle, DatabaseService
 from alphapanda.instruments.dump import Instrument, RowError, load_instrument_dump
 from alphapanda.metrics.samples import Sample
-from alphapanda.registry import loader
+from alphapanda.registry import loader, lookup
 from alphapanda.registry.models import INSTRUMENTS, STREAM_SUBSCRIPTIONS
 from alphapanda.registry.watch import OnChange, StreamingSetWatcher
 from alphapanda.settings import Settings
@@ -62,6 +64,11 @@ class StreamingInstrument:
     exchange: str
     mode: str
     enabled: bool
+
+
+def _ist_today() -> dt.date:
+    # Contracts expire by the exchange's calendar (India), not the host's.
+    return dt.datetime.now(IST).date()
 
 
 class InstrumentRegistryService(DatabaseService):
@@ -137,7 +144,7 @@ class InstrumentRegistryService(DatabaseService):
             if not desired:
                 log.warning(
                     "no instruments marked for streaming in the registry; "
-                    "use `alphapanda instruments stream` or `instruments load --stream-mode`"
+                    "use `alphapanda instruments stream` or `instruments load --mode`"
                 )
         self._last_loaded = desired
         return self._cap(desired)
@@ -160,6 +167,15 @@ class InstrumentRegistryService(DatabaseService):
     def _load_csv_fallback(self, exc: BaseException) -> dict[int, str]:
         path = self._settings.feed.instruments_csv
         mode = self._settings.feed.mode
+        if path is None:
+            self.source = "none"
+            log.error(
+                "PostgreSQL unreachable (%s at %s) and no fallback CSV configured "
+                "(ALPHAPANDA_FEED__INSTRUMENTS_CSV): streaming nothing until the database answers",
+                type(exc).__name__,
+                self._database.display_url,
+            )
+            return {}
         try:
             instruments, errors = load_instrument_dump(Path(path))
         except OSError as csv_exc:
@@ -271,6 +287,46 @@ class InstrumentRegistryService(DatabaseService):
         async with self.engine.connect() as conn:
             rows = await conn.execute(query)
             return [StreamingInstrument(int(r[0]), r[1], r[2], r[3], bool(r[4])) for r in rows]
+
+    async def resolve(self, refs: Iterable[str]) -> list[int]:
+        """Tokens for instrument references: tokens as they are, ``EXCHANGE:SYMBOL``
+        looked up. ValueError naming every reference that is malformed or unknown."""
+        parsed = [lookup.parse_instrument_ref(ref) for ref in refs]
+        symbols = [p for p in parsed if isinstance(p, tuple)]
+        found: dict[tuple[str, str], int] = {}
+        if symbols:
+            await self.ensure_schema()
+            async with self.engine.connect() as conn:
+                found = await lookup.tokens_for_symbols(conn, symbols)
+        missing = lookup.missing_symbols(symbols, found)
+        if missing:
+            shown = ", ".join(missing[:10])
+            more = f" (+{len(missing) - 10} more)" if len(missing) > 10 else ""
+            raise ValueError(
+                f"unknown instrument(s): {shown}{more}; run `alphapanda instruments fetch` "
+                "(or `instruments find TEXT` to look a name up)"
+            )
+        return [p if isinstance(p, int) else found[p] for p in parsed]
+
+    async def find(
+        self, text: str, *, exchange: str | None = None, limit: int = 50
+    ) -> list[lookup.FoundInstrument]:
+        """Instruments whose symbol or name contains ``text``."""
+        await self.ensure_schema()
+        async with self.engine.connect() as conn:
+            return await lookup.find(conn, text, exchange=exchange, limit=limit)
+
+    async def retire_expired(self, today: dt.date) -> list[lookup.RetiredInstrument]:
+        """Stop streaming contracts that expired before ``today`` (IST trading date)."""
+        await self.ensure_schema()
+        async with self.engine.begin() as conn:
+            return await lookup.retire_expired(conn, today)
+
+    async def summary(self, today: dt.date | None = None) -> lookup.RegistrySummary:
+        """Counts for ``doctor``: instruments known, streaming, expired but streaming."""
+        await self.ensure_schema()
+        async with self.engine.connect() as conn:
+            return await lookup.summarize(conn, self.capacity, today or _ist_today())
 
     # -- Metrics ------------------------------------------------------------------------
 

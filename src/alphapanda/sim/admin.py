@@ -7,16 +7,18 @@ WebSocket server directly (no threads, no locks beyond the sender's own).
 from __future__ import annotations
 
 import contextlib
+import hmac
 import json
+import secrets
 import socket
 from collections.abc import Generator
 from typing import Any, Protocol
-from urllib.parse import parse_qs
+from urllib.parse import parse_qs, urlencode
 
 import uvicorn
 from fastapi import FastAPI, HTTPException, Query, Request
-from fastapi.responses import JSONResponse
-from pydantic import BaseModel
+from fastapi.responses import JSONResponse, PlainTextResponse, RedirectResponse, Response
+from pydantic import BaseModel, SecretStr
 
 from alphapanda.sim.sessions import LoginError
 
@@ -33,15 +35,60 @@ class SimulatorControl(Protocol):
     def set_rate(self, ticks_per_second: float) -> None: ...
     def login(self, api_key: str, request_token: str, checksum: str) -> dict[str, Any]: ...
     def stats(self) -> dict[str, Any]: ...
+    def instrument_dump(self, authorization: str, exchange: str | None) -> str: ...
 
 
 class TokenBody(BaseModel):
     access_token: str
 
 
-def build_admin_app(sim: SimulatorControl) -> FastAPI:
-    """The admin API. Every route is documented in the README's Simulator section."""
+# Kite's own endpoints: public there (the checksum protects the exchange), so public here.
+# The instrument dump carries Kite's own Authorization header (api_key:access_token).
+OPEN_PATHS = frozenset({"/session/token", "/connect/login"})
+OPEN_PREFIXES = ("/instruments",)
+
+
+def build_admin_app(
+    sim: SimulatorControl,
+    *,
+    admin_token: SecretStr | None = None,
+    api_key: str | None = None,
+    redirect_url: str = "http://127.0.0.1:18770/kite/callback",
+) -> FastAPI:
+    """The admin API. Every route is documented in docs/simulator.md.
+
+    With ``admin_token`` every route but Kite's login endpoints needs
+    ``Authorization: Bearer <token>``.
+    """
     app = FastAPI(title="alphapanda simulator admin", docs_url=None, redoc_url=None)
+
+    if admin_token is not None:
+        expected = f"Bearer {admin_token.get_secret_value()}".encode()
+
+        @app.middleware("http")
+        async def require_token(request: Request, call_next: Any) -> Any:
+            path = request.url.path
+            if path not in OPEN_PATHS and not path.startswith(OPEN_PREFIXES):
+                given = request.headers.get("authorization", "").encode()
+                if not hmac.compare_digest(given, expected):
+                    return JSONResponse({"detail": "admin token required"}, status_code=401)
+            return await call_next(request)
+
+    @app.get("/connect/login")
+    async def connect_login(given_key: str = Query("", alias="api_key")) -> Response:
+        # Kite shows its login form here and then redirects to the app's registered
+        # URL with a single-use request token; the simulator logs in at once.
+        if api_key is not None and not hmac.compare_digest(given_key.encode(), api_key.encode()):
+            return JSONResponse({"detail": "Invalid `api_key`."}, status_code=400)
+        query = urlencode(
+            {
+                "action": "login",
+                "type": "login",
+                "status": "success",
+                "request_token": secrets.token_hex(16),
+            }
+        )
+        return RedirectResponse(f"{redirect_url}?{query}", status_code=302)
 
     @app.get("/stats")
     async def stats() -> dict[str, Any]:
@@ -116,6 +163,20 @@ def build_admin_app(sim: SimulatorControl) -> FastAPI:
             )
         return JSONResponse({"status": "success", "data": data})
 
+    @app.get("/instruments")
+    @app.get("/instruments/{exchange}")
+    async def instruments(request: Request, exchange: str | None = None) -> Response:
+        # Kite's instrument dump, signed like every Kite API call:
+        # ``Authorization: token api_key:access_token``.
+        try:
+            dump = sim.instrument_dump(request.headers.get("authorization", ""), exchange)
+        except LoginError as exc:
+            return JSONResponse(
+                {"status": "error", "error_type": exc.error_type, "message": exc.message},
+                status_code=exc.status,
+            )
+        return PlainTextResponse(dump, media_type="text/csv")
+
     return app
 
 
@@ -123,10 +184,19 @@ class AdminServer(uvicorn.Server):
     """uvicorn on a socket we already bound, in the caller's loop, leaving the process's
     signal handlers alone (the CLI and test runners own those)."""
 
-    def __init__(self, sim: SimulatorControl, sock: socket.socket) -> None:
-        config = uvicorn.Config(
-            build_admin_app(sim), log_level="warning", access_log=False, lifespan="off"
+    def __init__(
+        self,
+        sim: SimulatorControl,
+        sock: socket.socket,
+        *,
+        admin_token: SecretStr | None = None,
+        api_key: str | None = None,
+        redirect_url: str = "http://127.0.0.1:18770/kite/callback",
+    ) -> None:
+        app = build_admin_app(
+            sim, admin_token=admin_token, api_key=api_key, redirect_url=redirect_url
         )
+        config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off")
         super().__init__(config)
         self._sock = sock
 

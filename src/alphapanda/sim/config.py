@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
@@ -18,6 +19,12 @@ class SimConfig(BaseModel):
     host: str = "127.0.0.1"
     port: int = Field(DEFAULT_WS_PORT, ge=0, le=65535)
     admin_port: int = Field(DEFAULT_ADMIN_PORT, ge=0, le=65535)
+    # The admin API can drop connections and mint tokens: loopback unless asked, and
+    # with a bearer token when one is given (Kite's own login routes stay open).
+    admin_host: str = "127.0.0.1"
+    admin_token: SecretStr | None = None
+    # Where /connect/login sends the browser back with a request token.
+    redirect_url: str = "http://127.0.0.1:18770/kite/callback"
     instruments: Path = Path("data/instruments.csv")
     ticks_per_second: float = Field(1000.0, ge=0)
     api_key: str = "alphapanda-dev"
@@ -26,6 +33,14 @@ class SimConfig(BaseModel):
     max_connections: int = Field(3, ge=1)
     max_instruments_per_connection: int = Field(3000, ge=1)
     seed: int = 0
+    # ``stream``: ``ticks_per_second`` spread over small frames every ``send_interval``.
+    # ``kite``: the real exchange's rhythm, one frame per connection every
+    # ``frame_interval`` seconds with a packet for each subscribed instrument that
+    # changed (a ``change_ratio`` share of them); there ``ticks_per_second`` only
+    # switches the frames on (> 0) or pauses them (0).
+    cadence: Literal["stream", "kite"] = "stream"
+    frame_interval: float = Field(1.0, gt=0, le=60)
+    change_ratio: float = Field(1.0, ge=0, le=1)
     # One binary message per connection per interval carries every packet that fell
     # due: batching is what makes 100k ticks/s reachable from one Python process.
     send_interval: float = Field(0.02, gt=0, le=1.0)

@@ -2,8 +2,9 @@
 
 One event loop runs everything: the WebSocket server (one handler per connection that
 only reads client messages), one sender task that turns elapsed time into ticks and
-writes one batched binary message per connection per ``send_interval``, and the admin
-HTTP app (see :mod:`alphapanda.sim.admin`). A single sender keeps the ledger simple:
+writes one batched binary message per connection per ``send_interval`` (or, in Kite's
+own cadence, one frame per connection per ``frame_interval`` holding a packet for every
+subscribed instrument that changed), and the admin HTTP app (see :mod:`alphapanda.sim.admin`). A single sender keeps the ledger simple:
 ticks are generated only for open connections and written in generation order, so the
 ``volume_traded`` sequence a client sees is complete unless its socket died under it.
 """
@@ -14,6 +15,7 @@ import asyncio
 import contextlib
 import http
 import logging
+import random
 import socket
 import struct
 import time
@@ -28,6 +30,7 @@ from websockets.http11 import Request, Response
 from websockets.protocol import State
 
 from alphapanda.instruments import load_instrument_dump
+from alphapanda.instruments.dump import format_instrument_dump
 from alphapanda.kite.protocol import (
     HEARTBEAT,
     MODE_FULL,
@@ -40,7 +43,7 @@ from alphapanda.sim.config import SimConfig
 from alphapanda.sim.market import Market, in_mode
 from alphapanda.sim.pregen import PregenBuffer, fill_once_settled
 from alphapanda.sim.schedule import TickSchedule
-from alphapanda.sim.sessions import SessionBook
+from alphapanda.sim.sessions import LoginError, SessionBook
 from alphapanda.sim.subscriptions import SubscriptionBook, error_text
 
 # The "malformed" fault: a frame of two packets, one of a length no packet kind has
@@ -105,12 +108,13 @@ class Simulator:
         self._send_lock = asyncio.Lock()
         self._stalled_until = 0.0
         self._reading_paused = False
+        self._rng = random.Random(config.seed)
         self._pregen: PregenBuffer | None = None
         if config.pregenerate_seconds > 0:
             self._pregen = PregenBuffer(market, config.pregenerate_limit)
         # Bound at construction so the ports are known (port 0 → a free one) before run.
         self._ws_sock = _bind(config.host, config.port)
-        self._admin_sock = _bind(config.host, config.admin_port)
+        self._admin_sock = _bind(config.admin_host, config.admin_port)
 
     @classmethod
     def from_config(cls, config: SimConfig) -> Simulator:
@@ -132,7 +136,7 @@ class Simulator:
 
     @property
     def admin_url(self) -> str:
-        return f"http://{self.config.host}:{self.admin_port}"
+        return f"http://{self.config.admin_host}:{self.admin_port}"
 
     # -- lifecycle -------------------------------------------------------------------
 
@@ -140,7 +144,13 @@ class Simulator:
         """Serve WebSocket and admin HTTP until :meth:`stop` is called."""
         from alphapanda.sim.admin import AdminServer
 
-        admin = AdminServer(self, self._admin_sock)
+        admin = AdminServer(
+            self,
+            self._admin_sock,
+            admin_token=self.config.admin_token,
+            api_key=self.config.api_key,
+            redirect_url=self.config.redirect_url,
+        )
         try:
             # Kite sends its own 1-byte heartbeats; protocol pings would keep a "stalled"
             # server looking alive, so they are off.
@@ -241,6 +251,9 @@ class Simulator:
     # -- the sender ------------------------------------------------------------------
 
     async def _send_loop(self) -> None:
+        if self.config.cadence == "kite":
+            await self._kite_send_loop()
+            return
         loop = asyncio.get_running_loop()
         last = loop.time()
         while not self._stopping.is_set():
@@ -261,43 +274,119 @@ class Simulator:
         due = self._schedule.due(elapsed)
         if not (due and open_ids):
             outgoing: dict[str, list[bytes]] = {}
-        elif self._pregen is not None:
-            outgoing = self._take_pregenerated(due, open_ids, self._pregen)
         else:
-            outgoing = self._generate(due, open_ids)
+            picked = self._schedule.pick(self._book.active_tokens(), due)
+            outgoing, carried = self._packets_for(picked, open_ids)
+            ticks = self._count.ticks
+            for token in carried:
+                ticks[token] += 1
+        await self._send_outgoing(outgoing, now)
+
+    async def _kite_send_loop(self) -> None:
+        """Kite's cadence: every ``frame_interval``, one frame per connection with a
+        packet for each subscribed instrument that changed.
+
+        The next frames are built and encoded right after the current ones went out, so
+        a boundary costs only the socket writes (a 3,000-instrument full-mode frame takes
+        tens of milliseconds to build). Ticks are counted as sent when they are written:
+        frames built for a connection that closed in between are dropped, as if its
+        socket had died under them; a stall keeps them for after the stall.
+        """
+        loop = asyncio.get_running_loop()
+        interval = self.config.frame_interval
+        next_at = loop.time() + interval
+        prepared: dict[str, list[bytes]] = {}
+        while not self._stopping.is_set():
+            await asyncio.sleep(max(0.0, next_at - loop.time()))
+            now = loop.time()
+            # Fixed boundaries (no drift); after falling behind, resume instead of bursting.
+            next_at = max(next_at + interval, now + interval / 2)
+            if now < self._stalled_until:
+                continue
+            if self._reading_paused:
+                self._set_reading(True)
+            if self._schedule.ticks_per_second <= 0:
+                # A rate of 0 pauses the frames (benchmarks start and stop the load with
+                # it); the prepared ones wait, so every instrument's ledger stays whole.
+                # Heartbeats go on, as the exchange's do when nothing changes.
+                async with self._send_lock:
+                    await self._send_outgoing({}, now)
+                continue
+            async with self._send_lock:
+                written = await self._send_outgoing(prepared, now)
+                # One tick per instrument however many subscribers it reached; a packet
+                # starts with its instrument token.
+                sent = {packet[:4] for cid in written for packet in prepared[cid]}
+                ticks = self._count.ticks
+                for token in sent:
+                    ticks[int.from_bytes(token)] += 1
+                prepared = self._build_kite_frames()
+
+    def _build_kite_frames(self) -> dict[str, list[bytes]]:
+        """The packets of the next Kite-cadence frame per connection id."""
+        open_ids = {c.id for c in self._connections.values() if c.ws.state is State.OPEN}
+        tokens = self._book.active_tokens()
+        if not (tokens and open_ids):
+            return {}
+        ratio = self.config.change_ratio
+        if ratio < 1.0:
+            # A fresh random share each frame, kept in subscription order.
+            keep = sorted(self._rng.sample(range(len(tokens)), round(len(tokens) * ratio)))
+            tokens = [tokens[i] for i in keep]
+        return self._packets_for(tokens, open_ids)[0]
+
+    async def _send_outgoing(self, outgoing: dict[str, list[bytes]], now: float) -> list[str]:
+        """Write each connection's packets (heartbeats to the idle ones); returns the ids
+        of the connections whose packets were all written."""
+        written: list[str] = []
         step = self.config.max_packets_per_message
         for conn in list(self._connections.values()):
             packets_out = outgoing.get(conn.id)
             if packets_out:
+                complete = True
                 for start in range(0, len(packets_out), step):
                     chunk = packets_out[start : start + step]
                     if await self._send(conn, encode_message(chunk), now):
                         conn.packets_sent += len(chunk)
                         self._count.packets_sent += len(chunk)
                         self._count.messages_sent += 1
+                    else:
+                        complete = False
+                if complete:
+                    written.append(conn.id)
             elif now - conn.last_sent >= self.config.heartbeat_interval and await self._send(
                 conn, HEARTBEAT, now
             ):
                 self._count.heartbeats_sent += 1
+        return written
 
-    def _generate(self, due: int, open_ids: set[str]) -> dict[str, list[bytes]]:
-        """The next ``due`` ticks, encoded, per connection id (no awaits: the book
-        cannot change under it)."""
+    def _packets_for(
+        self, tokens: list[int], open_ids: set[str]
+    ) -> tuple[dict[str, list[bytes]], list[int]]:
+        """One tick of each of ``tokens``, encoded in each open subscriber's mode, per
+        connection id (pre-built packets first when there are any), and the tokens that
+        had a subscriber to carry them."""
+        if self._pregen is not None:
+            return self._take_pregenerated(tokens, open_ids, self._pregen)
+        return self._generate(tokens, open_ids)
+
+    def _generate(
+        self, tokens: list[int], open_ids: set[str]
+    ) -> tuple[dict[str, list[bytes]], list[int]]:
+        """The next tick of each of ``tokens``, encoded, per connection id (no awaits:
+        the book cannot change under it)."""
         outgoing: dict[str, list[bytes]] = {cid: [] for cid in open_ids}
+        carried: list[int] = []
         now_s = int(time.time())
-        advance, ticks, subscribers_of = (
-            self.market.advance,
-            self._count.ticks,
-            self._book.subscribers,
-        )
-        for token in self._schedule.pick(self._book.active_tokens(), due):
+        advance, subscribers_of = self.market.advance, self._book.subscribers
+        for token in tokens:
             subscribers = subscribers_of(token)
             if len(subscribers) == 1:
                 # The common case (one client, or shards splitting the universe).
                 [(cid, mode)] = subscribers.items()
                 if cid in open_ids:
                     outgoing[cid].append(encode_tick(advance(token, now_s, mode)))
-                    ticks[token] += 1
+                    carried.append(token)
                 continue
             live = [(cid, mode) for cid, mode in subscribers.items() if cid in open_ids]
             if not live:
@@ -306,39 +395,36 @@ class Simulator:
                 continue
             top = max((mode for _, mode in live), key=_MODE_RANK.__getitem__)
             tick = advance(token, now_s, top)
-            ticks[token] += 1
+            carried.append(token)
             packets = {top: encode_tick(tick)}
             for cid, mode in live:
                 packet = packets.get(mode)
                 if packet is None:
                     packet = packets[mode] = encode_tick(in_mode(tick, mode))
                 outgoing[cid].append(packet)
-        return outgoing
+        return outgoing, carried
 
     def _take_pregenerated(
-        self, due: int, open_ids: set[str], pregen: PregenBuffer
-    ) -> dict[str, list[bytes]]:
+        self, tokens: list[int], open_ids: set[str], pregen: PregenBuffer
+    ) -> tuple[dict[str, list[bytes]], list[int]]:
         """:meth:`_generate`, but from pre-built packets while an instrument has any
         (live once it runs out: the book continues where the pre-built path ended)."""
         outgoing: dict[str, list[bytes]] = {cid: [] for cid in open_ids}
+        carried: list[int] = []
         now_s = int(time.time())
-        advance, ticks, subscribers_of = (
-            self.market.advance,
-            self._count.ticks,
-            self._book.subscribers,
-        )
+        advance, subscribers_of = self.market.advance, self._book.subscribers
         take, narrow = pregen.take, pregen.narrow
-        for token in self._schedule.pick(self._book.active_tokens(), due):
+        for token in tokens:
             live = [(cid, mode) for cid, mode in subscribers_of(token).items() if cid in open_ids]
             if not live:
                 continue  # as in _generate: nobody can receive it, so don't spend it
             full = take(token)
             if full is None:
                 full = encode_tick(advance(token, now_s, MODE_FULL))
-            ticks[token] += 1
+            carried.append(token)
             for cid, mode in live:
                 outgoing[cid].append(narrow(token, full, mode))
-        return outgoing
+        return outgoing, carried
 
     async def _send(self, conn: _Connection, data: bytes, now: float) -> bool:
         try:
@@ -450,6 +536,16 @@ class Simulator:
         login_time = time.strftime("%Y-%m-%d %H:%M:%S")
         return self._sessions.login(api_key, request_token, checksum, login_time)
 
+    def instrument_dump(self, authorization: str, exchange: str | None) -> str:
+        """Kite's ``GET /instruments[/EXCHANGE]``: the simulated universe as dump CSV."""
+        scheme, _, credentials = authorization.partition(" ")
+        api_key, _, token = credentials.partition(":")
+        if scheme.lower() != "token" or not self._sessions.admits(api_key, token):
+            raise LoginError("TokenException", "Incorrect `api_key` or `access_token`.", 403)
+        wanted = exchange.upper() if exchange else None
+        universe = (self.market.instrument(t) for t in self.market.tokens)
+        return format_instrument_dump(i for i in universe if wanted in (None, i.exchange))
+
     def _pregen_stats(self) -> dict[str, Any] | None:
         pregen = self._pregen
         if pregen is None:
@@ -462,7 +558,7 @@ class Simulator:
         }
 
     def stats(self) -> dict[str, Any]:
-        """Plain JSON-able figures (see the README's Simulator section)."""
+        """Plain JSON-able figures (see docs/simulator.md)."""
         live: Counter[str] = Counter(c.api_key for c in self._connections.values())
         count = self._count
         return {
@@ -480,6 +576,7 @@ class Simulator:
             "slow_clients_cut": count.slow_clients_cut,
             "tokens_expired": self._sessions.expiries,
             "logins": self._sessions.logins,
+            "cadence": self.config.cadence,
             "ticks_per_second": self._schedule.ticks_per_second,
             "ticks_shortfall": self._schedule.shortfall,
             "pregenerated": self._pregen_stats(),

@@ -1,0 +1,60 @@
+"""A fresh install with no streaming set and no CSV: the feed streams nothing (no
+made-up instruments), says what to do, and starts streaming as soon as instruments are
+chosen. Real simulator, Kafka, PostgreSQL (a private schema)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+
+import pytest
+
+from alphapanda.assembly import RegistryInstruments, open_feed
+from alphapanda.registry import InstrumentRegistryService
+from alphapanda.settings import Settings
+from tests.support.feed import eventually
+from tests.support.services import SHARED_DATABASE
+from tests.support.sim import INSTRUMENTS_CSV, running_simulator
+
+
+async def test_fresh_install_waits_for_a_streaming_set(
+    settings_for: Callable[..., Settings], schema: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    async with running_simulator(ticks_per_second=200) as sim:
+        settings = settings_for(
+            kite={"ws_url": sim.ws_url, "api_key": sim.api_key, "access_token": sim.access_token},
+            database={"url": SHARED_DATABASE, "schema_name": schema},
+        )
+        assert settings.feed.instruments_csv is None
+        caplog.set_level(logging.WARNING, logger="alphapanda.assembly")
+        async with (
+            open_feed(settings, api=False, metrics=False) as service,
+            asyncio.TaskGroup() as tg,
+        ):
+            runner = tg.create_task(service.run())
+            await eventually(lambda: service.started.is_set(), 20, "feed started")
+            assert isinstance(service.instruments, RegistryInstruments)
+            assert service.instruments.source == "unconfigured"
+            assert service.client.subscriptions() == {}
+            assert "alphapanda instruments stream" in caplog.text
+
+            # The operator chooses instruments: the running feed follows.
+            async with InstrumentRegistryService(settings) as registry:
+                await registry.load_dump(INSTRUMENTS_CSV)
+                tokens = await registry.resolve(["NSE:NIFTY 50", "MCX:" + _mcx_symbol()])
+                await registry.stream(tokens, "quote")
+            await eventually(
+                lambda: set(service.client.subscriptions()) == set(tokens), 20, "subscribed"
+            )
+            assert service.instruments.source == "database"
+            await eventually(lambda: service.accounting.snapshot()["received"] > 0, 20, "ticks")
+            service.request_stop()
+            await runner
+
+
+def _mcx_symbol() -> str:
+    for line in INSTRUMENTS_CSV.read_text().splitlines():
+        if line.endswith(",MCX"):
+            return line.split(",")[2]
+    raise AssertionError("no MCX instrument in the universe")
