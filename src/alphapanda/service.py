@@ -134,7 +134,15 @@ class MarketFeedService:
         self.buffer = TickBuffer(feed.buffer_capacity, feed.buffer_policy, self.accounting)
         self.spool = Spool(feed.spool_dir, feed.spool_max_bytes)
         self.formatter = TickFormatter(include_depth=feed.include_depth, include_oi=feed.include_oi)
-        self.hot_path = select_hot_path(feed.hot_path)
+        # The derived streams read formatted MarketTicks, which only the Python path
+        # builds: with them on, "auto" means the Python path (known gap: the native
+        # encoder does not feed them yet; with "native" they receive nothing).
+        hot_path = feed.hot_path
+        if settings.streams.enabled and hot_path == "auto":
+            hot_path = "python"
+        elif settings.streams.enabled and hot_path == "native":
+            log.warning("feed.hot_path native: the derived streams receive no ticks")
+        self.hot_path = select_hot_path(hot_path)
         self.encoder = TickEncoder(self.formatter, WireEncoder(feed.wire_format), self.accounting)
 
         def make_producer(

@@ -34,7 +34,11 @@ async def test_candles_match_recomputation_from_ticks(settings_for) -> None:  # 
             tg.create_task(service.run())
             await eventually(service.is_ready, what="ready")
             # Three full buckets at least, then silence until every bar is closed.
-            await eventually(lambda: agg.emitted >= 100, within=40, what="bars")
+            try:
+                await eventually(lambda: agg.emitted >= 100, within=40, what="bars")
+            except AssertionError as exc:
+                figures = (agg.emitted, agg.late, agg.ticks_by_source, derived.ticks_offered)
+                raise AssertionError(f"{exc}: emitted/late/sources/offered {figures}") from None
             await asyncio.sleep(11)
             await quiesce(sim, service)
             await eventually(lambda: agg.next_due() is None, within=15, what="all bars closed")
