@@ -52,6 +52,7 @@ from alphapanda.pipeline.spool import Spool
 from alphapanda.pipeline.topics_admin import TopicSetupError, ensure_topic
 from alphapanda.pipeline.wire import WireEncoder
 from alphapanda.settings import Settings
+from alphapanda.streams.runner import DerivedStreams, ServiceState
 from alphapanda.topics import TopicNames
 from alphapanda.wal.ingest import WalIngest
 
@@ -136,7 +137,15 @@ class MarketFeedService:
         self.buffer = TickBuffer(feed.buffer_capacity, feed.buffer_policy, self.accounting)
         self.spool = Spool(feed.spool_dir, feed.spool_max_bytes, feed.spool_min_free_bytes)
         self.formatter = TickFormatter(include_depth=feed.include_depth, include_oi=feed.include_oi)
-        self.hot_path = select_hot_path(feed.hot_path)
+        # The derived streams read formatted MarketTicks, which only the Python path
+        # builds: with them on, "auto" means the Python path (known gap: the native
+        # encoder does not feed them yet; with "native" they receive nothing).
+        hot_path = feed.hot_path
+        if settings.streams.enabled and hot_path == "auto":
+            hot_path = "python"
+        elif settings.streams.enabled and hot_path == "native":
+            log.warning("feed.hot_path native: the derived streams receive no ticks")
+        self.hot_path = select_hot_path(hot_path)
         self.encoder = TickEncoder(self.formatter, WireEncoder(feed.wire_format), self.accounting)
 
         def make_producer(
@@ -170,11 +179,17 @@ class MarketFeedService:
                 decode=self.hot_path.decode,
             )
             self.producer.ack_listener = self.wal.resolved
+        # Candles, latest quotes, feed events, order updates: fed after the tick path.
+        self.derived = (
+            DerivedStreams(settings, ServiceState(self)) if settings.streams.enabled else None
+        )
+        self.encoder.observer = self.derived.offer if self.derived else None
         self.client = TickerClient(
             kite,
             tokens or StaticTokenProvider(kite),
             self.buffer,
             frame_listener=frame_listener,
+            order_listener=self.derived.offer_order if self.derived else None,
             decode=self.hot_path.decode,
             frame_log=self.wal,
         )
@@ -185,6 +200,9 @@ class MarketFeedService:
         )
         self.services = list(services)
         self._extra_sources: list[MetricsSource] = []
+        if self.derived is not None:
+            self.services.append(self.derived)
+            self._extra_sources.append(self.derived)
         self.topic_ready = False
         self.failures: list[str] = []
         # Set when the feed can no longer do its job and must be restarted (a fatal

@@ -127,7 +127,7 @@ def create_app(
     must be closed by whoever serves the app (``serve_api`` does).
     """
     # Imported here: the route modules import ``context_of`` from this module.
-    from alphapanda.api import monitoring, routes
+    from alphapanda.api import monitoring, quotes, routes
 
     api = settings.api
     limiter = limiter or RateLimiter(
@@ -170,7 +170,7 @@ def create_app(
     )
     routers = [
         routes.common,
-        *([routes.feed_only] if control is not None else []),
+        *([routes.feed_only, quotes.router] if control is not None else []),
         monitoring.router,
     ]
     # Outermost: refuses a keyless write or an oversized body before anything reads it.

@@ -82,6 +82,18 @@ class ThreadedControl:
     async def remove_subscriptions(self, tokens: Sequence[int]) -> None:
         await self._await_on_feed_loop(lambda: self._control.remove_subscriptions(tokens))
 
+    def latest_quotes(self) -> Any:
+        # The latest-quote state (dict lookups only, atomic under the GIL); None: off.
+        source = getattr(self._control, "latest_quotes", None)
+        return source() if source is not None else None
+
+    def recent_candles(self, token: int, limit: int) -> dict[str, Any] | None:
+        source = getattr(self._control, "recent_candles", None)
+        if source is None:
+            return None
+        result: dict[str, Any] | None = self._on_feed_loop(lambda: source(token, limit))
+        return result
+
     def metrics_sources(self) -> Iterable[MetricsSource]:
         def read() -> list[MetricsSource]:
             return [FrozenSource(list(s.samples())) for s in self._control.metrics_sources()]

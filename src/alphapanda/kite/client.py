@@ -28,6 +28,7 @@ from alphapanda.kite.connection import (
     FrameDecoder,
     FrameListener,
     FrameLog,
+    OrderListener,
     ShardConnection,
 )
 from alphapanda.kite.protocol import decode_message
@@ -55,6 +56,7 @@ class TickerClient:
         sink: TickSink,
         *,
         frame_listener: FrameListener | None = None,
+        order_listener: OrderListener | None = None,
         decode: FrameDecoder | None = None,
         frame_log: FrameLog | None = None,
         clock: Callable[[], float] = time.monotonic,
@@ -78,6 +80,7 @@ class TickerClient:
                 sink,
                 connector,
                 frame_listener=frame_listener,
+                order_listener=order_listener,
                 decode=decode or decode_message,
                 frame_log=frame_log,
                 clock=clock,
@@ -189,6 +192,10 @@ class TickerClient:
         return [
             shard.status() for shard in self._shards if shard.desired() or shard.state != "stopped"
         ]
+
+    def shard_instruments(self) -> dict[int, tuple[int, ...]]:
+        """The instruments each shard carries (shard -> tokens)."""
+        return {shard.shard: tuple(shard.desired()) for shard in self._shards}
 
     def is_streaming(self) -> bool:
         """At least one connection is connected and receiving frames."""

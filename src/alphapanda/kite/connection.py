@@ -35,6 +35,7 @@ from alphapanda.kite.protocol import (
     ACTION_SUBSCRIBE,
     ACTION_UNSUBSCRIBE,
     TEXT_ERROR,
+    TEXT_ORDER,
     DecodedMessage,
     ProtocolError,
     client_message,
@@ -52,6 +53,8 @@ from alphapanda.settings import KiteSettings
 log = logging.getLogger(__name__)
 
 FrameListener = Callable[[bytes, int], None]
+# Kite ``order`` text messages: (the message's ``data``, receive time in ns).
+OrderListener = Callable[[object, int], None]
 # Frame bytes and receive time to ticks: the Python decoder or the native hot path's.
 FrameDecoder = Callable[[bytes, int], DecodedMessage]
 
@@ -130,6 +133,7 @@ class ShardConnection:
         connector: Connector,
         *,
         frame_listener: FrameListener | None = None,
+        order_listener: OrderListener | None = None,
         decode: FrameDecoder = decode_message,
         frame_log: FrameLog | None = None,
         clock: Callable[[], float] = time.monotonic,
@@ -144,6 +148,7 @@ class ShardConnection:
         self._sink = sink
         self._connector = connector
         self._frame_listener = frame_listener
+        self._order_listener = order_listener
         self._decode = decode
         self._frame_log = frame_log
         self._clock = clock
@@ -358,7 +363,7 @@ class ShardConnection:
             self._waiting_since = None
             self._last_frame_at = self._clock()
             if isinstance(message, str):
-                self._on_text(message)
+                self._on_text(message, received_at_ns)
                 continue
             counters.frames += 1
             # A heartbeat (1 byte) carries no tick: not worth logging.
@@ -394,7 +399,7 @@ class ShardConnection:
             if self._throttle.allow("listener", self._clock())[0]:
                 log.exception("kite shard %d: frame listener failed", self.shard)
 
-    def _on_text(self, text: str) -> None:
+    def _on_text(self, text: str, received_at_ns: int = 0) -> None:
         try:
             message = parse_text_message(text)
         except ProtocolError:
@@ -403,6 +408,8 @@ class ShardConnection:
             # The type is chosen by the server and becomes a metric label: only the
             # known ones are kept apart, so the label set stays bounded.
             kind = message.type if message.type in _TEXT_TYPES else "unknown"
+            if kind == TEXT_ORDER and self._order_listener is not None:
+                self._order_listener(message.data, received_at_ns)
         counts = self.counters.text_messages
         counts[kind] = counts.get(kind, 0) + 1
         if kind in (TEXT_ERROR, "invalid"):

@@ -40,6 +40,8 @@ ALLOWED: Final[dict[str, str]] = {
     "ALPHAPANDA_HOME": "a folder",
     "ALPHAPANDA_FEED__INSTRUMENTS_CSV": "a Kite instrument-dump CSV file",
     "ALPHAPANDA_FEED__SPOOL_DIR": "a folder on a local disk",
+    "ALPHAPANDA_CANDLES__INTERVALS": "comma-separated of 1s, 5s, 15s, 1m, 3m, 5m, 15m, 30m, 1h",
+    "ALPHAPANDA_CANDLES__SESSION_OPENS": 'JSON, e.g. `{"MCX": "09:00"}` (IST)',
 }
 
 DESCRIPTIONS: Final[dict[str, str]] = {
@@ -126,4 +128,10 @@ DESCRIPTIONS: Final[dict[str, str]] = {
     "ALPHAPANDA_METRICS__KEY_TTL_SECONDS": "expiry of the Redis metric keys",
     "ALPHAPANDA_LOG__LEVEL": "log level",
     "ALPHAPANDA_LOG__JSON_OUTPUT": "one JSON object per log line (for log shippers)",
+    "ALPHAPANDA_CANDLES__INTERVALS": "candle intervals, one topic market.candles.<interval> each",
+    "ALPHAPANDA_CANDLES__GRACE_MS": "a bar closes this long after its bucket ends, ms",
+    "ALPHAPANDA_CANDLES__SESSION_OPENS": "session opens overriding the built-in table",
+    "ALPHAPANDA_QUOTES__INTERVAL_MS": "at most one market.quotes.latest write per instrument per, ms",
+    "ALPHAPANDA_STREAMS__ENABLED": "candles, latest quotes, feed events, order updates",
+    "ALPHAPANDA_STREAMS__QUEUE_CAPACITY": "ticks waiting for the derived streams before drops",
 }
