@@ -31,6 +31,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable, Coroutine, Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any, Final, Protocol
 
@@ -55,6 +56,7 @@ from alphapanda.settings import Settings
 from alphapanda.streams.runner import DerivedStreams, ServiceState
 from alphapanda.topics import TopicNames
 from alphapanda.wal.ingest import WalIngest
+from alphapanda.wal.tails import consumer_config, published_among
 
 log = logging.getLogger(__name__)
 
@@ -162,6 +164,7 @@ class MarketFeedService:
             batch_max=feed.batch_max,
             shutdown_deadline=feed.shutdown_deadline,
             queue_max_messages=settings.kafka.queue_max_messages,
+            published_check=partial(published_among, consumer_config(settings.kafka), self.topic),
             on_fatal=self._on_fatal,
         )
         self.producer = self.publisher.producer

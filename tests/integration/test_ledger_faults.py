@@ -40,13 +40,6 @@ def fault_settings(settings_for, sim, broker: PrivateService) -> Settings:  # ty
     )
 
 
-@pytest.mark.xfail(
-    reason="open bug, not hidden: after a broker SIGKILL and restart the merged feed sometimes "
-    "publishes part of a replay twice (duplicate ids, reordered volumes) and misses the ticks "
-    "after it; failed in 2 of 5 runs in the session that merged the publisher core, the WAL "
-    "and the native path; root cause not found yet",
-    strict=False,
-)
 async def test_broker_sigkill_and_restart_loses_nothing(settings_for, private_kafka) -> None:  # type: ignore[no-untyped-def]
     async with running_simulator(ticks_per_second=1000) as sim:
         settings = fault_settings(settings_for, sim, private_kafka)

@@ -10,11 +10,12 @@ from confluent_kafka import Producer
 
 from alphapanda.kite.protocol.ticks import MODE_LTP, Tick
 from alphapanda.pipeline.formatter import TickFormatter
+from alphapanda.pipeline.producer import EncodedMessage
 from alphapanda.pipeline.topics_admin import ensure_topic
-from alphapanda.pipeline.wire import WireEncoder
+from alphapanda.pipeline.wire import POSITION_HEADER, WireEncoder
 from alphapanda.settings import Settings
 from alphapanda.topics import TopicNames
-from alphapanda.wal.tails import consumer_config, read_tail_positions
+from alphapanda.wal.tails import consumer_config, published_among, read_tail_positions
 from tests.support.services import SHARED_KAFKA
 
 TOKENS = [408065, 738561, 2953217, 5633, 779521, 3045]
@@ -80,3 +81,59 @@ async def test_an_empty_topic_has_no_positions(settings_for: Callable[..., Setti
         read_tail_positions, consumer_config(SHARED_KAFKA), topic, oldest_ns=0
     )
     assert report.positions == {} and report.records == 0
+
+
+async def test_published_among_finds_exactly_the_messages_the_topic_holds(
+    settings_for: Callable[..., Settings],
+) -> None:
+    # The publisher's question after a failed delivery: which of these did the broker
+    # write anyway? Answered by exact position (instrument, receive time, packet index).
+    settings = settings_for(kafka={"topic_partitions": 3})
+    topic = TopicNames.market_ticks(settings.kafka.topic_prefix)
+    assert await ensure_topic(settings.kafka, topic)
+    encoder = WireEncoder()
+    formatter = TickFormatter()
+    producer = Producer({"bootstrap.servers": SHARED_KAFKA, "acks": "all"})
+    base = 1_700_000_000_000_000_000
+    messages: list[EncodedMessage] = []
+    for frame in range(20):
+        ns = base + frame * 1_000_000
+        for token in [TOKENS[0], *TOKENS]:
+            tick = formatter.format(
+                Tick(
+                    instrument_token=token,
+                    mode=MODE_LTP,
+                    tradable=True,
+                    last_price=float(frame + 1),
+                    received_at_ns=ns,
+                )
+            )
+            assert tick is not None
+            key, value, _ = encoder.encode(tick, ns)
+            messages.append(EncodedMessage(key, value, encoder.position_headers(token, ns), ns))
+    # The topic holds the first 100 (earlier history) and every third of the last 40.
+    written = list(range(100)) + [i for i in range(100, 140) if i % 3 == 0]
+    for i in written:
+        m = messages[i]
+        producer.produce(topic, m.value, m.key, headers=m.headers)  # type: ignore[arg-type]
+    assert producer.flush(30) == 0
+
+    asked = messages[100:140]
+    present = await asyncio.to_thread(
+        published_among, consumer_config(settings.kafka), topic, asked, window=8
+    )
+    assert present == {i - 100 for i in written if i >= 100}
+    # Same instruments and receive times, other packet indices: not the same ticks.
+    renumbered = [
+        EncodedMessage(
+            m.key,
+            m.value,
+            [(n, b"9" if n == POSITION_HEADER else v) for n, v in m.headers],
+            m.received_at_ns,
+        )
+        for m in asked[:3]
+    ]
+    assert (
+        await asyncio.to_thread(published_among, consumer_config(settings.kafka), topic, renumbered)
+        == set()
+    )

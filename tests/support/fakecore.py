@@ -9,6 +9,7 @@ from alphapanda.pipeline.accounting import Accounting
 from alphapanda.pipeline.producer import EncodedMessage
 from alphapanda.pipeline.publisher_core import (
     AppendToSpool,
+    CheckPublished,
     Command,
     CommitWindow,
     Fatal,
@@ -58,6 +59,12 @@ class Driver:
         self.finished: Finish | None = None
         self.topic: list[EncodedMessage] = []  # what the broker stored, in order
         self.purges = 0
+        # CheckPublished: answered at once from ``topic`` unless ``check_error`` is set;
+        # with ``hold_checks`` they wait in ``pending_checks`` for ``answer_checks``.
+        self.check_error: str | None = None
+        self.hold_checks = False
+        self.pending_checks: list[CheckPublished] = []
+        self.checks: list[CheckPublished] = []
 
     def preload(self, n: int) -> None:
         """A previous run left ``n`` records (msg(0..n-1)) in the spool."""
@@ -107,10 +114,30 @@ class Driver:
                     self.pending_spool.append(command)
                 case PurgeQueued():
                     self.purges += 1
+                case CheckPublished():
+                    self.checks.append(command)
+                    self.pending_checks.append(command)
+                    if not self.hold_checks:
+                        self.answer_checks()
                 case Fatal(reason):
                     self.fatal.append(reason)
                 case Finish():
                     self.finished = command
+
+    def answer_checks(self) -> None:
+        """Answer the CheckPublished commands waiting, from what the topic holds."""
+        while self.pending_checks:
+            command = self.pending_checks.pop(0)
+            if self.check_error is not None:
+                self.core.on_published_checked(command.window, None, self.check_error, self.now)
+            else:
+                present = {
+                    index
+                    for index, message in zip(command.indices, command.messages, strict=True)
+                    if message in self.topic
+                }
+                self.core.on_published_checked(command.window, present, None, self.now)
+            self.run()
 
     def settle_spool(self) -> None:
         """Complete every spool operation queued so far (and any they lead to)."""
@@ -141,11 +168,15 @@ class Driver:
 
     # -- the broker (keys stand for partitions) ----------------------------------------------------------------------
 
-    def deliver(self, n: int | None = None, outcome: Outcome = Outcome.ACKED) -> None:
-        """The broker reports on the oldest ``n`` queued messages (all by default)."""
+    def deliver(
+        self, n: int | None = None, outcome: Outcome = Outcome.ACKED, *, written: bool = False
+    ) -> None:
+        """The broker reports on the oldest ``n`` queued messages (all by default).
+        ``written``: a failure after the broker wrote them (it went away before answering)."""
         queued = self.producer.queued
         n = len(queued) if n is None else min(n, len(queued))
         reports, self.producer.queued = queued[:n], queued[n:]
+        written_ids = {id(m) for m, _ in reports} if written else set()
         if outcome is not Outcome.ACKED:
             # Like librdkafka's idempotent producer: a partition's queue fails in
             # order, so what is queued behind a failed message of its key fails too.
@@ -154,7 +185,7 @@ class Driver:
             self.producer.queued = [q for q in self.producer.queued if q[0].key not in keys]
         direct_acks = 0
         for message, context in reports:
-            if outcome is Outcome.ACKED:
+            if outcome is Outcome.ACKED or id(message) in written_ids:
                 self.topic.append(message)
             if isinstance(context, tuple):
                 if direct_acks:

@@ -248,7 +248,9 @@ def test_shutdown_with_an_open_window_commits_its_acked_prefix() -> None:
 @given(
     steps=st.lists(
         st.tuples(
-            st.sampled_from(["feed", "ack", "fail", "purge", "spool", "tick", "diskfail"]),
+            st.sampled_from(
+                ["feed", "ack", "fail", "failw", "purge", "spool", "tick", "diskfail", "nocheck"]
+            ),
             st.integers(1, 40),
         ),
         max_size=60,
@@ -265,6 +267,11 @@ def test_any_interleaving_keeps_per_key_order_and_balances(steps: list[tuple[str
             d.deliver(n)
         elif action == "fail":
             d.deliver(n, Outcome.RETRIABLE)
+        elif action == "failw":
+            # The broker wrote them, then went away before answering.
+            d.deliver(n, Outcome.RETRIABLE, written=True)
+        elif action == "nocheck":
+            d.check_error = None if d.check_error else "broker away"
         elif action == "purge":
             d.purge()
         elif action == "spool":
@@ -276,6 +283,7 @@ def test_any_interleaving_keeps_per_key_order_and_balances(steps: list[tuple[str
         d.assert_balanced()
     # Heal everything and drain.
     d.spool.fail_writes = None
+    d.check_error = None
     for _ in range(200):
         d.tick(0.5)
         d.settle_spool()
@@ -320,4 +328,99 @@ def test_a_spool_that_cannot_take_input_is_still_replayed() -> None:
         d.deliver()
     assert not d.core.spooling
     assert d.topic == [msg(i) for i in range(12)]
+    d.assert_balanced()
+
+
+def test_failed_messages_the_broker_wrote_are_not_sent_twice() -> None:
+    d = Driver(capacity=50)
+    d.feed([msg(i) for i in range(20)])
+    d.deliver(5)
+    # The broker wrote 6..9 and died before answering; the rest was purged unsent.
+    d.deliver(5, Outcome.RETRIABLE, written=True)
+    d.purge()
+    assert d.core.held_failed == 15
+    d.tick(REPLAY_RETRY_DELAY)
+    [check] = d.checks
+    assert [m for m in check.messages] == [msg(i) for i in range(5, 20)]
+    assert [m for m, _ in d.producer.queued] == [msg(i) for i in range(10, 20)]
+    d.deliver()
+    d.tick(0.01)
+    assert d.topic == [msg(i) for i in range(20)]
+    assert d.core.already_published == 5 and not d.core.spooling
+    assert d.acct.published == 20
+    d.assert_balanced()
+
+
+def test_a_check_the_broker_cannot_answer_is_retried_and_nothing_is_sent_meanwhile() -> None:
+    d = Driver(capacity=50)
+    d.feed([msg(i) for i in range(6)])
+    d.deliver(3, Outcome.RETRIABLE, written=True)
+    d.purge()
+    d.check_error = "broker still away"
+    d.tick(REPLAY_RETRY_DELAY)
+    assert len(d.checks) == 1 and d.producer.queued == []
+    d.tick(REPLAY_RETRY_DELAY / 2)
+    assert len(d.checks) == 1  # not before the pause
+    d.check_error = None
+    d.tick(REPLAY_RETRY_DELAY)
+    assert len(d.checks) == 2
+    assert sorted(m.received_at_ns for m, _ in d.producer.queued) == [3, 4, 5]
+    d.deliver()
+    d.tick(0.01)
+    assert sorted(m.received_at_ns for m in d.topic) == list(range(6))
+    assert in_order_per_key(d.topic)
+    d.assert_balanced()
+
+
+def test_failed_replay_messages_are_checked_before_they_are_sent_again() -> None:
+    d = Driver(window=10)
+    d.preload(10)
+    d.tick(0.0)
+    d.settle_spool()
+    assert len(d.checks) == 1  # an earlier run's spool: checked before its first replay
+    d.deliver(4)
+    d.deliver(3, Outcome.RETRIABLE, written=True)
+    d.deliver(outcome=Outcome.RETRIABLE)
+    d.tick(REPLAY_RETRY_DELAY)
+    assert len(d.checks) == 2
+    assert [m for m, _ in d.producer.queued] == [msg(i) for i in range(7, 10)]
+    for _ in range(3):
+        d.deliver()
+        d.tick(0.01)
+        d.settle_spool()
+    assert d.topic == [msg(i) for i in range(10)] and d.spool.records == []
+    d.assert_balanced()
+
+
+def test_an_earlier_runs_spool_that_is_partly_in_the_topic_is_not_sent_twice() -> None:
+    # The previous run stopped with an open window: its acked part is in the topic but
+    # still in the spool.
+    d = Driver(window=100)
+    d.preload(6)
+    d.topic.extend([msg(0), msg(1)])
+    d.tick(0.0)
+    d.settle_spool()
+    assert [m for m, _ in d.producer.queued] == [msg(i) for i in range(2, 6)]
+    d.deliver()
+    d.tick(0.01)
+    d.settle_spool()
+    assert d.topic == [msg(i) for i in range(6)] and not d.core.spooling
+    d.assert_balanced()
+
+
+def test_shutdown_during_a_check_spools_the_failed_messages() -> None:
+    d = Driver(capacity=50)
+    d.feed([msg(i) for i in range(8)])
+    d.deliver(outcome=Outcome.RETRIABLE)
+    d.hold_checks = True
+    d.tick(REPLAY_RETRY_DELAY)
+    assert len(d.pending_checks) == 1
+    d.core.close(d.now + 1.0, d.now)
+    d.run()
+    d.tick(1.0)
+    d.settle_spool()
+    d.tick(0.1)
+    assert d.finished is not None
+    assert d.spool.records == [msg(i) for i in range(8)]
+    d.answer_checks()  # too late: ignored
     d.assert_balanced()

@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from typing import Final
 
-from confluent_kafka import KafkaError
+from confluent_kafka import KafkaError, KafkaException
 
 from alphapanda.kite.protocol import Tick
 from alphapanda.metrics.samples import Sample
@@ -35,6 +35,7 @@ from alphapanda.pipeline.publisher_core import (
     REPLAY_WINDOW,
     SPILL_AFTER,
     AppendToSpool,
+    CheckPublished,
     Command,
     CommitWindow,
     Fatal,
@@ -68,6 +69,10 @@ _IDLE_WAIT: Final = 0.05
 _BUSY_WAIT: Final = 0.002
 # Ticks encoded and produced between two yields to the event loop.
 CHUNK: Final = 256
+
+# Which of these messages does the topic already hold (their indices)? Blocking (it
+# reads the topic): run in a worker thread. Raises when the broker does not answer.
+PublishedCheck = Callable[[list[EncodedMessage]], set[int]]
 
 
 def outcome_of(error: KafkaError | None) -> Outcome:
@@ -161,6 +166,7 @@ class Publisher:
         batch_max: int,
         shutdown_deadline: float,
         queue_max_messages: int,
+        published_check: PublishedCheck,
         on_fatal: Callable[[str], None] | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -178,6 +184,7 @@ class Publisher:
         self._shutdown_deadline = shutdown_deadline
         self._on_fatal = on_fatal
         self._clock = clock
+        self._published_check = published_check
         self._spool_op: asyncio.Task[None] | None = None
         self._shutdown_started: float | None = None
 
@@ -294,6 +301,8 @@ class Publisher:
                     self._spool_op = tg.create_task(self._run_spool_op(command))
                 case PurgeQueued():
                     self.producer.purge_queued()
+                case CheckPublished(window, _, messages):
+                    tg.create_task(self._check_published(window, messages))
                 case Fatal(reason):
                     if self._on_fatal is not None:
                         self._on_fatal(reason)
@@ -309,6 +318,14 @@ class Publisher:
                             "deadline; their delivery is unknown",
                             self.core.unresolved_at_shutdown,
                         )
+
+    async def _check_published(self, window: int, messages: list[EncodedMessage]) -> None:
+        try:
+            present = await asyncio.to_thread(self._published_check, messages)
+        except (KafkaException, TimeoutError, OSError) as exc:
+            self.core.on_published_checked(window, None, str(exc), self._clock())
+        else:
+            self.core.on_published_checked(window, present, None, self._clock())
 
     async def _run_spool_op(self, command: Command) -> None:
         spool = self._spool
@@ -351,6 +368,14 @@ class Publisher:
             self.spool_full_waits,
             (),
             "Times the spool could not take ticks (full, low disk, write error).",
+        )
+        yield Sample(
+            "publisher_already_published_total",
+            "counter",
+            self.core.already_published,
+            (),
+            "Ticks whose delivery failed but which the topic turned out to hold: not sent "
+            "again (the broker wrote them before the failure).",
         )
         yield Sample(
             "publisher_spool_unavailable",

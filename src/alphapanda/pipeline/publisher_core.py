@@ -5,7 +5,7 @@ clock. The shell (``Publisher``) tells it what happened (an encoded batch to pub
 how many messages the producer accepted, delivery reports, the outcome of a spool
 write/read/commit, a timer tick carrying ``now``) and executes the commands it queues
 (``Produce``, ``ProduceReplay``, ``AppendToSpool``, ``ReadWindow``, ``CommitWindow``,
-``PurgeQueued``, ``Fatal``, ``Finish``). Every move of a tick is mirrored in
+``PurgeQueued``, ``CheckPublished``, ``Fatal``, ``Finish``). Every move of a tick is mirrored in
 ``Accounting`` in the same call, so the books balance after every event.
 
 Routes, never both for one message:
@@ -27,6 +27,16 @@ Routes, never both for one message:
     window is acked; the core goes back to direct sends only once every message of the
     last window is acked, otherwise the held input is spooled behind it. So
     per-instrument order holds through any number of outages.
+
+    A message whose delivery failed may still have been written by the broker: the
+    broker wrote it and then went away before answering, or librdkafka had put a
+    retry of it back in its queue when the purge withdrew it. Sent again as a new
+    message it would be in the topic twice. So before failed messages are sent again,
+    and before the windows of a spool left by an earlier run (which may hold messages
+    that were on the wire when that run ended), the shell is asked which of them the
+    topic already holds (``CheckPublished``, compared by exact position); those count
+    as acked and only the others are sent. If the broker cannot answer yet, the check
+    is tried again after a pause.
 *fatal*
     The producer is unusable (fenced idempotent producer, ...): everything in hand and
     everything still coming is spooled for the next run, and the shell is told
@@ -141,6 +151,16 @@ class CommitWindow:
 
 
 @dataclass(frozen=True, slots=True)
+class CheckPublished:
+    """Which of ``messages`` (indices ``indices`` of window ``window``) does the topic
+    already hold? Answer with ``on_published_checked``."""
+
+    window: int
+    indices: list[int]
+    messages: list[EncodedMessage]
+
+
+@dataclass(frozen=True, slots=True)
 class PurgeQueued:
     """Withdraw what librdkafka has not put on the wire (it comes back as failed)."""
 
@@ -166,6 +186,7 @@ Command = (
     | ReadWindow
     | CommitWindow
     | PurgeQueued
+    | CheckPublished
     | Fatal
     | Finish
 )
@@ -183,6 +204,7 @@ class _Window:
     outstanding: int = 0
     failed: list[int] = field(default_factory=list)
     retry_at: float | None = None
+    checking: list[int] | None = None  # indices asked about in a CheckPublished
 
     def acked_prefix(self) -> int:
         n = 0
@@ -210,6 +232,8 @@ class PublisherCore:
         self.spooling = False
         self.fatal_reason: str | None = None
         self.spool_records = 0  # records in the spool file, not yet committed
+        # Records of a spool left by an earlier run not yet replayed: checked first.
+        self._unchecked_recovered = 0
         self.direct_outstanding = 0
         self._input: list[EncodedMessage] = []  # encoded, not yet produced/spooled
         self._input_pos = 0
@@ -238,6 +262,8 @@ class PublisherCore:
         self.spill_events = 0
         self.spool_full_waits = 0
         self.unresolved_at_shutdown = 0
+        self.already_published = 0  # failed messages the topic turned out to hold
+        self.publish_checks = 0
 
     # -- what the shell asks ----------------------------------------------------------
 
@@ -290,6 +316,7 @@ class PublisherCore:
     def recovered(self, records: int) -> None:
         """The spool holds ``records`` from a previous run: replay them first."""
         self.spool_records += records
+        self._unchecked_recovered += records
         if records:
             self.spooling = True
 
@@ -417,11 +444,60 @@ class PublisherCore:
             self._advance()
             return
         self._acct.replay(len(messages))
-        self._open_window(messages, in_memory=False, is_last=len(messages) >= self.spool_records)
+        check = self._unchecked_recovered > 0
+        self._unchecked_recovered = max(0, self._unchecked_recovered - len(messages))
+        self._open_window(
+            messages,
+            in_memory=False,
+            is_last=len(messages) >= self.spool_records,
+            check=check,
+        )
+        self._advance()
+
+    def on_published_checked(
+        self, window: int, present: set[int] | None, error: str | None, now: float
+    ) -> None:
+        """The answer to ``CheckPublished``: the asked indices the topic holds."""
+        self.now = now
+        w = self._window
+        if self.finished or w is None or w.ident != window or w.checking is None:
+            return  # the check was abandoned (shutdown, fatal error)
+        asked, w.checking = w.checking, None
+        if error is not None or present is None:
+            log.warning("cannot tell which failed ticks the topic holds: %s (retrying)", error)
+            w.failed.extend(asked)
+            w.retry_at = now + REPLAY_RETRY_DELAY
+            if not w.in_memory:
+                self._acct.replay_failed(len(asked))
+            self._advance()
+            return
+        self.publish_checks += 1
+        send = []
+        for i in asked:
+            if i in present:
+                w.acked[i] = True
+            else:
+                send.append(i)
+        held = len(asked) - len(send)
+        if held:
+            self.already_published += held
+            self._acct.ack(held)
+            log.warning(
+                "%d of %d ticks whose delivery failed were in the topic already: not sent again",
+                held,
+                len(asked),
+            )
+        if send:
+            self._send(w, send)
         self._advance()
 
     def _open_window(
-        self, messages: list[EncodedMessage], *, in_memory: bool, is_last: bool
+        self,
+        messages: list[EncodedMessage],
+        *,
+        in_memory: bool,
+        is_last: bool,
+        check: bool = False,
     ) -> None:
         self._windows += 1
         window = _Window(
@@ -433,7 +509,10 @@ class PublisherCore:
             acked=[False] * len(messages),
         )
         self._window = window
-        self._send(window, list(range(len(messages))))
+        if check:
+            self._check(window, list(range(len(messages))))
+        else:
+            self._send(window, list(range(len(messages))))
 
     def on_window_committed(self, error: str | None, now: float) -> None:
         """The outcome of the last ``CommitWindow``."""
@@ -519,6 +598,12 @@ class PublisherCore:
             ProduceReplay(window.ident, [(i, window.messages[i]) for i in indices])
         )
 
+    def _check(self, window: _Window, indices: list[int]) -> None:
+        window.checking = indices
+        self._commands.append(
+            CheckPublished(window.ident, indices, [window.messages[i] for i in indices])
+        )
+
     def _advance(self) -> None:
         if self.finished:
             return
@@ -595,6 +680,14 @@ class PublisherCore:
         window = self._window
         if window is None or window.outstanding:
             return
+        if window.checking is not None:
+            if not (final or self.fatal_reason is not None):
+                return  # the answer is on its way
+            # No more sending: what was being checked stays where a failure would.
+            asked, window.checking = window.checking, None
+            window.failed.extend(asked)
+            if not window.in_memory:
+                self._acct.replay_failed(len(asked))
         if window.failed:
             if final or self.fatal_reason is not None:
                 if window.in_memory:
@@ -609,7 +702,8 @@ class PublisherCore:
             retry, window.failed, window.retry_at = sorted(window.failed), [], None
             if not window.in_memory:
                 self._acct.replay(len(retry))
-            self._send(window, retry)
+            # They may have reached the broker before failing: ask the topic first.
+            self._check(window, retry)
             return
         # Every message settled and acked (or dropped as permanently failed).
         if window.in_memory:
@@ -640,6 +734,7 @@ class PublisherCore:
                 failed,
                 in_memory=True,
                 is_last=self.spool_records == 0 and self._input_pos >= len(self._input),
+                check=True,
             )
             return
         if not self._spool_idle():

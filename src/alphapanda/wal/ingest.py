@@ -78,7 +78,7 @@ class WalIngest:
         self.wal = WriteAheadLog(
             feed.wal_dir, fsync_ms=feed.wal_fsync_ms, max_bytes=feed.wal_max_bytes
         )
-        self._kafka_config = consumer_config(settings.kafka.bootstrap_servers)
+        self._kafka_config = consumer_config(settings.kafka)
         self._topic = topic
         self._buffer = buffer
         self._accounting = accounting

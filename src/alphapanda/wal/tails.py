@@ -14,22 +14,31 @@ the WAL's time in the topic, and all of its WAL ticks are published. If a partit
 window hits ``max_window`` first, that is logged: positions older than the window are
 not seen, so a few of its instruments' ticks could be published twice.
 
-``newest_positions`` is pure over the records; ``read_tail_positions`` does the Kafka
-I/O (blocking: run it in a thread).
+The same bounded read answers the publisher's question after a failed delivery: which
+of these messages does the topic hold already (``published_among``)? A message whose
+delivery failed may still have been written by the broker (the failure came after the
+write, or a retry of it was withdrawn from librdkafka's queue); sending it again as a
+new message would duplicate it.
+
+``newest_positions`` is pure over the records; ``read_tail_positions`` and
+``published_among`` do the Kafka I/O (blocking: run them in a thread).
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
 
 import msgspec
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
+from alphapanda.kafka_security import security_config
+from alphapanda.pipeline.producer import EncodedMessage
 from alphapanda.pipeline.wire import CONTENT_TYPES, content_type_of, position_of
+from alphapanda.settings import KafkaSettings
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +46,9 @@ Position = tuple[int, int]  # (received_at_ns, packet index)
 
 DEFAULT_WINDOW: Final = 2_000
 DEFAULT_MAX_WINDOW: Final = 1_000_000
+# How much older than the oldest message asked about a partition's read reaches back:
+# frames of several connections are not appended in strict receive-time order.
+CHECK_MARGIN_NS: Final = 5_000_000_000
 
 
 class _Data(msgspec.Struct):
@@ -95,14 +107,25 @@ def newest_positions(
             into[record.instrument_token] = record.position
 
 
-def consumer_config(bootstrap_servers: str) -> dict[str, Any]:
-    return {
-        "bootstrap.servers": bootstrap_servers,
+def consumer_config(kafka: KafkaSettings | str) -> dict[str, Any]:
+    """A consumer that only reads assigned ranges (a bootstrap string: no security)."""
+    config: dict[str, Any] = {
         "group.id": "alphapanda-wal-recovery",  # never committed; assign() only
         "enable.auto.commit": False,
         "enable.partition.eof": True,
         "log_level": 2,
     }
+    if isinstance(kafka, str):
+        config["bootstrap.servers"] = kafka
+    else:
+        config["bootstrap.servers"] = kafka.bootstrap_servers
+        config.update(security_config(kafka))
+    return config
+
+
+def message_position(message: EncodedMessage) -> tuple[int, int, int]:
+    """``(instrument, receive time, packet index)`` of an encoded message."""
+    return int(message.key), message.received_at_ns, position_of(message.headers) or 0
 
 
 def read_tail_positions(
@@ -126,10 +149,53 @@ def read_tail_positions(
             raise KafkaException(error)
         report = TailReport(partitions=len(described.partitions))
         for partition in sorted(described.partitions):
-            _read_partition(
-                consumer, topic, partition, oldest_ns, window, max_window, timeout, report, exclude
+            records = _read_partition(
+                consumer, topic, partition, oldest_ns, window, max_window, timeout, report
             )
+            newest_positions(records, report.positions, exclude)
+            report.records += len(records)
         return report
+    finally:
+        consumer.close()
+
+
+def published_among(
+    config: dict[str, Any],
+    topic: str,
+    messages: Sequence[EncodedMessage],
+    *,
+    window: int = DEFAULT_WINDOW,
+    max_window: int = DEFAULT_MAX_WINDOW,
+    timeout: float = 10.0,
+) -> set[int]:
+    """Indices of ``messages`` that ``topic`` already holds, compared by exact position.
+
+    Every partition is read back until a record older than the oldest message (less a
+    margin): anything written since, including every one of ``messages`` the broker
+    kept, is inside that range. Raises ``KafkaException`` or ``TimeoutError`` when the
+    broker does not answer.
+    """
+    if not messages:
+        return set()
+    wanted = {message_position(m): i for i, m in enumerate(messages)}
+    oldest_ns = min(m.received_at_ns for m in messages) - CHECK_MARGIN_NS
+    consumer = Consumer(config)
+    try:
+        metadata = consumer.list_topics(topic, timeout=timeout)
+        described = metadata.topics.get(topic)
+        if described is None or described.error is not None:
+            raise KafkaException(described.error if described is not None else "no metadata")
+        report = TailReport(partitions=len(described.partitions))
+        found: set[int] = set()
+        for partition in sorted(described.partitions):
+            records = _read_partition(
+                consumer, topic, partition, oldest_ns, window, max_window, timeout, report
+            )
+            for record in records:
+                index = wanted.get((record.instrument_token, *record.position))
+                if index is not None:
+                    found.add(index)
+        return found
     finally:
         consumer.close()
 
@@ -143,8 +209,7 @@ def _read_partition(
     max_window: int,
     timeout: float,
     report: TailReport,
-    exclude: set[tuple[int, int, int]] | None = None,
-) -> None:
+) -> list[TailRecord]:
     low, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=timeout)
     end = high
     size = window
@@ -156,15 +221,13 @@ def _read_partition(
             if not reached_back:
                 report.truncated.append(partition)
                 log.warning(
-                    "WAL recovery: partition %d of %s holds more than %d records newer "
-                    "than the WAL's oldest frame; only those were compared",
+                    "partition %d of %s holds more than %d records newer than the oldest "
+                    "tick looked for; only those were compared",
                     partition,
                     topic,
                     max_window,
                 )
-            newest_positions(records, report.positions, exclude)
-            report.records += len(records)
-            return
+            return records
         size = min(size * 4, max_window)
 
 
