@@ -94,6 +94,8 @@ LAST_WINDOW_HOLD: Final = 0.5
 SPOOL_BATCH_MAX: Final = 5000
 # Pause before offering messages again to a full producer queue.
 PRODUCE_RETRY: Final = 0.001
+# A check the broker cannot answer is logged once in this many attempts.
+CHECK_FAILURE_LOG_EVERY: Final = 30
 # Share of the shutdown deadline kept for purging and spooling at the end.
 SHUTDOWN_RESERVE: Final = 1.0
 
@@ -264,6 +266,7 @@ class PublisherCore:
         self.unresolved_at_shutdown = 0
         self.already_published = 0  # failed messages the topic turned out to hold
         self.publish_checks = 0
+        self.check_failures = 0
 
     # -- what the shell asks ----------------------------------------------------------
 
@@ -464,7 +467,13 @@ class PublisherCore:
             return  # the check was abandoned (shutdown, fatal error)
         asked, w.checking = w.checking, None
         if error is not None or present is None:
-            log.warning("cannot tell which failed ticks the topic holds: %s (retrying)", error)
+            self.check_failures += 1
+            if self.check_failures % CHECK_FAILURE_LOG_EVERY == 1:
+                log.warning(
+                    "cannot tell which failed ticks the topic holds: %s (retrying every %.0f s)",
+                    error,
+                    REPLAY_RETRY_DELAY,
+                )
             w.failed.extend(asked)
             w.retry_at = now + REPLAY_RETRY_DELAY
             if not w.in_memory:

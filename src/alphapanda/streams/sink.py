@@ -103,14 +103,19 @@ class DerivedProducer:
             counts.delivered += 1
             return
         counts.failed += 1
-        self._warn(stream, f"delivery failed ({error.name()}), key {key.decode(errors='replace')}")
+        # Throttled per stream and error (not per key: an outage fails every key at once).
+        self._warn(
+            stream,
+            f"delivery failed ({error.name()})",
+            f", e.g. key {key.decode(errors='replace')}",
+        )
 
-    def _warn(self, stream: str, what: str) -> None:
+    def _warn(self, stream: str, what: str, detail: str = "") -> None:
         allowed, suppressed = self._throttle.allow(f"{stream}:{what}", self._loop_time())
         if allowed:
             more = f" (and {suppressed} more)" if suppressed else ""
             level = logging.ERROR if stream == "orders" else logging.WARNING
-            log.log(level, "derived stream %s: %s%s", stream, what, more)
+            log.log(level, "derived stream %s: %s%s%s", stream, what, detail, more)
 
     def poll(self) -> None:
         self._producer.poll(0)
