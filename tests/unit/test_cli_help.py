@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 from alphapanda.cli.app import _register, app
 from alphapanda.cli.bench_cmd import soak_seconds
 
-_register()
+_register([])  # every command module
 ROOT: Any = typer.main.get_command(app)
 
 

@@ -60,22 +60,52 @@ def settings_from(ctx: typer.Context) -> Settings:
     return obj.settings
 
 
-def _register() -> None:
-    # Imported for their side effect of adding commands to ``app``.
-    from alphapanda.cli import (  # noqa: F401
-        api_cmd,
-        auth_cmd,
-        bench_cmd,
-        config_cmd,
-        db_cmd,
-        derived_bench_cmd,
-        doctor_cmd,
-        feed_cmd,
-        instruments_cmd,
-        record_cmd,
-        sim_cmd,
-        status_cmd,
-    )
+# Top-level command → the modules that define it. Only those are imported for a run of
+# that command, so ``alphapanda sim`` or ``alphapanda doctor`` starts without importing
+# what the other commands need (the API app, SQLAlchemy, alembic): seconds, per run.
+COMMAND_MODULES: dict[str, tuple[str, ...]] = {
+    "api": ("api_cmd",),
+    "auth": ("auth_cmd",),
+    "bench": ("bench_cmd", "derived_bench_cmd"),
+    "config": ("config_cmd",),
+    "db": ("db_cmd",),
+    "doctor": ("doctor_cmd",),
+    "feed": ("feed_cmd",),
+    "instruments": ("instruments_cmd",),
+    "record": ("record_cmd",),
+    "replay": ("record_cmd",),
+    "sim": ("sim_cmd",),
+    "status": ("status_cmd",),
+}
+# Root options that take a value (the command name is the first other argument).
+_ROOT_OPTIONS_WITH_VALUE = frozenset({"--env-file"})
+
+
+def command_name(argv: list[str]) -> str | None:
+    """The top-level command named in ``argv`` (``None``: none, or root ``--help``)."""
+    args = iter(argv)
+    for arg in args:
+        if arg in _ROOT_OPTIONS_WITH_VALUE:
+            next(args, None)
+        elif arg.startswith("-"):
+            if arg in ("--help", "-h"):
+                return None
+        else:
+            return arg
+    return None
+
+
+def _register(argv: list[str] | None = None) -> None:
+    """Import the command modules (each adds its commands to ``app``): only the one a
+    known command needs, every one for help or an unknown name."""
+    import importlib
+
+    name = command_name(sys.argv[1:] if argv is None else argv)
+    wanted = COMMAND_MODULES.get(name or "")
+    if wanted is None:
+        wanted = tuple(dict.fromkeys(m for ms in COMMAND_MODULES.values() for m in ms))
+    for module in wanted:
+        importlib.import_module(f"alphapanda.cli.{module}")
 
 
 def _debug_requested() -> bool:
