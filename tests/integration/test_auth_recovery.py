@@ -6,9 +6,11 @@ streams again. Real simulator, real PostgreSQL (own schema), real sockets."""
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import os
 import subprocess
 import sys
+import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -131,3 +133,61 @@ async def test_expired_token_auth_required_then_set_token_resumes_streaming(
     assert status.source == "database" and status.has_token
     stats = await sim.stats()
     assert stats["handshakes"]["accepted"] == 2
+
+
+async def test_a_token_the_provider_reports_expired_waits_in_auth_required_not_backoff(
+    sim: SimHandle, schema: str, settings_for: Callable[..., Settings]
+) -> None:
+    # 06:00 IST passes while streaming: the stored token is expired by the token
+    # provider's own clock. The next connection attempt must wait in auth_required and
+    # poll the provider (not back off for up to 30 s), and a new token is used within
+    # auth_poll_interval.
+    settings = settings_for(
+        database={"url": SHARED_DATABASE, "schema_name": schema},
+        kite={
+            "ws_url": sim.ws_url,
+            "api_key": sim.api_key,
+            "access_token": "",
+            "reconnect_base_delay": 1.0,
+            "reconnect_max_delay": 30.0,
+            "auth_retry_delay": 30.0,
+            "auth_poll_interval": 0.2,
+        },
+    )
+    now = [dt.datetime.now(dt.UTC)]
+    desired = {i.instrument_token: "full" for i in default_instruments()[:5]}
+    sink = CountingSink()
+    async with AuthService(settings, clock=lambda: now[0], cache_ttl=0.1) as auth:
+        await auth.set_token(sim.access_token)
+        client = TickerClient(settings.kite, BrokerAuthenticator(settings.kite.api_key, auth), sink)
+        await client.set_subscriptions(desired)
+        async with asyncio.TaskGroup() as tg:
+            tg.create_task(client.run())
+            await eventually(lambda: sink.ticks > 20, timeout=DEADLINE, what="streaming")
+
+            now[0] += dt.timedelta(days=1)  # past the stored token's 06:00 IST expiry
+            assert await sim.fault_drop() == 1  # the next handshake needs the token again
+            await eventually(
+                lambda: client.statuses()[0].state == "auth_required",
+                timeout=DEADLINE,
+                what="auth_required from the provider's TokenExpired",
+            )
+            [status] = client.statuses()
+            assert status.state == "auth_required"
+            handshakes = (await sim.stats())["handshakes"]["accepted"]
+
+            await sim.set_token("token-after-0600")
+            await auth.set_token("token-after-0600")  # expires at the next 06:00 IST
+            stored_at = time.monotonic()
+            before = sink.ticks
+            await eventually(
+                lambda: client.is_streaming() and sink.ticks > before,
+                timeout=DEADLINE,
+                what="streaming with the new token",
+            )
+            # Picked up by the provider poll, not after an exponential backoff.
+            assert time.monotonic() - stored_at < 5.0
+            await client.stop()
+    stats = await sim.stats()
+    assert stats["handshakes"]["accepted"] == handshakes + 1
+    assert stats["handshakes"].get("403", 0) == 0  # the expired token was never offered

@@ -91,6 +91,11 @@ class SimHandle:
         """``POST /faults/malformed``: one bad frame to every connection; returns how many."""
         return int((await self._call("POST", "/faults/malformed"))["sent"])
 
+    async def fault_junk(self, count: int) -> int:
+        """``POST /faults/junk``: ``count`` made-up text types and bad-price instruments
+        to every connection; returns how many connections got them."""
+        return int((await self._call("POST", "/faults/junk", params={"count": count}))["sent"])
+
     async def expire_token(self) -> int:
         """``POST /faults/expire-token``: all tokens invalid, sockets closed; returns how many."""
         return int((await self._call("POST", "/faults/expire-token"))["closed"])

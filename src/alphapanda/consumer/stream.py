@@ -22,7 +22,7 @@ from collections.abc import AsyncIterator, Mapping
 from types import TracebackType
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaException
+from confluent_kafka import Consumer, KafkaException, Message
 
 from alphapanda.consumer.records import Record, RecordKind, decode_record
 from alphapanda.pipeline.formatter import MarketTick
@@ -68,6 +68,10 @@ class FeedConsumer:
         }
         self._consumer: Consumer | None = None
         self._kinds: dict[str, RecordKind] = {}
+        # The consume() running in a worker thread: a cancelled await does not stop it,
+        # and closing the consumer while it runs can hang librdkafka (Ctrl-C in a
+        # strategy), so close() waits for it first (at most poll_timeout).
+        self._inflight: asyncio.Future[list[Message]] | None = None
 
     async def __aenter__(self) -> FeedConsumer:
         return self
@@ -83,6 +87,9 @@ class FeedConsumer:
     async def close(self) -> None:
         if self._consumer is not None:
             consumer, self._consumer = self._consumer, None
+            inflight, self._inflight = self._inflight, None
+            if inflight is not None and not inflight.done():
+                await asyncio.wait([inflight])
             await asyncio.to_thread(consumer.close)
 
     # -- one stream each --------------------------------------------------------------
@@ -135,8 +142,10 @@ class FeedConsumer:
         self._kinds = kinds
         self._consumer = consumer = Consumer(self._config)
         consumer.subscribe(list(kinds))
+        loop = asyncio.get_running_loop()
         while self._consumer is consumer:
-            messages = await asyncio.to_thread(consumer.consume, 500, self._poll_timeout)
+            self._inflight = loop.run_in_executor(None, consumer.consume, 500, self._poll_timeout)
+            messages = await asyncio.shield(self._inflight)
             for message in messages:
                 error = message.error()
                 if error is not None:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import http
+import json
 import logging
 import random
 import socket
@@ -36,6 +37,7 @@ from alphapanda.kite.protocol import (
     MODE_FULL,
     MODE_LTP,
     MODE_QUOTE,
+    Tick,
     encode_message,
     encode_tick,
 )
@@ -51,6 +53,8 @@ from alphapanda.sim.subscriptions import SubscriptionBook, error_text
 # both; the official parser ignores both without crashing.
 MALFORMED_FRAME = struct.pack(">HH", 2, 13) + b"\xab" * 13 + struct.pack(">H", 184) + b"\x01" * 10
 
+# The "junk" fault's made-up instruments: tokens no exchange segment uses.
+JUNK_TOKEN_BASE = 2_000_000_000
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +80,7 @@ class _Counters:
     messages_sent: int = 0
     heartbeats_sent: int = 0
     malformed_sent: int = 0
+    junk_sent: int = 0
     dropped: int = 0
     slow_clients_cut: int = 0
 
@@ -495,6 +500,44 @@ class Simulator:
             self._count.malformed_sent += sent
         return sent
 
+    async def send_junk(self, count: int) -> int:
+        """To every open connection: ``count`` text messages, each of a different type
+        no Kite server sends, then one frame of ``count`` quote packets whose day high is
+        below the day low, each for a different made-up instrument. (A feed must count
+        all of it without one metric label or map entry per type or instrument.)"""
+        texts = [
+            json.dumps({"type": f"junk-{i:05d}", "data": "made-up message type"})
+            for i in range(count)
+        ]
+        frame = encode_message(
+            [
+                encode_tick(
+                    Tick(
+                        instrument_token=JUNK_TOKEN_BASE + i,
+                        mode=MODE_QUOTE,
+                        tradable=True,
+                        last_price=100.0,
+                        open=100.0,
+                        high=90.0,
+                        low=110.0,
+                        close=100.0,
+                    )
+                )
+                for i in range(count)
+            ]
+        )
+        sent = 0
+        async with self._send_lock:
+            now = asyncio.get_running_loop().time()
+            for conn in list(self._connections.values()):
+                with contextlib.suppress(ConnectionClosed):
+                    for text in texts:
+                        await conn.ws.send(text)
+                if await self._send(conn, frame, now):
+                    sent += 1
+            self._count.junk_sent += sent * count
+        return sent
+
     async def expire_tokens(self) -> int:
         """Invalidate every access token and close every connection (code 1008)."""
         self._sessions.expire_all()
@@ -572,6 +615,7 @@ class Simulator:
             "messages_sent": count.messages_sent,
             "heartbeats_sent": count.heartbeats_sent,
             "malformed_sent": count.malformed_sent,
+            "junk_sent": count.junk_sent,
             "connections_dropped": count.dropped,
             "slow_clients_cut": count.slow_clients_cut,
             "tokens_expired": self._sessions.expiries,
