@@ -308,6 +308,12 @@ class MarketFeedService:
             self.wal.open()
             await self.wal.prepare()
         lost = self.spool.lost_at_open
+        if recovered and self.wal is not None and self.wal.has_backlog:
+            # What the WAL recovers is older than what the spool holds (it was in
+            # librdkafka's queue or in memory at the crash, the spool got newer ticks):
+            # the spool is replayed after it.
+            self.publisher.hold_replay()
+            self.wal.on_recovered = self.publisher.release_replay
         if recovered or lost:
             # Damaged records of the previous run are received and dropped, counted.
             self.accounting.recover(recovered + lost)

@@ -424,3 +424,54 @@ def test_shutdown_during_a_check_spools_the_failed_messages() -> None:
     assert d.spool.records == [msg(i) for i in range(8)]
     d.answer_checks()  # too late: ignored
     d.assert_balanced()
+
+
+def test_a_held_spool_is_replayed_after_the_recovered_ticks_and_before_newer_ones() -> None:
+    # After a crash: the spool holds 10..14; the WAL recovers 0..9 (older: they were in
+    # librdkafka's queue at the crash). Order in the topic: 0..9, 10..14, then live.
+    d = Driver(window=100)
+    d.spool.records = [msg(i) for i in range(10, 15)]
+    d.acct.recover(5)
+    d.core.recovered(5, hold=True)
+    d.tick(0.0)
+    d.settle_spool()
+    assert not d.core.spooling and d.producer.queued == []
+    d.feed([msg(i) for i in range(10)])  # the recovered ticks go direct
+    assert [m for m, _ in d.producer.queued] == [msg(i) for i in range(10)]
+    d.core.release_replay()
+    d.run()
+    assert d.core.spooling
+    d.feed([msg(i) for i in range(15, 18)])  # live: behind the spool
+    d.settle_spool()
+    assert len(d.producer.queued) == 10  # the spool waits for the fence
+    d.deliver()
+    for _ in range(5):
+        d.tick(0.01)
+        d.settle_spool()
+        d.deliver()
+    assert d.topic == [msg(i) for i in range(18)]
+    assert not d.core.spooling
+    d.assert_balanced()
+
+
+def test_release_takes_no_input_until_the_recovered_ticks_in_hand_are_produced() -> None:
+    d = Driver(capacity=4, window=100)
+    d.spool.records = [msg(100)]
+    d.acct.recover(1)
+    d.core.recovered(1, hold=True)
+    d.feed([msg(i) for i in range(6)])  # only 4 fit the producer's queue
+    d.core.release_replay()
+    d.run()
+    assert not d.core.wants_input and not d.core.spooling
+    d.deliver()
+    d.tick(0.001)
+    assert d.core.spooling  # the last two were produced: the spool is next
+    assert [m for m, _ in d.producer.queued] == [msg(4), msg(5)]
+    d.deliver()
+    d.tick(0.01)
+    d.settle_spool()
+    d.deliver()
+    d.tick(0.01)
+    d.settle_spool()
+    assert d.topic == [*[msg(i) for i in range(6)], msg(100)]
+    d.assert_balanced()

@@ -149,3 +149,17 @@ def test_spooled_positions_reads_the_spool_segments(tmp_path) -> None:  # type: 
     assert spool.append_many(messages).written == 3
     spool.close()
     assert spooled_positions(tmp_path) == {(A, 100, 0), (A, 100, 1), (A, 200, 0)}
+
+
+def test_ticks_newer_than_the_spool_of_their_instrument_are_deferred_behind_it() -> None:
+    # At the crash the spool held A's packet 0 of frame 200 (the broker was away): A's
+    # older ticks (in librdkafka's queue) come before the spool's replay, its newer ones
+    # (in the buffer) after it. B has nothing in the spool: all of it goes first.
+    from alphapanda.wal.recovery import RecoveryFilter
+
+    counts = RecoveryCounts()
+    selector = RecoveryFilter({}, counts, spooled={(A, 200, 0)}, spool_first={A: (200, 0)})
+    now = [t for f in WAL for t in selector.select(f.received_at_ns, f.frame)]
+    assert [(t.instrument_token, t.last_price) for t in now] == [(A, 1), (B, 1), (B, 2), (B, 3)]
+    assert [(t.instrument_token, t.last_price) for t in selector.deferred] == [(A, 3), (A, 4)]
+    assert counts.wal_recovered == 6 and counts.wal_already_published == 1

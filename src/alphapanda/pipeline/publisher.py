@@ -187,6 +187,10 @@ class Publisher:
         self._published_check = published_check
         self._spool_op: asyncio.Task[None] | None = None
         self._shutdown_started: float | None = None
+        # Crash recovery first, then the earlier run's spool (see hold_replay).
+        self._hold_replay = False
+        self._release_wanted = False
+        self._released = asyncio.Event()
 
     # Figures kept under their old names (metrics, status, tests).
     @property
@@ -204,6 +208,19 @@ class Publisher:
     @property
     def unresolved_at_shutdown(self) -> int:
         return self.core.unresolved_at_shutdown
+
+    def hold_replay(self) -> None:
+        """Before ``run``: crash recovery will put older ticks than the spool holds into
+        the buffer; replay the spool only after them (``release_replay``)."""
+        self._hold_replay = True
+
+    async def release_replay(self) -> None:
+        """Crash recovery put its last tick in the buffer (and nothing newer is in it):
+        returns once they are all handed to the core, which replays the spool next."""
+        if not self._hold_replay:
+            return
+        self._release_wanted = True
+        await self._released.wait()
 
     def begin_shutdown(self) -> None:
         """The shutdown deadline starts now (the buffer is closed right after)."""
@@ -232,7 +249,7 @@ class Publisher:
     async def run(self) -> None:
         """Publish until the buffer is closed and drained and the core is finished."""
         core = self.core
-        core.recovered(self._spool.pending)
+        core.recovered(self._spool.pending, hold=self._hold_replay)
         ticks: list[Tick] = []
         position = 0
         async with asyncio.TaskGroup() as tg:
@@ -241,6 +258,14 @@ class Publisher:
                 if core.finished:
                     break
                 self._check_fatal()
+                if (
+                    self._release_wanted
+                    and not self._released.is_set()
+                    and position >= len(ticks)
+                    and not len(self._buffer)
+                ):
+                    core.release_replay()
+                    self._released.set()
                 if position < len(ticks) and core.wants_input:
                     chunk = ticks[position : position + CHUNK]
                     position += len(chunk)

@@ -37,6 +37,14 @@ Routes, never both for one message:
     topic already holds (``CheckPublished``, compared by exact position); those count
     as acked and only the others are sent. If the broker cannot answer yet, the check
     is tried again after a pause.
+*after a crash*
+    A spool left by an earlier run is replayed first, unless the shell holds it
+    (``recovered(records, hold=True)``): crash recovery from the write-ahead log is
+    about to publish ticks that are older than everything in that spool (they were in
+    librdkafka's queue or in memory when the process died). While held, input goes
+    direct; ``release_replay()``, called once the last recovered tick was handed over,
+    takes no more input until that is produced, then switches to spooling: the old
+    spool is replayed behind the fence, and newer input goes behind it.
 *fatal*
     The producer is unusable (fenced idempotent producer, ...): everything in hand and
     everything still coming is spooled for the next run, and the shell is told
@@ -236,6 +244,9 @@ class PublisherCore:
         self.spool_records = 0  # records in the spool file, not yet committed
         # Records of a spool left by an earlier run not yet replayed: checked first.
         self._unchecked_recovered = 0
+        # That spool's replay waits for crash recovery (see "after a crash").
+        self._replay_held = False
+        self._release_pending = False
         self.direct_outstanding = 0
         self._input: list[EncodedMessage] = []  # encoded, not yet produced/spooled
         self._input_pos = 0
@@ -280,6 +291,8 @@ class PublisherCore:
         if self.finished:
             return False
         held = len(self._input) - self._input_pos
+        if self._release_pending and not self.closing:
+            return False  # the recovered ticks in hand go first, alone
         if held == 0 or self.closing:
             # Closing: the (closed, bounded) buffer is emptied into the core, so what
             # cannot be published or spooled by the deadline is counted, not left.
@@ -316,12 +329,22 @@ class PublisherCore:
 
     # -- events ---------------------------------------------------------------------------
 
-    def recovered(self, records: int) -> None:
-        """The spool holds ``records`` from a previous run: replay them first."""
+    def recovered(self, records: int, *, hold: bool = False) -> None:
+        """The spool holds ``records`` from a previous run: replay them first, or (with
+        ``hold``) once ``release_replay()`` is called."""
         self.spool_records += records
         self._unchecked_recovered += records
-        if records:
+        if records and hold:
+            self._replay_held = True
+        elif records:
             self.spooling = True
+
+    def release_replay(self) -> None:
+        """Every tick recovered from the write-ahead log was handed over (``on_batch``):
+        once they are produced, replay the earlier run's spool before newer input."""
+        if self._replay_held:
+            self._release_pending = True
+            self._advance()
 
     def on_batch(self, messages: list[EncodedMessage], now: float) -> None:
         """Encoded messages (stage ``encoding``) to publish, in order."""
@@ -640,6 +663,11 @@ class PublisherCore:
         return self.direct_outstanding > 0
 
     def _advance_input(self, now: float, final: bool) -> None:
+        if self._release_pending and self._input_pos >= len(self._input):
+            self._release_pending = self._replay_held = False
+            if self.spool_records > 0 and not self.spooling:
+                self.spooling = True
+                log.info("recovered ticks handed to the producer: replaying the spool next")
         if self._input_pos >= len(self._input):
             return
         if not self.spooling:

@@ -25,12 +25,12 @@ import asyncio
 import logging
 import time
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Final
 
 from alphapanda.kite.connection import FrameDecoder
-from alphapanda.kite.protocol import decode_message
+from alphapanda.kite.protocol import Tick, decode_message
 from alphapanda.metrics.samples import Sample
 from alphapanda.pipeline.accounting import SOURCE_WAL, Accounting
 from alphapanda.pipeline.buffer import TickBuffer
@@ -41,6 +41,7 @@ from alphapanda.wal.recovery import RecoveryCounts, RecoveryFilter
 from alphapanda.wal.segments import ReadReport, parse_segment
 from alphapanda.wal.spooled import spooled_positions
 from alphapanda.wal.tails import (
+    Position,
     TailReport,
     consumer_config,
     read_tail_positions,
@@ -49,6 +50,8 @@ from alphapanda.wal.tails import (
 log = logging.getLogger(__name__)
 
 RETENTION_INTERVAL: Final = 0.2
+# Deferred recovered ticks are put into the buffer in chunks of this many.
+DEFERRED_CHUNK: Final = 1000
 # Between attempts to read the topic's tails while the broker does not answer.
 TAILS_RETRY_DELAY: Final = 2.0
 TAILS_TIMEOUT: Final = 5.0
@@ -100,6 +103,10 @@ class WalIngest:
         self.read_report = ReadReport()
         self.recovery_state = "pending"
         self.held_frames_total = 0
+        # Awaited once the recovered ticks are in the buffer, before held frames go in
+        # (the publisher replays an earlier run's spool only after those ticks).
+        self.on_recovered: Callable[[], Awaitable[None]] | None = None
+        self._deferred: list[Tick] = []
 
     # -- FrameLog (the socket readers' side) ----------------------------------------------
 
@@ -131,6 +138,11 @@ class WalIngest:
         self.wal.open()
         self._old_segments = self.wal.segment_starts()
 
+    @property
+    def has_backlog(self) -> bool:
+        """The WAL holds frames of an earlier run: recovery will look at them."""
+        return bool(self._old_segments)
+
     async def prepare(self) -> None:
         """Before the spool starts replaying: note which messages it holds (only needed
         when there is something to recover)."""
@@ -150,6 +162,12 @@ class WalIngest:
         """Recover, release the held frames, then keep the WAL's retention going."""
         if not await self._recover(stopping):
             return
+        if self.on_recovered is not None:
+            await self.on_recovered()
+        # Recovered ticks newer than what the spool holds of their instrument: behind it.
+        deferred, self._deferred = self._deferred, []
+        for start in range(0, len(deferred), DEFERRED_CHUNK):
+            await self._buffer.put_many(deferred[start : start + DEFERRED_CHUNK], SOURCE_WAL)
         await self._release_held()
         self.recovered.set()
         while True:
@@ -207,10 +225,17 @@ class WalIngest:
         in_spool = self._in_spool
         spooled = len(in_spool)
         self.recovery_state = "publishing recovered ticks"
+        spool_first: dict[int, Position] = {}
+        if self.on_recovered is not None:
+            for token, received_at_ns, index in in_spool:
+                first = spool_first.get(token)
+                if first is None or (received_at_ns, index) < first:
+                    spool_first[token] = (received_at_ns, index)
         selector = RecoveryFilter(
             newest,
             self.counts,
             spooled=in_spool,
+            spool_first=spool_first,
             on_first_index=self._wire.seed_position,
             decode=self._decode,
         )
@@ -223,9 +248,12 @@ class WalIngest:
                 continue
             corrupt_before = len(report.corrupt)
             for frame in parse_segment(data, path.name, report, watermark):
+                deferred_before = len(selector.deferred)
                 ticks = selector.select(frame.received_at_ns, frame.frame)
+                kept = len(ticks) + len(selector.deferred) - deferred_before
+                if kept:
+                    self.wal.decoded(frame.received_at_ns, kept)
                 if ticks:
-                    self.wal.decoded(frame.received_at_ns, len(ticks))
                     await self._buffer.put_many(ticks, SOURCE_WAL)
             for damage in report.corrupt[corrupt_before:]:
                 log.error(
@@ -237,6 +265,7 @@ class WalIngest:
                     damage.records,
                 )
             del data, first_ns
+        self._deferred = selector.deferred
         self.counts.wal_corrupt = report.corrupt_records
         self.counts.wal_torn = report.torn
         self.recovery_state = "done"

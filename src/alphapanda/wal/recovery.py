@@ -20,6 +20,7 @@ from alphapanda.wal.segments import WalFrame
 from alphapanda.wal.tails import Position
 
 _BEFORE_ANY: Position = (-1, -1)
+_AFTER_ANY: Position = (1 << 63, 1 << 31)
 
 
 @dataclass(slots=True)
@@ -45,6 +46,7 @@ class RecoveryFilter:
         counts: RecoveryCounts | None = None,
         *,
         spooled: set[tuple[int, int, int]] | None = None,
+        spool_first: dict[int, Position] | None = None,
         on_first_index: Callable[[int, int, int], None] | None = None,
         decode: Callable[[bytes, int], DecodedMessage] = decode_message,
     ) -> None:
@@ -52,12 +54,18 @@ class RecoveryFilter:
         # (token, receive time, index) of every message in the spool: its own replay
         # publishes them, so they are "already published" whatever their position.
         self._spooled = spooled or set()
+        # The oldest position per instrument in the spool: ticks after it are newer than
+        # what the spool holds of their instrument (they were in the buffer at the
+        # crash) and must be published after the spool's replay: ``deferred``.
+        self._spool_first = spool_first or {}
+        self.deferred: list[Tick] = []
         self._on_first_index = on_first_index
         self._decode = decode
         self.counts = counts or RecoveryCounts()
 
     def select(self, received_at_ns: int, frame: bytes) -> list[Tick]:
-        """The ticks of one WAL frame to publish again, in frame order."""
+        """The ticks of one WAL frame to publish again now, in frame order (those to
+        publish after the spool's replay are added to ``deferred``)."""
         decoded = self._decode(frame, received_at_ns)
         counts = self.counts
         counts.frames += 1
@@ -67,6 +75,7 @@ class RecoveryFilter:
         keep: list[Tick] = []
         kept: set[int] = set()
         spooled = self._spooled
+        spool_first = self._spool_first
         for tick in decoded.ticks:
             token = tick.instrument_token
             index = seen.get(token, -1) + 1
@@ -79,11 +88,14 @@ class RecoveryFilter:
                     if index and self._on_first_index is not None:
                         # The encoder must number it as the packet it was, not as 0.
                         self._on_first_index(token, received_at_ns, index)
-                keep.append(tick)
+                if spool_first and (received_at_ns, index) > spool_first.get(token, _AFTER_ANY):
+                    self.deferred.append(tick)
+                else:
+                    keep.append(tick)
                 counts.per_instrument[token] = counts.per_instrument.get(token, 0) + 1
+                counts.wal_recovered += 1
             else:
                 counts.wal_already_published += 1
-        counts.wal_recovered += len(keep)
         return keep
 
 
