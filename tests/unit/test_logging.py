@@ -210,3 +210,17 @@ def test_long_messages_are_truncated(settings: Settings) -> None:
     msg = json.loads(lines(stream)[0])["msg"]
     assert len(msg) < 2100
     assert msg.endswith("chars truncated]")
+
+
+def test_log_throttle_allows_one_line_per_key_and_interval_and_counts_the_rest() -> None:
+    from alphapanda.logs import LogThrottle
+
+    throttle = LogThrottle(interval=10.0, max_keys=2)
+    assert throttle.allow("a", 0.0) == (True, 0)
+    assert throttle.allow("a", 1.0) == (False, 0)
+    assert throttle.allow("a", 2.0) == (False, 0)
+    assert throttle.allow("a", 10.0) == (True, 2)  # "(and 2 more like it)"
+    # Bounded: a third key forgets the oldest one.
+    assert throttle.allow("b", 11.0) == (True, 0)
+    assert throttle.allow("c", 12.0) == (True, 0)
+    assert throttle.allow("a", 12.5) == (True, 0)  # "a" was forgotten

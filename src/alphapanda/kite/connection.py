@@ -45,9 +45,9 @@ from alphapanda.kite.protocol import (
 from alphapanda.kite.reconnect import ReconnectPolicy
 from alphapanda.kite.sharding import chunked, subscription_delta
 from alphapanda.kite.state import ConnectionStateMachine, ConnectionStatus
-from alphapanda.kite.throttle import LogThrottle
 from alphapanda.kite.tokens import TickSink, TokenProvider, TokenUnavailable
 from alphapanda.kite.transport import ConnectFailed, Connector, FrameSocket, SocketClosed, scrub
+from alphapanda.logs import LogThrottle
 from alphapanda.settings import KiteSettings
 
 log = logging.getLogger(__name__)

@@ -24,6 +24,7 @@ import msgspec
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
 from alphapanda.kafka_security import security_config
+from alphapanda.logs import LogThrottle
 from alphapanda.metrics.samples import Sample
 from alphapanda.settings import KafkaSettings
 
@@ -192,7 +193,7 @@ class MessageProducer:
         self.latency = LatencyReservoir()
         self.last_ack_ns = 0
         self.fatal_error: str | None = None
-        self._error_logged_at: dict[str, float] = {}
+        self._throttle = LogThrottle(_ERROR_LOG_INTERVAL)
 
     # -- sending ------------------------------------------------------------------------
 
@@ -347,10 +348,10 @@ class MessageProducer:
     def _log_once(
         self, key: str, msg: str, *args: object, level: int = logging.ERROR, **kw: Any
     ) -> None:
-        now = time.monotonic()
-        if now - self._error_logged_at.get(key, -_ERROR_LOG_INTERVAL) >= _ERROR_LOG_INTERVAL:
-            self._error_logged_at[key] = now
-            log.log(level, msg, *args, **kw)
+        allowed, suppressed = self._throttle.allow(key, time.monotonic())
+        if allowed:
+            more = f" (and {suppressed} more like it)" if suppressed else ""
+            log.log(level, msg + "%s", *args, more, **kw)
 
     # -- driving librdkafka -------------------------------------------------------------
 

@@ -19,7 +19,7 @@ from confluent_kafka import KafkaError, KafkaException, Message, Producer
 from confluent_kafka.admin import AdminClient
 from confluent_kafka.cimpl import NewTopic
 
-from alphapanda.kite.throttle import LogThrottle
+from alphapanda.logs import LogThrottle
 from alphapanda.metrics.samples import Sample
 from alphapanda.pipeline.producer import producer_config
 from alphapanda.settings import KafkaSettings
