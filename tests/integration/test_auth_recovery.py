@@ -56,6 +56,24 @@ async def sim(unique: str) -> AsyncIterator[SimHandle]:
         yield handle
 
 
+def stored_token_settings(
+    settings_for: Callable[..., Settings], sim: SimHandle, schema: str, **kite: float
+) -> Settings:
+    """Tokens come only from the database (no configured fallback); a waiting client
+    polls the provider every 0.2 s and retries Kite with a stale token only every 30 s."""
+    return settings_for(
+        database={"url": SHARED_DATABASE, "schema_name": schema},
+        kite={
+            "ws_url": sim.ws_url,
+            "api_key": sim.api_key,
+            "access_token": "",
+            "auth_retry_delay": 30.0,
+            "auth_poll_interval": 0.2,
+            **kite,
+        },
+    )
+
+
 def set_token_cli(schema: str, api_key: str, token: str) -> subprocess.CompletedProcess[str]:
     env: dict[str, Any] = {k: v for k, v in os.environ.items() if not k.startswith("ALPHAPANDA_")}
     env.update(
@@ -76,17 +94,8 @@ def set_token_cli(schema: str, api_key: str, token: str) -> subprocess.Completed
 async def test_expired_token_auth_required_then_set_token_resumes_streaming(
     sim: SimHandle, schema: str, settings_for: Callable[..., Settings]
 ) -> None:
-    settings = settings_for(
-        database={"url": SHARED_DATABASE, "schema_name": schema},
-        kite={
-            "ws_url": sim.ws_url,
-            "api_key": sim.api_key,
-            "access_token": "",  # no configured fallback: only stored tokens count
-            "reconnect_base_delay": 0.02,
-            "reconnect_max_delay": 0.2,
-            "auth_retry_delay": 30.0,
-            "auth_poll_interval": 0.2,
-        },
+    settings = stored_token_settings(
+        settings_for, sim, schema, reconnect_base_delay=0.02, reconnect_max_delay=0.2
     )
     desired = {i.instrument_token: "full" for i in default_instruments()[:5]}
     sink = CountingSink()
@@ -142,17 +151,8 @@ async def test_a_token_the_provider_reports_expired_waits_in_auth_required_not_b
     # provider's own clock. The next connection attempt must wait in auth_required and
     # poll the provider (not back off for up to 30 s), and a new token is used within
     # auth_poll_interval.
-    settings = settings_for(
-        database={"url": SHARED_DATABASE, "schema_name": schema},
-        kite={
-            "ws_url": sim.ws_url,
-            "api_key": sim.api_key,
-            "access_token": "",
-            "reconnect_base_delay": 1.0,
-            "reconnect_max_delay": 30.0,
-            "auth_retry_delay": 30.0,
-            "auth_poll_interval": 0.2,
-        },
+    settings = stored_token_settings(
+        settings_for, sim, schema, reconnect_base_delay=1.0, reconnect_max_delay=30.0
     )
     now = [dt.datetime.now(dt.UTC)]
     desired = {i.instrument_token: "full" for i in default_instruments()[:5]}

@@ -12,7 +12,7 @@ from alphapanda.kite.protocol.ticks import MODE_LTP, Tick
 from alphapanda.pipeline.formatter import TickFormatter
 from alphapanda.pipeline.producer import EncodedMessage
 from alphapanda.pipeline.topics_admin import ensure_topic
-from alphapanda.pipeline.wire import POSITION_HEADER, WireEncoder
+from alphapanda.pipeline.wire import POSITION_HEADER, WireEncoder, position_of
 from alphapanda.settings import Settings
 from alphapanda.topics import TopicNames
 from alphapanda.wal.tails import consumer_config, published_among, read_tail_positions
@@ -21,19 +21,14 @@ from tests.support.services import SHARED_KAFKA
 TOKENS = [408065, 738561, 2953217, 5633, 779521, 3045]
 
 
-async def test_tail_positions_are_the_newest_per_instrument_and_the_read_is_bounded(
-    settings_for: Callable[..., Settings],
-) -> None:
-    settings = settings_for(kafka={"topic_partitions": 3})
-    topic = TopicNames.market_ticks(settings.kafka.topic_prefix)
-    assert await ensure_topic(settings.kafka, topic)
+def frames_of_messages(frames: int, first_ns: int, step_ns: int) -> list[EncodedMessage]:
+    """Encoded records of ``frames`` frames, each holding every instrument once and the
+    first one twice (so it has packet indices 0 and 1), as the publisher writes them."""
     encoder = WireEncoder()
     formatter = TickFormatter()
-    producer = Producer({"bootstrap.servers": SHARED_KAFKA, "acks": "all"})
-    newest: dict[int, tuple[int, int]] = {}
-    # 200 frames; each holds every instrument once, and the first one twice.
-    for frame in range(200):
-        ns = 1_000_000 + frame
+    messages: list[EncodedMessage] = []
+    for frame in range(frames):
+        ns = first_ns + frame * step_ns
         for token in [TOKENS[0], *TOKENS]:
             tick = formatter.format(
                 Tick(
@@ -46,9 +41,22 @@ async def test_tail_positions_are_the_newest_per_instrument_and_the_read_is_boun
             )
             assert tick is not None
             key, value, _ = encoder.encode(tick, ns)
-            headers = encoder.position_headers(token, ns)
-            producer.produce(topic, value, key, headers=headers)  # type: ignore[arg-type]
-            newest[token] = (ns, int(headers[-1][1]))
+            messages.append(EncodedMessage(key, value, encoder.position_headers(token, ns), ns))
+    return messages
+
+
+async def test_tail_positions_are_the_newest_per_instrument_and_the_read_is_bounded(
+    settings_for: Callable[..., Settings],
+) -> None:
+    settings = settings_for(kafka={"topic_partitions": 3})
+    topic = TopicNames.market_ticks(settings.kafka.topic_prefix)
+    assert await ensure_topic(settings.kafka, topic)
+    producer = Producer({"bootstrap.servers": SHARED_KAFKA, "acks": "all"})
+    newest: dict[int, tuple[int, int]] = {}
+    # 200 frames; each holds every instrument once, and the first one twice.
+    for m in frames_of_messages(200, 1_000_000, 1):
+        producer.produce(topic, m.value, m.key, headers=m.headers)  # type: ignore[arg-type]
+        newest[int(m.key)] = (m.received_at_ns, position_of(m.headers) or 0)
     assert producer.flush(30) == 0
     assert newest[TOKENS[0]] == (1_000_199, 1)
 
@@ -91,26 +99,8 @@ async def test_published_among_finds_exactly_the_messages_the_topic_holds(
     settings = settings_for(kafka={"topic_partitions": 3})
     topic = TopicNames.market_ticks(settings.kafka.topic_prefix)
     assert await ensure_topic(settings.kafka, topic)
-    encoder = WireEncoder()
-    formatter = TickFormatter()
     producer = Producer({"bootstrap.servers": SHARED_KAFKA, "acks": "all"})
-    base = 1_700_000_000_000_000_000
-    messages: list[EncodedMessage] = []
-    for frame in range(20):
-        ns = base + frame * 1_000_000
-        for token in [TOKENS[0], *TOKENS]:
-            tick = formatter.format(
-                Tick(
-                    instrument_token=token,
-                    mode=MODE_LTP,
-                    tradable=True,
-                    last_price=float(frame + 1),
-                    received_at_ns=ns,
-                )
-            )
-            assert tick is not None
-            key, value, _ = encoder.encode(tick, ns)
-            messages.append(EncodedMessage(key, value, encoder.position_headers(token, ns), ns))
+    messages = frames_of_messages(20, 1_700_000_000_000_000_000, 1_000_000)
     # The topic holds the first 100 (earlier history) and every third of the last 40.
     written = list(range(100)) + [i for i in range(100, 140) if i % 3 == 0]
     for i in written:
