@@ -49,6 +49,10 @@ def settings_for(tmp_path: Path, unique: str):  # type: ignore[no-untyped-def]
         base: dict[str, dict[str, object]] = {
             "kafka": {"bootstrap_servers": SHARED_KAFKA, "topic_prefix": f"test.{unique}."},
             "redis": {"url": SHARED_REDIS},
+            # Redis keys of this test only (metrics, rate-limit buckets): tests may run
+            # side by side on the shared Redis.
+            "metrics": {"namespace": f"test-{unique}"},
+            "api": {"rate_limit_key_prefix": f"test-{unique}:ratelimit"},
             "database": {"url": SHARED_DATABASE},
             "feed": {"spool_dir": tmp_path / "spool", "wal_dir": tmp_path / "wal"},
         }

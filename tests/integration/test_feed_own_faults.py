@@ -304,7 +304,15 @@ async def test_spool_file_io_never_runs_on_the_event_loop(
         second = MarketFeedService(feed_settings(settings_for, sim, spool_dir=spool_dir))
         async with asyncio.TaskGroup() as tg:
             tg.create_task(second.run())
-            await eventually(lambda: second.spool.pending == 0, within=60, what="replayed")
+            await eventually(
+                lambda: (
+                    second.spool.pending == 0
+                    and second.accounting.spooled == 0
+                    and second.accounting.in_flight == 0
+                ),
+                within=60,
+                what="replayed and acked",
+            )
             second.request_stop()
     assert set(names) <= set(calls)
     assert on_loop == []

@@ -131,11 +131,10 @@ class Driver:
             if self.check_error is not None:
                 self.core.on_published_checked(command.window, None, self.check_error, self.now)
             else:
-                present = {
-                    index
-                    for index, message in zip(command.indices, command.messages, strict=True)
-                    if message in self.topic
-                }
+                # As the shell does: positions in the list asked about, then the
+                # window's indices.
+                found = {i for i, message in enumerate(command.messages) if message in self.topic}
+                present = command.window_indices(found)
                 self.core.on_published_checked(command.window, present, None, self.now)
             self.run()
 

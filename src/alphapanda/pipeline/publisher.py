@@ -326,8 +326,8 @@ class Publisher:
                     self._spool_op = tg.create_task(self._run_spool_op(command))
                 case PurgeQueued():
                     self.producer.purge_queued()
-                case CheckPublished(window, _, messages):
-                    tg.create_task(self._check_published(window, messages))
+                case CheckPublished():
+                    tg.create_task(self._check_published(command))
                 case Fatal(reason):
                     if self._on_fatal is not None:
                         self._on_fatal(reason)
@@ -344,13 +344,14 @@ class Publisher:
                             self.core.unresolved_at_shutdown,
                         )
 
-    async def _check_published(self, window: int, messages: list[EncodedMessage]) -> None:
+    async def _check_published(self, check: CheckPublished) -> None:
         try:
-            present = await asyncio.to_thread(self._published_check, messages)
+            found = await asyncio.to_thread(self._published_check, check.messages)
         except (KafkaException, TimeoutError, OSError) as exc:
-            self.core.on_published_checked(window, None, str(exc), self._clock())
+            self.core.on_published_checked(check.window, None, str(exc), self._clock())
         else:
-            self.core.on_published_checked(window, present, None, self._clock())
+            present = check.window_indices(found)
+            self.core.on_published_checked(check.window, present, None, self._clock())
 
     async def _run_spool_op(self, command: Command) -> None:
         spool = self._spool

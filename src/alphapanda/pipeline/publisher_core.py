@@ -163,11 +163,15 @@ class CommitWindow:
 @dataclass(frozen=True, slots=True)
 class CheckPublished:
     """Which of ``messages`` (indices ``indices`` of window ``window``) does the topic
-    already hold? Answer with ``on_published_checked``."""
+    already hold? Answer with ``on_published_checked`` and ``window_indices(found)``."""
 
     window: int
     indices: list[int]
     messages: list[EncodedMessage]
+
+    def window_indices(self, found: set[int]) -> set[int]:
+        """``found`` (positions in ``messages``) as indices of the window."""
+        return {self.indices[i] for i in found}
 
 
 @dataclass(frozen=True, slots=True)

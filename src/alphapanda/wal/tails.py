@@ -183,8 +183,12 @@ def published_among(
     try:
         metadata = consumer.list_topics(topic, timeout=timeout)
         described = metadata.topics.get(topic)
-        if described is None or described.error is not None:
-            raise KafkaException(described.error if described is not None else "no metadata")
+        if described is not None and described.error is not None:
+            if described.error.code() == KafkaError.UNKNOWN_TOPIC_OR_PART:
+                return set()  # no topic yet: it holds nothing
+            raise KafkaException(described.error)
+        if described is None:
+            raise KafkaException("no metadata")
         report = TailReport(partitions=len(described.partitions))
         found: set[int] = set()
         for partition in sorted(described.partitions):
