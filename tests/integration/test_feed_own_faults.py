@@ -253,7 +253,18 @@ async def test_broker_flapping_beyond_message_timeout_keeps_per_instrument_order
     assert service.publisher.spill_events >= 1
     records = await asyncio.to_thread(read_topic, private_kafka.bootstrap, service.topic)
     report = check_ledger(records)
-    assert not report.wrong_partition and not report.gaps
+    core = service.publisher.core
+    figures = {
+        "books": service.accounting.snapshot(),
+        "dropped": dict(service.accounting.dropped),
+        "already_published": core.already_published,
+        "publish_checks": core.publish_checks,
+        "records": len(records),
+        "distinct": len({r.event_id for r in records}),
+        "sent": stats["total_ticks_sent"],
+        "reordered": report.reordered[:5],
+    }
+    assert not report.wrong_partition and not report.gaps, (figures, report.gaps[:5])
     # A message that timed out while on the wire may have been written anyway: the
     # publisher asks the topic before sending it again, so there are no duplicates.
     assert len(records) == len({r.event_id for r in records})

@@ -199,9 +199,15 @@ class Driver:
             self.core.on_direct_acked(direct_acks)
         self.run()
 
-    def purge(self) -> None:
-        """What librdkafka does on PurgeQueued: queued direct messages fail at once."""
+    def purge(self, on_the_wire: int = 0) -> None:
+        """What librdkafka does on PurgeQueued: queued messages fail at once, except the
+        oldest ``on_the_wire`` (in flight: their reports come later, after these)."""
+        wire, self.producer.queued = (
+            self.producer.queued[:on_the_wire],
+            self.producer.queued[on_the_wire:],
+        )
         self.deliver(outcome=Outcome.RETRIABLE)
+        self.producer.queued = wire + self.producer.queued
 
     def assert_balanced(self) -> None:
         assert self.acct.imbalance() == 0, self.acct.snapshot()

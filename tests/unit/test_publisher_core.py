@@ -249,7 +249,18 @@ def test_shutdown_with_an_open_window_commits_its_acked_prefix() -> None:
     steps=st.lists(
         st.tuples(
             st.sampled_from(
-                ["feed", "ack", "fail", "failw", "purge", "spool", "tick", "diskfail", "nocheck"]
+                [
+                    "feed",
+                    "ack",
+                    "fail",
+                    "failw",
+                    "purge",
+                    "purgew",
+                    "spool",
+                    "tick",
+                    "diskfail",
+                    "nocheck",
+                ]
             ),
             st.integers(1, 40),
         ),
@@ -274,6 +285,8 @@ def test_any_interleaving_keeps_per_key_order_and_balances(steps: list[tuple[str
             d.check_error = None if d.check_error else "broker away"
         elif action == "purge":
             d.purge()
+        elif action == "purgew":
+            d.purge(on_the_wire=n % 7)  # the oldest few are on the wire: they fail later
         elif action == "spool":
             d.settle_spool()
         elif action == "tick":
@@ -474,4 +487,34 @@ def test_release_takes_no_input_until_the_recovered_ticks_in_hand_are_produced()
     d.tick(0.01)
     d.settle_spool()
     assert d.topic == [*[msg(i) for i in range(6)], msg(100)]
+    d.assert_balanced()
+
+
+def test_failed_messages_are_sent_again_in_their_original_order() -> None:
+    # The purge fails what is queued at once; what was on the wire fails later (a
+    # timeout). Reports arrive newest first, but they must be re-sent oldest first.
+    d = Driver(capacity=50)
+    d.feed([msg(i, key=1) for i in range(10)])
+    d.deliver(2, Outcome.RETRIABLE)  # times out; 2..9 of its key fail with it...
+    d.feed([msg(i, key=1) for i in range(10, 20)])
+    d.settle_spool()
+    assert d.core.spooling
+    d.tick(REPLAY_RETRY_DELAY)
+    d.deliver()
+    for _ in range(10):
+        d.tick(0.1)
+        d.settle_spool()
+        d.deliver()
+    d.feed([msg(i, key=1) for i in range(20, 30)])
+    d.deliver()
+    # ...now the same with part of the queue on the wire when the purge comes.
+    d.feed([msg(i, key=1) for i in range(30, 40)])
+    d.purge(on_the_wire=3)  # 33..39 fail now
+    d.deliver(outcome=Outcome.RETRIABLE)  # 30..32 time out afterwards
+    d.settle_spool()
+    for _ in range(10):
+        d.tick(0.5)
+        d.settle_spool()
+        d.deliver()
+    assert [m.received_at_ns for m in d.topic] == list(range(40))
     d.assert_balanced()

@@ -80,6 +80,7 @@ from alphapanda.pipeline.accounting import (
     Accounting,
 )
 from alphapanda.pipeline.producer import EncodedMessage
+from alphapanda.pipeline.wire import position_of
 
 log = logging.getLogger(__name__)
 
@@ -106,6 +107,16 @@ PRODUCE_RETRY: Final = 0.001
 CHECK_FAILURE_LOG_EVERY: Final = 30
 # Share of the shutdown deadline kept for purging and spooling at the end.
 SHUTDOWN_RESERVE: Final = 1.0
+
+
+def in_original_order(messages: list[EncodedMessage]) -> list[EncodedMessage]:
+    """Failed messages as they were received. Their reports do not come in that order:
+    the purge fails what is still queued at once, what was on the wire fails later."""
+    return sorted(messages, key=_received_position)
+
+
+def _received_position(message: EncodedMessage) -> tuple[int, int]:
+    return message.received_at_ns, position_of(message.headers) or 0
 
 
 class Outcome(enum.Enum):
@@ -654,6 +665,7 @@ class PublisherCore:
         self._advance_window(now, final)
         if (final or self.fatal_reason is not None) and self._failed and self._spool_idle():
             # No more sending: failed messages go to the spool for the next run.
+            self._failed = in_original_order(self._failed)
             self._spool(AppendToSpool(list(self._failed), True, "failed"))
         self._advance_input(now, final)
         if self.spooling and self.fatal_reason is None and not final:
@@ -770,7 +782,7 @@ class PublisherCore:
             # after a pause (the broker just failed them).
             if self.now < self._failed_at + REPLAY_RETRY_DELAY:
                 return
-            failed, self._failed = self._failed, []
+            failed, self._failed = in_original_order(self._failed), []
             self._open_window(
                 failed,
                 in_memory=True,
