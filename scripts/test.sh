@@ -23,4 +23,22 @@ if [ -n "$started" ] && [ "${KEEP_SERVICES:-0}" != "1" ]; then
 fi
 .venv/bin/ruff check src tests || exit 1
 .venv/bin/mypy || exit 1
-.venv/bin/pytest "$@"
+if [ "$#" -gt 0 ]; then
+    # A targeted run (make test PYTEST_ARGS=...): exactly what was asked, in one process.
+    .venv/bin/pytest "$@"
+    exit $?
+fi
+# The whole suite: the tests that do not measure speed or timing run in parallel worker
+# processes (each file on one worker; every test has its own topics, Redis keys and
+# schema), then the ones that do run alone. TEST_WORKERS=1 runs everything in one process.
+workers="${TEST_WORKERS:-3}"
+if [ "$workers" -le 1 ]; then
+    .venv/bin/pytest
+    exit $?
+fi
+.venv/bin/pytest -m "not serial" -n "$workers" --dist loadfile
+parallel=$?
+.venv/bin/pytest -m serial
+serial=$?
+echo "[test] parallel part exit $parallel, serial part exit $serial" >&2
+[ "$parallel" -eq 0 ] && [ "$serial" -eq 0 ]

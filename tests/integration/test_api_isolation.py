@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
+import pytest
 
 from alphapanda.api.control import ServiceControl
 from alphapanda.api.server import ApiServer
@@ -36,6 +37,9 @@ from alphapanda.service import MarketFeedService
 from alphapanda.settings import Settings
 from tests.support.services import free_port
 from tests.support.sim import INSTRUMENTS_CSV, SimHandle, simulator_process
+
+# Measures speed or timing: runs alone, after the parallel part of the suite.
+pytestmark = pytest.mark.serial
 
 ROOT = Path(__file__).resolve().parents[2]
 API_KEY = "isolation-key-0123456789"

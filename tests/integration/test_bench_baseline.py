@@ -26,6 +26,9 @@ from alphapanda.sim.server import Simulator
 from alphapanda.topics import TopicNames
 from tests.support.services import ROOT, SHARED_KAFKA, SHARED_REDIS
 
+# Measures speed or timing: runs alone, after the parallel part of the suite.
+pytestmark = pytest.mark.serial
+
 INSTRUMENTS = ROOT / "data" / "instruments.csv"
 
 

@@ -7,7 +7,7 @@ import pytest
 
 from alphapanda.bench.burst import run_burst, summary_lines
 
-pytestmark = [pytest.mark.integration, pytest.mark.slow]
+pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.serial]
 
 
 @pytest.mark.parametrize("hot_path", ["native", "python"])

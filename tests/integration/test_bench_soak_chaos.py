@@ -17,7 +17,7 @@ from alphapanda.bench.chaos import run_chaos
 from alphapanda.bench.soak import SoakSample, rss_verdict, run_soak, warmup_seconds
 from tests.support.sim import INSTRUMENTS_CSV
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.serial]
 
 
 def _sample(elapsed: float, rss: float) -> SoakSample:

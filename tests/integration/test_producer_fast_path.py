@@ -7,6 +7,7 @@ import asyncio
 import gc
 import time
 
+import pytest
 from confluent_kafka import KafkaError
 
 from alphapanda.pipeline.producer import EncodedMessage, MessageProducer
@@ -14,6 +15,9 @@ from alphapanda.pipeline.topics_admin import ensure_topic
 from alphapanda.settings import Settings
 from alphapanda.topics import TopicNames
 from tests.integration.test_producer import read_all
+
+# Measures speed or timing: runs alone, after the parallel part of the suite.
+pytestmark = pytest.mark.serial
 
 
 def _messages(n: int, received_at_ns: int) -> list[EncodedMessage]:
