@@ -8,6 +8,8 @@ import time
 from collections import Counter
 from typing import Any
 
+import pytest
+
 from tests.integration.test_sim import (
     CDS,
     EQ,
@@ -18,6 +20,10 @@ from tests.integration.test_sim import (
     connect,
 )
 from tests.support.sim import SimHandle, running_simulator
+
+# Counts what a pre-built window of a given length holds at a given rate: timing, so it
+# runs alone, after the parallel part of the suite.
+pytestmark = pytest.mark.serial
 
 
 async def _pregen(sim: SimHandle) -> dict[str, Any]:

@@ -29,6 +29,7 @@ from confluent_kafka import Consumer, TopicPartition
 
 from alphapanda.pipeline.formatter import MarketTick
 from alphapanda.pipeline.wire import WireDecoder, content_type_of
+from alphapanda.wal.tails import watermarks
 
 
 @dataclass(frozen=True)
@@ -64,11 +65,23 @@ def read_topic(bootstrap: str, topic: str, timeout: float = 60.0) -> list[TickRe
     try:
         metadata = consumer.list_topics(topic, timeout=timeout)
         partitions = sorted(metadata.topics[topic].partitions)
-        highs: dict[int, int] = {}
-        for p in partitions:
-            low, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=timeout)
-            if high > low:
-                highs[p] = high
+
+        def ends() -> dict[int, int]:
+            found: dict[int, int] = {}
+            for p in partitions:
+                low, high = watermarks(consumer, TopicPartition(topic, p), timeout)
+                if high > low:
+                    found[p] = high
+            return found
+
+        # The ends twice in a row the same: a loaded broker answers with what it has.
+        highs = ends()
+        while True:
+            time.sleep(0.2)
+            again = ends()
+            if again == highs:
+                break
+            highs = again
         consumer.assign([TopicPartition(topic, p, 0) for p in highs])
         positions = dict.fromkeys(highs, -1)
         deadline = time.monotonic() + timeout

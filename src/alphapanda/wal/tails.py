@@ -214,7 +214,7 @@ def _read_partition(
     timeout: float,
     report: TailReport,
 ) -> list[TailRecord]:
-    low, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=timeout)
+    low, high = watermarks(consumer, TopicPartition(topic, partition), timeout)
     end = high
     size = window
     while True:
@@ -233,6 +233,22 @@ def _read_partition(
                 )
             return records
         size = min(size * 4, max_window)
+
+
+def watermarks(consumer: Consumer, partition: TopicPartition, timeout: float) -> tuple[int, int]:
+    """``(low, high)`` of ``partition``. A transient answer (no leader yet right after
+    the topic was created, a leader moving) is asked again until ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            low, high = consumer.get_watermark_offsets(partition, timeout=timeout)
+            return int(low), int(high)
+        except KafkaException as exc:
+            error = exc.args[0] if exc.args else None
+            retriable = isinstance(error, KafkaError) and error.retriable()
+            if not retriable or time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
 
 
 def _read_range(
