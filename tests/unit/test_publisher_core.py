@@ -518,3 +518,19 @@ def test_failed_messages_are_sent_again_in_their_original_order() -> None:
         d.deliver()
     assert [m.received_at_ns for m in d.topic] == list(range(40))
     d.assert_balanced()
+
+
+def test_a_full_spool_backing_off_its_appends_still_replays_at_full_speed() -> None:
+    # The spool is at spool_max_bytes: appends are refused and retried with a growing
+    # backoff (up to 2 s). Replay is what makes room: it must not wait for that backoff.
+    d = Driver(window=10)
+    d.preload(200)
+    d.spool.room = 0
+    d.feed([msg(i) for i in range(200, 210)])  # held: the spool refuses it
+    for _ in range(100):
+        d.tick(0.01)  # 1 s in all
+        d.settle_spool()
+        d.deliver()
+    assert d.core.spool_full_waits >= 1
+    assert len(d.topic) >= 150, len(d.topic)  # ~15 windows, not one per backoff
+    d.assert_balanced()

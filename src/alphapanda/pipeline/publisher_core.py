@@ -271,7 +271,8 @@ class PublisherCore:
         self._failed: list[EncodedMessage] = []
         self._spool_busy = False
         self._in_spool: tuple[Origin, int] | None = None  # append in progress
-        self._spool_retry_at = 0.0
+        self._spool_retry_at = 0.0  # next append after a refused one (backoff)
+        self._read_retry_at = 0.0  # next window read after a failed one
         self._spool_backoff = 0.0
         self.spool_problem: str | None = None
         self._window: _Window | None = None
@@ -477,7 +478,7 @@ class PublisherCore:
             self.spool_records -= lost
             self._acct.drop("spooled", DROP_SPOOL_CORRUPT, lost)
         if error is not None:
-            self._spool_retry_at = now + self._next_backoff()
+            self._read_retry_at = now + self._next_backoff()
             log.error("cannot read the spool: %s (retrying)", error)
             self._advance()
             return
@@ -569,6 +570,10 @@ class PublisherCore:
             # Not lost: the spool retries the cursor with its next commit; a crash
             # meanwhile would replay the window once more (duplicates, never loss).
             log.error("spool cursor not persisted: %s", error)
+        elif self.spool_problem is not None:
+            # A replayed window made room: try the refused append again now.
+            self._spool_retry_at = now
+            self._spool_backoff = 0.0
         self._advance()
 
     def on_timer(self, now: float) -> None:
@@ -790,7 +795,9 @@ class PublisherCore:
                 check=True,
             )
             return
-        if not self._spool_idle():
+        # Not _spool_idle(): the backoff of refused appends must not slow the replay,
+        # which is what makes room in a full spool.
+        if self._spool_busy or self.now < self._read_retry_at:
             return
         # Held input (not yet in the spool) is newer than everything in it, so the
         # spool is replayed meanwhile: that is also how a full spool makes room.
