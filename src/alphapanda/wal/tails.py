@@ -235,6 +235,18 @@ def _read_partition(
         size = min(size * 4, max_window)
 
 
+# Answers a partition gives for a moment after its topic was created or while its
+# leader moves (librdkafka does not always flag them retriable here).
+_TRANSIENT: Final = frozenset(
+    {
+        KafkaError.NOT_LEADER_FOR_PARTITION,
+        KafkaError.LEADER_NOT_AVAILABLE,
+        KafkaError.UNKNOWN_TOPIC_OR_PART,
+        KafkaError._TIMED_OUT,
+    }
+)
+
+
 def watermarks(consumer: Consumer, partition: TopicPartition, timeout: float) -> tuple[int, int]:
     """``(low, high)`` of ``partition``. A transient answer (no leader yet right after
     the topic was created, a leader moving) is asked again until ``timeout``."""
@@ -245,8 +257,10 @@ def watermarks(consumer: Consumer, partition: TopicPartition, timeout: float) ->
             return int(low), int(high)
         except KafkaException as exc:
             error = exc.args[0] if exc.args else None
-            retriable = isinstance(error, KafkaError) and error.retriable()
-            if not retriable or time.monotonic() > deadline:
+            transient = isinstance(error, KafkaError) and (
+                error.retriable() or error.code() in _TRANSIENT
+            )
+            if not transient or time.monotonic() > deadline:
                 raise
             time.sleep(0.1)
 
