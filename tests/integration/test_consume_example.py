@@ -10,6 +10,7 @@ import subprocess
 import sys
 from collections.abc import Callable
 
+import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 
 from alphapanda.kite.protocol import decode_message
@@ -41,6 +42,8 @@ def _redeliver_first_record(topic: str) -> None:
     assert producer.flush(10) == 0
 
 
+# Counts what a subprocess printed within a time window: runs alone.
+@pytest.mark.serial
 async def test_consume_example_reads_flags_and_dedupes(
     settings_for: Callable[..., Settings], unique: str
 ) -> None:
