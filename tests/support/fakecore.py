@@ -59,6 +59,7 @@ class Driver:
         self.finished: Finish | None = None
         self.topic: list[EncodedMessage] = []  # what the broker stored, in order
         self.purges = 0
+        self.prepends = 0
         # CheckPublished: answered at once from ``topic`` unless ``check_error`` is set;
         # with ``hold_checks`` they wait in ``pending_checks`` for ``answer_checks``.
         self.check_error: str | None = None
@@ -144,7 +145,17 @@ class Driver:
             command = self.pending_spool.pop(0)
             spool = self.spool
             match command:
-                case AppendToSpool(messages, force, _):
+                case AppendToSpool(messages, _, _, True):
+                    # Like Spool.prepend_many: in front, not size-bounded; the window
+                    # read before is dropped (read again later).
+                    if spool.fail_writes is not None:
+                        self.core.on_spool_appended(0, spool.fail_writes, self.now)
+                    else:
+                        spool.records[:0] = messages
+                        spool.window = 0
+                        self.prepends += 1
+                        self.core.on_spool_appended(len(messages), None, self.now)
+                case AppendToSpool(messages, force, _, _):
                     if spool.fail_writes is not None:
                         self.core.on_spool_appended(0, spool.fail_writes, self.now)
                     else:
@@ -161,7 +172,8 @@ class Driver:
                     spool.window = min(max_records, len(spool.records))
                     self.core.on_window_read(spool.records[: spool.window], lost, None, self.now)
                 case CommitWindow(count):
-                    del spool.records[:count]
+                    del spool.records[: min(count, spool.window)]
+                    spool.window = 0
                     self.core.on_window_committed(None, self.now)
             self.run()
 

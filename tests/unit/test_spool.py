@@ -172,6 +172,80 @@ def test_partial_commit_keeps_the_rest_for_the_next_run(
     again.close()
 
 
+def test_prepended_records_are_replayed_first_also_after_a_reopen(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(spool_module, "SEGMENT_MAX_BYTES", 500)
+    spool = opened(tmp_path)
+    spool.extend(msg(i) for i in range(100, 130))
+    spool.read_window(5)
+    spool.commit_window()  # the cursor is in the middle of its segment now
+    spool.read_window(4)  # an open window is dropped by the prepend
+    assert spool.prepend_many([msg(i) for i in range(3)]) == (3, None)
+    assert spool.pending == 28
+    expected = [msg(i) for i in range(3)] + [msg(i) for i in range(105, 130)]
+    assert spool.read_window(100).messages == expected
+    spool.close()
+    again = opened(tmp_path)
+    assert again.pending == 28
+    assert again.read_window(4).messages == expected[:4]
+    again.commit_window()  # past the prepended segment, into the old cursor's
+    assert again.read_window(100).messages == expected[4:]
+    again.commit_window()
+    assert again.pending == 0 and segments(tmp_path) == []
+    again.close()
+
+
+def test_a_crash_between_the_cursor_and_the_rename_of_a_prepend_replays_nothing_twice(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    spool = opened(tmp_path)
+    spool.extend(msg(i) for i in range(10))
+    spool.read_window(4)
+    spool.commit_window()
+
+    class Crash(BaseException):
+        pass
+
+    def crash(*args: object, **kwargs: object) -> None:
+        raise Crash
+
+    real_replace = os.replace
+    monkeypatch.setattr(
+        spool_module.os,
+        "replace",
+        lambda a, b: crash() if str(a).endswith("prepend.tmp") else real_replace(a, b),
+    )
+    with pytest.raises(Crash):
+        spool.prepend_many([msg(-1)])
+    assert spool._lock_fd is not None
+    os.close(spool._lock_fd)  # the process is gone: so is its lock
+    monkeypatch.undo()
+    again = opened(tmp_path)
+    # The prepended record is lost (the caller still holds it); nothing is replayed twice.
+    assert again.read_window(100).messages == [msg(i) for i in range(4, 10)]
+    assert not (tmp_path / "prepend.tmp").exists()
+    again.close()
+
+
+def test_prepend_to_an_empty_spool_or_below_segment_one_appends(tmp_path: Path) -> None:
+    spool = opened(tmp_path / "empty")
+    assert spool.prepend_many([msg(1)]) == (1, None)
+    assert spool.read_window(10).messages == [msg(1)]
+    spool.close()
+    # A spool written before prepends existed numbers its segments from 1.
+    legacy = tmp_path / "legacy"
+    old = opened(legacy)
+    old.extend(msg(i) for i in range(5))
+    old.close()
+    (legacy / segments(legacy)[0]).rename(legacy / "segment-000000000001.log")
+    (legacy / "cursor").write_text("1 0\n")
+    spool = opened(legacy)
+    assert spool.prepend_many([msg(-1)]) == (1, None)  # behind, not lost
+    assert spool.read_window(10).messages == [msg(i) for i in range(5)] + [msg(-1)]
+    spool.close()
+
+
 def test_second_owner_is_refused_with_the_holders_pid(tmp_path: Path) -> None:
     spool = opened(tmp_path)
     code = (

@@ -109,10 +109,11 @@ async def spoolcorrupt(run: _Run, options: dict[str, Any]) -> str:
     await run.until(lambda: acct.spool_written > before + 3000, "ticks spooled", 60)
     await run.stop_feed()
     spool_dir = run.settings.feed.spool_dir
-    segments = sorted(spool_dir.glob("segment-*.log"))
+    segments = list(spool_dir.glob("segment-*.log"))
     if not segments:
         raise RuntimeError("no spool segment to corrupt")
-    segment = segments[0]
+    # The biggest: what failed at the stop sits in a small segment ahead of it.
+    segment = max(segments, key=lambda p: p.stat().st_size)
     data = bytearray(segment.read_bytes())
     flipped = []
     for fraction in (0.25, 0.5, 0.75):

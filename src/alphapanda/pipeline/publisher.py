@@ -358,7 +358,10 @@ class Publisher:
         core = self.core
         try:
             match command:
-                case AppendToSpool(messages, force, _):
+                case AppendToSpool(messages, _, _, True):
+                    result = await asyncio.to_thread(spool.prepend_many, messages)
+                    core.on_spool_appended(result.written, result.error, self._clock())
+                case AppendToSpool(messages, force, _, _):
                     result = await asyncio.to_thread(spool.append_many, messages, force=force)
                     core.on_spool_appended(result.written, result.error, self._clock())
                 case ReadWindow(max_records):

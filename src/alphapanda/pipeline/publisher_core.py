@@ -149,11 +149,13 @@ class ProduceReplay:
 
 @dataclass(frozen=True, slots=True)
 class AppendToSpool:
-    """Write ``messages`` to the spool; answer with ``on_spool_appended``."""
+    """Write ``messages`` to the spool (``front``: ahead of everything in it, as they
+    are older); answer with ``on_spool_appended``."""
 
     messages: list[EncodedMessage]
     force: bool
     origin: Origin
+    front: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -669,14 +671,35 @@ class PublisherCore:
                 self._commands.append(PurgeQueued())
         self._advance_window(now, final)
         if (final or self.fatal_reason is not None) and self._failed and self._spool_idle():
-            # No more sending: failed messages go to the spool for the next run.
-            self._failed = in_original_order(self._failed)
-            self._spool(AppendToSpool(list(self._failed), True, "failed"))
+            self._spool_failed()
         self._advance_input(now, final)
         if self.spooling and self.fatal_reason is None and not final:
             self._maybe_replay()
         if self._deadline is not None:
             self._maybe_finish(now, final)
+
+    def _spool_failed(self) -> None:
+        # No more sending: failed messages go to the spool for the next run. They are
+        # older than everything in it (newer ticks were spooled while they were being
+        # retried), so they go in front, where the next run replays first.
+        window = self._window
+        front = True
+        if window is not None and not window.in_memory:
+            if window.outstanding == 0 and window.checking is None:
+                # A prepend starts the spool anew: settle the open window first.
+                prefix = window.acked_prefix()
+                self._window = None
+                self.spool_records -= prefix
+                self._spool(CommitWindow(prefix))
+                return
+            front = False  # cannot wait for it: behind, but not lost
+            log.warning(
+                "%d failed ticks go to the end of the spool: the next run replays them "
+                "after newer ones",
+                len(self._failed),
+            )
+        self._failed = in_original_order(self._failed)
+        self._spool(AppendToSpool(list(self._failed), True, "failed", front))
 
     def _fencing(self) -> bool:
         # Messages of the direct route whose fate is open: nothing older may be

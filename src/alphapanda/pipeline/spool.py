@@ -3,11 +3,13 @@
 Layout under ``settings.feed.spool_dir``::
 
     lock                       flock()ed for the life of the owning process; holds its pid
-    segment-000000000001.log   append-only framed-log records, oldest segment first
-    segment-000000000002.log
+    segment-000001000000.log   append-only framed-log records, oldest segment first
+    segment-000001000001.log
     cursor                     "<segment number> <byte offset>" of the first record
                                not yet replayed-and-acked (absent = start of the
-                               oldest segment)
+                               oldest segment), optionally followed by more
+                               "<segment number> <byte offset>" pairs: where reading
+                               starts in a later segment (after a prepend, below)
 
 Each record is one ``alphapanda.framedlog`` record whose payload is msgpack of
 ``[key, value, [[header, value], ...], received_at_ns]``.
@@ -31,6 +33,12 @@ consuming them; ``commit_window()`` moves the cursor past them once every one of
 was acked by the broker and deletes fully replayed segments. A window that is not
 committed (crash, failure) is read again, so across a crash at most one window is
 replayed twice.
+
+Prepend: ``prepend_many`` writes messages *ahead* of everything not yet replayed, in a
+new segment numbered just below the cursor's. It is for messages older than the whole
+spool: deliveries that failed while newer ticks were already being spooled, which must
+still be replayed first. The cursor file is replaced before the segment is renamed into
+place, so a crash in between loses only the new segment, never replays old records.
 
 Size policy: ``max_bytes`` bounds what ``append_many`` accepts, and so does
 ``min_free_bytes`` (free space left on the filesystem); ``force=True`` (messages whose
@@ -64,6 +72,9 @@ SEGMENT_MAX_BYTES: Final = 64 << 20
 # Bytes read per file access while replaying (a window of 5,000 ticks is ~2 MB).
 _READ_CHUNK: Final = 8 << 20
 LOCK_NAME: Final = "lock"
+_PREPEND_TMP: Final = "prepend.tmp"
+# The first segment of a new spool: numbers below it are left for prepends.
+FIRST_SEGMENT: Final = 1_000_000
 
 # Why ``append_many`` stopped short of the whole batch.
 FULL: Final = "spool_max_bytes reached"
@@ -118,7 +129,9 @@ class Spool:
         self._counts: dict[int, int] = {}  # records past the cursor, per segment
         self._fd: int | None = None  # the last segment, open for appending
         self._lock_fd: int | None = None
-        self._cursor: tuple[int, int] = (1, 0)
+        self._cursor: tuple[int, int] = (FIRST_SEGMENT, 0)
+        # Where reading starts in segments after the cursor's (only after a prepend).
+        self._starts: dict[int, int] = {}
         self._window_ends: list[tuple[int, int]] = []
         self._window_stop: tuple[int, int] | None = None
         self._window_counts: list[int] = []  # records of the window per segment order
@@ -149,19 +162,25 @@ class Spool:
         numbers = sorted(
             int(m.group(1)) for p in self.directory.iterdir() if (m := _SEGMENT_RE.match(p.name))
         )
-        cursor = self._read_cursor()
-        if cursor is None:
-            cursor = (numbers[0] if numbers else 1, 0)
+        (self.directory / _PREPEND_TMP).unlink(missing_ok=True)  # a prepend cut short
+        positions = self._read_cursor()
+        if not positions:
+            positions = [(numbers[0] if numbers else FIRST_SEGMENT, 0)]
+        cursor = positions[0]
         for number in numbers:
             if number < cursor[0]:
                 (self.directory / _segment_name(number)).unlink()
         self._segments = [n for n in numbers if n >= cursor[0]]
+        starts = {segment: offset for segment, offset in positions[1:] if segment > cursor[0]}
         if cursor[0] not in self._segments:
-            cursor = (self._segments[0] if self._segments else cursor[0], 0)
+            # Its segment is gone (fully replayed, or a prepend the crash cut short).
+            first = self._segments[0] if self._segments else cursor[0]
+            cursor = (first, starts.get(first, 0))
+        self._starts = {s: o for s, o in starts.items() if s > cursor[0] and s in self._segments}
         self._cursor = cursor
         self.pending = 0
         for number in self._segments:
-            start = cursor[1] if number == cursor[0] else 0
+            start = cursor[1] if number == cursor[0] else self._starts.get(number, 0)
             path = self.directory / _segment_name(number)
             data = path.read_bytes()
             count = 0
@@ -200,12 +219,14 @@ class Spool:
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
         self._lock_fd = fd
 
-    def _read_cursor(self) -> tuple[int, int] | None:
+    def _read_cursor(self) -> list[tuple[int, int]]:
         try:
-            segment, offset = (self.directory / "cursor").read_text().split()
-            return int(segment), int(offset)
+            fields = [int(f) for f in (self.directory / "cursor").read_text().split()]
         except (OSError, ValueError):
-            return None
+            return []
+        if len(fields) < 2 or len(fields) % 2:
+            return []
+        return list(zip(fields[::2], fields[1::2], strict=True))
 
     def _note_damage(self, number: int, damage: framedlog.Damage) -> None:
         key = (number, damage.offset)
@@ -230,7 +251,8 @@ class Spool:
     def size_bytes(self) -> int:
         """Bytes on disk not yet replayed (whole segments past the cursor)."""
         # list() copies atomically: the worker thread may be changing the dict.
-        return max(0, sum(list(self._sizes.values())) - self._cursor[1])
+        skipped = self._cursor[1] + sum(list(self._starts.values()))
+        return max(0, sum(list(self._sizes.values())) - skipped)
 
     @property
     def full(self) -> bool:
@@ -368,6 +390,69 @@ class Spool:
             _fsync_dir(self.directory)
         return self._fd
 
+    def prepend_many(self, messages: Iterable[EncodedMessage]) -> AppendResult:
+        """Write ``messages`` ahead of every record not yet replayed, so they are
+        replayed first (they are older than the spool). Not bounded by the size limits
+        (like ``force``). An open replay window is dropped: it is read again later."""
+        if self.pending == 0:
+            return self.append_many(messages, force=True)
+        number = self._cursor[0] - 1
+        if number < 1:
+            # A spool from before prepends existed, numbered from 1: no room below.
+            log.warning("spool: no segment number below the cursor; appending instead")
+            return self.append_many(messages, force=True)
+        records = [
+            framedlog.encode(self._encoder.encode((m.key, m.value, m.headers, m.received_at_ns)))
+            for m in messages
+        ]
+        if not records:
+            return AppendResult(0)
+        data = b"".join(records)
+        tmp = self.directory / _PREPEND_TMP
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+            try:
+                done = 0
+                while done < len(data):
+                    done += os.write(fd, data[done:])
+                os.fsync(fd)
+                self.fsyncs += 1
+            finally:
+                os.close(fd)
+        except OSError as exc:
+            self.write_errors += 1
+            tmp.unlink(missing_ok=True)
+            self.last_error = f"spool write failed: {exc}"
+            return AppendResult(0, self.last_error)
+        # The cursor first: a crash before the rename then costs the new segment only.
+        previous_cursor, previous_starts = self._cursor, dict(self._starts)
+        if self._cursor[1]:
+            self._starts[self._cursor[0]] = self._cursor[1]
+        self._cursor = (number, 0)
+        error = self._persist_cursor()
+        if error is None:
+            try:
+                os.replace(tmp, self.directory / _segment_name(number))
+                _fsync_dir(self.directory)
+            except OSError as exc:
+                self.write_errors += 1
+                error = f"spool write failed: {exc}"
+                # Back to where it was (on disk too, as far as the disk lets us).
+                self._cursor, self._starts = previous_cursor, previous_starts
+                self._persist_cursor()
+        if error is not None:
+            self._cursor, self._starts = previous_cursor, previous_starts
+            tmp.unlink(missing_ok=True)
+            self.last_error = error
+            return AppendResult(0, error)
+        self._window_ends, self._window_stop = [], None
+        self._segments.insert(0, number)
+        self._sizes[number] = len(data)
+        self._counts[number] = len(records)
+        self.pending += len(records)
+        self.last_error = None
+        return AppendResult(len(records))
+
     def append(self, message: EncodedMessage, *, force: bool = False) -> bool:
         """Append one message; ``False`` if it did not reach the file."""
         return self.append_many([message], force=force).written == 1
@@ -436,8 +521,9 @@ class Spool:
                 offset = 0
                 stop = (segment, 0)
             if offset >= self._sizes[segment] and segment != self._segments[-1]:
-                segment, offset = segment + 1, 0
-                stop = (segment, 0)
+                segment += 1
+                offset = self._starts.get(segment, 0)
+                stop = (segment, offset)
             else:
                 break
         last = self._segments[-1] if self._segments else stop[0]
@@ -496,9 +582,11 @@ class Spool:
             and offset >= self._sizes[segment]
             and segment != self._segments[-1]
         ):
-            segment, offset = segment + 1, 0
+            segment += 1
+            offset = self._starts.get(segment, 0)
         previous = self._cursor
         self._cursor = (segment, offset)
+        self._starts = {s: o for s, o in self._starts.items() if s > segment}
         self._cursor_dirty = self._cursor != previous or self._cursor_dirty
         self.pending -= count
         done: dict[int, int] = {}
@@ -512,7 +600,7 @@ class Spool:
         if self.pending <= 0 and self._segments:
             # Everything replayed: start afresh so the directory does not keep old data.
             self.pending = 0
-            next_number = self._segments[-1] + 1
+            next_number = max(self._segments[-1] + 1, FIRST_SEGMENT)
             if self._fd is not None:
                 with contextlib.suppress(OSError):
                     os.close(self._fd)
@@ -520,6 +608,7 @@ class Spool:
             for number in list(self._segments):
                 self._delete(number)
             self._cursor = (next_number, 0)
+            self._starts.clear()
             self._cursor_dirty = True
         return self._persist_cursor()
 
@@ -537,7 +626,9 @@ class Spool:
         try:
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
             try:
-                os.write(fd, f"{self._cursor[0]} {self._cursor[1]}\n".encode())
+                positions = [self._cursor, *sorted(self._starts.items())]
+                line = " ".join(f"{segment} {offset}" for segment, offset in positions)
+                os.write(fd, f"{line}\n".encode())
                 os.fsync(fd)
             finally:
                 os.close(fd)
