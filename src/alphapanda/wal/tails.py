@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -142,16 +142,8 @@ def read_tail_positions(
     ``TimeoutError``) when the broker does not answer within ``timeout``."""
     consumer = Consumer(config)
     try:
-        metadata = consumer.list_topics(topic, timeout=timeout)
-        described = metadata.topics.get(topic)
-        if described is None or described.error is not None:
-            error = described.error if described is not None else "no metadata"
-            raise KafkaException(error)
-        report = TailReport(partitions=len(described.partitions))
-        for partition in sorted(described.partitions):
-            records = _read_partition(
-                consumer, topic, partition, oldest_ns, window, max_window, timeout, report
-            )
+        report = TailReport()
+        for records in _tails(consumer, topic, oldest_ns, window, max_window, timeout, report):
             newest_positions(records, report.positions, exclude)
             report.records += len(records)
         return report
@@ -172,8 +164,8 @@ def published_among(
 
     Every partition is read back until a record older than the oldest message (less a
     margin): anything written since, including every one of ``messages`` the broker
-    kept, is inside that range. Raises ``KafkaException`` or ``TimeoutError`` when the
-    broker does not answer.
+    kept, is inside that range. A topic that does not exist yet holds nothing. Raises
+    ``KafkaException`` or ``TimeoutError`` when the broker does not answer.
     """
     if not messages:
         return set()
@@ -181,20 +173,12 @@ def published_among(
     oldest_ns = min(m.received_at_ns for m in messages) - CHECK_MARGIN_NS
     consumer = Consumer(config)
     try:
-        metadata = consumer.list_topics(topic, timeout=timeout)
-        described = metadata.topics.get(topic)
-        if described is not None and described.error is not None:
-            if described.error.code() == KafkaError.UNKNOWN_TOPIC_OR_PART:
-                return set()  # no topic yet: it holds nothing
-            raise KafkaException(described.error)
-        if described is None:
-            raise KafkaException("no metadata")
-        report = TailReport(partitions=len(described.partitions))
+        report = TailReport()
         found: set[int] = set()
-        for partition in sorted(described.partitions):
-            records = _read_partition(
-                consumer, topic, partition, oldest_ns, window, max_window, timeout, report
-            )
+        tails = _tails(
+            consumer, topic, oldest_ns, window, max_window, timeout, report, missing_ok=True
+        )
+        for records in tails:
             for record in records:
                 index = wanted.get((record.instrument_token, *record.position))
                 if index is not None:
@@ -202,6 +186,35 @@ def published_among(
         return found
     finally:
         consumer.close()
+
+
+def _tails(
+    consumer: Consumer,
+    topic: str,
+    oldest_ns: int,
+    window: int,
+    max_window: int,
+    timeout: float,
+    report: TailReport,
+    *,
+    missing_ok: bool = False,
+) -> Iterator[list[TailRecord]]:
+    """Each partition's tail back to ``oldest_ns``, one partition at a time (so only
+    one is in memory); ``report.partitions`` is set from the topic's metadata.
+    ``missing_ok``: a topic that does not exist yet yields nothing instead of raising."""
+    metadata = consumer.list_topics(topic, timeout=timeout)
+    described = metadata.topics.get(topic)
+    if described is None:
+        raise KafkaException("no metadata")
+    if described.error is not None:
+        if missing_ok and described.error.code() == KafkaError.UNKNOWN_TOPIC_OR_PART:
+            return
+        raise KafkaException(described.error)
+    report.partitions = len(described.partitions)
+    for partition in sorted(described.partitions):
+        yield _read_partition(
+            consumer, topic, partition, oldest_ns, window, max_window, timeout, report
+        )
 
 
 def _read_partition(
