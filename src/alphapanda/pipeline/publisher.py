@@ -186,6 +186,7 @@ class Publisher:
         self._clock = clock
         self._published_check = published_check
         self._spool_op: asyncio.Task[None] | None = None
+        self._checks: set[asyncio.Task[None]] = set()
         self._shutdown_started: float | None = None
         # Crash recovery first, then the earlier run's spool (see hold_replay).
         self._hold_replay = False
@@ -327,11 +328,17 @@ class Publisher:
                 case PurgeQueued():
                     self.producer.purge_queued()
                 case CheckPublished():
-                    tg.create_task(self._check_published(command))
+                    check = tg.create_task(self._check_published(command))
+                    self._checks.add(check)
+                    check.add_done_callback(self._checks.discard)
                 case Fatal(reason):
                     if self._on_fatal is not None:
                         self._on_fatal(reason)
                 case Finish(prefix):
+                    # An answer would be ignored now: do not wait for a broker that is
+                    # away (its worker thread ends at its own timeout).
+                    for check in list(self._checks):
+                        check.cancel()
                     if self._spool_op is not None:
                         await self._spool_op
                     if prefix is not None:
