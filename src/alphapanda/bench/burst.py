@@ -91,6 +91,7 @@ class BurstResult:
     missing_instruments: int
     ledger_problems: int
     errors: list[str] = field(default_factory=list)
+    wal: bool = True
 
     @property
     def ratio(self) -> float:
@@ -215,6 +216,7 @@ def _feed_env(
     csv: Path,
     hot_path: str,
     connections: int,
+    wal: bool,
 ) -> dict[str, str]:
     env = {key: value for key, value in os.environ.items() if not key.startswith("ALPHAPANDA_")}
     env.update(
@@ -231,6 +233,8 @@ def _feed_env(
             "ALPHAPANDA_DATABASE__SCHEMA_NAME": f"bench_{namespace}",
             "ALPHAPANDA_METRICS__NAMESPACE": namespace,
             "ALPHAPANDA_FEED__SPOOL_DIR": str(spool),
+            "ALPHAPANDA_FEED__WAL_DIR": str(spool.parent / "wal"),
+            "ALPHAPANDA_FEED__WAL_ENABLED": "true" if wal else "false",
             "ALPHAPANDA_FEED__INSTRUMENTS_CSV": str(csv),
             "ALPHAPANDA_FEED__MODE": "full",
             "ALPHAPANDA_FEED__HOT_PATH": hot_path,
@@ -256,6 +260,7 @@ async def run_burst(
     frame_interval: float = 1.0,
     hot_path: str = "auto",
     with_reference: bool = True,
+    wal: bool = True,
 ) -> BurstResult:
     """Run the burst benchmark against ``settings``' Kafka and Redis (module doc)."""
     run_id = uuid.uuid4().hex[:8]
@@ -296,6 +301,7 @@ async def run_burst(
                 csv=csv,
                 hot_path=hot_path,
                 connections=connections,
+                wal=wal,
             )
             log_path = work / "feed.log"
             with log_path.open("w") as log_file:
@@ -405,6 +411,7 @@ async def run_burst(
         missing_instruments=len(missing),
         ledger_problems=ledger_problems,
         errors=errors,
+        wal=wal,
     )
 
 
@@ -466,7 +473,7 @@ def summary_lines(result: BurstResult) -> list[str]:
         f"burst: {result.instruments:,} instruments over {result.connections} connection(s), "
         f"one full-mode frame per connection every {result.frame_interval:g} s, "
         f"{result.seconds:g} s measured, hot path {result.hot_path}, "
-        f"records ~{result.record_bytes} B",
+        f"WAL {'on' if result.wal else 'off'}, records ~{result.record_bytes} B",
         f"feed      frame -> consumer: p50 {f.p50:.1f}  p90 {f.p90:.1f}  p99 {f.p99:.1f}  "
         f"max {f.max:.1f} ms over {f.ticks:,} ticks",
     ]

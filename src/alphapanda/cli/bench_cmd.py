@@ -119,6 +119,10 @@ def burst(
         bool,
         typer.Option(help="Also run a bare producer pushing the same records (same run)."),
     ] = True,
+    wal: Annotated[
+        bool,
+        typer.Option(help="The feed's write-ahead log (on by default, as in production)."),
+    ] = True,
 ) -> None:
     """Kite's cadence end to end: the simulator sends one frame per connection per
     interval → `alphapanda feed` → Kafka → a consumer process. Reports the frame →
@@ -136,6 +140,7 @@ def burst(
             frame_interval=frame_interval,
             hot_path=hot_path,
             with_reference=reference,
+            wal=wal,
         )
     )
     console = Console(width=160)
