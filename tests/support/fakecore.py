@@ -48,9 +48,17 @@ class FakeSpool:
 class Driver:
     """Runs a core against fakes; spool operations complete only when ``settle_spool``."""
 
-    def __init__(self, policy: str = "block", capacity: int = 1000, window: int = 100) -> None:
+    def __init__(
+        self,
+        policy: str = "block",
+        capacity: int = 1000,
+        window: int = 100,
+        stall_after: float | None = None,
+    ) -> None:
         self.acct = Accounting()
-        self.core = PublisherCore(self.acct, policy=policy, replay_window=window)
+        self.core = PublisherCore(
+            self.acct, policy=policy, replay_window=window, stall_after=stall_after
+        )
         self.producer = FakeProducer(capacity)
         self.spool = FakeSpool()
         self.now = 0.0

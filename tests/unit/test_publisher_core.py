@@ -576,3 +576,58 @@ def test_a_full_spool_backing_off_its_appends_still_replays_at_full_speed() -> N
     assert d.core.spool_full_waits >= 1
     assert len(d.topic) >= 150, len(d.topic)  # ~15 windows, not one per backoff
     d.assert_balanced()
+
+
+def test_a_silent_broker_is_noticed_without_producer_timeouts_and_order_holds() -> None:
+    # The producer never times messages out: no report for stall_after seconds means
+    # the broker is away. What is queued is withdrawn (it fails, in order); what is on
+    # the wire waits, and nothing is re-sent before it is settled.
+    d = Driver(capacity=100, stall_after=1.5)
+    d.feed([msg(i) for i in range(10)])
+    d.tick(1.0)
+    assert not d.core.spooling and d.purges == 0
+    d.tick(0.6)
+    assert d.core.spooling and d.purges == 1 and d.core.stalls == 1
+    d.purge(on_the_wire=4)  # 4 are on the wire: they stay outstanding
+    d.feed([msg(i) for i in range(10, 15)])
+    d.settle_spool()
+    d.tick(REPLAY_RETRY_DELAY + 0.1)
+    assert len(d.producer.queued) == 4  # fenced: nothing re-sent while those wait
+    d.deliver()  # the broker is back: the 4 on the wire are acked first
+    for _ in range(20):
+        d.tick(0.5)
+        d.settle_spool()
+        d.deliver()
+    assert d.topic == [msg(i) for i in range(15)] and not d.core.spooling
+    d.assert_balanced()
+
+
+def test_no_stall_while_reports_keep_coming() -> None:
+    d = Driver(capacity=100, stall_after=1.5)
+    for i in range(10):
+        d.feed([msg(i)])
+        d.tick(0.5)
+        d.deliver(1)
+    d.tick(1.0)
+    assert not d.core.spooling and d.core.stalls == 0
+
+
+def test_steady_input_does_not_starve_the_replay() -> None:
+    # Spool idle, input waiting, the spool due for replay: the read goes first (an
+    # append is always ready under steady input, so the replay would never start).
+    d = Driver(window=3)
+    d.preload(5)
+    for round_ in range(6):
+        d.feed([msg(100 + 10 * round_ + i) for i in range(4)])
+        if round_ == 0:
+            assert isinstance(d.pending_spool[0], ReadWindow)
+        d.settle_spool()
+        d.deliver()
+        d.tick(0.6)
+    for _ in range(20):
+        d.tick(0.6)
+        d.settle_spool()
+        d.deliver()
+    assert not d.core.spooling
+    assert in_order_per_key(d.topic) and len(d.topic) == 5 + 24
+    d.assert_balanced()

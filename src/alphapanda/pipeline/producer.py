@@ -80,6 +80,17 @@ def producer_config(settings: KafkaSettings, client_id: str) -> dict[str, Any]:
     }
 
 
+def backstop_timeout_ms(stall_ms: int) -> int:
+    """librdkafka's message timeout for a producer whose caller notices a silent broker
+    itself after ``stall_ms`` and then withdraws everything still queued.
+
+    librdkafka's own timeout can fail an older message on the wire while a newer one of
+    its partition, still queued, is delivered: no re-send can put those back in order.
+    Set well after ``stall_ms``, it only ever fires when the queue behind the messages
+    on the wire was withdrawn already, so nothing newer can overtake them."""
+    return max(4 * stall_ms, stall_ms + 5000)
+
+
 class LatencyReservoir:
     """The most recent latencies in a fixed ring; percentiles computed when asked."""
 
@@ -167,7 +178,10 @@ class MessageProducer:
         *,
         on_ack: Callable[..., None] | None = None,
         client_id: str = "alphapanda-feed",
+        message_timeout_ms: int | None = None,
     ) -> None:
+        """``message_timeout_ms`` replaces the settings' librdkafka message timeout
+        (see ``backstop_timeout_ms``)."""
         self.topic = topic
         self._on_delivery = on_delivery
         # Fast path for the common report (a ``produce_many`` message acked): called as
@@ -178,8 +192,11 @@ class MessageProducer:
         self._acked: list[int] = []
         # Told the receive times of every batch of acks (the WAL's retention uses them).
         self.ack_listener: Callable[[list[int]], None] | None = None
+        config = producer_config(settings, client_id)
+        if message_timeout_ms is not None:
+            config["message.timeout.ms"] = message_timeout_ms
         self._producer = Producer(
-            producer_config(settings, client_id)
+            config
             # librdkafka's own log lines go through logging (served by poll()), not stderr.
             | {"error_cb": self._error, "logger": logging.getLogger("alphapanda.kafka")}
         )

@@ -167,6 +167,7 @@ class Publisher:
         shutdown_deadline: float,
         queue_max_messages: int,
         published_check: PublishedCheck,
+        stall_after: float | None = None,
         on_fatal: Callable[[str], None] | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -177,6 +178,7 @@ class Publisher:
             accounting,
             policy=buffer.policy,
             replay_window=max(1, min(REPLAY_WINDOW, queue_max_messages // 2)),
+            stall_after=stall_after,
         )
         self.producer = producer_factory(self._on_delivery, self.core.on_direct_acked)
         self._spool = spool
@@ -412,6 +414,14 @@ class Publisher:
             (),
             "Ticks whose delivery failed but which the topic turned out to hold: not sent "
             "again (the broker wrote them before the failure).",
+        )
+        yield Sample(
+            "publisher_stalls_total",
+            "counter",
+            self.core.stalls,
+            (),
+            "Times no delivery report came for message_timeout_ms while messages were "
+            "outstanding (the broker was treated as away).",
         )
         yield Sample(
             "publisher_spool_unavailable",

@@ -12,7 +12,13 @@ Routes, never both for one message:
 
 *direct*
     ``Produce`` into librdkafka. If its queue stays full for ``SPILL_AFTER`` seconds,
-    or a delivery fails with a retriable error, the core switches to *spooling*.
+    a delivery fails with a retriable error, or no delivery report at all comes for
+    ``stall_after`` seconds while messages are outstanding, the core switches to
+    *spooling*. (The shell's producer times a message out only much later than that:
+    librdkafka's own timeout can fail an older message on the wire while it delivers a
+    newer one of the same partition. Noticed here first, only what librdkafka has not
+    sent yet is withdrawn, which is always the newest; messages on the wire wait for
+    the broker or for that later timeout, with nothing newer behind them.)
 *spooling*
     New messages are appended to the spool, behind what is already there. What
     librdkafka has not put on the wire yet is purged at once, so it comes back failed
@@ -251,8 +257,13 @@ class PublisherCore:
         *,
         policy: str,
         replay_window: int = REPLAY_WINDOW,
+        stall_after: float | None = None,
     ) -> None:
         self._acct = accounting
+        # No delivery report for this long while messages are outstanding: the broker
+        # is away (None: rely on the producer's own timeouts).
+        self.stall_after = stall_after
+        self._progress_at = 0.0  # the last delivery report, or when waiting began
         self.policy = policy
         self.replay_window = max(1, replay_window)
         self._commands: deque[Command] = deque()
@@ -296,6 +307,7 @@ class PublisherCore:
         self.already_published = 0  # failed messages the topic turned out to hold
         self.publish_checks = 0
         self.check_failures = 0
+        self.stalls = 0  # times no delivery report came for stall_after
 
     # -- what the shell asks ----------------------------------------------------------
 
@@ -382,6 +394,8 @@ class PublisherCore:
         self._producing = False
         if accepted:
             self._acct.produce(accepted)
+            if not self._outstanding():
+                self._progress_at = now
             self.direct_outstanding += accepted
             self._input_pos += accepted
             self._full_since = None
@@ -394,6 +408,7 @@ class PublisherCore:
 
     def on_direct_acked(self, n: int) -> None:
         """Delivery reports said success for ``n`` direct messages."""
+        self._progress_at = self.now
         self._acct.ack(n)
         self.direct_outstanding -= n
         self._produce_retry_at = 0.0  # room was freed
@@ -401,6 +416,7 @@ class PublisherCore:
 
     def on_direct_failed(self, message: EncodedMessage, outcome: Outcome) -> None:
         """A direct message's delivery failed."""
+        self._progress_at = self.now
         self.direct_outstanding -= 1
         if outcome is Outcome.PERMANENT:
             self._acct.drop("awaiting_ack", DROP_DELIVERY_FAILED)
@@ -417,6 +433,7 @@ class PublisherCore:
         w = self._window
         if w is None or w.ident != window:
             return  # cannot happen: a window ends only once it is settled
+        self._progress_at = self.now
         w.outstanding -= 1
         if outcome is Outcome.ACKED:
             w.acked[index] = True
@@ -647,6 +664,8 @@ class PublisherCore:
         self._commands.append(command)
 
     def _send(self, window: _Window, indices: list[int]) -> None:
+        if not self._outstanding():
+            self._progress_at = self.now
         window.outstanding += len(indices)
         self._commands.append(
             ProduceReplay(window.ident, [(i, window.messages[i]) for i in indices])
@@ -658,10 +677,33 @@ class PublisherCore:
             CheckPublished(window.ident, indices, [window.messages[i] for i in indices])
         )
 
+    def _outstanding(self) -> int:
+        window = self._window
+        return self.direct_outstanding + (window.outstanding if window is not None else 0)
+
+    def _check_stall(self, now: float) -> None:
+        # Where a silent broker is noticed, before librdkafka's own (later) timeout
+        # could fail an older message on the wire and still deliver a newer one. What
+        # librdkafka has not sent is withdrawn (it comes back as failed, in order, and
+        # is re-sent or spooled); what is on the wire waits, nothing newer behind it.
+        if (
+            self.stall_after is None
+            or self.fatal_reason is not None
+            or not self._outstanding()
+            or now - self._progress_at < self.stall_after
+        ):
+            return
+        self._progress_at = now
+        self.stalls += 1
+        if not self.spooling:
+            self._enter_spooling(f"no delivery report for {self.stall_after:.1f} s")
+        self._purge_after_failure()
+
     def _advance(self) -> None:
         if self.finished:
             return
         now = self.now
+        self._check_stall(now)
         final = self._final_phase = self._final_phase or (
             self._deadline is not None and now >= self._deadline - self._reserve
         )
@@ -744,6 +786,17 @@ class PublisherCore:
         )
         if self.spool_problem is not None and replay_due:
             return  # the spool refused: replaying it first is what makes room
+        if (
+            replay_due
+            and not self._failed
+            and not self._replay_held
+            and not self._spool_busy
+            and now >= self._read_retry_at
+        ):
+            # The replay's turn: under steady input an append is always ready when the
+            # spool goes idle, and reading the next window would wait forever. The
+            # input waits for this one read (the buffer holds it).
+            return
         if self._spool_idle():
             force = self.closing
             self._spool(AppendToSpool(self._input[self._input_pos :], force, "encoding"))
