@@ -231,3 +231,6 @@ class Driver:
 
     def assert_balanced(self) -> None:
         assert self.acct.imbalance() == 0, self.acct.snapshot()
+        # Awaiting an ack: in the producer, or held by the core (failed, or checked).
+        held = len(self.producer.queued) + self.core.held_failed
+        assert held == self.acct.awaiting_ack, (held, self.acct.snapshot())

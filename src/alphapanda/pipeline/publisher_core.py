@@ -338,9 +338,16 @@ class PublisherCore:
 
     @property
     def held_failed(self) -> int:
-        """Messages whose delivery failed, held here to be produced again first: still
-        ``awaiting_ack`` in the books, though no longer in the producer."""
-        return len(self._failed)
+        """Messages still ``awaiting_ack`` in the books though not in the producer: those
+        whose delivery failed, held here to be produced again first, and those a
+        ``CheckPublished`` is asking about."""
+        held = len(self._failed)
+        window = self._window
+        if window is not None:
+            held += len(window.checking or ())
+            if window.in_memory:
+                held += len(window.failed)  # a spool window's are booked back to spooled
+        return held
 
     @property
     def closing(self) -> bool:
