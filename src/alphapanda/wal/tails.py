@@ -49,6 +49,11 @@ DEFAULT_MAX_WINDOW: Final = 1_000_000
 # How much older than the oldest message asked about a partition's read reaches back:
 # frames of several connections are not appended in strict receive-time order.
 CHECK_MARGIN_NS: Final = 5_000_000_000
+# A broker that was paused (overloaded, SIGSTOPped, a long GC) answers a new connection
+# as soon as it runs again, while produce requests it received before the pause may
+# still be on their way into the log. published_among waits this long after the first
+# answer before it reads the tails, so those writes are there to be seen.
+CHECK_SETTLE_S: Final = 1.0
 
 
 class _Data(msgspec.Struct):
@@ -159,6 +164,7 @@ def published_among(
     window: int = DEFAULT_WINDOW,
     max_window: int = DEFAULT_MAX_WINDOW,
     timeout: float = 10.0,
+    settle: float = CHECK_SETTLE_S,
 ) -> set[int]:
     """Indices of ``messages`` that ``topic`` already holds, compared by exact position.
 
@@ -173,6 +179,8 @@ def published_among(
     oldest_ns = min(m.received_at_ns for m in messages) - CHECK_MARGIN_NS
     consumer = Consumer(config)
     try:
+        consumer.list_topics(timeout=timeout)  # the broker answers again...
+        time.sleep(settle)  # ...and has written what it held before
         report = TailReport()
         found: set[int] = set()
         tails = _tails(
