@@ -80,7 +80,10 @@ DESCRIPTIONS: Final[dict[str, str]] = {
     "ALPHAPANDA_KAFKA__BATCH_SIZE_BYTES": "largest producer batch",
     "ALPHAPANDA_KAFKA__QUEUE_MAX_MESSAGES": "producer queue before ticks go to the spool",
     "ALPHAPANDA_KAFKA__REQUEST_TIMEOUT_MS": "broker request timeout, ms",
-    "ALPHAPANDA_KAFKA__MESSAGE_TIMEOUT_MS": "how long a record is retried before it is spooled, ms",
+    "ALPHAPANDA_KAFKA__MESSAGE_TIMEOUT_MS": (
+        "no delivery report for this long: the broker counts as away and new ticks go to "
+        "the spool, ms"
+    ),
     "ALPHAPANDA_KAFKA__FLUSH_TIMEOUT": "seconds to flush the producer at shutdown",
     "ALPHAPANDA_KAFKA__SECURITY_PROTOCOL": "how to talk to the brokers (TLS, SASL)",
     "ALPHAPANDA_KAFKA__SASL_MECHANISM": "SASL mechanism",
