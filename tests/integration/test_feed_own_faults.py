@@ -19,7 +19,13 @@ from alphapanda.pipeline import spool as spool_module
 from alphapanda.recording import encode_header
 from alphapanda.service import MarketFeedService, ServiceFailed
 from alphapanda.settings import Settings
-from tests.support.feed import assert_books_balance, eventually, feed_settings, quiesce
+from tests.support.feed import (
+    assert_books_balance,
+    eventually,
+    feed_settings,
+    quiesce,
+    settled_sent,
+)
 from tests.support.ledger import check_ledger, read_topic
 from tests.support.services import ROOT, PrivateService, free_port
 from tests.support.sim import SimHandle, running_simulator
@@ -38,17 +44,6 @@ def offline(settings_for: Any, sim: SimHandle, spool_dir: Path, **feed: Any) -> 
         shutdown_deadline=2.0,
         **feed,
     )
-
-
-async def settled_sent(sim: Any) -> int:
-    """The simulator's count of ticks sent, once it stopped changing (no feed left)."""
-    last = -1
-    while True:
-        sent = int((await sim.stats())["total_ticks_sent"])
-        if sent == last:
-            return sent
-        last = sent
-        await asyncio.sleep(0.3)
 
 
 async def test_disk_full_while_spooling_keeps_the_publisher_alive_and_counts_everything(

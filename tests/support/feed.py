@@ -38,6 +38,17 @@ async def eventually(
         await asyncio.sleep(0.02)
 
 
+async def settled_sent(sim: SimHandle) -> int:
+    """The simulator's count of ticks sent, once it stopped changing (no feed left)."""
+    last = -1
+    while True:
+        sent = int((await sim.stats())["total_ticks_sent"])
+        if sent == last:
+            return sent
+        last = sent
+        await asyncio.sleep(0.3)
+
+
 async def quiesce(
     sim: SimHandle, service: MarketFeedService, within: float = 60.0, earlier_runs: int = 0
 ) -> dict[str, Any]:
