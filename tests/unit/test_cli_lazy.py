@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from alphapanda.cli.app import COMMAND_MODULES, command_name
+from alphapanda.cli.app import COMMAND_MODULES, command_name, missing_bench_extra
 
 pytestmark = pytest.mark.unit
 
@@ -49,3 +49,27 @@ def test_a_command_imports_only_its_own_module() -> None:
     for command in COMMAND_MODULES:
         names, _ = _probe(command)
         assert command in names
+
+
+def test_a_benchmark_without_its_optional_dependencies_says_how_to_install_them() -> None:
+    # None in sys.modules makes an import raise ModuleNotFoundError, as on a plain install.
+    script = (
+        "import sys; sys.modules['psutil'] = None\n"
+        "sys.argv = ['alphapanda', 'bench', 'burst', '--seconds', '1']\n"
+        "from alphapanda.cli.app import main\n"
+        "main()\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert done.returncode == 2, done.stderr
+    assert "psutil" in done.stderr and "pip install 'alphapanda[bench]'" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_only_a_missing_bench_module_under_bench_is_explained() -> None:
+    def missing(name: str) -> ModuleNotFoundError:
+        return ModuleNotFoundError(f"No module named {name!r}", name=name)
+
+    assert missing_bench_extra(["bench", "soak"], missing("matplotlib")) == "matplotlib"
+    assert missing_bench_extra(["--env-file", "x", "bench", "e2e"], missing("aiokafka"))
+    assert missing_bench_extra(["bench", "soak"], missing("msgspec")) is None  # broken install
+    assert missing_bench_extra(["doctor"], missing("psutil")) is None

@@ -626,10 +626,7 @@ def test_steady_input_does_not_starve_the_replay() -> None:
         d.settle_spool()
         d.deliver()
         d.tick(0.6)
-    for _ in range(20):
-        d.tick(0.6)
-        d.settle_spool()
-        d.deliver()
+    drain(d)
     assert not d.core.spooling
     assert in_order_per_key(d.topic) and len(d.topic) == 5 + 24
     d.assert_balanced()

@@ -113,10 +113,34 @@ def _debug_requested() -> bool:
     return os.environ.get("ALPHAPANDA_LOG__LEVEL", "").upper() == "DEBUG"
 
 
+# The modules of the optional ``bench`` extra (pyproject.toml): the benchmarks import
+# them, the feed does not, so a plain install has none of them.
+BENCH_EXTRA_MODULES = frozenset({"aiokafka", "httpx", "matplotlib", "psutil"})
+
+
+def missing_bench_extra(argv: list[str], exc: ModuleNotFoundError) -> str | None:
+    """The module of the ``bench`` extra whose absence stopped a benchmark (``None``:
+    something else is missing, a real error)."""
+    if command_name(argv) == "bench" and exc.name in BENCH_EXTRA_MODULES:
+        return exc.name
+    return None
+
+
 def main() -> None:
     _register()
     try:
         sys.exit(app())
+    except ModuleNotFoundError as exc:
+        missing = missing_bench_extra(sys.argv[1:], exc)
+        if missing is None:
+            raise
+        typer.secho(
+            f"this benchmark needs {missing}, one of the optional benchmark dependencies: "
+            "pip install 'alphapanda[bench]' (from a checkout: pip install -e '.[bench]')",
+            fg=typer.colors.RED,
+            err=True,
+        )
+        sys.exit(2)
     except (StartupError, SettingsError) as exc:
         # A set-up mistake: the message names the setting and the fix; a traceback
         # would only bury it.

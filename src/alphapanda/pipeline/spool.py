@@ -267,10 +267,7 @@ class Spool:
         self, messages: Iterable[EncodedMessage], *, force: bool = False
     ) -> AppendResult:
         """Write ``messages`` in order, fsync, and say how many reached the file."""
-        records = [
-            framedlog.encode(self._encoder.encode((m.key, m.value, m.headers, m.received_at_ns)))
-            for m in messages
-        ]
+        records = self._records(messages)
         if not records:
             return AppendResult(0)
         error: str | None = None
@@ -390,6 +387,14 @@ class Spool:
             _fsync_dir(self.directory)
         return self._fd
 
+    def _records(self, messages: Iterable[EncodedMessage]) -> list[bytes]:
+        """Each message as one framed record of the file."""
+        encode = self._encoder.encode
+        return [
+            framedlog.encode(encode((m.key, m.value, m.headers, m.received_at_ns)))
+            for m in messages
+        ]
+
     def prepend_many(self, messages: Iterable[EncodedMessage]) -> AppendResult:
         """Write ``messages`` ahead of every record not yet replayed, so they are
         replayed first (they are older than the spool). Not bounded by the size limits
@@ -401,10 +406,7 @@ class Spool:
             # A spool from before prepends existed, numbered from 1: no room below.
             log.warning("spool: no segment number below the cursor; appending instead")
             return self.append_many(messages, force=True)
-        records = [
-            framedlog.encode(self._encoder.encode((m.key, m.value, m.headers, m.received_at_ns)))
-            for m in messages
-        ]
+        records = self._records(messages)
         if not records:
             return AppendResult(0)
         data = b"".join(records)
