@@ -26,8 +26,8 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO, Final
 
+from alphapanda.kite.ports import TickSink
 from alphapanda.kite.protocol import Tick, decode_message
-from alphapanda.kite.tokens import TickSink
 from alphapanda.metrics.samples import Sample
 from alphapanda.pipeline.formatter import TickFormatter
 from alphapanda.pipeline.wire import WireEncoder

@@ -40,7 +40,7 @@ import msgspec
 from alphapanda.instruments import load_instrument_dump
 from alphapanda.kite.client import TickerClient
 from alphapanda.kite.connection import FrameListener
-from alphapanda.kite.tokens import StaticTokenProvider, TokenProvider
+from alphapanda.kite.ports import StaticTokenProvider, TokenProvider
 from alphapanda.metrics.keys import LAST_TICK_TIMESTAMP
 from alphapanda.metrics.samples import MetricsSource, Sample
 from alphapanda.pipeline.accounting import DROP_SPOOL_CORRUPT, Accounting

@@ -22,7 +22,7 @@ from alphapanda.auth import (
     TokenExpired,
     token_expiry,
 )
-from alphapanda.kite.tokens import TokenProvider
+from alphapanda.kite.ports import TokenProvider
 from alphapanda.settings import Settings
 from alphapanda.testing import VirtualClock, eventually
 from tests.support.services import SHARED_DATABASE, free_port

@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 import pytest
 
 from alphapanda.kite.client import TickerClient
-from alphapanda.kite.tokens import StaticTokenProvider
+from alphapanda.kite.ports import StaticTokenProvider
 from alphapanda.modes import MODES
 from alphapanda.testing import eventually
 from tests.support.sim import SimHandle, default_instruments, running_simulator

@@ -10,7 +10,7 @@ import logging
 import pytest
 
 from alphapanda.kite.client import TickerClient
-from alphapanda.kite.tokens import StaticTokenProvider
+from alphapanda.kite.ports import StaticTokenProvider
 from alphapanda.testing import always, eventually
 from tests.support.sim import default_instruments, running_simulator
 from tests.support.ticker import (

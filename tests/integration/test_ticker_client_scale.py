@@ -8,8 +8,8 @@ import pytest
 
 from alphapanda.instruments import Instrument
 from alphapanda.kite.client import TickerClient
+from alphapanda.kite.ports import StaticTokenProvider
 from alphapanda.kite.sharding import CapacityError
-from alphapanda.kite.tokens import StaticTokenProvider
 from alphapanda.testing import eventually
 from tests.support.sim import default_instruments, running_simulator
 from tests.support.ticker import (

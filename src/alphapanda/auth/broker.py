@@ -20,7 +20,7 @@ class AccessTokenSource(Protocol):
 class BrokerAuthenticator:
     """Credentials for the Kite ticker: the API key, and a fresh token per attempt.
 
-    Satisfies ``alphapanda.kite.tokens.TokenProvider``."""
+    Satisfies ``alphapanda.kite.ports.TokenProvider``."""
 
     def __init__(self, api_key: str, auth: AccessTokenSource) -> None:
         self._api_key = api_key

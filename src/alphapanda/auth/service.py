@@ -40,7 +40,7 @@ from alphapanda.db.lifecycle import (
     DatabaseNotStarted,
     DatabaseService,
 )
-from alphapanda.kite.tokens import TokenUnavailable
+from alphapanda.kite.ports import TokenUnavailable
 from alphapanda.metrics.samples import Sample
 from alphapanda.settings import Settings
 
@@ -107,7 +107,7 @@ class _Resolved:
 class AuthService(DatabaseService):
     """Kite access tokens: login flow, manual setting, persistence and expiry.
 
-    Satisfies ``alphapanda.kite.tokens.TokenProvider``. Use as an async context manager.
+    Satisfies ``alphapanda.kite.ports.TokenProvider``. Use as an async context manager.
     """
 
     def __init__(

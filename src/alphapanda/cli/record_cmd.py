@@ -16,8 +16,8 @@ from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeR
 
 from alphapanda.cli.app import app, settings_from
 from alphapanda.kite.client import TickerClient
+from alphapanda.kite.ports import StaticTokenProvider
 from alphapanda.kite.protocol import Tick
-from alphapanda.kite.tokens import StaticTokenProvider
 from alphapanda.logs import configure_logging, flush_suppressed, secrets_of
 from alphapanda.pipeline.spool import SpoolError
 from alphapanda.recording import RecordingError, RecordingReader, RecordingWriter

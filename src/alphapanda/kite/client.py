@@ -31,11 +31,11 @@ from alphapanda.kite.connection import (
     OrderListener,
     ShardConnection,
 )
+from alphapanda.kite.ports import TickSink, TokenProvider
 from alphapanda.kite.protocol import decode_message
 from alphapanda.kite.reconnect import REASONS
 from alphapanda.kite.sharding import CapacityError, ShardPlanner, validate_modes
 from alphapanda.kite.state import STATES, ConnectionStatus
-from alphapanda.kite.tokens import TickSink, TokenProvider
 from alphapanda.kite.transport import Connector, WebSocketConnector
 from alphapanda.metrics.samples import Sample
 from alphapanda.modes import MODES

@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Final, Protocol
 
+from alphapanda.kite.ports import TickSink, TokenProvider, TokenUnavailable
 from alphapanda.kite.protocol import (
     ACTION_MODE,
     ACTION_SUBSCRIBE,
@@ -45,7 +46,6 @@ from alphapanda.kite.protocol import (
 from alphapanda.kite.reconnect import ReconnectPolicy
 from alphapanda.kite.sharding import chunked, subscription_delta
 from alphapanda.kite.state import ConnectionStateMachine, ConnectionStatus
-from alphapanda.kite.tokens import TickSink, TokenProvider, TokenUnavailable
 from alphapanda.kite.transport import ConnectFailed, Connector, FrameSocket, SocketClosed, scrub
 from alphapanda.logs import LogThrottle
 from alphapanda.settings import KiteSettings

@@ -1,6 +1,8 @@
-"""Where a connection gets its access token, and where its ticks go.
+"""The ticker client's two boundaries: where a connection gets its access token, and
+where its ticks go.
 
-Two narrow boundaries of the ticker client. ``TokenProvider`` is asked before every
+``TokenProvider`` (an *access* token; "token" alone means an instrument token elsewhere)
+is asked before every
 connection attempt, so a token refreshed by ``AuthService`` is picked up on the next
 reconnect without restarting anything. ``TickSink`` is the downstream buffer; its
 ``put_many`` may block, which is how backpressure reaches the socket reader.
