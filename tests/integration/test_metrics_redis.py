@@ -47,9 +47,11 @@ class FeedSource:
             yield Sample(k.SEND_LATENCY, "gauge", value, (("quantile", quantile),))
         for reason, count in self.drops.items():
             yield Sample(k.DROPS_SAMPLE, "counter", count, (("reason", reason),))
-        yield Sample(k.RECONNECTS_SAMPLE, "counter", 1, (("shard", "0"), ("reason", "refused")))
         yield Sample(
-            k.PACKETS_SKIPPED_SAMPLE, "counter", 4, (("shard", "0"), ("reason", "truncated"))
+            k.KITE_RECONNECT_ATTEMPTS, "counter", 1, (("shard", "0"), ("reason", "refused"))
+        )
+        yield Sample(
+            k.KITE_SKIPPED_PACKETS, "counter", 4, (("shard", "0"), ("reason", "truncated"))
         )
         yield Sample(k.CONNECTION_STATE, "gauge", 1, (("shard", "0"), ("state", "connected")))
         yield Sample(k.BUFFER_DEPTH_SAMPLE, "gauge", 17)

@@ -62,9 +62,9 @@ class ShardSource:
                 k.CONNECTION_STATE, "gauge", float(state == self.state), (shard, ("state", state))
             )
         for reason, count in self.reconnects.items():
-            yield Sample(k.RECONNECTS_SAMPLE, "counter", count, (shard, ("reason", reason)))
+            yield Sample(k.KITE_RECONNECT_ATTEMPTS, "counter", count, (shard, ("reason", reason)))
         yield Sample(
-            k.PACKETS_SKIPPED_SAMPLE, "counter", self.skipped, (shard, ("reason", "unknown_length"))
+            k.KITE_SKIPPED_PACKETS, "counter", self.skipped, (shard, ("reason", "unknown_length"))
         )
 
 
@@ -138,7 +138,7 @@ def test_declared_keys_receive_the_mapped_samples() -> None:
     assert snap[k.BUFFER_DEPTH] == 42
     assert snap[k.CONNECTIONS]["0"]["state"] == "connected"
     assert snap[k.CONNECTIONS]["1"]["state"] == "backoff"
-    assert snap[k.CONNECTIONS]["1"][k.RECONNECTS_SAMPLE] == 5
+    assert snap[k.CONNECTIONS]["1"][k.KITE_RECONNECT_ATTEMPTS] == 5
     # Nothing fed the spool keys: they are unknown, not zero.
     assert snap["spool"] == {"bytes": None, "messages": None}
     assert snap["updated_at"] == "2025-11-24T16:00:00.000+00:00"
@@ -226,7 +226,12 @@ def test_prometheus_exposition_round_trips_through_the_parser() -> None:
     assert samples[("alphapanda_ticks_received_total", ())] == 1234
     assert samples[("alphapanda_ticks_dropped_total", (("reason", "conflated"),))] == 5
     assert samples[("alphapanda_send_latency_seconds", (("quantile", "0.99"),))] == 0.012
-    assert samples[("alphapanda_reconnects_total", (("reason", "refused"), ("shard", "0")))] == 1
+    assert (
+        samples[
+            ("alphapanda_kite_reconnect_attempts_total", (("reason", "refused"), ("shard", "0")))
+        ]
+        == 1
+    )
     # The collector's own health is exported too.
     assert samples[("alphapanda_metrics_flush_failures_total", (("reason", "timeout"),))] == 0
     # A counter is never exported as <name>_total_total.

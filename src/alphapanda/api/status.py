@@ -30,13 +30,9 @@ from alphapanda.metrics.samples import Sample
 _SHARD_FIELDS = {
     keys.TICKS_RECEIVED: "ticks_received",
     "connection_ticks_received_total": "ticks_received",
-    keys.RECONNECTS_SAMPLE: "reconnect_count",
     "connection_reconnects_total": "reconnect_count",
     "connection_instruments": "instruments",
-    "subscribed_instruments": "instruments",
-    "instruments": "instruments",
     "connection_last_frame_age_seconds": "last_frame_age_seconds",
-    "last_frame_age_seconds": "last_frame_age_seconds",
     "connection_since_timestamp_seconds": "since_timestamp_seconds",
 }
 

@@ -37,6 +37,7 @@ from alphapanda.kite.reconnect import REASONS
 from alphapanda.kite.sharding import CapacityError, ShardPlanner, validate_modes
 from alphapanda.kite.state import STATES, ConnectionStatus
 from alphapanda.kite.transport import Connector, WebSocketConnector
+from alphapanda.metrics.keys import KITE_RECONNECT_ATTEMPTS, KITE_SKIPPED_PACKETS
 from alphapanda.metrics.samples import Sample
 from alphapanda.modes import MODES
 from alphapanda.settings import KiteSettings
@@ -219,7 +220,7 @@ class TickerClient:
 
         for reason in sorted(set(REASONS) | set(total.attempts)):
             yield Sample(
-                "kite_reconnect_attempts_total",
+                KITE_RECONNECT_ATTEMPTS,
                 "counter",
                 total.attempts.get(reason, 0),
                 (("reason", reason),),
@@ -230,7 +231,7 @@ class TickerClient:
         yield Sample("kite_ticks_received_total", "counter", total.ticks, (), "Ticks decoded")
         for reason in sorted(set(_SKIP_REASONS) | set(total.skipped)):
             yield Sample(
-                "kite_skipped_packets_total",
+                KITE_SKIPPED_PACKETS,
                 "counter",
                 total.skipped.get(reason, 0),
                 (("reason", reason),),

@@ -30,6 +30,7 @@ from typing import Final
 import msgspec
 
 from alphapanda.kite.protocol import DepthEntry, Tick
+from alphapanda.metrics.keys import FORMATTER_MALFORMED
 from alphapanda.metrics.samples import Sample
 from alphapanda.modes import MODES
 
@@ -387,7 +388,7 @@ class TickFormatter:
         )
         for reason, count in sorted(self._malformed_by_reason.items()):
             yield Sample(
-                "ticks_malformed_total",
+                FORMATTER_MALFORMED,
                 "counter",
                 count,
                 (("reason", reason),),
