@@ -10,15 +10,14 @@ import asyncio
 import webbrowser
 from collections.abc import Awaitable, Callable
 from typing import Annotated, TypeVar
-from urllib.parse import urlsplit
 
 import typer
-from sqlalchemy.exc import DBAPIError
 
 from alphapanda.auth import AuthService, AuthStatus, LoginFailed
 from alphapanda.auth.expiry import IST
 from alphapanda.auth.redirect import RedirectError, capture_request_token, listen_address, login_url
 from alphapanda.cli.app import app, settings_from
+from alphapanda.cli.database import run_with_database
 from alphapanda.ops.preflight import StartupError
 from alphapanda.settings import Settings
 
@@ -33,24 +32,11 @@ T = TypeVar("T")
 
 
 def _run(settings: Settings, action: Callable[[AuthService], Awaitable[T]]) -> T:
-    async def main() -> T:
-        async with AuthService(settings) as auth:
-            return await action(auth)
-
     try:
-        return asyncio.run(main())
+        return run_with_database(settings, AuthService, action)
     except LoginFailed as exc:
         typer.secho(str(exc), fg=typer.colors.RED, err=True)
         raise typer.Exit(1) from None
-    except ValueError as exc:
-        typer.secho(str(exc), fg=typer.colors.RED, err=True)
-        raise typer.Exit(2) from None
-    except (OSError, TimeoutError, DBAPIError) as exc:
-        where = urlsplit(settings.database.url.get_secret_value())
-        raise StartupError(
-            f"ALPHAPANDA_DATABASE__URL: cannot reach PostgreSQL at {where.hostname}:"
-            f"{where.port or 5432} ({type(exc).__name__}); start it or fix the URL"
-        ) from None
 
 
 def _describe(status: AuthStatus) -> str:

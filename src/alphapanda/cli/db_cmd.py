@@ -5,9 +5,9 @@ from __future__ import annotations
 import asyncio
 
 import typer
-from sqlalchemy.exc import DBAPIError
 
 from alphapanda.cli.app import app, settings_from
+from alphapanda.cli.database import UNREACHABLE, unreachable
 from alphapanda.db.engine import Database
 from alphapanda.db.migrate import current_revision, head_revision, upgrade
 
@@ -31,13 +31,8 @@ def upgrade_cmd(
     database = Database.from_settings(settings_from(ctx).database)
     try:
         now = asyncio.run(upgrade(database, revision))
-    except (OSError, TimeoutError, DBAPIError) as exc:
-        typer.secho(
-            f"cannot reach PostgreSQL at {database.display_url}: {type(exc).__name__}",
-            fg=typer.colors.RED,
-            err=True,
-        )
-        raise typer.Exit(1) from None
+    except UNREACHABLE as exc:
+        raise unreachable(database, exc) from None
     typer.echo(f"schema {database.schema} at revision {now}")
 
 
@@ -49,7 +44,10 @@ def upgrade_cmd(
 def current_cmd(ctx: typer.Context) -> None:
     """Show the schema's revision and the newest one this version ships."""
     database = Database.from_settings(settings_from(ctx).database)
-    now = asyncio.run(current_revision(database))
+    try:
+        now = asyncio.run(current_revision(database))
+    except UNREACHABLE as exc:
+        raise unreachable(database, exc) from None
     head = head_revision()
     state = "up to date" if now == head else "upgrade needed"
     typer.echo(f"schema {database.schema}: revision {now or 'none'} (head {head}, {state})")

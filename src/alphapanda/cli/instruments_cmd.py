@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -11,11 +10,11 @@ from typing import Annotated, TypeVar
 import typer
 from rich.console import Console
 from rich.table import Table
-from sqlalchemy.exc import DBAPIError
 
 from alphapanda.auth import AuthRequired, AuthService
 from alphapanda.auth.expiry import IST
 from alphapanda.cli.app import app, settings_from
+from alphapanda.cli.database import run_with_database
 from alphapanda.instruments.fetch import FetchError
 from alphapanda.registry import InstrumentRegistryService, LoadReport, StreamingInstrument
 from alphapanda.registry.lookup import FoundInstrument
@@ -36,18 +35,7 @@ MAX_SHOWN_ERRORS = 50
 
 
 def _run(settings: Settings, action: Callable[[InstrumentRegistryService], Awaitable[T]]) -> T:
-    async def main() -> T:
-        async with InstrumentRegistryService(settings) as registry:
-            return await action(registry)
-
-    try:
-        return asyncio.run(main())
-    except ValueError as exc:
-        typer.secho(str(exc), fg=typer.colors.RED, err=True)
-        raise typer.Exit(2) from None
-    except (OSError, TimeoutError, DBAPIError) as exc:
-        typer.secho(f"cannot reach PostgreSQL: {type(exc).__name__}", fg=typer.colors.RED, err=True)
-        raise typer.Exit(1) from None
+    return run_with_database(settings, InstrumentRegistryService, action)
 
 
 def _echo_bad_rows(report: LoadReport) -> None:
