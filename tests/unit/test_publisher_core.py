@@ -59,6 +59,27 @@ def test_full_queue_spills_after_the_grace_period_and_leaves_librdkafka_its_queu
     d.assert_balanced()
 
 
+def test_a_produce_waiting_to_run_keeps_its_messages_out_of_the_spool() -> None:
+    # The shell serves delivery reports (poll) and then the timer before it runs the
+    # commands: an ack that queued a Produce, then the spill deadline, both in between.
+    # Those messages must go one way only (they went to librdkafka and the spool).
+    d = Driver(capacity=5)
+    d.feed([msg(i) for i in range(8)])  # 5 accepted, 3 wait for room
+    d.tick(SPILL_AFTER * 0.8)
+    acked, _ = d.producer.queued.pop(0)
+    d.topic.append(acked)
+    d.core.on_direct_acked(1)  # room: a Produce of the 3 is queued, not run yet
+    d.now = SPILL_AFTER * 1.2
+    d.core.on_timer(d.now)  # the spill deadline passes before it runs
+    d.run()
+    d.settle_spool()
+    produced = {id(m) for m, _ in d.producer.queued}
+    assert not produced & {id(m) for m in d.spool.records}
+    drain(d)
+    assert d.topic == [msg(i) for i in range(8)]
+    d.assert_balanced()
+
+
 def test_outage_cycle_returns_to_direct_in_order() -> None:
     d = Driver(capacity=50, window=7)
     d.feed([msg(i) for i in range(30)])

@@ -777,13 +777,15 @@ class PublisherCore:
             if self.spool_records > 0 and not self.spooling:
                 self.spooling = True
                 log.info("recovered ticks handed to the producer: replaying the spool next")
-        if self._input_pos >= len(self._input):
+        if self._input_pos >= len(self._input) or self._producing:
+            # (A Produce not executed yet holds the input from _input_pos on: until its
+            # outcome is known, nothing of it may go to the spool as well.)
             return
         if not self.spooling:
             if self._full_since is not None and now - self._full_since >= SPILL_AFTER:
                 self._full_since = None
                 self._enter_spooling(f"producer queue full for {SPILL_AFTER:.1f} s")
-            elif not self._producing and now >= self._produce_retry_at:
+            elif now >= self._produce_retry_at:
                 self._producing = True
                 self._commands.append(Produce(self._input[self._input_pos :], 0))
                 return

@@ -54,6 +54,8 @@ CHECK_MARGIN_NS: Final = 5_000_000_000
 # still be on their way into the log. published_among waits this long after the first
 # answer before it reads the tails, so those writes are there to be seen.
 CHECK_SETTLE_S: Final = 1.0
+# Pause between metadata requests while a just-created topic is not known yet.
+METADATA_RETRY_S: Final = 0.1
 
 
 class _Data(msgspec.Struct):
@@ -210,14 +212,22 @@ def _tails(
     """Each partition's tail back to ``oldest_ns``, one partition at a time (so only
     one is in memory); ``report.partitions`` is set from the topic's metadata.
     ``missing_ok``: a topic that does not exist yet yields nothing instead of raising."""
-    metadata = consumer.list_topics(topic, timeout=timeout)
-    described = metadata.topics.get(topic)
-    if described is None:
-        raise KafkaException("no metadata")
-    if described.error is not None:
-        if missing_ok and described.error.code() == KafkaError.UNKNOWN_TOPIC_OR_PART:
+    deadline = time.monotonic() + timeout
+    while True:
+        metadata = consumer.list_topics(topic, timeout=timeout)
+        described = metadata.topics.get(topic)
+        if described is None:
+            raise KafkaException("no metadata")
+        if described.error is None:
+            break
+        if described.error.code() != KafkaError.UNKNOWN_TOPIC_OR_PART:
+            raise KafkaException(described.error)
+        if missing_ok:
             return
-        raise KafkaException(described.error)
+        # A topic created a moment ago is not in every broker's metadata yet.
+        if time.monotonic() >= deadline:
+            raise KafkaException(described.error)
+        time.sleep(METADATA_RETRY_S)
     report.partitions = len(described.partitions)
     for partition in sorted(described.partitions):
         yield _read_partition(
