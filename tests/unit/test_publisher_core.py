@@ -235,6 +235,25 @@ def test_shutdown_waits_for_acks_on_a_healthy_broker() -> None:
     d.assert_balanced()
 
 
+def test_the_shutdown_deadline_waits_for_a_produce_about_to_run() -> None:
+    # The deadline passes between an ack that queued a Produce and its run: those
+    # ticks must not also be counted as dropped at shutdown.
+    d = Driver(capacity=5)
+    d.feed([msg(i) for i in range(8)])  # 5 accepted, 3 wait for room
+    d.core.close(d.now + 1, d.now)
+    d.run()
+    acked, _ = d.producer.queued.pop(0)
+    d.topic.append(acked)
+    d.core.on_direct_acked(1)  # room: a Produce is queued, not run yet
+    d.now += 2
+    d.core.on_timer(d.now)  # past the deadline before it runs
+    d.run()
+    d.deliver()
+    d.tick(0.01)
+    assert d.finished is not None
+    d.assert_balanced()
+
+
 def test_shutdown_during_an_outage_spools_what_failed_by_the_deadline() -> None:
     d = Driver(capacity=100)
     d.feed([msg(i) for i in range(20)])

@@ -930,8 +930,8 @@ class PublisherCore:
             )
         if not done and now < self._deadline:
             return
-        if self._spool_busy:
-            return  # a spool write is running; its outcome must be booked first
+        if self._spool_busy or self._producing:
+            return  # a spool write or a Produce is under way; its outcome is booked first
         rest = len(self._input) - self._input_pos
         if rest:
             self._acct.drop(
