@@ -47,7 +47,7 @@ from alphapanda.pipeline.accounting import DROP_SPOOL_CORRUPT, Accounting
 from alphapanda.pipeline.buffer import TickBuffer
 from alphapanda.pipeline.formatter import TickFormatter
 from alphapanda.pipeline.hotpath import select_hot_path
-from alphapanda.pipeline.producer import NEVER_TIME_OUT, DeliveryHandler, MessageProducer
+from alphapanda.pipeline.producer import DeliveryHandler, MessageProducer, backstop_timeout_ms
 from alphapanda.pipeline.publisher import Publisher, TickEncoder
 from alphapanda.pipeline.spool import Spool
 from alphapanda.pipeline.topics_admin import TopicSetupError, ensure_topic
@@ -153,14 +153,13 @@ class MarketFeedService:
         def make_producer(
             on_delivery: DeliveryHandler, on_ack: Callable[[int], None]
         ) -> MessageProducer:
-            # The publisher notices a silent broker itself (stall_after); librdkafka
-            # keeps what it holds until the broker answers.
+            # The publisher notices a silent broker itself (stall_after), in order.
             return MessageProducer(
                 settings.kafka,
                 self.topic,
                 on_delivery,
                 on_ack=on_ack,
-                message_timeout_ms=NEVER_TIME_OUT,
+                message_timeout_ms=backstop_timeout_ms(settings.kafka.message_timeout_ms),
             )
 
         self.publisher = Publisher(

@@ -135,10 +135,10 @@ class KafkaSettings(_Group):
     queue_max_messages: int = Field(200_000, ge=1000)
     request_timeout_ms: int = Field(5_000, ge=100)
     # How long the feed waits for any delivery report while messages are outstanding
-    # before it treats the broker as away: new ticks go to the spool. What librdkafka
-    # holds is never timed out (see ``NEVER_TIME_OUT``); it is delivered, in order and
-    # once, when the broker answers. (A standalone ``MessageProducer`` uses it as
-    # librdkafka's message timeout.)
+    # before it treats the broker as away: what librdkafka has not sent yet is withdrawn
+    # and new ticks go to the spool. librdkafka's own message timeout is set well after
+    # it (see ``backstop_timeout_ms``), so it never fails an older message while a newer
+    # one is delivered. Long enough to ride out a broker restart.
     message_timeout_ms: int = Field(60_000, ge=1000)
     flush_timeout: float = Field(10.0, gt=0)
     # Managed brokers (Confluent Cloud, Redpanda Cloud, MSK) need SASL over TLS; every

@@ -80,12 +80,15 @@ def producer_config(settings: KafkaSettings, client_id: str) -> dict[str, Any]:
     }
 
 
-# librdkafka's message.timeout.ms for the feed's producer: never. An idempotent
-# producer delivers what it accepted in order and exactly once, however long the broker
-# is away; a message it timed out may still be written by the broker later, and the
-# feed could neither re-send it (a duplicate) nor leave it (a gap). The publisher
-# notices a silent broker itself and spools new ticks meanwhile.
-NEVER_TIME_OUT: Final = 0
+def backstop_timeout_ms(stall_ms: int) -> int:
+    """librdkafka's message timeout for a producer whose caller notices a silent broker
+    itself after ``stall_ms`` and then withdraws everything still queued.
+
+    librdkafka's own timeout can fail an older message on the wire while a newer one of
+    its partition, still queued, is delivered: no re-send can put those back in order.
+    Set well after ``stall_ms``, it only ever fires when the queue behind the messages
+    on the wire was withdrawn already, so nothing newer can overtake them."""
+    return max(4 * stall_ms, stall_ms + 5000)
 
 
 class LatencyReservoir:

@@ -319,12 +319,8 @@ class Publisher:
                     self._check_fatal()
                     core.on_produced(accepted, self._clock())
                 case ProduceReplay(window, items):
-                    refused = False
                     for index, message in items:
-                        # After a refusal none of the later ones is offered: they
-                        # would overtake it.
-                        if refused or not self.producer.try_produce(message, (window, index)):
-                            refused = True
+                        if not self.producer.try_produce(message, (window, index)):
                             core.on_replay_refused(window, index)
                 case AppendToSpool() | ReadWindow() | CommitWindow():
                     # One spool operation at a time (the core waits for each outcome).

@@ -14,30 +14,29 @@ Routes, never both for one message:
     ``Produce`` into librdkafka. If its queue stays full for ``SPILL_AFTER`` seconds,
     a delivery fails with a retriable error, or no delivery report at all comes for
     ``stall_after`` seconds while messages are outstanding, the core switches to
-    *spooling*. What librdkafka holds stays there: the shell's producer never times a
-    message out, so librdkafka (an idempotent producer) delivers it in order and once
-    when the broker answers again. Nothing is withdrawn from it while the feed runs:
-    a message it sent before (a retry after a request timeout) may still be written
-    by a slow broker after the withdrawal, and sent again it would be in the topic
-    twice.
+    *spooling*. (The shell's producer times a message out only much later than that:
+    librdkafka's own timeout can fail an older message on the wire while it delivers a
+    newer one of the same partition. Noticed here first, only what librdkafka has not
+    sent yet is withdrawn, which is always the newest; messages on the wire wait for
+    the broker or for that later timeout, with nothing newer behind them.)
 *spooling*
-    New messages are appended to the spool, behind what is already there. Messages of
-    the direct route that fail (an unexpected retriable error) are older than anything
-    in the spool: what librdkafka holds behind them is withdrawn so it cannot overtake
-    them; they are kept in memory (bounded by librdkafka's queue, which held them until
-    then) and re-sent first, as a window of their own, once nothing of the direct route
-    is outstanding any more (the fence). Then the spool is replayed in windows: a
-    window is read and produced; its cursor is committed once every message was acked.
-    A window message that failed (or that the full queue refused: nothing after it is
-    offered) is re-sent after a pause, and only while nothing of the direct route is
-    outstanding. When a window is the whole spool, new input is held for a moment (the
-    TickBuffer absorbs it) hoping the window is acked; the core goes back to direct
-    sends only once every message of the last window is acked, otherwise the held input
-    is spooled behind it. So per-instrument order holds through any number of outages.
+    New messages are appended to the spool, behind what is already there. What
+    librdkafka has not put on the wire yet is purged at once, so it comes back failed
+    right away, in order. Messages of the direct route that fail are older than
+    anything in the spool: they are kept in memory (bounded by librdkafka's queue,
+    which held them until then) and re-sent first, as a window of their own, once
+    nothing of the direct route is outstanding any more (the fence). Then the spool is
+    replayed in windows: a window is read and produced; its cursor is committed once
+    every message was acked. A window message that failed is re-sent after a pause,
+    and only while nothing of the direct route is outstanding. When a window is the
+    whole spool, new input is held for a moment (the TickBuffer absorbs it) hoping the
+    window is acked; the core goes back to direct sends only once every message of the
+    last window is acked, otherwise the held input is spooled behind it. So
+    per-instrument order holds through any number of outages.
 
     A message whose delivery failed may still have been written by the broker: the
     broker wrote it and then went away before answering, or librdkafka had put a
-    retry of it back in its queue when a purge withdrew it. Sent again as a new
+    retry of it back in its queue when the purge withdrew it. Sent again as a new
     message it would be in the topic twice. So before failed messages are sent again,
     and before the windows of a spool left by an earlier run (which may hold messages
     that were on the wire when that run ended), the shell is asked which of them the
@@ -66,8 +65,7 @@ librdkafka's queue). ``spool_problem`` says why, until a write succeeds again.
 
 Shutdown (``close(deadline)`` once the buffer is closed and drained): keep going until
 everything is settled; near the deadline stop replaying, purge what librdkafka has not
-sent, every ``PURGE_INTERVAL`` (it comes back and is spooled, in front: the next run
-asks the topic about it first) and spool everything held; at the deadline
+sent (it comes back and is spooled) and spool everything held; at the deadline
 ``Finish`` with the acked prefix of an open window to commit. Messages already on the
 wire whose fate is still unknown stay counted in ``awaiting_ack``.
 """
@@ -101,8 +99,8 @@ REPLAY_RETRY_DELAY: Final = 1.0
 # Backoff between attempts to write to a spool that refused or failed.
 SPOOL_RETRY_MIN: Final = 0.05
 SPOOL_RETRY_MAX: Final = 2.0
-# In the last moments of a shutdown, what librdkafka re-queues (retries after a
-# request timeout) is withdrawn again this often, so it can be spooled.
+# While fencing, what librdkafka re-queues (retries after a request timeout) is
+# purged again this often, so the fence does not wait for message.timeout.ms.
 PURGE_INTERVAL: Final = 0.25
 # How long new input is held while the last window of the spool awaits its acks
 # (if they come, the core goes back to direct sends without spooling the input).
@@ -459,18 +457,8 @@ class PublisherCore:
         self._advance()
 
     def on_replay_refused(self, window: int, index: int) -> None:
-        """The producer refused a window message (its queue was full). It was never
-        sent; the shell offers none of the window's later messages after it, so nothing
-        needs withdrawing: it is sent again with the window's failures."""
-        w = self._window
-        if w is None or w.ident != window:
-            return
-        w.outstanding -= 1
-        w.failed.append(index)
-        if not w.in_memory:
-            self._acct.replay_failed()
-        w.is_last = False
-        self._advance()
+        """The producer refused a window message (its queue was full)."""
+        self.on_replay_report(window, index, Outcome.RETRIABLE)
 
     def on_fatal(self, reason: str) -> None:
         """The producer failed fatally: it will never send again."""
@@ -631,13 +619,11 @@ class PublisherCore:
     # -- the decisions ------------------------------------------------------------------
 
     def _enter_spooling(self, why: str) -> None:
-        # What librdkafka holds stays there: it delivers it in order and exactly once
-        # when the broker answers again. Withdrawing it could not be undone (a message
-        # it sent before may still be written by a slow broker after the withdrawal).
         if not self.spooling:
             self.spooling = True
             self.spill_events += 1
             log.warning("%s: spooling new ticks to disk", why)
+        self._purge()
 
     def _leave_spooling(self) -> None:
         self.spooling = False
@@ -652,6 +638,11 @@ class PublisherCore:
         if self.fatal_reason is None and not (
             self._commands and isinstance(self._commands[-1], PurgeQueued)
         ):
+            self._last_purge = self.now
+            self._commands.append(PurgeQueued())
+
+    def _purge(self) -> None:
+        if self.fatal_reason is None and self.now - self._last_purge >= PURGE_INTERVAL:
             self._last_purge = self.now
             self._commands.append(PurgeQueued())
 
@@ -713,6 +704,7 @@ class PublisherCore:
         self.stalls += 1
         if not self.spooling:
             self._enter_spooling(f"no delivery report for {self.stall_after:.1f} s")
+        self._purge_after_failure()
 
     def _advance(self) -> None:
         if self.finished:
@@ -722,18 +714,10 @@ class PublisherCore:
         final = self._final_phase = self._final_phase or (
             self._deadline is not None and now >= self._deadline - self._reserve
         )
-        if (
-            final
-            and self.fatal_reason is None
-            and self._outstanding()
-            and (not self._final_purged or now - self._last_purge >= PURGE_INTERVAL)
-        ):
-            # No more waiting: withdraw what librdkafka has not sent (it comes back
-            # failed and is spooled), again now and then, as requests that time out
-            # put their messages back in its queue.
+        if final and not self._final_purged:
             self._final_purged = True
-            self._last_purge = now
-            self._commands.append(PurgeQueued())
+            if self.fatal_reason is None:
+                self._commands.append(PurgeQueued())
         self._advance_window(now, final)
         if (final or self.fatal_reason is not None) and self._failed and self._spool_idle():
             self._spool_failed()
