@@ -1,249 +1,238 @@
-"""The feed process, assembled: ``open_feed(settings)`` wires every finished part together.
+"""The one place that constructs the feed's parts and wires them together.
 
-``MarketFeedService`` owns the tick path; this module decides *where its inputs come
-from* in a real deployment and attaches what runs beside it:
+``build(settings, overrides)`` returns ``FeedParts`` — sources, buffer, encoder,
+producer, spool, WAL, connections, derived streams, metrics, API control — ready for
+``MarketFeedService(parts)`` to run. ``Overrides`` is what a caller changes from the
+default wiring: the feed process hands in its database services, tests and benchmarks
+hand in their own instruments, tokens, frame listener or background services.
 
-* tokens: ``AuthService`` (PostgreSQL, 06:00 IST expiry, ``settings.kite.access_token``
-  as the fallback) through ``BrokerAuthenticator`` — a token stored by
-  ``alphapanda auth login`` / ``set-token`` is used at the next handshake;
-* instruments: ``InstrumentRegistryService`` (PostgreSQL first, the CSV when the
-  database is unreachable) wrapped in ``RegistryInstruments``, which also covers a
-  fresh install (see there);
-* ``RegistryFollower``: the registry's LISTEN/NOTIFY watcher, supervised in the
-  service's TaskGroup, turning streaming-set changes into subscription deltas;
-* metrics collector (Redis) and control API, plus the auth and registry figures.
+``open_feed(settings)`` is the feed process's wiring (``alphapanda feed``): it opens
+the two database services and builds with them, so that
 
-``alphapanda feed`` runs ``open_feed`` and tests use it to run exactly that wiring.
+* tokens come from ``AuthService`` (PostgreSQL, 06:00 IST expiry,
+  ``settings.kite.access_token`` as the fallback) through ``BrokerAuthenticator`` — a
+  token stored by ``alphapanda auth login`` / ``set-token`` is used at the next
+  handshake;
+* instruments come from ``InstrumentRegistryService`` (PostgreSQL first, the CSV when
+  the database is unreachable) wrapped in ``RegistryInstruments``, which also covers a
+  fresh install, and ``RegistryFollower`` turns registry changes into subscription
+  deltas while the feed runs;
+* the metrics collector (Redis) and the control API run beside the pipeline.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
-from typing import Protocol
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass
+from functools import partial
 
 from alphapanda.api import ApiServer, ServiceControl
-from alphapanda.api.control import CsvInstrumentCatalog, RegistryInstrumentCatalog
 from alphapanda.auth import AuthService, BrokerAuthenticator
-from alphapanda.db.lifecycle import DB_UNAVAILABLE as _DB_UNAVAILABLE
-from alphapanda.kite.sharding import CapacityError
+from alphapanda.instruments.catalogs import (
+    CsvInstrumentCatalog,
+    InstrumentCatalog,
+    RegistryInstrumentCatalog,
+)
+from alphapanda.instruments.sources import (
+    CsvInstrumentSource,
+    InstrumentSource,
+    RegistryFollower,
+    RegistryInstruments,
+)
+from alphapanda.kite.client import TickerClient
+from alphapanda.kite.connection import FrameListener
+from alphapanda.kite.ports import StaticTokenProvider, TokenProvider
 from alphapanda.metrics.collector import PipelineMetricsCollector
-from alphapanda.metrics.samples import Sample
+from alphapanda.parts import BackgroundService, FeedLifecycle, FeedParts
+from alphapanda.pipeline.accounting import Accounting
+from alphapanda.pipeline.buffer import TickBuffer
+from alphapanda.pipeline.formatter import TickFormatter
+from alphapanda.pipeline.hotpath import HotPath, select_hot_path
+from alphapanda.pipeline.producer import DeliveryHandler, MessageProducer, backstop_timeout_ms
+from alphapanda.pipeline.publisher import Publisher, TickEncoder
+from alphapanda.pipeline.spool import Spool
+from alphapanda.pipeline.wire import WireEncoder
 from alphapanda.registry import InstrumentRegistryService
-from alphapanda.registry.watch import OnChange
-from alphapanda.service import CsvInstrumentSource, MarketFeedService
+from alphapanda.service import FeedFigures
 from alphapanda.settings import Settings
+from alphapanda.streams.runner import DerivedStreams, ServiceState
+from alphapanda.topics import TopicNames
+from alphapanda.wal.ingest import WalIngest
+from alphapanda.wal.tails import consumer_config, published_among
 
 log = logging.getLogger(__name__)
 
-
-class SubscriptionTarget(Protocol):
-    """Where the desired set goes (``TickerClient``): applied as deltas, no reconnect."""
-
-    async def set_subscriptions(self, desired: Mapping[int, str]) -> None: ...
+__all__ = ["FeedParts", "Overrides", "build", "open_feed"]
 
 
-class StreamingRegistry(Protocol):
-    """What the feed needs of ``InstrumentRegistryService``."""
+@dataclass(frozen=True, kw_only=True)
+class Overrides:
+    """What a caller changes from the default wiring (every field optional).
 
-    @property
-    def source(self) -> str:
-        """Where the last set came from: ``database``, ``csv`` or ``none``."""
-        ...
-
-    async def load(self) -> dict[int, str]: ...
-
-    async def list_streaming(self, include_disabled: bool = False) -> Sequence[object]: ...
-
-    async def watch(self, on_change: OnChange) -> None: ...
-
-
-class RegistryInstruments:
-    """The feed's ``InstrumentSource``: the registry, with a CSV for a fresh install.
-
-    * Database reachable and instruments marked for streaming: that set.
-    * Database unreachable: the registry's own CSV fallback (logged at ERROR there).
-    * Database reachable but the streaming table has never been filled (no row at
-      all, enabled or not — a fresh install): the CSV ``settings.feed.instruments_csv``
-      in ``settings.feed.mode`` if one is configured (``make run`` configures the
-      simulator's universe), with a WARNING. Without a CSV nothing is streamed — never
-      made-up instruments — and the WARNING says how to choose instruments; the feed
-      waits, connected, for the first instrument to be marked for streaming.
-    * Rows exist but all are disabled: nothing is streamed — that is the operator's
-      choice (``instruments unstream``), not a missing configuration.
+    * ``instruments``: where the instruments to stream come from (default: the CSV
+      ``feed.instruments_csv`` in ``feed.mode``). Ignored when ``registry`` is given.
+    * ``tokens``: the access tokens (default: ``kite.access_token``). Ignored when
+      ``auth`` is given.
+    * ``auth`` / ``registry``: the feed process's database services; they bring the
+      tokens, the instruments, the registry follower, the known-instruments catalog of
+      the API and their own figures.
+    * ``frame_listener``: sees every raw frame read from a socket (``alphapanda record``).
+    * ``services``: more background services, run after the built-in ones.
+    * ``metrics`` / ``api``: run the metrics collector (Redis) / the control API.
     """
 
-    def __init__(self, registry: StreamingRegistry, csv: CsvInstrumentSource) -> None:
-        self.registry = registry
-        self._csv = csv
-        self.unconfigured_fallback = False
-
-    @property
-    def source(self) -> str:
-        """``database``, ``csv`` (database down), ``csv-unconfigured``, ``unconfigured``
-        (no streaming set and no CSV) or ``none``."""
-        if not self.unconfigured_fallback:
-            return self.registry.source
-        return "csv-unconfigured" if self._csv.path is not None else "unconfigured"
-
-    async def load(self) -> dict[int, str]:
-        desired = await self.registry.load()
-        if desired or self.registry.source != "database" or await self._configured():
-            self.unconfigured_fallback = False
-            return desired
-        self.unconfigured_fallback = True
-        if self._csv.path is None:
-            log.warning(
-                "no instruments to stream: the registry has no streaming set and no CSV is "
-                "configured. Waiting; choose instruments with `alphapanda instruments fetch` "
-                "then `alphapanda instruments stream NSE:INFY ...` (applied within a second)"
-            )
-            return {}
-        fallback = await self._csv.load()
-        log.warning(
-            "instrument registry has no streaming instruments configured (fresh install?): "
-            "streaming %d instrument(s) from %s in mode %s until `alphapanda instruments "
-            "stream` or `instruments load --mode` configures the registry",
-            len(fallback),
-            self._csv.path,
-            self._csv.mode,
-        )
-        return fallback
-
-    async def resolve_change(self, desired: dict[int, str]) -> dict[int, str] | None:
-        """The set to apply for a change the watcher reported; None: keep the current."""
-        if desired:
-            if self.unconfigured_fallback:
-                log.warning("instrument registry configured: streaming its set from now on")
-            self.unconfigured_fallback = False
-            return desired
-        try:
-            configured = await self._configured()
-        except _DB_UNAVAILABLE as exc:
-            log.warning(
-                "cannot check the registry (%s); keeping the current set", type(exc).__name__
-            )
-            return None
-        if not configured:
-            # Still (or again) a registry without configuration: keep/return to the CSV.
-            if self.unconfigured_fallback:
-                return None
-            self.unconfigured_fallback = True
-            return await self._csv.load()
-        self.unconfigured_fallback = False
-        return desired
-
-    async def _configured(self) -> bool:
-        rows = await self.registry.list_streaming(include_disabled=True)
-        return bool(rows)
+    instruments: InstrumentSource | None = None
+    tokens: TokenProvider | None = None
+    auth: AuthService | None = None
+    registry: InstrumentRegistryService | None = None
+    frame_listener: FrameListener | None = None
+    services: Sequence[BackgroundService] = ()
+    metrics: bool = False
+    api: bool = False
 
 
-class RegistryFollower:
-    """``BackgroundService``: streaming-set changes in the registry → subscription deltas.
+def build(settings: Settings, overrides: Overrides | None = None) -> FeedParts:
+    """Construct every part of one feed and wire them; nothing runs or opens yet."""
+    overrides = overrides or Overrides()
+    feed = settings.feed
+    topic = TopicNames.market_ticks(settings.kafka.topic_prefix)
+    lifecycle = FeedLifecycle()
+    accounting = Accounting()
+    buffer = TickBuffer(feed.buffer_capacity, feed.buffer_policy, accounting)
+    spool = Spool(feed.spool_dir, feed.spool_max_bytes, feed.spool_min_free_bytes)
+    formatter = TickFormatter(include_depth=feed.include_depth, include_oi=feed.include_oi)
+    hot_path = _hot_path(settings)
+    encoder = TickEncoder(formatter, WireEncoder(feed.wire_format), accounting)
 
-    Runs the registry's watcher (LISTEN/NOTIFY, resync, DB restarts survived) until
-    ``stop()``. Changes arriving while the feed shuts down are ignored, so the
-    unsubscribe-and-drain of the shutdown is not undone.
-    """
-
-    def __init__(
-        self,
-        instruments: RegistryInstruments,
-        target: SubscriptionTarget,
-        stopping: Callable[[], bool],
-    ) -> None:
-        self._instruments = instruments
-        self._target = target
-        self._stopping = stopping
-        self._stop = asyncio.Event()
-        self.changes_applied = 0
-        self.changes_refused = 0
-
-    async def run(self) -> None:
-        async with asyncio.TaskGroup() as tg:
-            watch = tg.create_task(
-                self._instruments.registry.watch(self._apply), name="registry-watch"
-            )
-            await self._stop.wait()
-            watch.cancel()
-
-    def stop(self) -> None:
-        self._stop.set()
-
-    def samples(self) -> Iterator[Sample]:
-        """Registry changes applied to / refused by the running feed (``MetricsSource``)."""
-        yield Sample(
-            "registry_changes_applied_total",
-            "counter",
-            self.changes_applied,
-            (),
-            "Streaming-set changes applied to the running feed as subscription deltas",
-        )
-        yield Sample(
-            "registry_changes_refused_total",
-            "counter",
-            self.changes_refused,
-            (),
-            "Streaming-set changes the ticker client refused (current set kept)",
+    def make_producer(
+        on_delivery: DeliveryHandler, on_ack: Callable[[int], None]
+    ) -> MessageProducer:
+        # The publisher notices a silent broker itself (stall_after), in order.
+        return MessageProducer(
+            settings.kafka,
+            topic,
+            on_delivery,
+            on_ack=on_ack,
+            message_timeout_ms=backstop_timeout_ms(settings.kafka.message_timeout_ms),
         )
 
-    async def _apply(self, desired: dict[int, str]) -> None:
-        if self._stopping() or self._stop.is_set():
-            return
-        target = await self._instruments.resolve_change(desired)
-        if target is None:
-            return
-        try:
-            await self._target.set_subscriptions(target)
-        except (CapacityError, ValueError) as exc:
-            # A bad set in the database must not take the running feed down.
-            self.changes_refused += 1
-            log.error("registry change refused (%s); keeping the current subscriptions", exc)
-            return
-        self.changes_applied += 1
-        log.info(
-            "streaming set changed in the registry: now %d instrument(s) (source %s)",
-            len(target),
-            self._instruments.source,
+    publisher = Publisher(
+        buffer,
+        encoder,
+        make_producer,
+        spool,
+        accounting,
+        batch_max=feed.batch_max,
+        shutdown_deadline=feed.shutdown_deadline,
+        queue_max_messages=settings.kafka.queue_max_messages,
+        stall_after=settings.kafka.message_timeout_ms / 1000,
+        published_check=partial(published_among, consumer_config(settings.kafka), topic),
+        on_fatal=lifecycle.producer_failed,
+    )
+    # The write-ahead log of raw frames: what a crash of this process cannot lose.
+    wal: WalIngest | None = None
+    if feed.wal_enabled:
+        wal = WalIngest(
+            settings,
+            topic,
+            buffer,
+            accounting,
+            encoder.wire,
+            # What a previous run spooled is replayed by the spool: not by the WAL.
+            spool_dir=feed.spool_dir,
+            decode=hot_path.decode,
         )
+        publisher.producer.ack_listener = wal.resolved
+    # Candles, latest quotes, feed events, order updates: fed after the tick path.
+    derived = DerivedStreams(settings) if settings.streams.enabled else None
+    encoder.observer = derived.offer if derived is not None else None
+    tokens = overrides.tokens
+    if overrides.auth is not None:
+        tokens = BrokerAuthenticator(settings.kite.api_key, overrides.auth)
+    client = TickerClient(
+        settings.kite,
+        tokens or StaticTokenProvider(settings.kite),
+        buffer,
+        frame_listener=overrides.frame_listener,
+        order_listener=derived.offer_order if derived is not None else None,
+        decode=hot_path.decode,
+        frame_log=wal,
+    )
+    csv = CsvInstrumentSource(feed.instruments_csv, feed.mode, settings.kite.capacity)
+    registry = overrides.registry
+    from_registry = RegistryInstruments(registry, csv) if registry is not None else None
+    instruments = from_registry or overrides.instruments or csv
+    parts = FeedParts(
+        settings=settings,
+        topic=topic,
+        lifecycle=lifecycle,
+        accounting=accounting,
+        buffer=buffer,
+        spool=spool,
+        formatter=formatter,
+        hot_path=hot_path,
+        encoder=encoder,
+        publisher=publisher,
+        client=client,
+        instruments=instruments,
+        wal=wal,
+        derived=derived,
+    )
+    parts.sources.extend(
+        [accounting, buffer, publisher, publisher.producer, spool, formatter, hot_path, client]
+    )
+    parts.sources.append(FeedFigures(parts))
+    if wal is not None:
+        parts.sources.append(wal)
+    if derived is not None:
+        derived.sample_from(ServiceState(client, publisher, accounting))
+        parts.services.append(derived)
+        parts.sources.append(derived)
+    if overrides.auth is not None:
+        parts.sources.append(overrides.auth)
+    catalog: InstrumentCatalog = CsvInstrumentCatalog(feed.instruments_csv)
+    if registry is not None and from_registry is not None:
+        follower = RegistryFollower(from_registry, client, lambda: lifecycle.stopping)
+        parts.services.append(follower)
+        parts.sources.extend([registry, follower])
+        # Unknown tokens (POST /subscriptions) are those the registry does not know.
+        catalog = RegistryInstrumentCatalog(registry, catalog)
+    parts.services.extend(overrides.services)
+    control = ServiceControl(parts, catalog)
+    if overrides.metrics:
+        parts.collector = PipelineMetricsCollector(settings, control.metrics_sources())
+        parts.services.append(parts.collector)
+    if overrides.api:
+        parts.services.append(ApiServer(settings, control))
+    return parts
+
+
+def _hot_path(settings: Settings) -> HotPath:
+    # The derived streams read formatted MarketTicks, which only the Python path
+    # builds: with them on, "auto" means the Python path (known gap: the native
+    # encoder does not feed them yet; with "native" they receive nothing).
+    setting = settings.feed.hot_path
+    if settings.streams.enabled and setting == "auto":
+        setting = "python"
+    elif settings.streams.enabled and setting == "native":
+        log.warning("feed.hot_path native: the derived streams receive no ticks")
+    return select_hot_path(setting)
 
 
 @contextlib.asynccontextmanager
 async def open_feed(
     settings: Settings, *, metrics: bool = True, api: bool = True, registry: bool = True
-) -> AsyncIterator[MarketFeedService]:
-    """A ``MarketFeedService`` wired as ``alphapanda feed`` runs it (not yet running).
+) -> AsyncIterator[FeedParts]:
+    """The parts wired as ``alphapanda feed`` runs them (not yet running).
 
     ``registry=False`` streams the CSV only (no registry, no watcher). The auth and
     registry services (engines, migrations) are closed when the context exits.
     """
-    feed = settings.feed
-    kite = settings.kite
-    csv = CsvInstrumentSource(
-        feed.instruments_csv, feed.mode, kite.max_connections * kite.max_instruments_per_connection
-    )
     async with contextlib.AsyncExitStack() as stack:
         auth = await stack.enter_async_context(AuthService(settings))
-        tokens = BrokerAuthenticator(kite.api_key, auth)
-        source: RegistryInstruments | None = None
+        reg = None
         if registry:
             reg = await stack.enter_async_context(InstrumentRegistryService(settings))
-            source = RegistryInstruments(reg, csv)
-        service = MarketFeedService(settings, instruments=source or csv, tokens=tokens)
-        service.add_metrics_source(auth)
-        catalog: RegistryInstrumentCatalog | None = None
-        if source is not None:
-            service.add_metrics_source(reg)
-            follower = RegistryFollower(source, service.client, lambda: service.stopping)
-            service.attach(follower)
-            service.add_metrics_source(follower)
-            # Unknown tokens (POST /subscriptions) are those the registry does not know.
-            catalog = RegistryInstrumentCatalog(reg, CsvInstrumentCatalog(feed.instruments_csv))
-        control = ServiceControl(service, catalog)
-        if metrics:
-            service.attach(PipelineMetricsCollector(settings, control.metrics_sources()))
-        if api:
-            service.attach(ApiServer(settings, control))
-        yield service
+        yield build(settings, Overrides(auth=auth, registry=reg, metrics=metrics, api=api))

@@ -35,6 +35,7 @@ from alphapanda.recording import FrameRecord, RecordingReader
 from alphapanda.settings import Settings
 
 if TYPE_CHECKING:
+    from alphapanda.parts import FeedLifecycle, FeedParts
     from alphapanda.pipeline.publisher import TickEncoder
     from alphapanda.service import MarketFeedService
 
@@ -227,24 +228,27 @@ async def replay_to_kafka(
     *,
     speed: float | None = None,
     started: Callable[[ReplaySource, MarketFeedService], None] | None = None,
-) -> tuple[ReplaySource, MarketFeedService]:
+) -> tuple[ReplaySource, FeedParts]:
     """Replay ``path`` through a ``MarketFeedService`` into its topic.
 
-    Returns ``(source, service)`` after the feed has drained and flushed (graceful
-    stop). ``started(source, service)`` is called once both exist (progress bars).
+    Returns ``(source, parts)`` after the feed has drained and flushed (graceful stop);
+    the parts hold the figures. ``started(source, service)`` is called once both exist
+    (progress bars, signal handlers).
     """
     # Imported here: the service pulls in the Kafka client, the stdout route does not.
+    from alphapanda.assembly import Overrides, build
     from alphapanda.service import MarketFeedService
 
-    service = MarketFeedService(settings, instruments=_NoInstruments())
-    _mark_replayed(service.encoder)
-    source = ReplaySource(path, service.buffer, speed=speed, on_done=service.request_stop)
-    gate = _TopicGate(service, source)
-    service.attach(gate)
+    parts = build(settings, Overrides(instruments=_NoInstruments()))
+    service = MarketFeedService(parts)
+    _mark_replayed(parts.encoder)
+    source = ReplaySource(path, parts.buffer, speed=speed, on_done=service.request_stop)
+    # The source needs the built buffer, so it joins the background services here.
+    parts.services.append(_TopicGate(parts.lifecycle, source))
     if started is not None:
         started(source, service)
     await service.run()
-    return source, service
+    return source, parts
 
 
 def _mark_replayed(encoder: TickEncoder) -> None:
@@ -271,14 +275,14 @@ def _mark_replayed(encoder: TickEncoder) -> None:
 class _TopicGate:
     """Starts the source once the feed's topic exists (or after ``TOPIC_WAIT``)."""
 
-    def __init__(self, service: MarketFeedService, source: ReplaySource) -> None:
-        self._service = service
+    def __init__(self, lifecycle: FeedLifecycle, source: ReplaySource) -> None:
+        self._lifecycle = lifecycle
         self._source = source
 
     async def run(self) -> None:
         deadline = time.monotonic() + TOPIC_WAIT
-        # The service exposes readiness as a flag, not an event: poll it.
-        while not self._service.topic_ready and time.monotonic() < deadline:  # noqa: ASYNC110
+        # The topic's creation is a flag, not an event: poll it.
+        while not self._lifecycle.topic_ready and time.monotonic() < deadline:  # noqa: ASYNC110
             await asyncio.sleep(0.05)
         await self._source.run()
 

@@ -1,6 +1,7 @@
-"""``MarketFeedService``: the orchestrator — Kite ticker → TickBuffer → publisher → Kafka.
+"""``MarketFeedService``: runs the feed's parts — Kite ticker → TickBuffer → publisher → Kafka.
 
-Wiring, start-up and shutdown order live here and nowhere else::
+The parts are built and wired by ``alphapanda.assembly.build`` (``FeedParts``); this
+module decides the order they start and stop in::
 
     TickerClient ──put_many──▶ TickBuffer ──take_batch──▶ Publisher ──▶ MessageProducer ──▶ Kafka
                                                               └────────▶ Spool (broker away)
@@ -8,20 +9,19 @@ Wiring, start-up and shutdown order live here and nowhere else::
 Start-up: open the spool (a previous run's records are replayed before anything new),
 create the topic (retried in the background while the broker is unreachable: ticks
 meanwhile wait in librdkafka's queue and then the spool), load the instruments to
-stream from an ``InstrumentSource`` and subscribe, then run every part as one task of
-one ``TaskGroup``.
+stream from the parts' ``InstrumentSource`` and subscribe, then run every part as one
+task of one ``TaskGroup``.
 
 Shutdown (``request_stop()``, wired to SIGTERM/SIGINT by ``alphapanda feed``):
 unsubscribe and read until the exchange is quiet (bounded), stop reading (close every
 socket), close the buffer, let the publisher drain it and flush
 the producer within ``feed.shutdown_deadline`` (spooling what cannot be flushed), then
-stop the extra services (metrics collector, API). A failure of the Kite client or of
-an extra service triggers the same graceful shutdown and then ``ServiceFailed``; a
-failure of the publisher itself cannot be drained and propagates.
+stop the background services (metrics collector, API). A failure of the Kite client or
+of a background service triggers the same graceful shutdown and then ``ServiceFailed``;
+a failure of the publisher itself cannot be drained and propagates.
 
-Its defaults (``StaticTokenProvider``, ``CsvInstrumentSource``) suit tests and tools;
-``alphapanda feed`` builds it through ``alphapanda.assembly.open_feed``, which hands it
-``AuthService`` tokens, the instrument registry and its change follower.
+From outside, the service offers ``status()``, ``readiness()``, the ``ready`` event and
+``request_stop()``; its parts are read from the ``FeedParts`` that built it.
 """
 
 from __future__ import annotations
@@ -30,33 +30,15 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Coroutine, Sequence
-from functools import partial
-from pathlib import Path
-from typing import Any, Final, Protocol
+from collections.abc import Callable, Coroutine
+from typing import Any, Final
 
-import msgspec
-
-from alphapanda.instruments import load_instrument_dump
-from alphapanda.kite.client import TickerClient
-from alphapanda.kite.connection import FrameListener
-from alphapanda.kite.ports import StaticTokenProvider, TokenProvider
 from alphapanda.metrics.keys import LAST_TICK_TIMESTAMP
-from alphapanda.metrics.samples import MetricsSource, Sample
-from alphapanda.pipeline.accounting import DROP_SPOOL_CORRUPT, Accounting
-from alphapanda.pipeline.buffer import TickBuffer
-from alphapanda.pipeline.formatter import TickFormatter
-from alphapanda.pipeline.hotpath import select_hot_path
-from alphapanda.pipeline.producer import DeliveryHandler, MessageProducer, backstop_timeout_ms
-from alphapanda.pipeline.publisher import Publisher, TickEncoder
-from alphapanda.pipeline.spool import Spool
+from alphapanda.metrics.samples import Sample
+from alphapanda.parts import FeedParts
+from alphapanda.pipeline.accounting import DROP_SPOOL_CORRUPT
 from alphapanda.pipeline.topics_admin import TopicSetupError, ensure_topic
-from alphapanda.pipeline.wire import WireEncoder
-from alphapanda.settings import Settings
-from alphapanda.streams.runner import DerivedStreams, ServiceState
-from alphapanda.topics import TopicNames
 from alphapanda.wal.ingest import WalIngest
-from alphapanda.wal.tails import consumer_config, published_among
 
 log = logging.getLogger(__name__)
 
@@ -74,318 +56,122 @@ class ServiceFailed(Exception):
     """A part of the feed failed; the feed was shut down gracefully because of it."""
 
 
-class InstrumentSource(Protocol):
-    """Which instruments to stream, and in which mode (token -> "ltp"|"quote"|"full")."""
-
-    async def load(self) -> dict[int, str]: ...
-
-
-class BackgroundService(Protocol):
-    """Something that runs beside the pipeline (metrics collector, API server).
-
-    ``run()`` returns after ``stop()``; it is cancelled if it does not within a second.
-    """
-
-    async def run(self) -> None: ...
-
-    def stop(self) -> None: ...
-
-
-class CsvInstrumentSource:
-    """Every instrument of a Kite instrument-dump CSV, all in one mode, capped at ``limit``."""
-
-    def __init__(self, path: Path | None, mode: str, limit: int) -> None:
-        self.path = path
-        self.mode = mode
-        self.limit = limit
-
-    async def load(self) -> dict[int, str]:
-        if self.path is None:  # no CSV configured: nothing to stream from it
-            return {}
-        instruments, errors = await asyncio.to_thread(load_instrument_dump, self.path)
-        if errors:
-            log.warning(
-                "%s: %d rows skipped (first: line %d)", self.path, len(errors), errors[0].line
-            )
-        tokens = list(dict.fromkeys(i.instrument_token for i in instruments))
-        if len(tokens) > self.limit:
-            log.warning(
-                "%s lists %d instruments; streaming the first %d (the API key's capacity)",
-                self.path,
-                len(tokens),
-                self.limit,
-            )
-            tokens = tokens[: self.limit]
-        return dict.fromkeys(tokens, self.mode)
-
-
 class MarketFeedService:
-    """The market feed: owns every part of the tick path and their life cycle."""
+    """The market feed: runs the parts ``build`` wired, in order, and stops them in order."""
 
-    def __init__(
-        self,
-        settings: Settings,
-        *,
-        instruments: InstrumentSource | None = None,
-        tokens: TokenProvider | None = None,
-        frame_listener: FrameListener | None = None,
-        services: Sequence[BackgroundService] = (),
-    ) -> None:
-        self.settings = settings
-        feed = settings.feed
-        kite = settings.kite
-        self.topic = TopicNames.market_ticks(settings.kafka.topic_prefix)
-        self.accounting = Accounting()
-        self.buffer = TickBuffer(feed.buffer_capacity, feed.buffer_policy, self.accounting)
-        self.spool = Spool(feed.spool_dir, feed.spool_max_bytes, feed.spool_min_free_bytes)
-        self.formatter = TickFormatter(include_depth=feed.include_depth, include_oi=feed.include_oi)
-        # The derived streams read formatted MarketTicks, which only the Python path
-        # builds: with them on, "auto" means the Python path (known gap: the native
-        # encoder does not feed them yet; with "native" they receive nothing).
-        hot_path = feed.hot_path
-        if settings.streams.enabled and hot_path == "auto":
-            hot_path = "python"
-        elif settings.streams.enabled and hot_path == "native":
-            log.warning("feed.hot_path native: the derived streams receive no ticks")
-        self.hot_path = select_hot_path(hot_path)
-        self.encoder = TickEncoder(self.formatter, WireEncoder(feed.wire_format), self.accounting)
+    def __init__(self, parts: FeedParts) -> None:
+        self._parts = parts
+        self._lifecycle = parts.lifecycle
 
-        def make_producer(
-            on_delivery: DeliveryHandler, on_ack: Callable[[int], None]
-        ) -> MessageProducer:
-            # The publisher notices a silent broker itself (stall_after), in order.
-            return MessageProducer(
-                settings.kafka,
-                self.topic,
-                on_delivery,
-                on_ack=on_ack,
-                message_timeout_ms=backstop_timeout_ms(settings.kafka.message_timeout_ms),
-            )
-
-        self.publisher = Publisher(
-            self.buffer,
-            self.encoder,
-            make_producer,
-            self.spool,
-            self.accounting,
-            batch_max=feed.batch_max,
-            shutdown_deadline=feed.shutdown_deadline,
-            queue_max_messages=settings.kafka.queue_max_messages,
-            stall_after=settings.kafka.message_timeout_ms / 1000,
-            published_check=partial(published_among, consumer_config(settings.kafka), self.topic),
-            on_fatal=self._on_fatal,
-        )
-        self.producer = self.publisher.producer
-        # The write-ahead log of raw frames: what a crash of this process cannot lose.
-        self.wal: WalIngest | None = None
-        if feed.wal_enabled:
-            self.wal = WalIngest(
-                settings,
-                self.topic,
-                self.buffer,
-                self.accounting,
-                self.encoder.wire,
-                # What a previous run spooled is replayed by the spool: not by the WAL.
-                spool_dir=feed.spool_dir,
-                decode=self.hot_path.decode,
-            )
-            self.producer.ack_listener = self.wal.resolved
-        # Candles, latest quotes, feed events, order updates: fed after the tick path.
-        self.derived = (
-            DerivedStreams(settings, ServiceState(self)) if settings.streams.enabled else None
-        )
-        self.encoder.observer = self.derived.offer if self.derived else None
-        self.client = TickerClient(
-            kite,
-            tokens or StaticTokenProvider(kite),
-            self.buffer,
-            frame_listener=frame_listener,
-            order_listener=self.derived.offer_order if self.derived else None,
-            decode=self.hot_path.decode,
-            frame_log=self.wal,
-        )
-        self.instruments: InstrumentSource = instruments or CsvInstrumentSource(
-            feed.instruments_csv,
-            feed.mode,
-            kite.max_connections * kite.max_instruments_per_connection,
-        )
-        self.services = list(services)
-        self._extra_sources: list[MetricsSource] = []
-        if self.derived is not None:
-            self.services.append(self.derived)
-            self._extra_sources.append(self.derived)
-        self.topic_ready = False
-        self.failures: list[str] = []
-        # Set when the feed can no longer do its job and must be restarted (a fatal
-        # producer error): /health answers 503 with it from that moment.
-        self.unhealthy: str | None = None
-        self.started = asyncio.Event()
-        self._stop = asyncio.Event()
-
-    def metrics_sources(self) -> list[MetricsSource]:
-        """Every part that counts something, for the metrics collector."""
-        return [
-            self.accounting,
-            self.buffer,
-            self.publisher,
-            self.producer,
-            self.spool,
-            self.formatter,
-            self.hot_path,
-            self.client,
-            _ServiceFigures(self),
-            *([self.wal] if self.wal is not None else []),
-            *self._extra_sources,
-        ]
-
-    def add_metrics_source(self, source: MetricsSource) -> None:
-        """Report ``source``'s figures with the service's own (call before building the
-        metrics collector / API from ``metrics_sources()``)."""
-        self._extra_sources.append(source)
+    @property
+    def ready(self) -> asyncio.Event:
+        """Set once every part runs (the Kite sockets are being opened)."""
+        return self._lifecycle.ready
 
     @property
     def stopping(self) -> bool:
         """True once the graceful shutdown has been requested."""
-        return self._stop.is_set()
+        return self._lifecycle.stopping
+
+    @property
+    def unhealthy(self) -> str | None:
+        """Why the feed must be restarted (``None``: it is healthy)."""
+        return self._lifecycle.unhealthy
 
     def request_stop(self) -> None:
         """Begin the graceful shutdown (safe to call from a signal handler, repeatedly)."""
-        self._stop.set()
-
-    def attach(self, service: BackgroundService) -> None:
-        """Run ``service`` beside the pipeline (call before ``run()``)."""
-        self.services.append(service)
+        self._lifecycle.request_stop()
 
     def readiness(self) -> tuple[bool, list[str]]:
         """``(ready, reasons)``: ready when a Kite connection is streaming AND the broker
         accepts writes (topic exists, nothing being spooled)."""
-        reasons = []
-        if not self.client.is_streaming():
-            reasons.append("no Kite connection is streaming")
-        if not self.topic_ready:
-            reasons.append(f"topic {self.topic} not created yet (broker unreachable?)")
-        reasons.extend(self.publisher.core.not_ready_reasons())
-        return not reasons, reasons
-
-    def _on_fatal(self, reason: str) -> None:
-        # The producer will never send again: everything is spooled for the next run,
-        # the feed reports unhealthy (a supervisor restarts it) and shuts down, exit 1.
-        self.unhealthy = f"Kafka producer failed fatally: {reason}"
-        self.failures.append("kafka producer (fatal error)")
-        self.request_stop()
-
-    def is_ready(self) -> bool:
-        """See ``readiness()``."""
-        return self.readiness()[0]
+        return self._parts.readiness()
 
     def status(self) -> dict[str, Any]:
         """A plain-data picture of the tick path, for the API and ``alphapanda status``."""
-        p50, p99 = self.producer.latency.percentiles(0.5, 0.99)
-        return {
-            "topic": self.topic,
-            "ready": self.is_ready(),
-            "accounting": self.accounting.snapshot(),
-            "buffer": {
-                "policy": self.buffer.policy,
-                "depth": len(self.buffer),
-                "capacity": self.buffer.capacity,
-                "high_water": self.buffer.high_water,
-            },
-            "spool": {
-                "records": self.spool.pending,
-                "bytes": self.spool.size_bytes,
-                "spooling": self.publisher.spooling,
-            },
-            "producer": {
-                "pending": self.producer.pending,
-                "delivered": self.producer.delivered,
-                "failed": dict(self.producer.failed),
-                "latency_p50_seconds": p50,
-                "latency_p99_seconds": p99,
-            },
-            "wal": self.wal.status() if self.wal is not None else {"enabled": False},
-            "connections": [msgspec.to_builtins(s) for s in self.client.statuses()],
-            "subscriptions": len(self.client.subscriptions()),
-        }
+        return self._parts.status()
 
     async def run(self) -> None:
         """Run until ``request_stop()`` (or a part fails), then shut down in order."""
+        parts = self._parts
         # A scan of a big spool reads every segment: off the event loop.
-        recovered = await asyncio.to_thread(self.spool.open)
-        if self.wal is not None:
-            self.wal.open()
-            await self.wal.prepare()
-        lost = self.spool.lost_at_open
-        if recovered and self.wal is not None and self.wal.has_backlog:
+        recovered = await asyncio.to_thread(parts.spool.open)
+        if parts.wal is not None:
+            parts.wal.open()
+            await parts.wal.prepare()
+        lost = parts.spool.lost_at_open
+        if recovered and parts.wal is not None and parts.wal.has_backlog:
             # What the WAL recovers is older than what the spool holds (it was in
             # librdkafka's queue or in memory at the crash, the spool got newer ticks):
             # the spool is replayed after it.
-            self.publisher.hold_replay()
-            self.wal.on_recovered = self.publisher.release_replay
+            parts.publisher.hold_replay()
+            parts.wal.on_recovered = parts.publisher.release_replay
         if recovered or lost:
             # Damaged records of the previous run are received and dropped, counted.
-            self.accounting.recover(recovered + lost)
-            self.accounting.drop("spooled", DROP_SPOOL_CORRUPT, lost)
+            parts.accounting.recover(recovered + lost)
+            parts.accounting.drop("spooled", DROP_SPOOL_CORRUPT, lost)
             log.warning(
                 "spool holds %d messages from a previous run: replaying them first%s",
                 recovered,
                 f" ({lost} damaged records lost)" if lost else "",
             )
-        subscriptions = await self.instruments.load()
-        await self.client.set_subscriptions(subscriptions)
+        subscriptions = await parts.instruments.load()
+        await parts.client.set_subscriptions(subscriptions)
         log.info(
             "streaming %d instruments to topic %s (buffer %s/%d)",
             len(subscriptions),
-            self.topic,
-            self.buffer.policy,
-            self.buffer.capacity,
+            parts.topic,
+            parts.buffer.policy,
+            parts.buffer.capacity,
         )
         try:
             async with asyncio.TaskGroup() as tg:
                 topic_setup = tg.create_task(self._ensure_topic(), name="topic-setup")
-                tg.create_task(self.producer.run(), name="producer-poll")
-                publisher = tg.create_task(self.publisher.run(), name="publisher")
+                tg.create_task(parts.producer.run(), name="producer-poll")
+                publisher = tg.create_task(parts.publisher.run(), name="publisher")
                 wal_task = None
-                if self.wal is not None:
+                if parts.wal is not None:
                     wal_task = tg.create_task(
-                        self._supervised("WAL", self.wal.run(self._stop)), name="wal"
+                        self._supervised("WAL", parts.wal.run(self._lifecycle.stop_requested)),
+                        name="wal",
                     )
-                    await self._await_recovery(self.wal)
+                    await self._await_recovery(parts.wal)
                 client = tg.create_task(
-                    self._supervised("kite client", self.client.run()), name="kite-client"
+                    self._supervised("kite client", parts.client.run()), name="kite-client"
                 )
                 extras = [
                     tg.create_task(
                         self._supervised(type(service).__name__, service.run()),
                         name=f"service-{type(service).__name__}",
                     )
-                    for service in self.services
+                    for service in parts.services
                 ]
-                self.started.set()
-                await self._stop.wait()
+                self._lifecycle.ready.set()
+                await self._lifecycle.stop_requested.wait()
                 log.info("shutting down: unsubscribing, closing sockets, draining the buffer")
                 await self._stop_quietly("subscriptions", self._quiesce())
-                await self._stop_quietly("kite client", self.client.stop())
+                await self._stop_quietly("kite client", parts.client.stop())
                 await client
-                self.publisher.begin_shutdown()
-                self.buffer.close()
+                parts.publisher.begin_shutdown()
+                parts.buffer.close()
                 await publisher
                 topic_setup.cancel()
                 if wal_task is not None:
                     wal_task.cancel()
                 self._log_final()
-                for service, task in zip(self.services, extras, strict=True):
+                for service, task in zip(parts.services, extras, strict=True):
                     service.stop()
                     with contextlib.suppress(TimeoutError):
                         async with asyncio.timeout(1.0):
                             await asyncio.shield(task)
                     task.cancel()
         finally:
-            await asyncio.to_thread(self.spool.close)
-            if self.wal is not None:
-                await asyncio.to_thread(self.wal.close)
-        if self.failures:
-            raise ServiceFailed(f"stopped because these parts failed: {', '.join(self.failures)}")
+            await asyncio.to_thread(parts.spool.close)
+            if parts.wal is not None:
+                await asyncio.to_thread(parts.wal.close)
+        failures = self._lifecycle.failures
+        if failures:
+            raise ServiceFailed(f"stopped because these parts failed: {', '.join(failures)}")
 
     async def _await_recovery(self, wal: WalIngest) -> None:
         # Crash recovery runs before any socket opens when the broker answers; if it
@@ -410,19 +196,19 @@ class MarketFeedService:
             await work
         except Exception:
             log.exception("%s failed; shutting the feed down gracefully", name)
-            self.failures.append(name)
-            self.request_stop()
+            self._lifecycle.part_failed(name)
 
     async def _quiesce(self) -> None:
         # Unsubscribe first: each connection then reads until its socket is quiet
         # (frames already sent are published, and a reader blocked handing ticks to a
         # full buffer finishes its hand-over) and closes. Bounded: an exchange that
         # keeps sending cannot hold the shutdown longer than QUIESCE_MAX.
-        if not self.client.sessions_open():
+        client = self._parts.client
+        if not client.sessions_open():
             return
-        await self.client.set_subscriptions({})
+        await client.set_subscriptions({})
         deadline = time.monotonic() + QUIESCE_MAX
-        while self.client.sessions_open() and time.monotonic() < deadline:  # noqa: ASYNC110 (a count over shards, not one event)
+        while client.sessions_open() and time.monotonic() < deadline:  # noqa: ASYNC110 (a count over shards, not one event)
             await asyncio.sleep(0.02)
 
     async def _stop_quietly(self, what: str, awaitable: Any) -> None:
@@ -433,22 +219,24 @@ class MarketFeedService:
             log.exception("error while stopping the %s", what)
 
     async def _ensure_topic(self) -> None:
-        while not self._stop.is_set():
+        parts = self._parts
+        while not self._lifecycle.stopping:
             try:
-                await ensure_topic(self.settings.kafka, self.topic)
+                await ensure_topic(parts.settings.kafka, parts.topic)
             except TopicSetupError as exc:
                 log.warning(
                     "%s; retrying in %.0f s (ticks are queued meanwhile)", exc, TOPIC_RETRY_DELAY
                 )
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(TOPIC_RETRY_DELAY):
-                        await self._stop.wait()
+                        await self._lifecycle.stop_requested.wait()
                 continue
-            self.topic_ready = True
+            self._lifecycle.topic_ready = True
             return
 
     def _log_final(self) -> None:
-        figures = self.accounting.snapshot()
+        accounting = self._parts.accounting
+        figures = accounting.snapshot()
         log.info(
             "stopped: received=%d published=%d dropped=%d spooled=%d in_flight=%d",
             figures["received"],
@@ -457,15 +245,15 @@ class MarketFeedService:
             figures["spooled"],
             figures["in_flight"],
         )
-        if self.accounting.imbalance():
-            log.error("accounting imbalance of %d ticks (a bug)", self.accounting.imbalance())
+        if accounting.imbalance():
+            log.error("accounting imbalance of %d ticks (a bug)", accounting.imbalance())
 
 
-class _ServiceFigures:
-    """Service-level gauges (readiness, topic, time of the last tick)."""
+class FeedFigures:
+    """Feed-level gauges (readiness, topic, time of the last tick)."""
 
-    def __init__(self, service: MarketFeedService, wall: Callable[[], float] = time.time) -> None:
-        self._service = service
+    def __init__(self, parts: FeedParts, wall: Callable[[], float] = time.time) -> None:
+        self._parts = parts
         self._wall = wall
         self._seen_received = 0
         self._last_tick_at = 0.0
@@ -474,7 +262,7 @@ class _ServiceFigures:
         # The tick path keeps only a counter (no clock read per tick); a counter that
         # moved since the previous pull means a tick arrived since then, so the time is
         # exact to one pull interval (the metrics flush, or a /status call).
-        received = self._service.accounting.received_socket
+        received = self._parts.accounting.received_socket
         if received != self._seen_received:
             self._seen_received = received
             self._last_tick_at = self._wall()
@@ -489,8 +277,12 @@ class _ServiceFigures:
                 (),
                 "Unix time of the last tick received (0: none yet); exact to one pull.",
             ),
-            Sample("feed_ready", "gauge", int(self._service.is_ready()), (), "1 when ready."),
+            Sample("feed_ready", "gauge", int(self._parts.readiness()[0]), (), "1 when ready."),
             Sample(
-                "feed_topic_ready", "gauge", int(self._service.topic_ready), (), "Topic exists."
+                "feed_topic_ready",
+                "gauge",
+                int(self._parts.lifecycle.topic_ready),
+                (),
+                "Topic exists.",
             ),
         ]

@@ -95,6 +95,11 @@ class KiteSettings(_Group):
     # register exactly this URL as the redirect URL of the Kite app.
     redirect_url: str = "http://127.0.0.1:18770/kite/callback"
 
+    @property
+    def capacity(self) -> int:
+        """How many instruments the connection pool can carry in all."""
+        return self.max_connections * self.max_instruments_per_connection
+
     @model_validator(mode="before")
     @classmethod
     def _endpoints_of_env(cls, data: Any) -> Any:

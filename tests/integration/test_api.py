@@ -19,14 +19,14 @@ import httpx
 import pytest
 from pydantic import SecretStr
 
-from alphapanda.api.control import ServiceControl
-from alphapanda.api.server import ApiServer, ApiStartupError, serve_api
+from alphapanda.api.server import ApiStartupError, serve_api
 from alphapanda.db.engine import Database
-from alphapanda.metrics.collector import PipelineMetricsCollector
 from alphapanda.metrics.keys import SNAPSHOT, MetricsKeys
+from alphapanda.parts import FeedParts
 from alphapanda.registry.service import InstrumentRegistryService
-from alphapanda.service import InstrumentSource, MarketFeedService
+from alphapanda.service import MarketFeedService
 from alphapanda.settings import Settings
+from tests.support.feed import new_feed
 from tests.support.services import SHARED_DATABASE, free_port
 from tests.support.sim import INSTRUMENTS_CSV, SimHandle, default_instruments, running_simulator
 from tests.support.ticker import sim_subscriptions
@@ -40,6 +40,7 @@ class RunningFeed:
     """A feed with its API up: ``http`` talks to the API, ``sim`` drives the exchange."""
 
     settings: Settings
+    parts: FeedParts
     service: MarketFeedService
     sim: SimHandle
     http: httpx.AsyncClient
@@ -114,35 +115,33 @@ async def running_feed(
     unique: str,
     *,
     sim_options: dict[str, Any] | None = None,
-    instruments: Callable[[Settings], AbstractAsyncContextManager[InstrumentSource]] | None = None,
+    registry: Callable[[Settings], AbstractAsyncContextManager[InstrumentRegistryService]]
+    | None = None,
     **settings_options: Any,
 ) -> AsyncIterator[RunningFeed]:
     """Simulator + MarketFeedService (+ metrics collector + API) in this event loop,
-    until the API answers and the feed is ready. ``instruments`` builds the feed's
-    instrument source from its settings (default: the shipped dump)."""
+    until the API answers and the feed is ready. ``registry`` opens the instrument
+    registry the feed streams from (default: the shipped dump)."""
     options = {"ticks_per_second": 300, "heartbeat_interval": 0.5, **(sim_options or {})}
     async with AsyncExitStack() as stack:
         sim = await stack.enter_async_context(running_simulator(**options))
         settings = feed_settings(settings_for, unique, sim, **settings_options)
-        source = None
-        if instruments is not None:
-            source = await stack.enter_async_context(instruments(settings))
-        service = MarketFeedService(settings, instruments=source)
-        control = ServiceControl(service)
-        service.attach(PipelineMetricsCollector(settings, control.metrics_sources()))
-        service.attach(ApiServer(settings, control))
+        reg = None
+        if registry is not None:
+            reg = await stack.enter_async_context(registry(settings))
+        parts, service = new_feed(settings, registry=reg, metrics=True, api=True)
         base_url = f"http://127.0.0.1:{settings.api.port}"
         async with asyncio.TaskGroup() as tg:
             tg.create_task(service.run())
             try:
                 async with httpx.AsyncClient(base_url=base_url, timeout=10) as http:
-                    feed = RunningFeed(settings, service, sim, http, base_url)
+                    feed = RunningFeed(settings, parts, service, sim, http, base_url)
 
                     async def is_ready() -> bool:
                         # /health is not rate limited; readiness asked of the service
                         # directly, so tests with tiny limits start with a full bucket.
                         up = (await http.get("/health")).status_code == 200
-                        return up and service.is_ready()
+                        return up and service.readiness()[0]
 
                     await poll(is_ready)
                     yield feed
@@ -444,7 +443,7 @@ async def test_unknown_means_not_in_the_registry_when_the_feed_streams_from_it(
         unique,
         connections=1,
         database={"url": SHARED_DATABASE, "schema_name": schema},
-        instruments=lambda settings: registry_with(settings, dump, schema),
+        registry=lambda settings: registry_with(settings, dump, schema),
     ) as feed:
         listed = (await feed.http.get("/subscriptions")).json()
         assert listed["total"] == 20

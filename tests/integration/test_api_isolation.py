@@ -31,10 +31,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from alphapanda.api.control import ServiceControl
-from alphapanda.api.server import ApiServer
-from alphapanda.service import MarketFeedService
+from alphapanda.parts import FeedParts
 from alphapanda.settings import Settings
+from tests.support.feed import new_feed
 from tests.support.services import free_port
 from tests.support.sim import INSTRUMENTS_CSV, SimHandle, simulator_process
 
@@ -79,17 +78,16 @@ def _feed_settings(settings_for: SettingsFor, unique: str, sim: SimHandle) -> Se
 
 
 @asynccontextmanager
-async def feed_with_api(settings: Settings) -> AsyncIterator[MarketFeedService]:
-    service = MarketFeedService(settings)
-    service.attach(ApiServer(settings, ServiceControl(service)))
+async def feed_with_api(settings: Settings) -> AsyncIterator[FeedParts]:
+    feed, service = new_feed(settings, api=True)
     async with asyncio.TaskGroup() as tg:
         tg.create_task(service.run())
         try:
             deadline = time.monotonic() + 30
-            while not (service.is_ready() and _accepts(settings.api.port)):
+            while not (service.readiness()[0] and _accepts(settings.api.port)):
                 assert time.monotonic() < deadline, "feed never became ready"
                 await asyncio.sleep(0.1)
-            yield service
+            yield feed
         finally:
             service.request_stop()
 
@@ -102,25 +100,23 @@ def _accepts(port: int) -> bool:
         return False
 
 
-async def measure(service: MarketFeedService, seconds: float) -> Figures:
+async def measure(feed: FeedParts, seconds: float) -> Figures:
     """Ticks/s, loop lag samples, worst frame age and reconnects over ``seconds``."""
     figures = Figures()
-    acct = service.accounting
+    acct = feed.accounting
     start_ticks = acct.received_socket
-    start_reconnects = sum(s.reconnect_count for s in service.client.statuses())
+    start_reconnects = sum(s.reconnect_count for s in feed.client.statuses())
     started = time.monotonic()
     while (now := time.monotonic()) - started < seconds:
         await asyncio.sleep(0.01)
         figures.lags.append(time.monotonic() - now - 0.01)
-        for status in service.client.statuses():
+        for status in feed.client.statuses():
             age = status.last_frame_age
             if age is not None:
                 figures.max_frame_age = max(figures.max_frame_age, age)
     elapsed = time.monotonic() - started
     figures.ticks_per_second = (acct.received_socket - start_ticks) / elapsed
-    figures.reconnects = (
-        sum(s.reconnect_count for s in service.client.statuses()) - start_reconnects
-    )
+    figures.reconnects = sum(s.reconnect_count for s in feed.client.statuses()) - start_reconnects
     return figures
 
 
@@ -129,9 +125,9 @@ async def test_an_abusive_client_leaves_the_tick_path_unchanged(
 ) -> None:
     with simulator_process(ticks_per_second=2000) as sim:
         settings = _feed_settings(settings_for, unique, sim)
-        async with feed_with_api(settings) as service:
-            await measure(service, 1.0)  # warm-up
-            healthy = await measure(service, 6.0)
+        async with feed_with_api(settings) as feed:
+            await measure(feed, 1.0)  # warm-up
+            healthy = await measure(feed, 6.0)
             env = {**os.environ, "PYTHONPATH": str(ROOT)}
             abuser = subprocess.Popen(  # noqa: ASYNC220 (started once, waited on in a thread)
                 [
@@ -148,7 +144,7 @@ async def test_an_abusive_client_leaves_the_tick_path_unchanged(
             )
             try:
                 await asyncio.sleep(0.5)  # let it reach full pressure
-                abused = await measure(service, 5.0)
+                abused = await measure(feed, 5.0)
                 out, _ = await asyncio.to_thread(abuser.communicate, timeout=60)
             finally:
                 if abuser.poll() is None:
@@ -159,7 +155,7 @@ async def test_an_abusive_client_leaves_the_tick_path_unchanged(
                 assert (await http.get("/health")).status_code == 200
                 ok = await http.get("/subscriptions", headers={"X-API-Key": API_KEY})
                 assert ok.status_code == 200
-            statuses = [s.state for s in service.client.statuses()]
+            statuses = [s.state for s in feed.client.statuses()]
 
     print(
         f"\nhealthy: {healthy.ticks_per_second:.0f} ticks/s, lag p99 {healthy.lag_p99 * 1e3:.1f} ms, "

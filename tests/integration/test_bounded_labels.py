@@ -11,9 +11,8 @@ from alphapanda.pipeline.formatter import (
     OTHER_INSTRUMENTS,
     REASON_OHLC_INCONSISTENT,
 )
-from alphapanda.service import MarketFeedService
 from alphapanda.testing import eventually as eventually_async
-from tests.support.feed import assert_books_balance, eventually, feed_settings
+from tests.support.feed import assert_books_balance, eventually, feed_settings, new_feed
 from tests.support.sim import running_simulator
 
 JUNK = 3000
@@ -24,16 +23,16 @@ async def test_made_up_text_types_and_instruments_are_counted_under_bounded_keys
     settings_for,  # type: ignore[no-untyped-def]
 ) -> None:
     async with running_simulator(ticks_per_second=200) as sim:
-        service = MarketFeedService(feed_settings(settings_for, sim))
+        feed, service = new_feed(feed_settings(settings_for, sim))
         async with asyncio.TaskGroup() as tg:
             tg.create_task(service.run())
-            await eventually(lambda: service.is_ready(), what="ready")
+            await eventually(lambda: service.readiness()[0], what="ready")
             connections = await sim.fault_junk(JUNK)
             assert connections >= 1
             bad = JUNK * connections
             await eventually(
                 lambda: (
-                    service.formatter.malformed_by_reason().get(REASON_OHLC_INCONSISTENT, 0) >= bad
+                    feed.formatter.malformed_by_reason().get(REASON_OHLC_INCONSISTENT, 0) >= bad
                 ),
                 what="every bad tick counted",
             )
@@ -42,13 +41,13 @@ async def test_made_up_text_types_and_instruments_are_counted_under_bounded_keys
 
             async def settled() -> bool:
                 sent = (await sim.stats())["total_ticks_sent"]
-                acct = service.accounting
+                acct = feed.accounting
                 return acct.received_socket == sent + bad and acct.in_flight == 0
 
             await eventually_async(settled, timeout=30, what="everything published")
-            samples = [s for source in service.metrics_sources() for s in source.samples()]
+            samples = [s for source in feed.sources for s in source.samples()]
             service.request_stop()
-    assert_books_balance(service)
+    assert_books_balance(feed)
     # Every made-up text type is counted, under one label.
     text = {
         dict(s.labels)["type"]: s.value for s in samples if s.name == "kite_text_messages_total"
@@ -57,8 +56,8 @@ async def test_made_up_text_types_and_instruments_are_counted_under_bounded_keys
     assert text["unknown"] == bad
     # Every bad tick is counted (its high and low nulled); the per-instrument detail keeps at most
     # MALFORMED_INSTRUMENTS_MAX instruments by name, the rest under "other".
-    assert service.formatter.malformed_by_reason()[REASON_OHLC_INCONSISTENT] == bad
-    by_instrument = service.formatter.malformed_by_instrument()
+    assert feed.formatter.malformed_by_reason()[REASON_OHLC_INCONSISTENT] == bad
+    by_instrument = feed.formatter.malformed_by_instrument()
     assert len(by_instrument) <= MALFORMED_INSTRUMENTS_MAX + 1
     assert (OTHER_INSTRUMENTS, REASON_OHLC_INCONSISTENT) in by_instrument
     assert sum(by_instrument.values()) == bad

@@ -16,9 +16,8 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 from alphapanda.kite.protocol import decode_message
 from alphapanda.recording import RecordingReader
 from alphapanda.replay import replay_to_kafka
-from alphapanda.service import MarketFeedService
 from alphapanda.settings import Settings
-from tests.support.feed import assert_books_balance, eventually, feed_settings, quiesce
+from tests.support.feed import assert_books_balance, eventually, feed_settings, new_feed, quiesce
 from tests.support.services import ROOT, SHARED_KAFKA
 from tests.support.sim import running_simulator
 
@@ -49,19 +48,19 @@ async def test_consume_example_reads_flags_and_dedupes(
 ) -> None:
     async with running_simulator(ticks_per_second=1000) as sim:
         settings = feed_settings(settings_for, sim)
-        service = MarketFeedService(settings)
+        feed, service = new_feed(settings)
         async with asyncio.TaskGroup() as tg:
             tg.create_task(service.run())
-            await eventually(lambda: service.accounting.published >= 800, what="800 acks")
-            await quiesce(sim, service)
+            await eventually(lambda: feed.accounting.published >= 800, what="800 acks")
+            await quiesce(sim, feed)
             service.request_stop()
-    assert_books_balance(service)
-    live = service.accounting.published
+    assert_books_balance(feed)
+    live = feed.accounting.published
 
     _, replayer = await replay_to_kafka(SAMPLE, settings, speed=None)
     replayed = sum(len(decode_message(r.frame, 0).ticks) for r in RecordingReader(SAMPLE))
     assert replayer.accounting.published == replayed > 0
-    await asyncio.to_thread(_redeliver_first_record, service.topic)
+    await asyncio.to_thread(_redeliver_first_record, feed.topic)
 
     proc = await asyncio.to_thread(
         subprocess.run,

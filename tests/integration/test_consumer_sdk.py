@@ -11,8 +11,7 @@ from collections.abc import AsyncIterator
 from typing import Any, TypeVar
 
 from alphapanda.consumer import Candle, FeedConsumer, LatestQuotes, MarketTick, OrderUpdate
-from alphapanda.service import MarketFeedService
-from tests.support.feed import eventually, feed_settings, quiesce
+from tests.support.feed import eventually, feed_settings, new_feed, quiesce
 from tests.support.sim import ROOT, running_simulator
 
 T = TypeVar("T")
@@ -45,13 +44,13 @@ async def test_bootstrap_and_typed_iterators(settings_for) -> None:  # type: ign
         settings = _settings(settings_for, sim)
         prefix = settings.kafka.topic_prefix
         bootstrap = settings.kafka.bootstrap_servers
-        service = MarketFeedService(settings)
-        derived = service.derived
+        feed, service = new_feed(settings)
+        derived = feed.derived
         assert derived is not None
         async with asyncio.TaskGroup() as tg:
             tg.create_task(service.run())
-            await eventually(service.is_ready, what="ready")
-            streaming = set(service.client.subscriptions())
+            await eventually(lambda: service.readiness()[0], what="ready")
+            streaming = set(feed.client.subscriptions())
             async with FeedConsumer(bootstrap, topic_prefix=prefix, from_beginning=True) as c1:
                 ticks = await take(c1.ticks(), 50)
             assert all(isinstance(t, MarketTick) for t in ticks)
@@ -63,7 +62,7 @@ async def test_bootstrap_and_typed_iterators(settings_for) -> None:  # type: ign
                 (candle,) = await take(c3.candles("5s"), 1, within=30)
             assert isinstance(candle, Candle) and candle.interval == "5s"
             await eventually(lambda: set(derived.quotes.tokens()) == streaming, what="quotes")
-            await quiesce(sim, service)
+            await quiesce(sim, feed)
             await asyncio.sleep(settings.quotes.interval_ms / 1000 * 3)
             producer = derived._producer
             await eventually(lambda: producer is not None and producer.pending == 0, what="acks")
@@ -94,14 +93,14 @@ async def _lines_until(stream: asyncio.StreamReader, wanted: list[str], within: 
 async def test_example_strategy_prints_candles_and_pauses_on_a_gap(settings_for) -> None:  # type: ignore[no-untyped-def]
     async with running_simulator(ticks_per_second=300, heartbeat_interval=0.5) as sim:
         settings = _settings(settings_for, sim)
-        service = MarketFeedService(settings)
-        derived = service.derived
+        feed, service = new_feed(settings)
+        derived = feed.derived
         assert derived is not None
         (agg,) = derived.aggregators
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         async with asyncio.TaskGroup() as tg:
             tg.create_task(service.run())
-            await eventually(service.is_ready, what="ready")
+            await eventually(lambda: service.readiness()[0], what="ready")
             example = await asyncio.create_subprocess_exec(
                 sys.executable,
                 str(ROOT / "examples" / "candle_printer.py"),

@@ -18,6 +18,7 @@ import yaml
 
 from alphapanda.assembly import open_feed
 from alphapanda.auth import AuthService
+from alphapanda.service import MarketFeedService
 from alphapanda.settings import Settings
 from tests.support.feed import eventually, feed_settings
 from tests.support.services import free_port
@@ -111,10 +112,11 @@ async def test_every_metric_used_is_exported_by_a_running_feed(
         )
         async with AuthService(settings) as auth:
             await auth.set_token(sim.access_token)
-        async with open_feed(settings, registry=False) as service, asyncio.TaskGroup() as tg:
+        async with open_feed(settings, registry=False) as feed, asyncio.TaskGroup() as tg:
+            service = MarketFeedService(feed)
             tg.create_task(service.run())
-            await eventually(service.is_ready, within=60, what="feed ready")
-            await eventually(lambda: service.accounting.dropped_total > 0, within=30)
+            await eventually(lambda: feed.readiness()[0], within=60, what="feed ready")
+            await eventually(lambda: feed.accounting.dropped_total > 0, within=30)
             url = f"http://127.0.0.1:{settings.api.port}/metrics"
             async with httpx.AsyncClient() as http:
                 text = (await http.get(url)).text

@@ -17,12 +17,13 @@ from confluent_kafka import KafkaError
 
 from alphapanda.pipeline import spool as spool_module
 from alphapanda.recording import encode_header
-from alphapanda.service import MarketFeedService, ServiceFailed
+from alphapanda.service import ServiceFailed
 from alphapanda.settings import Settings
 from tests.support.feed import (
     assert_books_balance,
     eventually,
     feed_settings,
+    new_feed,
     quiesce,
     settled_sent,
 )
@@ -56,9 +57,9 @@ async def test_disk_full_while_spooling_keeps_the_publisher_alive_and_counts_eve
             settings = offline(
                 settings_for, sim, spool_dir, spool_min_free_bytes=0, buffer_capacity=2000
             )
-            first = MarketFeedService(settings)
+            first, first_service = new_feed(settings)
             async with asyncio.TaskGroup() as tg:
-                task = tg.create_task(first.run())
+                task = tg.create_task(first_service.run())
                 await eventually(
                     lambda: first.publisher.core.spool_problem is not None,
                     within=60,
@@ -73,7 +74,7 @@ async def test_disk_full_while_spooling_keeps_the_publisher_alive_and_counts_eve
                 )
                 assert not task.done()
                 assert first.accounting.imbalance() == 0
-                first.request_stop()
+                first_service.request_stop()
             acct1 = first.accounting
             assert acct1.imbalance() == 0 and acct1.in_flight == 0, acct1.snapshot()
             assert acct1.spooled == first.spool.pending > 0
@@ -89,14 +90,14 @@ async def test_disk_full_while_spooling_keeps_the_publisher_alive_and_counts_eve
 
             # The broker is back (and the disk gets room as the spool is replayed).
             online = feed_settings(settings_for, sim, spool_dir=spool_dir, spool_min_free_bytes=0)
-            second = MarketFeedService(online)
+            second, second_service = new_feed(online)
             async with asyncio.TaskGroup() as tg:
-                tg.create_task(second.run())
+                tg.create_task(second_service.run())
                 await eventually(
                     lambda: second.accounting.published >= acct1.spooled, within=60, what="replay"
                 )
                 stats = await quiesce(sim, second, earlier_runs=sent_to_first)
-                second.request_stop()
+                second_service.request_stop()
         assert_books_balance(second)
         records = await asyncio.to_thread(read_topic, online.kafka.bootstrap_servers, second.topic)
         # Everything either feed received is in the topic, or counted as dropped.
@@ -110,11 +111,11 @@ async def test_one_corrupt_record_costs_only_itself(settings_for: Any, tmp_path:
     # Defect 2: the scan used to truncate everything after the first bad record.
     spool_dir = tmp_path / "spool"
     async with running_simulator(ticks_per_second=1500) as sim:
-        first = MarketFeedService(offline(settings_for, sim, spool_dir))
+        first, first_service = new_feed(offline(settings_for, sim, spool_dir))
         async with asyncio.TaskGroup() as tg:
-            tg.create_task(first.run())
+            tg.create_task(first_service.run())
             await eventually(lambda: first.accounting.spooled >= 1000, what="spooled")
-            first.request_stop()
+            first_service.request_stop()
         spooled = first.accounting.spooled
         # The biggest segment: what failed at the stop went into a small one ahead of it.
         segment = max(spool_dir.glob("segment-*.log"), key=lambda p: p.stat().st_size)
@@ -123,12 +124,12 @@ async def test_one_corrupt_record_costs_only_itself(settings_for: Any, tmp_path:
         segment.write_bytes(bytes(data))
 
         online = feed_settings(settings_for, sim, spool_dir=spool_dir)
-        second = MarketFeedService(online)
+        second, second_service = new_feed(online)
         async with asyncio.TaskGroup() as tg:
-            tg.create_task(second.run())
+            tg.create_task(second_service.run())
             await eventually(lambda: second.accounting.recovered == spooled, what="recovery")
             stats = await quiesce(sim, second, earlier_runs=first.accounting.received_socket)
-            second.request_stop()
+            second_service.request_stop()
     acct = second.accounting
     assert_books_balance(second)
     assert acct.dropped == {"spool_corrupt": 1}
@@ -145,9 +146,9 @@ async def test_a_second_process_on_the_spool_exits_2_and_takes_nothing(
     recording = tmp_path / "empty.aprec"
     recording.write_bytes(encode_header({"mode": "full"}))
     async with running_simulator(ticks_per_second=1500) as sim:
-        live = MarketFeedService(offline(settings_for, sim, spool_dir))
+        live, live_service = new_feed(offline(settings_for, sim, spool_dir))
         async with asyncio.TaskGroup() as tg:
-            tg.create_task(live.run())
+            tg.create_task(live_service.run())
             await eventually(lambda: live.spool.pending >= 300, what="spooled")
             pending = live.spool.pending
             env = dict(os.environ, ALPHAPANDA_FEED__SPOOL_DIR=str(spool_dir))
@@ -165,7 +166,7 @@ async def test_a_second_process_on_the_spool_exits_2_and_takes_nothing(
             assert str(spool_dir) in err and f"pid {os.getpid()}" in err
             assert live.spool.pending >= pending  # nothing taken
             await eventually(lambda: live.spool.pending > pending + 100, what="still spooling")
-            live.request_stop()
+            live_service.request_stop()
     assert live.accounting.imbalance() == 0
     assert live.accounting.spooled == live.spool.pending
 
@@ -177,22 +178,22 @@ async def test_fatal_producer_error_fails_health_spools_and_exits_then_replays(
     spool_dir = tmp_path / "spool"
     async with running_simulator(ticks_per_second=1500) as sim:
         settings = feed_settings(settings_for, sim, spool_dir=spool_dir, shutdown_deadline=3.0)
-        first = MarketFeedService(settings)
+        first, first_service = new_feed(settings)
         seen: dict[str, object] = {}
 
         async def inject() -> None:
             await eventually(lambda: first.accounting.published >= 1000, what="acks")
             error = KafkaError(KafkaError._FATAL, "injected fatal error", fatal=True)
             first.producer._error(error)
-            await eventually(lambda: first.unhealthy is not None, what="unhealthy")
-            seen["unhealthy"] = first.unhealthy
-            seen["ready"] = first.is_ready()
+            await eventually(lambda: first_service.unhealthy is not None, what="unhealthy")
+            seen["unhealthy"] = first_service.unhealthy
+            seen["ready"] = first.readiness()[0]
 
         failure: ServiceFailed | None = None
         async with asyncio.TaskGroup() as tg:
             tg.create_task(inject())
             try:
-                await first.run()
+                await first_service.run()
             except ServiceFailed as exc:
                 failure = exc
         assert failure is not None and "kafka producer" in str(failure)
@@ -201,12 +202,12 @@ async def test_fatal_producer_error_fails_health_spools_and_exits_then_replays(
         assert acct1.imbalance() == 0 and acct1.dropped_total == 0, acct1.snapshot()
         assert acct1.spooled == first.spool.pending > 0
 
-        second = MarketFeedService(settings)
+        second, second_service = new_feed(settings)
         async with asyncio.TaskGroup() as tg:
-            tg.create_task(second.run())
+            tg.create_task(second_service.run())
             await eventually(lambda: second.accounting.recovered == acct1.spooled, what="rec")
             stats = await quiesce(sim, second, earlier_runs=acct1.received_socket)
-            second.request_stop()
+            second_service.request_stop()
     assert_books_balance(second)
     records = await asyncio.to_thread(read_topic, settings.kafka.bootstrap_servers, second.topic)
     assert len(records) == stats["total_ticks_sent"]
@@ -231,10 +232,10 @@ async def test_broker_flapping_beyond_message_timeout_keeps_per_instrument_order
             },
             spool_dir=tmp_path / "spool",
         )
-        service = MarketFeedService(settings)
+        feed, service = new_feed(settings)
         async with asyncio.TaskGroup() as tg:
             tg.create_task(service.run())
-            await eventually(lambda: service.accounting.published >= 1000, what="acks")
+            await eventually(lambda: feed.accounting.published >= 1000, what="acks")
             for _ in range(3):
                 private_kafka.pause()
                 try:
@@ -242,17 +243,17 @@ async def test_broker_flapping_beyond_message_timeout_keeps_per_instrument_order
                 finally:
                     private_kafka.resume()
                 await asyncio.sleep(1.0)
-            await eventually(lambda: not service.publisher.spooling, within=120, what="replay")
-            stats = await quiesce(sim, service, within=120)
+            await eventually(lambda: not feed.publisher.spooling, within=120, what="replay")
+            stats = await quiesce(sim, feed, within=120)
             service.request_stop()
-    assert_books_balance(service)
-    assert service.publisher.spill_events >= 1
-    records = await asyncio.to_thread(read_topic, private_kafka.bootstrap, service.topic)
+    assert_books_balance(feed)
+    assert feed.publisher.spill_events >= 1
+    records = await asyncio.to_thread(read_topic, private_kafka.bootstrap, feed.topic)
     report = check_ledger(records)
-    core = service.publisher.core
+    core = feed.publisher.core
     figures = {
-        "books": service.accounting.snapshot(),
-        "dropped": dict(service.accounting.dropped),
+        "books": feed.accounting.snapshot(),
+        "dropped": dict(feed.accounting.dropped),
         "already_published": core.already_published,
         "publish_checks": core.publish_checks,
         "records": len(records),
@@ -278,7 +279,7 @@ async def test_broker_flapping_beyond_message_timeout_keeps_per_instrument_order
         newest[token] = max(volume, newest.get(token, -1))
     assert out_of_order == []
     assert len({r.event_id for r in records}) == stats["total_ticks_sent"]  # none lost
-    assert stats["total_ticks_sent"] == service.accounting.received_socket
+    assert stats["total_ticks_sent"] == feed.accounting.received_socket
 
 
 async def test_spool_file_io_never_runs_on_the_event_loop(
@@ -303,14 +304,14 @@ async def test_spool_file_io_never_runs_on_the_event_loop(
         monkeypatch.setattr(spool_module.Spool, name, wrapped)
     spool_dir = tmp_path / "spool"
     async with running_simulator(ticks_per_second=1500) as sim:
-        first = MarketFeedService(offline(settings_for, sim, spool_dir))
+        first, first_service = new_feed(offline(settings_for, sim, spool_dir))
         async with asyncio.TaskGroup() as tg:
-            tg.create_task(first.run())
+            tg.create_task(first_service.run())
             await eventually(lambda: first.accounting.spooled >= 500, what="spooled")
-            first.request_stop()
-        second = MarketFeedService(feed_settings(settings_for, sim, spool_dir=spool_dir))
+            first_service.request_stop()
+        second, second_service = new_feed(feed_settings(settings_for, sim, spool_dir=spool_dir))
         async with asyncio.TaskGroup() as tg:
-            tg.create_task(second.run())
+            tg.create_task(second_service.run())
             await eventually(
                 lambda: (
                     second.spool.pending == 0
@@ -320,6 +321,6 @@ async def test_spool_file_io_never_runs_on_the_event_loop(
                 within=60,
                 what="replayed and acked",
             )
-            second.request_stop()
+            second_service.request_stop()
     assert set(names) <= set(calls)
     assert on_loop == []

@@ -22,6 +22,7 @@ from pydantic import SecretStr
 from alphapanda.assembly import open_feed
 from alphapanda.metrics import keys
 from alphapanda.metrics.collector import PipelineMetricsCollector
+from alphapanda.parts import FeedParts
 from alphapanda.service import MarketFeedService
 from alphapanda.settings import Settings
 from tests.support.feed import assert_books_balance, eventually, feed_settings, quiesce
@@ -32,10 +33,9 @@ from tests.support.sim import running_simulator
 pytestmark = pytest.mark.slow
 
 
-def collector_of(service: MarketFeedService) -> PipelineMetricsCollector:
-    found = [s for s in service.services if isinstance(s, PipelineMetricsCollector)]
-    assert len(found) == 1
-    return found[0]
+def collector_of(feed: FeedParts) -> PipelineMetricsCollector:
+    assert feed.collector is not None
+    return feed.collector
 
 
 async def until(check: Callable[[], Awaitable[bool]], within: float, what: str) -> None:
@@ -71,10 +71,11 @@ async def test_ticks_keep_flowing_while_redis_is_down(
         store = aioredis.Redis.from_url(private_redis.redis_url, decode_responses=True)
         http = httpx.AsyncClient(base_url=f"http://127.0.0.1:{settings.api.port}", timeout=5)
         try:
-            async with open_feed(settings) as service, asyncio.TaskGroup() as tg:
+            async with open_feed(settings) as feed, asyncio.TaskGroup() as tg:
+                service = MarketFeedService(feed)
                 runner = tg.create_task(service.run())
-                collector = collector_of(service)
-                acct = service.accounting
+                collector = collector_of(feed)
+                acct = feed.accounting
 
                 async def count_in_redis() -> bool:
                     try:
@@ -132,7 +133,7 @@ async def test_ticks_keep_flowing_while_redis_is_down(
                 await until(figures_current, 30, "current figures in Redis again")
                 flushes_after = collector.flushes
 
-                final = await quiesce(sim, service)
+                final = await quiesce(sim, feed)
                 service.request_stop()
                 await runner
         finally:
@@ -141,9 +142,9 @@ async def test_ticks_keep_flowing_while_redis_is_down(
 
     assert failures_in_outage >= 3
     assert flushes_after > 0
-    assert_books_balance(service)
+    assert_books_balance(feed)
     assert acct.dropped_total == 0, acct.snapshot()
-    records = await asyncio.to_thread(read_topic, SHARED_KAFKA, service.topic)
+    records = await asyncio.to_thread(read_topic, SHARED_KAFKA, feed.topic)
     check_ledger(records).assert_complete(final["ticks_sent"])
 
 

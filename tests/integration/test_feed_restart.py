@@ -11,11 +11,11 @@ import signal
 import sys
 from pathlib import Path
 
-from alphapanda.service import MarketFeedService
 from tests.support.feed import (
     assert_books_balance,
     eventually,
     feed_settings,
+    new_feed,
     quiesce,
     settled_sent,
 )
@@ -104,11 +104,11 @@ async def test_spool_of_a_run_without_broker_is_replayed_first(settings_for) -> 
             kafka={"bootstrap_servers": f"127.0.0.1:{free_port()}", "message_timeout_ms": 1000},
             shutdown_deadline=2.0,
         )
-        first = MarketFeedService(offline)
+        first, first_service = new_feed(offline)
         async with asyncio.TaskGroup() as tg:
-            tg.create_task(first.run())
+            tg.create_task(first_service.run())
             await eventually(lambda: first.accounting.received_socket >= 1500, what="ticks")
-            first.request_stop()
+            first_service.request_stop()
         acct1 = first.accounting
         assert acct1.published == 0 and acct1.in_flight == 0 and acct1.dropped_total == 0
         assert acct1.spooled == acct1.received == first.spool.pending > 0
@@ -121,13 +121,13 @@ async def test_spool_of_a_run_without_broker_is_replayed_first(settings_for) -> 
 
         # Run 2: same spool, the broker is back.
         online = feed_settings(settings_for, sim)
-        second = MarketFeedService(online)
+        second, second_service = new_feed(online)
         async with asyncio.TaskGroup() as tg:
-            tg.create_task(second.run())
+            tg.create_task(second_service.run())
             await eventually(lambda: second.accounting.recovered == acct1.spooled, what="recovery")
             await eventually(lambda: second.accounting.published >= acct1.spooled + 1000)
             stats = await quiesce(sim, second, earlier_runs=sent_to_first)
-            second.request_stop()
+            second_service.request_stop()
     assert_books_balance(second)
     assert second.spool.pending == 0
     assert not list((online.feed.spool_dir).glob("segment-*.log"))  # replayed → deleted

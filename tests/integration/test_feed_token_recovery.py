@@ -22,6 +22,7 @@ import pytest
 from pydantic import SecretStr
 
 from alphapanda.assembly import open_feed
+from alphapanda.service import MarketFeedService
 from alphapanda.settings import Settings
 from tests.support.feed import assert_books_balance, feed_settings, quiesce
 from tests.support.ledger import check_ledger, read_topic
@@ -90,11 +91,12 @@ async def test_expired_token_then_set_token_cli_resumes_the_feed(
             return (await states()) == ["connected"]
 
         try:
-            async with open_feed(settings, metrics=False) as service, asyncio.TaskGroup() as tg:
+            async with open_feed(settings, metrics=False) as feed, asyncio.TaskGroup() as tg:
+                service = MarketFeedService(feed)
                 runner = tg.create_task(service.run())
                 # No token stored yet: the configured one (the settings fallback) streams.
                 await until(streaming, 30, "streaming with the configured token")
-                received = service.accounting.received_socket
+                received = feed.accounting.received_socket
 
                 assert await sim.expire_token() == 1
                 await until(
@@ -128,7 +130,7 @@ async def test_expired_token_then_set_token_cli_resumes_the_feed(
                 assert rejected <= 1 + math.ceil(elapsed / retry_delay), (rejected, elapsed)
                 assert stats["handshakes"]["accepted"] == accepted + 1
                 await until(
-                    lambda: _true(service.accounting.received_socket > received + 200),
+                    lambda: _true(feed.accounting.received_socket > received + 200),
                     30,
                     "ticks after the recovery",
                 )
@@ -139,14 +141,14 @@ async def test_expired_token_then_set_token_cli_resumes_the_feed(
                 assert auth["source"] == "database"
                 assert 0 < auth["seconds_left"] <= 24 * 3600
 
-                final = await quiesce(sim, service)
+                final = await quiesce(sim, feed)
                 service.request_stop()
                 await runner
         finally:
             await http.aclose()
 
-    assert_books_balance(service)
-    records = await asyncio.to_thread(read_topic, SHARED_KAFKA, service.topic)
+    assert_books_balance(feed)
+    records = await asyncio.to_thread(read_topic, SHARED_KAFKA, feed.topic)
     check_ledger(records).assert_complete(final["ticks_sent"])
 
 

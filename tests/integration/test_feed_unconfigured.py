@@ -10,8 +10,10 @@ from collections.abc import Callable
 
 import pytest
 
-from alphapanda.assembly import RegistryInstruments, open_feed
+from alphapanda.assembly import open_feed
+from alphapanda.instruments.sources import RegistryInstruments
 from alphapanda.registry import InstrumentRegistryService
+from alphapanda.service import MarketFeedService
 from alphapanda.settings import Settings
 from tests.support.feed import eventually
 from tests.support.services import SHARED_DATABASE
@@ -29,14 +31,15 @@ async def test_fresh_install_waits_for_a_streaming_set(
         assert settings.feed.instruments_csv is None
         caplog.set_level(logging.WARNING, logger="alphapanda.assembly")
         async with (
-            open_feed(settings, api=False, metrics=False) as service,
+            open_feed(settings, api=False, metrics=False) as feed,
             asyncio.TaskGroup() as tg,
         ):
+            service = MarketFeedService(feed)
             runner = tg.create_task(service.run())
-            await eventually(lambda: service.started.is_set(), 20, "feed started")
-            assert isinstance(service.instruments, RegistryInstruments)
-            assert service.instruments.source == "unconfigured"
-            assert service.client.subscriptions() == {}
+            await eventually(lambda: service.ready.is_set(), 20, "feed started")
+            assert isinstance(feed.instruments, RegistryInstruments)
+            assert feed.instruments.source == "unconfigured"
+            assert feed.client.subscriptions() == {}
             assert "alphapanda instruments stream" in caplog.text
 
             # The operator chooses instruments: the running feed follows.
@@ -45,10 +48,10 @@ async def test_fresh_install_waits_for_a_streaming_set(
                 tokens = await registry.resolve(["NSE:NIFTY 50", "MCX:" + _mcx_symbol()])
                 await registry.stream(tokens, "quote")
             await eventually(
-                lambda: set(service.client.subscriptions()) == set(tokens), 20, "subscribed"
+                lambda: set(feed.client.subscriptions()) == set(tokens), 20, "subscribed"
             )
-            assert service.instruments.source == "database"
-            await eventually(lambda: service.accounting.snapshot()["received"] > 0, 20, "ticks")
+            assert feed.instruments.source == "database"
+            await eventually(lambda: feed.accounting.snapshot()["received"] > 0, 20, "ticks")
             service.request_stop()
             await runner
 

@@ -19,8 +19,10 @@ import pytest
 import redis.asyncio as aioredis
 from pydantic import SecretStr
 
-from alphapanda.assembly import RegistryInstruments, open_feed
+from alphapanda.assembly import open_feed
+from alphapanda.instruments.sources import RegistryInstruments
 from alphapanda.metrics import keys
+from alphapanda.parts import FeedParts
 from alphapanda.service import MarketFeedService
 from alphapanda.settings import Settings
 from tests.support.feed import eventually, feed_settings
@@ -83,11 +85,11 @@ async def wait_async(
         await asyncio.sleep(0.05)
 
 
-def counter(service: MarketFeedService, name: str, **labels: str) -> float:
+def counter(feed: FeedParts, name: str, **labels: str) -> float:
     wanted = set(labels.items())
     return sum(
         s.value
-        for source in service.metrics_sources()
+        for source in feed.sources
         for s in source.samples()
         if s.name == name and wanted <= set(s.labels)
     )
@@ -105,26 +107,27 @@ async def test_every_redis_key_fills_from_the_real_feed(
         metrics_keys = keys.MetricsKeys(settings.metrics.namespace)
         store = aioredis.Redis.from_url(SHARED_REDIS, decode_responses=True)
         try:
-            async with open_feed(settings, api=False) as service, asyncio.TaskGroup() as tg:
+            async with open_feed(settings, api=False) as feed, asyncio.TaskGroup() as tg:
+                service = MarketFeedService(feed)
                 runner = tg.create_task(service.run())
-                await eventually(service.client.is_streaming, 20, "streaming")
+                await eventually(feed.client.is_streaming, 20, "streaming")
                 # Fresh schema: the registry is reachable but unconfigured -> the CSV.
-                assert isinstance(service.instruments, RegistryInstruments)
-                assert service.instruments.source == "csv-unconfigured"
-                assert len(service.client.subscriptions()) == 724
+                assert isinstance(feed.instruments, RegistryInstruments)
+                assert feed.instruments.source == "csv-unconfigured"
+                assert len(feed.client.subscriptions()) == 724
                 # Faults: a socket drop (-> reconnects), a malformed frame (-> malformed).
                 await sim.fault_drop()
                 await eventually(
                     lambda: (
-                        counter(service, "kite_reconnect_attempts_total", reason="connect_ok") >= 2
+                        counter(feed, "kite_reconnect_attempts_total", reason="connect_ok") >= 2
                     ),
                     20,
                     "reconnect after the drop",
                 )
-                await eventually(service.client.is_streaming, 20, "streaming again")
+                await eventually(feed.client.is_streaming, 20, "streaming again")
                 await sim.fault_malformed()
                 await eventually(
-                    lambda: counter(service, "kite_skipped_packets_total") >= 1,
+                    lambda: counter(feed, "kite_skipped_packets_total") >= 1,
                     20,
                     "the malformed frame counted",
                 )
@@ -206,11 +209,12 @@ async def test_registry_changes_reach_the_running_feed_without_reconnecting(
     async with running_simulator(ticks_per_second=200) as sim:
         settings = wired_settings(settings_for, sim, schema, unique)
         async with (
-            open_feed(settings, api=False, metrics=False) as service,
+            open_feed(settings, api=False, metrics=False) as feed,
             asyncio.TaskGroup() as tg,
         ):
+            service = MarketFeedService(feed)
             runner = tg.create_task(service.run())
-            await eventually(service.client.is_streaming, 20, "streaming")
+            await eventually(feed.client.is_streaming, 20, "streaming")
             stats = await sim.wait_for(lambda s: s["subscriptions"], 10)
             handshakes = stats["handshakes"]["accepted"]
             assert len(next(iter(stats["subscriptions"].values()))) == 724
@@ -226,13 +230,13 @@ async def test_registry_changes_reach_the_running_feed_without_reconnecting(
                 table_is({"514049": "ltp", "514305": "ltp"}), 15, interval=0.1
             )
             assert stats["handshakes"]["accepted"] == handshakes
-            assert service.instruments.source == "database"  # type: ignore[attr-defined]
+            assert feed.instruments.source == "database"  # type: ignore[attr-defined]
 
             await cli(schema, "instruments", "unstream", "514305")
             stats = await sim.wait_for(table_is({"514049": "ltp"}), 15, interval=0.1)
             assert stats["handshakes"]["accepted"] == handshakes
-            assert service.client.subscriptions() == {514049: "ltp"}
-            assert counter(service, "registry_changes_applied_total") == 2
+            assert feed.client.subscriptions() == {514049: "ltp"}
+            assert counter(feed, "registry_changes_applied_total") == 2
             service.request_stop()
             await runner
 
@@ -253,14 +257,15 @@ async def test_postgres_down_at_start_streams_the_csv_then_follows_the_registry(
             }
         )
         async with (
-            open_feed(settings, api=False, metrics=False) as service,
+            open_feed(settings, api=False, metrics=False) as feed,
             asyncio.TaskGroup() as tg,
         ):
+            service = MarketFeedService(feed)
             runner = tg.create_task(service.run())
             # No database: the CSV (said at ERROR) and the configured token stream.
-            await eventually(service.client.is_streaming, 30, "streaming without PostgreSQL")
-            assert service.instruments.source == "csv"  # type: ignore[attr-defined]
-            assert len(service.client.subscriptions()) == 724
+            await eventually(feed.client.is_streaming, 30, "streaming without PostgreSQL")
+            assert feed.instruments.source == "csv"  # type: ignore[attr-defined]
+            assert len(feed.client.subscriptions()) == 724
             assert any(
                 r.levelname == "ERROR" and "fallback CSV" in r.getMessage() for r in caplog.records
             )
@@ -277,6 +282,6 @@ async def test_postgres_down_at_start_streams_the_csv_then_follows_the_registry(
                 interval=0.1,
             )
             assert stats["handshakes"]["accepted"] == handshakes
-            assert service.instruments.source == "database"  # type: ignore[attr-defined]
+            assert feed.instruments.source == "database"  # type: ignore[attr-defined]
             service.request_stop()
             await runner

@@ -14,9 +14,8 @@ from confluent_kafka import Consumer, TopicPartition
 
 from alphapanda.kafka_security import security_config
 from alphapanda.ops.devstack import DevstackService
-from alphapanda.service import MarketFeedService
 from alphapanda.settings import Settings
-from tests.support.feed import eventually, feed_settings
+from tests.support.feed import eventually, feed_settings, new_feed
 from tests.support.sim import running_simulator
 
 SettingsFor = Callable[..., Settings]
@@ -70,14 +69,16 @@ async def test_the_feed_publishes_through_sasl_ssl(
     assert sasl_kafka.ca_location.is_file()
     async with running_simulator(ticks_per_second=500) as sim:
         settings = feed_settings(settings_for, sim, kafka=_kafka(sasl_kafka, "dev-kafka-password"))
-        service = MarketFeedService(settings)
+        feed, service = new_feed(settings)
         async with asyncio.TaskGroup() as tg:
             tg.create_task(service.run())
-            await eventually(service.is_ready, within=60, what="feed ready over SASL_SSL")
-            await eventually(lambda: service.accounting.published > 200, within=30)
+            await eventually(
+                lambda: service.readiness()[0], within=60, what="feed ready over SASL_SSL"
+            )
+            await eventually(lambda: feed.accounting.published > 200, within=30)
             service.request_stop()
-    topic = service.topic
-    published = service.accounting.published
+    topic = feed.topic
+    published = feed.accounting.published
     assert await asyncio.to_thread(_count, settings, topic) >= published > 0
 
 
@@ -89,10 +90,10 @@ async def test_a_wrong_password_is_one_clear_error_and_not_ready(
     caplog.set_level(logging.WARNING)
     async with running_simulator(ticks_per_second=200) as sim:
         settings = feed_settings(settings_for, sim, kafka=_kafka(sasl_kafka, "not-the-password"))
-        service = MarketFeedService(settings)
+        feed, service = new_feed(settings)
         async with asyncio.TaskGroup() as tg:
             tg.create_task(service.run())
-            await eventually(service.client.is_streaming, within=30, what="kite streaming")
+            await eventually(feed.client.is_streaming, within=30, what="kite streaming")
             await asyncio.sleep(8)
             ready, reasons = service.readiness()
             service.request_stop()

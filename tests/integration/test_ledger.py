@@ -15,9 +15,8 @@ from typing import Any
 
 import pytest
 
-from alphapanda.service import MarketFeedService
 from alphapanda.settings import Settings
-from tests.support.feed import assert_books_balance, eventually, feed_settings, quiesce
+from tests.support.feed import assert_books_balance, eventually, feed_settings, new_feed, quiesce
 from tests.support.ledger import check_ledger, read_topic
 from tests.support.sim import running_simulator
 
@@ -70,18 +69,18 @@ async def test_steady_stream_is_complete_and_matches_official_parser(  # type: i
 
     async with running_simulator(ticks_per_second=1500) as sim:
         settings: Settings = feed_settings(settings_for, sim, hot_path=hot_path)
-        service = MarketFeedService(settings, frame_listener=capture)
-        assert service.hot_path.impl == hot_path
+        feed, service = new_feed(settings, frame_listener=capture)
+        assert feed.hot_path.impl == hot_path
         async with asyncio.TaskGroup() as tg:
             tg.create_task(service.run())
-            await eventually(lambda: service.accounting.published >= 3000, what="3000 acks")
-            stats = await quiesce(sim, service)
+            await eventually(lambda: feed.accounting.published >= 3000, what="3000 acks")
+            stats = await quiesce(sim, feed)
             service.request_stop()
-    assert_books_balance(service)
-    assert service.accounting.dropped_total == 0 and service.spool.pending == 0
+    assert_books_balance(feed)
+    assert feed.accounting.dropped_total == 0 and feed.spool.pending == 0
 
-    records = await asyncio.to_thread(read_topic, settings.kafka.bootstrap_servers, service.topic)
-    assert len(records) == service.accounting.published == stats["total_ticks_sent"]
+    records = await asyncio.to_thread(read_topic, settings.kafka.bootstrap_servers, feed.topic)
+    assert len(records) == feed.accounting.published == stats["total_ticks_sent"]
     check_ledger(records).assert_complete(sent=stats["ticks_sent"])
 
     from kiteconnect import KiteTicker

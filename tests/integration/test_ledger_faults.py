@@ -11,13 +11,13 @@ import asyncio
 
 import pytest
 
-from alphapanda.service import MarketFeedService
 from alphapanda.settings import Settings
 from tests.support.feed import (
     assert_books_balance,
     assert_stages_match,
     eventually,
     feed_settings,
+    new_feed,
     quiesce,
 )
 from tests.support.ledger import check_ledger, read_topic
@@ -43,24 +43,22 @@ def fault_settings(settings_for, sim, broker: PrivateService) -> Settings:  # ty
 async def test_broker_sigkill_and_restart_loses_nothing(settings_for, private_kafka) -> None:  # type: ignore[no-untyped-def]
     async with running_simulator(ticks_per_second=1000) as sim:
         settings = fault_settings(settings_for, sim, private_kafka)
-        service = MarketFeedService(settings)
-        acct = service.accounting
+        feed, service = new_feed(settings)
+        acct = feed.accounting
         async with asyncio.TaskGroup() as tg:
             tg.create_task(service.run())
             await eventually(lambda: acct.published >= 1000, what="first acks")
             await asyncio.to_thread(private_kafka.kill)
             await eventually(lambda: acct.spooled >= 1000, what="ticks spooled during the outage")
-            assert_stages_match(service)
+            assert_stages_match(feed)
             await asyncio.to_thread(private_kafka.start)
-            await eventually(
-                lambda: not service.publisher.spooling, within=120, what="spool replayed"
-            )
-            stats = await quiesce(sim, service, within=120)
+            await eventually(lambda: not feed.publisher.spooling, within=120, what="spool replayed")
+            stats = await quiesce(sim, feed, within=120)
             service.request_stop()
-    assert_books_balance(service)
+    assert_books_balance(feed)
     assert acct.dropped_total == 0
     assert acct.spool_written >= 1000 and acct.replayed >= acct.spool_written
-    records = await asyncio.to_thread(read_topic, private_kafka.bootstrap, service.topic)
+    records = await asyncio.to_thread(read_topic, private_kafka.bootstrap, feed.topic)
     assert len(records) == acct.published == stats["total_ticks_sent"]
     check_ledger(records).assert_complete(sent=stats["ticks_sent"])
 
@@ -70,8 +68,8 @@ async def test_broker_paused_beyond_request_timeout_three_times(
 ) -> None:  # type: ignore[no-untyped-def]
     async with running_simulator(ticks_per_second=1000) as sim:
         settings = fault_settings(settings_for, sim, private_kafka)
-        service = MarketFeedService(settings)
-        acct = service.accounting
+        feed, service = new_feed(settings)
+        acct = feed.accounting
         async with asyncio.TaskGroup() as tg:
             tg.create_task(service.run())
             await eventually(lambda: acct.published >= 500, what="first acks")
@@ -88,12 +86,12 @@ async def test_broker_paused_beyond_request_timeout_three_times(
                 finally:
                     private_kafka.resume()
                 await eventually(
-                    lambda: not service.publisher.spooling, within=60, what="spool replayed"
+                    lambda: not feed.publisher.spooling, within=60, what="spool replayed"
                 )
-            stats = await quiesce(sim, service, within=60)
+            stats = await quiesce(sim, feed, within=60)
             service.request_stop()
-    assert_books_balance(service)
+    assert_books_balance(feed)
     assert acct.dropped_total == 0 and acct.spool_written >= 4500
-    records = await asyncio.to_thread(read_topic, private_kafka.bootstrap, service.topic)
+    records = await asyncio.to_thread(read_topic, private_kafka.bootstrap, feed.topic)
     assert len(records) == acct.published == stats["total_ticks_sent"]
     check_ledger(records).assert_complete(sent=stats["ticks_sent"])

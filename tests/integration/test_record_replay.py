@@ -20,11 +20,12 @@ from typing import Any
 from confluent_kafka import Consumer, TopicPartition
 
 from alphapanda.kite.protocol import decode_message
+from alphapanda.parts import FeedParts
 from alphapanda.recording import RecordingReader, RecordingWriter, encode_record
 from alphapanda.replay import replay_to_kafka, replay_to_stdout
 from alphapanda.service import MarketFeedService
 from alphapanda.settings import Settings
-from tests.support.feed import assert_books_balance, eventually, feed_settings, quiesce
+from tests.support.feed import assert_books_balance, eventually, feed_settings, new_feed, quiesce
 from tests.support.services import ROOT, SHARED_KAFKA
 from tests.support.sim import INSTRUMENTS_CSV, running_simulator
 
@@ -64,11 +65,10 @@ def _data_only(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [event["data"] for event in events]
 
 
-async def _record_live(settings: Settings, path: Path) -> MarketFeedService:
+def _record_live(settings: Settings, path: Path) -> tuple[FeedParts, MarketFeedService]:
     writer = RecordingWriter(path, {"mode": "full"})
-    service = MarketFeedService(settings, frame_listener=writer.on_frame)
-    service.attach(writer)  # run()/stop(): stopped after the publisher has drained
-    return service
+    # The writer runs beside the feed: stopped after the publisher has drained.
+    return new_feed(settings, frame_listener=writer.on_frame, services=[writer])
 
 
 async def test_replay_to_kafka_publishes_what_the_live_feed_published(
@@ -77,15 +77,15 @@ async def test_replay_to_kafka_publishes_what_the_live_feed_published(
     path = tmp_path / "session.aprec"
     async with running_simulator(ticks_per_second=1500) as sim:
         live_settings = feed_settings(settings_for, sim)
-        service = await _record_live(live_settings, path)
+        feed, service = _record_live(live_settings, path)
         async with asyncio.TaskGroup() as tg:
             tg.create_task(service.run())
-            await eventually(lambda: service.accounting.published >= 2500, what="2500 acks")
-            await quiesce(sim, service)
+            await eventually(lambda: feed.accounting.published >= 2500, what="2500 acks")
+            await quiesce(sim, feed)
             service.request_stop()
-    assert_books_balance(service)
-    assert service.accounting.dropped_total == 0
-    live_ticks = service.accounting.published
+    assert_books_balance(feed)
+    assert feed.accounting.dropped_total == 0
+    live_ticks = feed.accounting.published
 
     records = list(RecordingReader(path))
     assert sum(len(decode_message(r.frame, 0).ticks) for r in records) == live_ticks
@@ -95,10 +95,10 @@ async def test_replay_to_kafka_publishes_what_the_live_feed_published(
     assert source.stats.ticks == live_ticks and source.stats.frames == len(records)
     assert_books_balance(replayer)
     assert replayer.accounting.published == live_ticks
-    assert replayer.topic != service.topic
+    assert replayer.topic != feed.topic
 
     bootstrap = live_settings.kafka.bootstrap_servers
-    live = await asyncio.to_thread(_read_all, bootstrap, service.topic)
+    live = await asyncio.to_thread(_read_all, bootstrap, feed.topic)
     replayed = await asyncio.to_thread(_read_all, bootstrap, replayer.topic)
     assert sum(map(len, live.values())) == live_ticks
     assert set(replayed) == set(live)
@@ -119,10 +119,10 @@ async def test_replay_paced_to_stdout_and_cli_tolerates_a_truncated_tail(
     path = tmp_path / "short.aprec"
     async with running_simulator(ticks_per_second=1000) as sim:
         settings = feed_settings(settings_for, sim)
-        service = await _record_live(settings, path)
+        feed, service = _record_live(settings, path)
         async with asyncio.TaskGroup() as tg:
             tg.create_task(service.run())
-            await eventually(lambda: service.accounting.published >= 500, what="500 acks")
+            await eventually(lambda: feed.accounting.published >= 500, what="500 acks")
             service.request_stop()
     records = list(RecordingReader(path))
     ticks_per_record = [len(decode_message(r.frame, 0).ticks) for r in records]

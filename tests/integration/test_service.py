@@ -7,8 +7,8 @@ import json
 
 import pytest
 
-from alphapanda.service import MarketFeedService, ServiceFailed
-from tests.support.feed import assert_books_balance, eventually, feed_settings
+from alphapanda.service import ServiceFailed
+from tests.support.feed import assert_books_balance, eventually, feed_settings, new_feed
 from tests.support.ledger import check_ledger, read_topic
 from tests.support.sim import running_simulator
 
@@ -31,29 +31,27 @@ class ExplodingService:
 async def test_failing_part_triggers_graceful_drain_then_error(settings_for) -> None:  # type: ignore[no-untyped-def]
     exploding = ExplodingService()
     async with running_simulator(ticks_per_second=1000) as sim:
-        service = MarketFeedService(feed_settings(settings_for, sim), services=[exploding])
+        feed, service = new_feed(feed_settings(settings_for, sim), services=[exploding])
         assert service.readiness()[0] is False
 
         async def drive() -> None:
             async with asyncio.TaskGroup() as tg:
                 tg.create_task(service.run())
-                await eventually(lambda: service.is_ready(), what="ready")
+                await eventually(lambda: service.readiness()[0], what="ready")
                 status = service.status()
                 json.dumps(status)  # plain data for the API
                 assert status["ready"] is True and status["subscriptions"] > 0
-                await eventually(lambda: service.accounting.published >= 500, what="acks")
+                await eventually(lambda: feed.accounting.published >= 500, what="acks")
                 exploding.armed.set()
 
         with pytest.raises(ExceptionGroup) as caught:
             await drive()
     assert caught.group_contains(ServiceFailed)
-    assert service.failures == ["ExplodingService"]
-    assert_books_balance(service)
-    acct = service.accounting
+    assert feed.lifecycle.failures == ["ExplodingService"]
+    assert_books_balance(feed)
+    acct = feed.accounting
     assert acct.dropped_total == 0 and acct.spooled == 0
-    records = await asyncio.to_thread(
-        read_topic, service.settings.kafka.bootstrap_servers, service.topic
-    )
+    records = await asyncio.to_thread(read_topic, feed.settings.kafka.bootstrap_servers, feed.topic)
     assert len(records) == acct.published == acct.received
     report = check_ledger(records)
     assert not report.problems

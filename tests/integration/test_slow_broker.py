@@ -13,12 +13,12 @@ import asyncio
 
 import pytest
 
-from alphapanda.service import MarketFeedService
 from tests.support.feed import (
     assert_books_balance,
     assert_stages_match,
     eventually,
     feed_settings,
+    new_feed,
     quiesce,
 )
 from tests.support.ledger import check_ledger, read_topic
@@ -53,16 +53,16 @@ async def test_paused_broker_applies_declared_policy_and_counts_exactly(
             buffer_policy=policy,
             spool_max_bytes=1 << 20,
         )
-        service = MarketFeedService(settings)
-        acct = service.accounting
+        feed, service = new_feed(settings)
+        acct = feed.accounting
         async with asyncio.TaskGroup() as tg:
             tg.create_task(service.run())
             await eventually(lambda: acct.published >= 500, what="first acks")
             private_kafka.pause()
             try:
-                await eventually(lambda: service.spool.refused > 0, what="spool full")
+                await eventually(lambda: feed.spool.refused > 0, what="spool full")
                 await eventually(lambda: acct.dropped_total >= 2000, what="policy drops")
-                assert len(service.buffer) <= CAPACITY
+                assert len(feed.buffer) <= CAPACITY
                 # The spool was full: it says why (while it is: replay frees room now and
                 # then), and the policy drops for it.
                 await eventually(
@@ -70,20 +70,20 @@ async def test_paused_broker_applies_declared_policy_and_counts_exactly(
                     what="readiness naming the full spool",
                 )
                 assert acct.dropped.get("spool_unavailable", 0) > 0
-                assert_stages_match(service)
+                assert_stages_match(feed)
             finally:
                 private_kafka.resume()
-            await eventually(lambda: not service.publisher.spooling, within=60, what="replay")
-            stats = await quiesce(sim, service)
+            await eventually(lambda: not feed.publisher.spooling, within=60, what="replay")
+            stats = await quiesce(sim, feed)
             service.request_stop()
 
-    assert_books_balance(service)
+    assert_books_balance(feed)
     assert set(acct.dropped) <= reasons and acct.dropped_total >= 2000
-    assert service.buffer.high_water <= CAPACITY
+    assert feed.buffer.high_water <= CAPACITY
     # The spool's bound: refused appends past max_bytes (forced writes of failed
     # deliveries may exceed it by at most the producer's queue).
     assert acct.spool_written > 0
-    records = await asyncio.to_thread(read_topic, private_kafka.bootstrap, service.topic)
+    records = await asyncio.to_thread(read_topic, private_kafka.bootstrap, feed.topic)
     assert len(records) == acct.published
     report = check_ledger(records)
     assert not report.duplicate_ids and not report.duplicate_volumes

@@ -44,10 +44,10 @@ async def test_status_page_charts_the_chosen_instrument(
             await page.locator("#market.show").wait_for(timeout=15_000)
             assert await page.locator("#chartinterval").text_content() in ("1m", "5s")
             options = await page.locator("#instrument option").count()
-            assert options == len(feed.service.client.subscriptions())
+            assert options == len(feed.parts.client.subscriptions())
 
             # Choose another instrument than the default one.
-            tokens = sorted(feed.service.client.subscriptions())
+            tokens = sorted(feed.parts.client.subscriptions())
             chosen = tokens[3]
             await page.select_option("#instrument", str(chosen))
             await page.wait_for_function(

@@ -7,11 +7,10 @@ import asyncio
 import json
 from datetime import datetime
 
-from alphapanda.service import MarketFeedService
 from alphapanda.topics import TopicNames
 from tests.support.candles import recompute
 from tests.support.derived import read_raw
-from tests.support.feed import eventually, feed_settings, quiesce
+from tests.support.feed import eventually, feed_settings, new_feed, quiesce
 from tests.support.ledger import read_topic
 from tests.support.sim import running_simulator
 
@@ -26,13 +25,13 @@ async def test_candles_match_recomputation_from_ticks(settings_for) -> None:  # 
                 "candles": settings.candles.model_copy(update={"intervals": INTERVAL}),
             }
         )
-        service = MarketFeedService(settings)
-        derived = service.derived
+        feed, service = new_feed(settings)
+        derived = feed.derived
         assert derived is not None
         (agg,) = derived.aggregators
         async with asyncio.TaskGroup() as tg:
             tg.create_task(service.run())
-            await eventually(service.is_ready, what="ready")
+            await eventually(lambda: service.readiness()[0], what="ready")
             # Three full buckets at least, then silence until every bar is closed.
             try:
                 await eventually(lambda: agg.emitted >= 100, within=40, what="bars")
@@ -40,7 +39,7 @@ async def test_candles_match_recomputation_from_ticks(settings_for) -> None:  # 
                 figures = (agg.emitted, agg.late, agg.ticks_by_source, derived.ticks_offered)
                 raise AssertionError(f"{exc}: emitted/late/sources/offered {figures}") from None
             await asyncio.sleep(11)
-            await quiesce(sim, service)
+            await quiesce(sim, feed)
             await eventually(lambda: agg.next_due() is None, within=15, what="all bars closed")
             await eventually(
                 lambda: derived._producer is not None and derived._producer.pending == 0,
@@ -50,7 +49,7 @@ async def test_candles_match_recomputation_from_ticks(settings_for) -> None:  # 
     assert agg.late == 0
     assert agg.ticks_by_source["exchange"] > 0
     bootstrap = settings.kafka.bootstrap_servers
-    ticks = await asyncio.to_thread(read_topic, bootstrap, service.topic)
+    ticks = await asyncio.to_thread(read_topic, bootstrap, feed.topic)
     ticks.sort(key=lambda r: (r.partition, r.offset))
     topic = TopicNames.market_candles(INTERVAL, settings.kafka.topic_prefix)
     raw = await asyncio.to_thread(read_raw, bootstrap, topic)

@@ -8,10 +8,9 @@ import json
 from datetime import datetime
 from typing import Any
 
-from alphapanda.service import MarketFeedService
 from alphapanda.topics import TopicNames
 from tests.support.derived import read_raw
-from tests.support.feed import eventually, feed_settings
+from tests.support.feed import eventually, feed_settings, new_feed
 from tests.support.sim import running_simulator
 
 
@@ -41,8 +40,8 @@ async def test_feed_events_from_real_faults(settings_for) -> None:  # type: igno
             }
         )
         tokens = MutableToken(sim.access_token)
-        service = MarketFeedService(settings, tokens=tokens)
-        derived = service.derived
+        feed, service = new_feed(settings, tokens=tokens)
+        derived = feed.derived
         assert derived is not None
         count = lambda kind: derived.tracker_counts.get(kind, 0)  # noqa: E731
         async with asyncio.TaskGroup() as tg:
@@ -57,9 +56,9 @@ async def test_feed_events_from_real_faults(settings_for) -> None:  # type: igno
             await sim.set_token("day-2-token")
             tokens.token = "day-2-token"
             await eventually(lambda: count("auth_restored") == 2, what="auth_restored")
-            subscribed = service.client.subscriptions()
+            subscribed = feed.client.subscriptions()
             dropped = sorted(subscribed)[:5]
-            await service.client.unsubscribe(dropped)
+            await feed.client.unsubscribe(dropped)
             await eventually(lambda: count("subscriptions_changed") == 1, what="subscriptions")
             await asyncio.sleep(0.5)
             service.request_stop()
@@ -85,8 +84,8 @@ async def test_feed_events_from_real_faults(settings_for) -> None:  # type: igno
     }.items():
         assert kinds.count(kind) == n, (kind, kinds)
     stopped = events[-1][1]
-    assert stopped["accounting"]["received"] == service.accounting.received
-    assert stopped["accounting"]["published"] == service.accounting.published
+    assert stopped["accounting"]["received"] == feed.accounting.received
+    assert stopped["accounting"]["published"] == feed.accounting.published
     for key, event in events:
         shard_kinds = ("connection_up", "connection_down", "gap", "auth_required", "auth_restored")
         if event["kind"] in shard_kinds:

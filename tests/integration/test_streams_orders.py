@@ -5,10 +5,9 @@ from __future__ import annotations
 import asyncio
 import json
 
-from alphapanda.service import MarketFeedService
 from alphapanda.topics import TopicNames
 from tests.support.derived import read_raw
-from tests.support.feed import eventually, feed_settings
+from tests.support.feed import eventually, feed_settings, new_feed
 from tests.support.sim import running_simulator
 
 
@@ -22,14 +21,14 @@ async def test_order_updates_reach_their_topic(settings_for) -> None:  # type: i
                 )
             }
         )
-        service = MarketFeedService(settings)
-        derived = service.derived
+        feed, service = new_feed(settings)
+        derived = feed.derived
         assert derived is not None
         async with asyncio.TaskGroup() as tg:
             tg.create_task(service.run())
-            await eventually(lambda: len(service.client.statuses()) == 2, what="statuses")
+            await eventually(lambda: len(feed.client.statuses()) == 2, what="statuses")
             await eventually(
-                lambda: all(s.state == "connected" for s in service.client.statuses()),
+                lambda: all(s.state == "connected" for s in feed.client.statuses()),
                 what="both shards connected",
             )
             sent = [

@@ -29,13 +29,13 @@ def _topic_config(bootstrap: str, topic: str) -> dict[str, str]:
 
 async def test_latest_quotes_topic_and_api(settings_for: SettingsFor, unique: str) -> None:
     async with running_feed(settings_for, unique, quotes={"interval_ms": INTERVAL_MS}) as feed:
-        service, http = feed.service, feed.http
-        derived = service.derived
+        parts, http = feed.parts, feed.http
+        derived = parts.derived
         assert derived is not None
-        streaming = set(service.client.subscriptions())
+        streaming = set(parts.client.subscriptions())
         await eventually(lambda: set(derived.quotes.tokens()) == streaming, what="every quote")
         await asyncio.sleep(5)  # several intervals of writes
-        await quiesce(feed.sim, service)
+        await quiesce(feed.sim, parts)
         await asyncio.sleep(INTERVAL_MS / 1000 * 3)  # the last dirty quotes are written
         producer = derived._producer
         assert producer is not None

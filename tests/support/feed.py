@@ -7,6 +7,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from alphapanda.assembly import Overrides, build
+from alphapanda.parts import FeedParts
 from alphapanda.service import MarketFeedService
 from alphapanda.settings import Settings
 from tests.support.sim import INSTRUMENTS_CSV, SimHandle
@@ -25,6 +27,13 @@ def feed_settings(
         feed={"instruments_csv": INSTRUMENTS_CSV, "mode": "full", **feed},
         kafka=kafka or {},
     )
+
+
+def new_feed(settings: Settings, **overrides: Any) -> tuple[FeedParts, MarketFeedService]:
+    """The parts ``build`` wires for ``settings`` (``Overrides`` as keywords) and the
+    service that runs them: a test reads figures from the parts."""
+    parts = build(settings, Overrides(**overrides))
+    return parts, MarketFeedService(parts)
 
 
 async def eventually(
@@ -50,7 +59,7 @@ async def settled_sent(sim: SimHandle) -> int:
 
 
 async def quiesce(
-    sim: SimHandle, service: MarketFeedService, within: float = 60.0, earlier_runs: int = 0
+    sim: SimHandle, feed: FeedParts, within: float = 60.0, earlier_runs: int = 0
 ) -> dict[str, Any]:
     """Stop the simulator's stream and wait until the feed received every tick it sent
     (minus ``earlier_runs``: ticks received by previous feeds of this simulator) and
@@ -59,7 +68,7 @@ async def quiesce(
     deadline = time.monotonic() + within
     while True:
         stats = await sim.stats()
-        acct = service.accounting
+        acct = feed.accounting
         if (
             stats["total_ticks_sent"] == acct.received_socket + earlier_runs
             and acct.in_flight == 0
@@ -73,25 +82,25 @@ async def quiesce(
         await asyncio.sleep(0.05)
 
 
-def assert_books_balance(service: MarketFeedService) -> None:
+def assert_books_balance(feed: FeedParts) -> None:
     """The books balance (received = published + dropped + spooled), nothing in flight."""
-    acct = service.accounting
+    acct = feed.accounting
     assert acct.imbalance() == 0, acct.snapshot()
     assert acct.in_flight == 0, acct.snapshot()
     assert acct.received == acct.published + acct.dropped_total + acct.spooled, acct.snapshot()
 
 
-def assert_stages_match(service: MarketFeedService) -> None:
+def assert_stages_match(feed: FeedParts) -> None:
     """Mid-stream: the ledger's stages equal what the components really hold, and the
     books balance (at any await point of the test, the tick path is between steps)."""
-    acct = service.accounting
+    acct = feed.accounting
     assert acct.imbalance() == 0, acct.snapshot()
-    assert len(service.buffer) == acct.buffered, (len(service.buffer), acct.snapshot())
+    assert len(feed.buffer) == acct.buffered, (len(feed.buffer), acct.snapshot())
     # Awaiting an ack: in the producer, or failed once and held by the publisher to be
     # produced again ahead of newer ticks.
-    held = service.publisher.core.held_failed
-    assert service.producer.pending + held == acct.awaiting_ack, (
-        service.producer.pending,
+    held = feed.publisher.core.held_failed
+    assert feed.producer.pending + held == acct.awaiting_ack, (
+        feed.producer.pending,
         held,
         acct.snapshot(),
     )

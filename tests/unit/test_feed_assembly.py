@@ -7,12 +7,15 @@ from pathlib import Path
 
 import pytest
 
-from alphapanda.assembly import RegistryFollower, RegistryInstruments
+from alphapanda.instruments.sources import (
+    CsvInstrumentSource,
+    RegistryFollower,
+    RegistryInstruments,
+)
 from alphapanda.kite.sharding import CapacityError
 from alphapanda.metrics import keys
 from alphapanda.metrics.samples import Sample
 from alphapanda.registry.watch import OnChange
-from alphapanda.service import CsvInstrumentSource
 
 CSV = Path(__file__).resolve().parents[2] / "data" / "instruments.csv"
 

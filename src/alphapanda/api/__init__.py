@@ -2,11 +2,9 @@
 
 ``create_app`` builds the app against a ``FeedControl`` (the running feed) or none (the
 read-only monitoring API of ``alphapanda api``); ``serve_api`` serves it inside a
-``TaskGroup`` with graceful shutdown. In the feed process::
-
-    control = ServiceControl(service)
-    service.attach(PipelineMetricsCollector(settings, control.metrics_sources()))
-    service.attach(ApiServer(settings, control))
+``TaskGroup`` with graceful shutdown. In the feed process ``alphapanda.assembly.build``
+wraps the feed's parts in a ``ServiceControl`` and runs an ``ApiServer`` over it beside
+the pipeline (``Overrides(api=True)``).
 """
 
 from alphapanda.api.app import create_app

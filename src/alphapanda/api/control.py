@@ -1,7 +1,7 @@
 """What the control API needs from the running feed: the ``FeedControl`` protocol.
 
 The API never reaches into the feed's internals; it talks to this narrow interface,
-which the feed process implements with an adapter around ``MarketFeedService`` and
+which the feed process implements with an adapter over the feed's parts and
 tests can implement in a few lines. Everything the API shows that is a *figure*
 (ticks, latency, drops, buffer depth, spool) comes from ``metrics_sources()`` — the
 same samples the metrics collector ships to Redis — so the API, Prometheus and Redis
@@ -10,21 +10,16 @@ can never disagree about a number.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Iterable, Mapping, Sequence
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 import msgspec
 
 from alphapanda.api.status import ConnectionFigures
-from alphapanda.db.lifecycle import DB_UNAVAILABLE as _DB_UNAVAILABLE
-from alphapanda.instruments import load_instrument_dump
+from alphapanda.instruments.catalogs import InstrumentCatalog
 from alphapanda.kite.sharding import CapacityError
 from alphapanda.metrics.samples import MetricsSource
-from alphapanda.registry import loader as registry_loader
-from alphapanda.registry.service import InstrumentRegistryService
 from alphapanda.streams.quotes import LatestQuotes
 
 log = logging.getLogger(__name__)
@@ -32,7 +27,7 @@ log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     # Only for annotations: the API must not import the whole feed to be built.
-    from alphapanda.service import MarketFeedService
+    from alphapanda.parts import FeedParts
 
 
 class SubscriptionRejected(Exception):
@@ -114,119 +109,58 @@ def check_subscription_request(
         raise OverCapacity(total, capacity)
 
 
-class InstrumentCatalog(Protocol):
-    """Which instrument tokens exist (the registry, or the instrument dump)."""
-
-    async def unknown_tokens(self, tokens: Sequence[int]) -> list[int]:
-        """The tokens of ``tokens`` that no instrument has."""
-        ...
-
-
-class CsvInstrumentCatalog:
-    """The instruments of a Kite instrument-dump CSV, read once on first use."""
-
-    def __init__(self, path: Path | None) -> None:
-        self.path = path
-        self._tokens: frozenset[int] | None = None
-
-    async def unknown_tokens(self, tokens: Sequence[int]) -> list[int]:
-        if self.path is None:  # no CSV configured: it knows no instrument
-            return sorted(set(tokens))
-        if self._tokens is None:
-            instruments, _errors = await asyncio.to_thread(load_instrument_dump, self.path)
-            self._tokens = frozenset(i.instrument_token for i in instruments)
-        return sorted(set(tokens) - self._tokens)
-
-
-class RegistryInstrumentCatalog:
-    """Known instruments from the registry (PostgreSQL). When the database cannot answer,
-    the ``fallback`` catalog does (the instrument dump the registry itself falls back to),
-    so a database outage does not stop subscription changes."""
-
-    def __init__(
-        self,
-        registry: InstrumentRegistryService,
-        fallback: InstrumentCatalog,
-        timeout: float = 2.0,
-    ) -> None:
-        self._registry = registry
-        self._fallback = fallback
-        self._timeout = timeout
-        self.fallbacks = 0
-
-    async def unknown_tokens(self, tokens: Sequence[int]) -> list[int]:
-        try:
-            async with asyncio.timeout(self._timeout), self._registry.engine.connect() as conn:
-                return await registry_loader.unknown_tokens(conn, tokens)
-        except _DB_UNAVAILABLE as exc:
-            self.fallbacks += 1
-            log.warning(
-                "instrument registry unreachable (%s); checking tokens against the dump",
-                type(exc).__name__,
-            )
-            return await self._fallback.unknown_tokens(tokens)
-
-
 class ServiceControl:
-    """``FeedControl`` over a running ``MarketFeedService``.
+    """``FeedControl`` over the parts of a running feed (``FeedParts``).
 
     Subscription changes go to the ticker client as runtime deltas (no reconnect). They are not
     written to the instrument registry: they last until the feed restarts or the
     registry's streaming set changes.
     """
 
-    def __init__(self, service: MarketFeedService, catalog: InstrumentCatalog | None = None):
-        self._service = service
-        if catalog is None:
-            dump = CsvInstrumentCatalog(service.settings.feed.instruments_csv)
-            source = service.instruments
-            # Unknown means "not in the registry" when the feed streams from the registry.
-            if isinstance(source, InstrumentRegistryService):
-                catalog = RegistryInstrumentCatalog(source, dump)
-            else:
-                catalog = dump
+    def __init__(self, parts: FeedParts, catalog: InstrumentCatalog) -> None:
+        self._parts = parts
+        self._client = parts.client
         self._catalog = catalog
-        kite = service.settings.kite
-        self.capacity = kite.max_connections * kite.max_instruments_per_connection
+        self.capacity = parts.settings.kite.capacity
 
     def connections(self) -> list[dict[str, Any]]:
         # msgspec turns the status structs into plain data, datetimes into ISO-8601.
-        return [msgspec.to_builtins(status) for status in self._service.client.statuses()]
+        return [msgspec.to_builtins(status) for status in self._client.statuses()]
 
     def readiness(self) -> tuple[bool, list[str]]:
-        return self._service.readiness()
+        return self._parts.readiness()
 
     def unhealthy(self) -> str | None:
         """Why the feed must be restarted (``None``: it is healthy)."""
-        return self._service.unhealthy
+        return self._parts.lifecycle.unhealthy
 
     def subscriptions(self) -> dict[int, str]:
-        return self._service.client.subscriptions()
+        return self._client.subscriptions()
 
     async def add_subscriptions(self, tokens: Sequence[int], mode: str) -> None:
         unknown = await self._catalog.unknown_tokens(tokens)
         if unknown:
             raise UnknownInstruments(unknown)
-        current = self._service.client.subscriptions()
+        current = self._client.subscriptions()
         check_subscription_request(current, tokens, tokens, self.capacity)
         try:
-            await self._service.client.subscribe(tokens, mode)
+            await self._client.subscribe(tokens, mode)
         except CapacityError as exc:
             # The client's own (per-shard) check: report it with the same numbers.
             raise OverCapacity(len(set(current) | set(tokens)), self.capacity) from exc
 
     async def remove_subscriptions(self, tokens: Sequence[int]) -> None:
-        await self._service.client.unsubscribe(tokens)
+        await self._client.unsubscribe(tokens)
 
     def latest_quotes(self) -> LatestQuotes | None:
         """The feed's latest-quote state (None: derived streams turned off)."""
-        derived = self._service.derived
+        derived = self._parts.derived
         return derived.quotes if derived is not None else None
 
     def recent_candles(self, token: int, limit: int) -> dict[str, Any] | None:
         """Recent closed bars of the charted interval and the bar being built (None:
         derived streams turned off)."""
-        derived = self._service.derived
+        derived = self._parts.derived
         if derived is None:
             return None
         open_bar = derived.charted.open_bar(token)
@@ -244,8 +178,8 @@ class ServiceControl:
         Hand these to the ``PipelineMetricsCollector`` too, so that the Redis snapshot
         carries one entry per connection for ``alphapanda api`` and ``alphapanda status``.
         """
-        client = self._service.client
+        client = self._client
         return [
-            *self._service.metrics_sources(),
+            *self._parts.sources,
             ConnectionFigures(client.statuses, client.subscriptions),
         ]

@@ -152,9 +152,8 @@ async def serve_api(
 
 
 class ApiServer:
-    """The API as a ``MarketFeedService`` background service::
-
-        service.attach(ApiServer(settings, ServiceControl(service)))
+    """The API as a background service of the feed (``build`` adds it with
+    ``Overrides(api=True)``, over the feed's ``ServiceControl``).
 
     ``run()`` serves until ``stop()``; the service calls both.
     """

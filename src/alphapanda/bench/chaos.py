@@ -45,10 +45,12 @@ from typing import Any, Final
 
 from pydantic import SecretStr
 
+from alphapanda.assembly import Overrides, build
 from alphapanda.bench import chaos_disk
 from alphapanda.bench.harness import LedgerFigures, SimProcess, StreamLedger
 from alphapanda.metrics.collector import PipelineMetricsCollector
 from alphapanda.ops.devstack import DevstackService
+from alphapanda.parts import FeedParts
 from alphapanda.service import MarketFeedService, ServiceFailed
 from alphapanda.settings import Settings
 from alphapanda.sim.config import SimConfig
@@ -148,27 +150,30 @@ class _Run:
         self.settings = settings
         self.workdir = workdir
         self.spool_fs_mounted = spool_fs_mounted
-        self.services: list[MarketFeedService] = []
+        # Every feed of the run (a fault may restart it); the last one is running.
+        self.feeds: list[FeedParts] = []
+        self._service: MarketFeedService | None = None
         self._feed: asyncio.Task[None] | None = None
         self.feed_failure: BaseException | None = None
 
     @property
-    def service(self) -> MarketFeedService:
-        return self.services[-1]
+    def feed(self) -> FeedParts:
+        return self.feeds[-1]
 
     @property
     def collector(self) -> PipelineMetricsCollector:
         return self._collector
 
-    async def start_feed(self) -> MarketFeedService:
+    async def start_feed(self) -> FeedParts:
         """A new feed (same settings, same spool) in the run's task group."""
-        service = MarketFeedService(self.settings, tokens=self.tokens)
-        self._collector = PipelineMetricsCollector(self.settings, service.metrics_sources())
-        service.attach(self._collector)
-        self.services.append(service)
+        parts = build(self.settings, Overrides(tokens=self.tokens, metrics=True))
+        assert parts.collector is not None
+        self._collector = parts.collector
+        self.feeds.append(parts)
+        self._service = service = MarketFeedService(parts)
         self._feed = self._tg.create_task(self._run_feed(service), name="market-feed")
-        await self.until(lambda: service.started.is_set(), "the feed to start", 60)
-        return service
+        await self.until(service.ready.is_set, "the feed to start", 60)
+        return parts
 
     async def _run_feed(self, service: MarketFeedService) -> None:
         try:
@@ -179,7 +184,8 @@ class _Run:
     async def stop_feed(self, *, expect_failure: bool = False) -> BaseException | None:
         """Stop the current feed gracefully; its failure, if it failed."""
         self.feed_failure = None
-        self.service.request_stop()
+        assert self._service is not None
+        self._service.request_stop()
         assert self._feed is not None
         await self._feed
         failure = self.feed_failure
@@ -195,16 +201,16 @@ class _Run:
             await asyncio.sleep(0.05)
 
     def streaming(self) -> bool:
-        return self.service.client.is_streaming()
+        return self.feed.client.is_streaming()
 
     def states(self) -> set[str]:
-        return {status.state for status in self.service.client.statuses()}
+        return {status.state for status in self.feed.client.statuses()}
 
     def settled(self) -> bool:
-        acct = self.service.accounting
+        acct = self.feed.accounting
         return (
             self.streaming()
-            and not self.service.publisher.spooling
+            and not self.feed.publisher.spooling
             and acct.spooled == 0
             and acct.buffered + acct.encoding < 5000
             and self.ledger.figures().consumed >= acct.published - acct.awaiting_ack
@@ -212,11 +218,11 @@ class _Run:
 
     async def ticks_flow(self, n: int = 500, within: float = 60) -> None:
         """Wait until ``n`` more ticks were received by the feed."""
-        target = self.service.accounting.received + n
-        await self.until(lambda: self.service.accounting.received >= target, "ticks", within)
+        target = self.feed.accounting.received + n
+        await self.until(lambda: self.feed.accounting.received >= target, "ticks", within)
 
     def reconnects(self) -> int:
-        return sum(status.reconnect_count for status in self.service.client.statuses())
+        return sum(status.reconnect_count for status in self.feed.client.statuses())
 
     def flushes_ok(self) -> int:
         return self.collector.flushes - sum(self.collector.flush_failures.values())
@@ -226,12 +232,12 @@ class _Run:
 
 
 async def _kill(run: _Run, options: dict[str, Any]) -> str:
-    acct = run.service.accounting
+    acct = run.feed.accounting
     before = acct.spool_written
     await asyncio.to_thread(run.broker.kill)
     await run.until(lambda: acct.spool_written > before + 500, "ticks spooled", 60)
     await asyncio.to_thread(run.broker.start)
-    await run.until(lambda: not run.service.publisher.spooling, "spool replayed", SETTLE_WITHIN)
+    await run.until(lambda: not run.feed.publisher.spooling, "spool replayed", SETTLE_WITHIN)
     return "broker killed and restarted"
 
 
@@ -243,7 +249,7 @@ async def _pause(run: _Run, options: dict[str, Any]) -> str:
             await asyncio.sleep(hold)
         finally:
             await asyncio.to_thread(run.broker.resume)
-        await run.until(lambda: not run.service.publisher.spooling, "spool replayed", 120)
+        await run.until(lambda: not run.feed.publisher.spooling, "spool replayed", 120)
         await run.ticks_flow()
     return f"2 × {hold:.0f} s SIGSTOP"
 
@@ -265,9 +271,7 @@ def _more_reconnects(run: _Run, seen: int) -> bool:
 
 
 def _skipped_packets(run: _Run) -> float:
-    return sum(
-        s.value for s in run.service.client.samples() if s.name == "kite_skipped_packets_total"
-    )
+    return sum(s.value for s in run.feed.client.samples() if s.name == "kite_skipped_packets_total")
 
 
 async def _malformed(run: _Run, options: dict[str, Any]) -> str:
@@ -293,9 +297,9 @@ async def _stall(run: _Run, options: dict[str, Any]) -> str:
 
 async def _redis(run: _Run, options: dict[str, Any]) -> str:
     await asyncio.to_thread(run.redis.stop)
-    received = run.service.accounting.published
+    received = run.feed.accounting.published
     await asyncio.sleep(5)
-    flowed = run.service.accounting.published - received
+    flowed = run.feed.accounting.published - received
     failures = sum(run.collector.flush_failures.values())
     await asyncio.to_thread(run.redis.start)
     ok = run.flushes_ok()
@@ -421,10 +425,10 @@ async def run_chaos(
                     await sim.set_rate(0)
                     await asyncio.sleep(1.0)
                     stats = await sim.stats()
-                    acct = run.service.accounting
+                    acct = run.feed.accounting
                     await run.until(
                         lambda: (
-                            sum(s.accounting.received_socket for s in run.services)
+                            sum(s.accounting.received_socket for s in run.feeds)
                             >= int(stats["total_ticks_sent"])
                             or acct.in_flight == 0
                         ),
@@ -449,10 +453,10 @@ async def run_chaos(
             if ledger.error:
                 errors.append(f"ledger consumer: {ledger.error}")
             dropped: dict[str, int] = {}
-            for service in run.services:
-                for reason, count in service.accounting.dropped.items():
+            for feed in run.feeds:
+                for reason, count in feed.accounting.dropped.items():
                     dropped[reason] = dropped.get(reason, 0) + count
-            received = sum(s.accounting.received_socket for s in run.services)
+            received = sum(s.accounting.received_socket for s in run.feeds)
             return ChaosResult(
                 costs=costs,
                 sent=int(stats["total_ticks_sent"]),
@@ -460,7 +464,7 @@ async def run_chaos(
                 published=_published(run),
                 ledger=ledger.figures(),
                 missing=ledger.missing_against(stats["ticks_sent"]),
-                imbalance=sum(abs(s.accounting.imbalance()) for s in run.services),
+                imbalance=sum(abs(s.accounting.imbalance()) for s in run.feeds),
                 errors=errors,
                 dropped=dropped,
             )
@@ -475,7 +479,7 @@ async def run_chaos(
 
 
 def _published(run: _Run) -> int:
-    return sum(s.accounting.published for s in run.services)
+    return sum(s.accounting.published for s in run.feeds)
 
 
 def _quietly(action: Callable[[], None]) -> None:
@@ -486,11 +490,11 @@ def _quietly(action: Callable[[], None]) -> None:
 
 
 def _dropped(run: _Run) -> int:
-    return sum(s.accounting.dropped_total for s in run.services)
+    return sum(s.accounting.dropped_total for s in run.feeds)
 
 
 def _spool_written(run: _Run) -> int:
-    return sum(s.accounting.spool_written for s in run.services)
+    return sum(s.accounting.spool_written for s in run.feeds)
 
 
 async def _run_fault(run: _Run, name: str, options: dict[str, Any]) -> FaultCost:

@@ -75,35 +75,33 @@ async def diskfull(run: _Run, options: dict[str, Any]) -> str:
     spool_dir = run.settings.feed.spool_dir
     if not run.spool_fs_mounted:
         raise RuntimeError("diskfull needs the spool on a small tmpfs (run as root)")
-    service = run.service
-    errors_before = service.spool.write_errors + service.spool.refused
+    feed = run.feed
+    errors_before = feed.spool.write_errors + feed.spool.refused
     ballast = await asyncio.to_thread(_fill, spool_dir, 256 * 1024)
     await asyncio.to_thread(run.broker.kill)
     try:
         await run.until(
-            lambda: service.spool.write_errors + service.spool.refused > errors_before + 3,
+            lambda: feed.spool.write_errors + feed.spool.refused > errors_before + 3,
             "the spool to run out of space",
             60,
         )
         await run.until(
-            lambda: service.publisher.core.spool_problem is not None, "spool unavailable", 30
+            lambda: feed.publisher.core.spool_problem is not None, "spool unavailable", 30
         )
-        reasons = service.readiness()[1]
+        reasons = feed.readiness()[1]
         await asyncio.sleep(2)  # the feed holds on (block) while the disk is full
-        backed_up = service.accounting.buffered
+        backed_up = feed.accounting.buffered
     finally:
         await asyncio.to_thread(ballast.unlink)
-    await run.until(
-        lambda: service.publisher.core.spool_problem is None, "the spool to recover", 60
-    )
+    await run.until(lambda: feed.publisher.core.spool_problem is None, "the spool to recover", 60)
     await asyncio.to_thread(run.broker.start)
-    await run.until(lambda: not service.publisher.spooling, "spool replayed", 180)
+    await run.until(lambda: not feed.publisher.spooling, "spool replayed", 180)
     why = next((r for r in reasons if "disk spool" in r), "?")
     return f"disk full ({why[:60]}); {backed_up} ticks held in the buffer; recovered"
 
 
 async def spoolcorrupt(run: _Run, options: dict[str, Any]) -> str:
-    acct = run.service.accounting
+    acct = run.feed.accounting
     before = acct.spool_written
     await asyncio.to_thread(run.broker.kill)
     await run.until(lambda: acct.spool_written > before + 3000, "ticks spooled", 60)
@@ -122,9 +120,9 @@ async def spoolcorrupt(run: _Run, options: dict[str, Any]) -> str:
         flipped.append(position)
     segment.write_bytes(bytes(data))
     await asyncio.to_thread(run.broker.start)
-    service = await run.start_feed()
-    lost = service.spool.lost_at_open
-    await run.until(lambda: not service.publisher.spooling, "spool replayed", 180)
+    feed = await run.start_feed()
+    lost = feed.spool.lost_at_open
+    await run.until(lambda: not feed.publisher.spooling, "spool replayed", 180)
     return (
         f"{len(flipped)} bytes flipped in {segment.name}; {lost} records lost and "
         f"counted as spool_corrupt, the rest replayed"
@@ -132,13 +130,13 @@ async def spoolcorrupt(run: _Run, options: dict[str, Any]) -> str:
 
 
 async def twoprocs(run: _Run, options: dict[str, Any]) -> str:
-    service = run.service
-    acct = service.accounting
+    feed = run.feed
+    acct = feed.accounting
     before = acct.spool_written
     await asyncio.to_thread(run.broker.kill)
     try:
         await run.until(lambda: acct.spool_written > before + 500, "ticks spooled", 60)
-        pending = service.spool.pending
+        pending = feed.spool.pending
         recording = run.workdir / "empty.aprec"
         recording.write_bytes(encode_header({"mode": "full"}))
         env = dict(os.environ)
@@ -158,11 +156,11 @@ async def twoprocs(run: _Run, options: dict[str, Any]) -> str:
                 f"second process exited {second.returncode}, expected 2 naming pid "
                 f"{os.getpid()}: {message[-300:]}"
             )
-        if service.spool.pending < pending:
+        if feed.spool.pending < pending:
             raise RuntimeError("the second process took records from the live spool")
     finally:
         await asyncio.to_thread(run.broker.start)
-    await run.until(lambda: not service.publisher.spooling, "spool replayed", 180)
+    await run.until(lambda: not feed.publisher.spooling, "spool replayed", 180)
     return f"second process refused (exit 2, names pid {os.getpid()}); live spool untouched"
 
 
@@ -175,20 +173,20 @@ async def flap(run: _Run, options: dict[str, Any]) -> str:
         finally:
             await asyncio.to_thread(run.broker.resume)
         await asyncio.sleep(1.0)
-    await run.until(lambda: not run.service.publisher.spooling, "spool replayed", 180)
+    await run.until(lambda: not run.feed.publisher.spooling, "spool replayed", 180)
     return f"3 x {hold:.1f} s SIGSTOP (message.timeout.ms {run.settings.kafka.message_timeout_ms})"
 
 
 async def fatal(run: _Run, options: dict[str, Any]) -> str:
-    service = run.service
-    producer = service.producer
+    feed = run.feed
+    producer = feed.producer
     # What librdkafka's error callback reports when the idempotent producer is fenced.
     producer._error(KafkaError(KafkaError._FATAL, "injected fatal error (chaos)", fatal=True))
-    await run.until(lambda: service.unhealthy is not None, "unhealthy", 10)
+    await run.until(lambda: feed.lifecycle.unhealthy is not None, "unhealthy", 10)
     failure = await run.stop_feed(expect_failure=True)
     if failure is None:
         raise RuntimeError("the feed did not fail after a fatal producer error")
-    spooled = service.accounting.spooled
+    spooled = feed.accounting.spooled
     replacement = await run.start_feed()
     await run.until(lambda: not replacement.publisher.spooling, "spool replayed", 180)
     return f"/health 503, exit with failure, {spooled} ticks spooled and replayed by a new feed"

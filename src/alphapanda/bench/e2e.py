@@ -36,6 +36,7 @@ import psutil
 from confluent_kafka.admin import AdminClient
 from pydantic import SecretStr
 
+from alphapanda.assembly import build
 from alphapanda.bench.baseline import BaselineError, BaselineResult, run_baseline
 from alphapanda.bench.ceiling import CeilingResult, run_ceiling
 from alphapanda.bench.harness import SimProcess, StreamLedger
@@ -223,13 +224,12 @@ async def run_e2e(
                     ),
                 }
             )
-            service = MarketFeedService(feed_settings)
-            acct = service.accounting
+            feed = build(feed_settings)
+            acct = feed.accounting
             async with asyncio.TaskGroup() as tg:
+                service = MarketFeedService(feed)
                 tg.create_task(service.run())
-                await _until(
-                    lambda: service.topic_ready and service.client.is_streaming(), 60, "feed up"
-                )
+                await _until(lambda: feed.readiness()[0], 60, "feed up")
 
                 if pregenerate:
                     await _until_async(
@@ -253,12 +253,12 @@ async def run_e2e(
 
                 # 2. Latency at a fixed, lower rate (after the backlog of phase 1 drained).
                 await sim.set_rate(latency_rate)
-                await _until(lambda: len(service.buffer) < 1000, 60, "backlog drained")
+                await _until(lambda: len(feed.buffer) < 1000, 60, "backlog drained")
                 await asyncio.sleep(1.0)  # settle at the new rate before measuring
-                service.producer.latency = LatencyReservoir(_LATENCY_SAMPLES)
+                feed.producer.latency = LatencyReservoir(_LATENCY_SAMPLES)
                 l_sent0, l_t0 = (await sim.stats())["total_ticks_sent"], time.monotonic()
                 await asyncio.sleep(seconds)  # the measurement window itself
-                latency = service.producer.latency
+                latency = feed.producer.latency
                 p50, p99 = latency.percentiles(0.5, 0.99)
                 samples = min(latency.count, _LATENCY_SAMPLES)
                 latency_sent = ((await sim.stats())["total_ticks_sent"] - l_sent0) / (
@@ -353,7 +353,7 @@ async def run_e2e(
         missing_instruments=len(missing),
         dropped=acct.dropped_total,
         zero_loss=zero_loss,
-        buffer_high_water=service.buffer.high_water,
+        buffer_high_water=feed.buffer.high_water,
         sim_pregenerated=pregenerate,
         feed_cpu_us_per_tick=(cpu1 - cpu0) / max(1, acked1 - acked0) * 1e6,
         feed_loop_cpu_us_per_tick=(loop_cpu1 - loop_cpu0) / max(1, acked1 - acked0) * 1e6,

@@ -15,6 +15,7 @@ from alphapanda.assembly import open_feed
 from alphapanda.cli.app import app, settings_from
 from alphapanda.logs import configure_logging, flush_suppressed, secrets_of
 from alphapanda.ops.preflight import feed_preflight
+from alphapanda.parts import FeedParts
 from alphapanda.pipeline.spool import SpoolError
 from alphapanda.production import require_secure
 from alphapanda.service import MarketFeedService, ServiceFailed
@@ -131,12 +132,13 @@ async def run_feed(
     metrics: bool = True,
     api: bool = True,
     registry: bool = True,
-) -> MarketFeedService:
-    """Build the service (``open_feed``), wire signals, run it to completion; returns it
-    (for figures)."""
-    async with open_feed(settings, metrics=metrics, api=api, registry=registry) as service:
-        await _run(service, run_for)
-    return service
+) -> FeedParts:
+    """Build the parts (``open_feed``), wire signals, run the feed to completion; returns
+    the parts (for figures)."""
+    async with open_feed(settings, metrics=metrics, api=api, registry=registry) as parts:
+        await _run(MarketFeedService(parts), run_for)
+        log.info("feed stopped: %s", parts.accounting.snapshot())
+    return parts
 
 
 async def _run(service: MarketFeedService, run_for: float | None) -> None:
@@ -154,4 +156,3 @@ async def _run(service: MarketFeedService, run_for: float | None) -> None:
     finally:
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(signum)
-    log.info("feed stopped: %s", service.accounting.snapshot())

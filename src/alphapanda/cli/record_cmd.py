@@ -15,14 +15,16 @@ from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
 
 from alphapanda.cli.app import app, settings_from
+from alphapanda.instruments.sources import CsvInstrumentSource
 from alphapanda.kite.client import TickerClient
 from alphapanda.kite.ports import StaticTokenProvider
 from alphapanda.kite.protocol import Tick
 from alphapanda.logs import configure_logging, flush_suppressed, secrets_of
+from alphapanda.parts import FeedParts
 from alphapanda.pipeline.spool import SpoolError
 from alphapanda.recording import RecordingError, RecordingReader, RecordingWriter
 from alphapanda.replay import ReplaySource, replay_to_kafka, replay_to_stdout
-from alphapanda.service import CsvInstrumentSource, MarketFeedService
+from alphapanda.service import MarketFeedService
 from alphapanda.settings import Settings, SubscriptionMode
 from alphapanda.topics import TopicNames
 
@@ -118,7 +120,7 @@ async def record_frames(
     """Connect with the ``TickerClient`` and record every binary frame until ``seconds``
     have passed or SIGINT/SIGTERM; returns frames, ticks, bytes and dropped frames."""
     kite = settings.kite
-    limit = kite.max_connections * kite.max_instruments_per_connection
+    limit = kite.capacity
     wanted = await CsvInstrumentSource(instruments, mode, limit).load()
     ws = urlsplit(kite.ws_url)
     # Metadata only: never the access token (which rides in the WebSocket URL).
@@ -287,11 +289,11 @@ async def _replay(
                     summary = f"{sink.lines} lines printed, {sink.malformed} ticks malformed"
                     code = 0
                 else:
-                    source, service = await _replay_kafka(settings, file, speed, sources)
-                    figures = service.accounting.snapshot()
-                    imbalance = service.accounting.imbalance()
+                    source, parts = await _replay_kafka(settings, file, speed, sources)
+                    figures = parts.accounting.snapshot()
+                    imbalance = parts.accounting.imbalance()
                     summary = (
-                        f"topic {service.topic}: received={figures['received']} "
+                        f"topic {parts.topic}: received={figures['received']} "
                         f"published={figures['published']} dropped={figures['dropped']} "
                         f"spooled={figures['spooled']} in_flight={figures['in_flight']}"
                     )
@@ -312,7 +314,7 @@ async def _replay(
 
 async def _replay_kafka(
     settings: Settings, file: Path, speed: float | None, sources: list[ReplaySource]
-) -> tuple[ReplaySource, MarketFeedService]:
+) -> tuple[ReplaySource, FeedParts]:
     loop = asyncio.get_running_loop()
 
     def started(source: ReplaySource, service: MarketFeedService) -> None:

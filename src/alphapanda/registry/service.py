@@ -93,7 +93,7 @@ class InstrumentRegistryService(DatabaseService):
         self.db_errors = 0
         self._watcher: StreamingSetWatcher | None = None
         kite = settings.kite
-        self.capacity = kite.max_connections * kite.max_instruments_per_connection
+        self.capacity = kite.capacity
         self.over_capacity = 0
 
     def __repr__(self) -> str:

@@ -22,7 +22,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
-from typing import Any, Final, Protocol
+from typing import TYPE_CHECKING, Any, Final, Protocol
 
 import msgspec
 
@@ -47,6 +47,11 @@ from alphapanda.streams.records import (
 from alphapanda.streams.sessions import SessionTable
 from alphapanda.streams.sink import DerivedProducer, ensure_topics
 from alphapanda.topics import TopicNames
+
+if TYPE_CHECKING:
+    from alphapanda.kite.client import TickerClient
+    from alphapanda.pipeline.accounting import Accounting
+    from alphapanda.pipeline.publisher import Publisher
 
 log = logging.getLogger(__name__)
 
@@ -97,7 +102,7 @@ class DerivedStreams:
     def __init__(
         self,
         settings: Settings,
-        state: FeedState,
+        state: FeedState | None = None,
         *,
         wall: Callable[[], float] = time.time,
     ) -> None:
@@ -327,8 +332,19 @@ class DerivedStreams:
                 return  # queue full: keep it (bounded backlog) and retry on the next round
             orders.popleft()
 
+    def sample_from(self, state: FeedState) -> None:
+        """Where the feed events are sampled from. The feed's parts are built after
+        the streams (the ticker client sends its order updates here), so the state is
+        handed over once they exist; ``run()`` requires it."""
+        self._state = state
+
+    def _feed_state(self) -> FeedState:
+        if self._state is None:
+            raise RuntimeError("DerivedStreams: sample_from() was not called before run()")
+        return self._state
+
     def _sample_events(self) -> None:
-        state = self._state
+        state = self._feed_state()
         instruments = state.shard_instruments()
         snapshots = [
             ShardSnapshot(
@@ -370,7 +386,7 @@ class DerivedStreams:
         return datetime.fromtimestamp(self._wall(), UTC)
 
     def _accounting(self) -> dict[str, Any]:
-        return self._state.accounting()
+        return self._feed_state().accounting()
 
     def samples(self) -> Iterator[Sample]:
         yield Sample(
@@ -408,39 +424,25 @@ class DerivedStreams:
             yield from self._producer.samples()
 
 
-class _Service(Protocol):
-    # The parts of ``MarketFeedService`` the events are sampled from.
-    @property
-    def client(self) -> Any: ...
-
-    @property
-    def publisher(self) -> Any: ...
-
-    @property
-    def accounting(self) -> Any: ...
-
-
 class ServiceState:
-    """``FeedState`` of a ``MarketFeedService``."""
+    """``FeedState`` read from the feed's parts."""
 
-    def __init__(self, service: _Service) -> None:
-        self._service = service
+    def __init__(self, client: TickerClient, publisher: Publisher, accounting: Accounting) -> None:
+        self._client = client
+        self._publisher = publisher
+        self._accounting = accounting
 
     def connection_statuses(self) -> list[ConnectionStatus]:
-        statuses: list[ConnectionStatus] = self._service.client.statuses()
-        return statuses
+        return self._client.statuses()
 
     def shard_instruments(self) -> Mapping[int, Sequence[int]]:
-        shards: Mapping[int, Sequence[int]] = self._service.client.shard_instruments()
-        return shards
+        return self._client.shard_instruments()
 
     def subscriptions(self) -> Mapping[int, str]:
-        subscriptions: Mapping[int, str] = self._service.client.subscriptions()
-        return subscriptions
+        return self._client.subscriptions()
 
     def spooling(self) -> bool:
-        return bool(self._service.publisher.spooling)
+        return self._publisher.spooling
 
     def accounting(self) -> dict[str, Any]:
-        figures: dict[str, Any] = self._service.accounting.snapshot()
-        return figures
+        return self._accounting.snapshot()
