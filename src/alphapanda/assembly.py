@@ -29,6 +29,7 @@ from alphapanda.api.control import CsvInstrumentCatalog, RegistryInstrumentCatal
 from alphapanda.auth import AuthService, BrokerAuthenticator
 from alphapanda.db.lifecycle import DB_UNAVAILABLE as _DB_UNAVAILABLE
 from alphapanda.kite.sharding import CapacityError
+from alphapanda.metrics import catalog
 from alphapanda.metrics.collector import PipelineMetricsCollector
 from alphapanda.metrics.samples import Sample
 from alphapanda.registry import InstrumentRegistryService
@@ -174,20 +175,8 @@ class RegistryFollower:
 
     def samples(self) -> Iterator[Sample]:
         """Registry changes applied to / refused by the running feed (``MetricsSource``)."""
-        yield Sample(
-            "registry_changes_applied_total",
-            "counter",
-            self.changes_applied,
-            (),
-            "Streaming-set changes applied to the running feed as subscription deltas",
-        )
-        yield Sample(
-            "registry_changes_refused_total",
-            "counter",
-            self.changes_refused,
-            (),
-            "Streaming-set changes the ticker client refused (current set kept)",
-        )
+        yield catalog.REGISTRY_CHANGES_APPLIED.sample(self.changes_applied)
+        yield catalog.REGISTRY_CHANGES_REFUSED.sample(self.changes_refused)
 
     async def _apply(self, desired: dict[int, str]) -> None:
         if self._stopping() or self._stop.is_set():

@@ -41,7 +41,7 @@ from alphapanda.instruments import load_instrument_dump
 from alphapanda.kite.client import TickerClient
 from alphapanda.kite.connection import FrameListener
 from alphapanda.kite.ports import StaticTokenProvider, TokenProvider
-from alphapanda.metrics.keys import LAST_TICK_TIMESTAMP
+from alphapanda.metrics import catalog
 from alphapanda.metrics.samples import MetricsSource, Sample
 from alphapanda.pipeline.accounting import DROP_SPOOL_CORRUPT, Accounting
 from alphapanda.pipeline.buffer import TickBuffer
@@ -482,15 +482,7 @@ class _ServiceFigures:
 
     def samples(self) -> list[Sample]:
         return [
-            Sample(
-                LAST_TICK_TIMESTAMP,
-                "gauge",
-                self._last_tick_timestamp(),
-                (),
-                "Unix time of the last tick received (0: none yet); exact to one pull.",
-            ),
-            Sample("feed_ready", "gauge", int(self._service.is_ready()), (), "1 when ready."),
-            Sample(
-                "feed_topic_ready", "gauge", int(self._service.topic_ready), (), "Topic exists."
-            ),
+            catalog.LAST_TICK_TIMESTAMP_SECONDS.sample(self._last_tick_timestamp()),
+            catalog.FEED_READY.sample(int(self._service.is_ready())),
+            catalog.FEED_TOPIC_READY.sample(int(self._service.topic_ready)),
         ]

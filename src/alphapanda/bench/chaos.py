@@ -47,6 +47,7 @@ from pydantic import SecretStr
 
 from alphapanda.bench import chaos_disk
 from alphapanda.bench.harness import LedgerFigures, SimProcess, StreamLedger
+from alphapanda.metrics import catalog
 from alphapanda.metrics.collector import PipelineMetricsCollector
 from alphapanda.ops.devstack import DevstackService
 from alphapanda.service import MarketFeedService, ServiceFailed
@@ -266,7 +267,7 @@ def _more_reconnects(run: _Run, seen: int) -> bool:
 
 def _skipped_packets(run: _Run) -> float:
     return sum(
-        s.value for s in run.service.client.samples() if s.name == "kite_skipped_packets_total"
+        s.value for s in run.service.client.samples() if s.name == catalog.KITE_SKIPPED_PACKETS.name
     )
 
 
