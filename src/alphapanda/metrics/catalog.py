@@ -167,7 +167,9 @@ KAFKA_PENDING = gauge("kafka_pending", "Messages awaiting a delivery report.")
 KAFKA_QUEUE_FULL_WAITS = counter(
     "kafka_queue_full_waits_total", "Times produce() waited for room in librdkafka's queue."
 )
-SEND_LATENCY_SECONDS = gauge("send_latency_seconds", "help_text", "quantile")
+SEND_LATENCY_SECONDS = gauge(
+    "send_latency_seconds", "Frame receipt to broker ack, over the most recent acks.", "quantile"
+)
 
 # The publisher (broker or spool).
 
