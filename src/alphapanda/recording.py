@@ -48,6 +48,7 @@ from typing import IO, Any, Final, Literal
 import msgspec
 
 from alphapanda import framedlog
+from alphapanda.metrics import catalog
 from alphapanda.metrics.samples import Sample
 
 MAGIC: Final = b"APREC\x00\x02\n"
@@ -374,14 +375,6 @@ class RecordingWriter:
 
     def samples(self) -> Iterator[Sample]:
         """``MetricsSource``: what the recorder wrote and left out."""
-        yield Sample("recorder_frames_total", "counter", self.frames, (), "Frames recorded")
-        yield Sample(
-            "recorder_bytes_total", "counter", self.bytes_written, (), "Bytes written to file"
-        )
-        yield Sample(
-            "recorder_dropped_frames_total",
-            "counter",
-            self.dropped_frames,
-            (),
-            "Frames left out of the recording because the disk fell behind",
-        )
+        yield catalog.RECORDER_FRAMES.sample(self.frames)
+        yield catalog.RECORDER_BYTES.sample(self.bytes_written)
+        yield catalog.RECORDER_DROPPED_FRAMES.sample(self.dropped_frames)

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, BinaryIO, Final
 
 from alphapanda.kite.ports import TickSink
 from alphapanda.kite.protocol import Tick, decode_message
+from alphapanda.metrics import catalog
 from alphapanda.metrics.samples import Sample
 from alphapanda.pipeline.formatter import TickFormatter
 from alphapanda.pipeline.wire import WireEncoder
@@ -156,8 +157,8 @@ class ReplaySource:
 
     def samples(self) -> Iterator[Sample]:
         """``MetricsSource``: frames and ticks replayed."""
-        yield Sample("replay_frames_total", "counter", self.stats.frames, (), "Frames replayed")
-        yield Sample("replay_ticks_total", "counter", self.stats.ticks, (), "Ticks replayed")
+        yield catalog.REPLAY_FRAMES.sample(self.stats.frames)
+        yield catalog.REPLAY_TICKS.sample(self.stats.ticks)
 
 
 def _take(records: Iterator[FrameRecord], n: int) -> list[FrameRecord]:

@@ -33,7 +33,7 @@ import time
 from collections.abc import Callable, Coroutine
 from typing import Any, Final
 
-from alphapanda.metrics.keys import LAST_TICK_TIMESTAMP
+from alphapanda.metrics import catalog
 from alphapanda.metrics.samples import Sample
 from alphapanda.parts import FeedParts
 from alphapanda.pipeline.accounting import DROP_SPOOL_CORRUPT
@@ -270,19 +270,7 @@ class FeedFigures:
 
     def samples(self) -> list[Sample]:
         return [
-            Sample(
-                LAST_TICK_TIMESTAMP,
-                "gauge",
-                self._last_tick_timestamp(),
-                (),
-                "Unix time of the last tick received (0: none yet); exact to one pull.",
-            ),
-            Sample("feed_ready", "gauge", int(self._parts.readiness()[0]), (), "1 when ready."),
-            Sample(
-                "feed_topic_ready",
-                "gauge",
-                int(self._parts.lifecycle.topic_ready),
-                (),
-                "Topic exists.",
-            ),
+            catalog.LAST_TICK_TIMESTAMP_SECONDS.sample(self._last_tick_timestamp()),
+            catalog.FEED_READY.sample(int(self._parts.readiness()[0])),
+            catalog.FEED_TOPIC_READY.sample(int(self._parts.lifecycle.topic_ready)),
         ]

@@ -11,6 +11,7 @@ import msgspec
 import pytest
 import redis.asyncio as aioredis
 
+from alphapanda.metrics import catalog
 from alphapanda.metrics import keys as k
 from alphapanda.metrics.collector import PipelineMetricsCollector
 from alphapanda.metrics.reader import MetricsReader
@@ -39,24 +40,20 @@ class FeedSource:
         self.last_tick_at = time.time()
 
     def samples(self) -> Iterable[Sample]:
-        yield Sample(k.TICKS_RECEIVED, "counter", self.received)
-        yield Sample(k.SENDS_OK_SAMPLE, "counter", self.sent_ok)
-        yield Sample(k.SENDS_FAILED_SAMPLE, "counter", 0)
-        yield Sample(k.LAST_TICK_TIMESTAMP, "gauge", self.last_tick_at)
+        yield catalog.TICKS_RECEIVED.sample(self.received)
+        yield catalog.SENDS_OK.sample(self.sent_ok)
+        yield catalog.SENDS_FAILED.sample(0)
+        yield catalog.LAST_TICK_TIMESTAMP_SECONDS.sample(self.last_tick_at)
         for quantile, value in (("0.5", 0.002), ("0.9", 0.004), ("0.99", 0.009), ("1", 0.02)):
-            yield Sample(k.SEND_LATENCY, "gauge", value, (("quantile", quantile),))
+            yield catalog.SEND_LATENCY_SECONDS.sample(value, (("quantile", quantile),))
         for reason, count in self.drops.items():
-            yield Sample(k.DROPS_SAMPLE, "counter", count, (("reason", reason),))
-        yield Sample(
-            k.KITE_RECONNECT_ATTEMPTS, "counter", 1, (("shard", "0"), ("reason", "refused"))
-        )
-        yield Sample(
-            k.KITE_SKIPPED_PACKETS, "counter", 4, (("shard", "0"), ("reason", "truncated"))
-        )
-        yield Sample(k.CONNECTION_STATE, "gauge", 1, (("shard", "0"), ("state", "connected")))
-        yield Sample(k.BUFFER_DEPTH_SAMPLE, "gauge", 17)
-        yield Sample(k.SPOOL_BYTES_SAMPLE, "gauge", 4096)
-        yield Sample(k.SPOOL_MESSAGES_SAMPLE, "gauge", 8)
+            yield catalog.TICKS_DROPPED.sample(count, (("reason", reason),))
+        yield catalog.KITE_RECONNECT_ATTEMPTS.sample(1, (("shard", "0"), ("reason", "refused")))
+        yield catalog.KITE_SKIPPED_PACKETS.sample(4, (("shard", "0"), ("reason", "truncated")))
+        yield catalog.CONNECTION_STATE.sample(1, (("shard", "0"), ("state", "connected")))
+        yield catalog.BUFFER_DEPTH.sample(17)
+        yield catalog.SPOOL_BYTES.sample(4096)
+        yield catalog.SPOOL_MESSAGES.sample(8)
 
 
 @pytest.fixture
@@ -123,7 +120,10 @@ async def test_flush_writes_the_documented_keys_with_ttls(
     health = await reader.health(time.time())
     assert health.status == "ok", health.reasons
     assert health.ticks_total == 26
-    assert {s.name for s in await reader.samples()} >= {k.TICKS_RECEIVED, k.DROPS_SAMPLE}
+    assert {s.name for s in await reader.samples()} >= {
+        catalog.TICKS_RECEIVED.name,
+        catalog.TICKS_DROPPED.name,
+    }
 
 
 async def test_a_vanished_reason_or_shard_does_not_linger(

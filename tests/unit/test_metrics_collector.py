@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from alphapanda.metrics import catalog
 from alphapanda.metrics import keys as k
 from alphapanda.metrics.collector import PipelineMetricsCollector, RateTracker
 from alphapanda.metrics.prometheus import asgi_app, build_registry, render_latest, render_samples
@@ -36,16 +37,16 @@ class FeedSource:
     depth: int = 0
 
     def samples(self) -> Iterable[Sample]:
-        yield Sample(k.TICKS_RECEIVED, "counter", self.received, (), "Ticks received.")
-        yield Sample(k.SENDS_OK_SAMPLE, "counter", self.sent_ok)
-        yield Sample(k.SENDS_FAILED_SAMPLE, "counter", self.sent_failed)
+        yield catalog.TICKS_RECEIVED.sample(self.received)
+        yield catalog.SENDS_OK.sample(self.sent_ok)
+        yield catalog.SENDS_FAILED.sample(self.sent_failed)
         if self.last_tick_at:
-            yield Sample(k.LAST_TICK_TIMESTAMP, "gauge", self.last_tick_at)
+            yield catalog.LAST_TICK_TIMESTAMP_SECONDS.sample(self.last_tick_at)
         for reason, count in self.drops.items():
-            yield Sample(k.DROPS_SAMPLE, "counter", count, (("reason", reason),))
+            yield catalog.TICKS_DROPPED.sample(count, (("reason", reason),))
         for quantile, seconds in self.latency.items():
-            yield Sample(k.SEND_LATENCY, "gauge", seconds, (("quantile", quantile),))
-        yield Sample(k.BUFFER_DEPTH_SAMPLE, "gauge", self.depth)
+            yield catalog.SEND_LATENCY_SECONDS.sample(seconds, (("quantile", quantile),))
+        yield catalog.BUFFER_DEPTH.sample(self.depth)
 
 
 @dataclass
@@ -58,13 +59,13 @@ class ShardSource:
     def samples(self) -> Iterable[Sample]:
         shard = ("shard", self.shard)
         for state in ("connecting", "connected", "backoff"):
-            yield Sample(
-                k.CONNECTION_STATE, "gauge", float(state == self.state), (shard, ("state", state))
+            yield catalog.CONNECTION_STATE.sample(
+                float(state == self.state), (shard, ("state", state))
             )
         for reason, count in self.reconnects.items():
-            yield Sample(k.KITE_RECONNECT_ATTEMPTS, "counter", count, (shard, ("reason", reason)))
-        yield Sample(
-            k.KITE_SKIPPED_PACKETS, "counter", self.skipped, (shard, ("reason", "unknown_length"))
+            yield catalog.KITE_RECONNECT_ATTEMPTS.sample(count, (shard, ("reason", reason)))
+        yield catalog.KITE_SKIPPED_PACKETS.sample(
+            self.skipped, (shard, ("reason", "unknown_length"))
         )
 
 
@@ -138,7 +139,7 @@ def test_declared_keys_receive_the_mapped_samples() -> None:
     assert snap[k.BUFFER_DEPTH] == 42
     assert snap[k.CONNECTIONS]["0"]["state"] == "connected"
     assert snap[k.CONNECTIONS]["1"]["state"] == "backoff"
-    assert snap[k.CONNECTIONS]["1"][k.KITE_RECONNECT_ATTEMPTS] == 5
+    assert snap[k.CONNECTIONS]["1"][catalog.KITE_RECONNECT_ATTEMPTS.name] == 5
     # Nothing fed the spool keys: they are unknown, not zero.
     assert snap["spool"] == {"bytes": None, "messages": None}
     assert snap["updated_at"] == "2025-11-24T16:00:00.000+00:00"

@@ -44,6 +44,7 @@ from limits.errors import StorageError
 from pydantic import SecretStr
 from redis.exceptions import RedisError
 
+from alphapanda.metrics import catalog
 from alphapanda.metrics.samples import Sample
 
 RouteClass = Literal["exempt", "read", "mutating"]
@@ -151,26 +152,10 @@ class RateLimiter:
         """Counters of allowed, limited and storage-failed requests per route class."""
         for route_class in ROUTE_CLASSES:
             labels = (("route_class", route_class),)
-            yield Sample(
-                "api_requests_allowed_total",
-                "counter",
-                self._allowed[route_class],
-                labels,
-                "API requests admitted by the rate limiter",
-            )
-            yield Sample(
-                "api_requests_rate_limited_total",
-                "counter",
-                self._limited[route_class],
-                labels,
-                "API requests refused with 429",
-            )
-            yield Sample(
-                "rate_limit_storage_errors_total",
-                "counter",
-                self._storage_errors[route_class],
-                labels,
-                "rate-limit checks that could not reach Redis",
+            yield catalog.API_REQUESTS_ALLOWED.sample(self._allowed[route_class], labels)
+            yield catalog.API_REQUESTS_RATE_LIMITED.sample(self._limited[route_class], labels)
+            yield catalog.RATE_LIMIT_STORAGE_ERRORS.sample(
+                self._storage_errors[route_class], labels
             )
 
     async def aclose(self) -> None:

@@ -31,6 +31,7 @@ from alphapanda.api.models import (
 )
 from alphapanda.api.security import API_KEY_HEADER, key_matches, redact
 from alphapanda.api.status import by_mode, status_from_samples, status_from_snapshot
+from alphapanda.metrics import catalog
 from alphapanda.metrics.prometheus import build_registry, render_latest
 from alphapanda.metrics.reader import samples_of
 from alphapanda.metrics.samples import Sample
@@ -131,7 +132,7 @@ async def status(ctx: Ctx) -> StatusView:
         view = status_from_snapshot(snapshot, feed.buffer_capacity, feed.buffer_policy)
     else:
         samples = _live_samples(ctx)
-        received = sum(s.value for s in samples if s.name == "ticks_received_total")
+        received = sum(s.value for s in samples if s.name == catalog.TICKS_RECEIVED.name)
         now = now_epoch()
         view = status_from_samples(
             samples,

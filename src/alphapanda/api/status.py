@@ -22,18 +22,18 @@ from alphapanda.api.models import (
     StatusView,
     WalView,
 )
-from alphapanda.metrics import keys
+from alphapanda.metrics import catalog, keys
 from alphapanda.metrics.reader import samples_of
 from alphapanda.metrics.samples import Sample
 
 # Per-shard sample names (as the collector stores them) → ConnectionView fields.
 _SHARD_FIELDS = {
-    keys.TICKS_RECEIVED: "ticks_received",
-    "connection_ticks_received_total": "ticks_received",
-    "connection_reconnects_total": "reconnect_count",
-    "connection_instruments": "instruments",
-    "connection_last_frame_age_seconds": "last_frame_age_seconds",
-    "connection_since_timestamp_seconds": "since_timestamp_seconds",
+    catalog.TICKS_RECEIVED.name: "ticks_received",
+    catalog.CONNECTION_TICKS_RECEIVED.name: "ticks_received",
+    catalog.CONNECTION_RECONNECTS.name: "reconnect_count",
+    catalog.CONNECTION_INSTRUMENTS.name: "instruments",
+    catalog.CONNECTION_LAST_FRAME_AGE_SECONDS.name: "last_frame_age_seconds",
+    catalog.CONNECTION_SINCE_TIMESTAMP_SECONDS.name: "since_timestamp_seconds",
 }
 
 
@@ -124,7 +124,11 @@ def _figures(samples: Iterable[Sample]) -> dict[str, Any]:
     collected = list(samples)
     scalars, hashes = keys.apply_rules(collected, STATUS_RULES)
     last_tick = max(
-        (s.value for s in collected if s.name == keys.LAST_TICK_TIMESTAMP and s.value > 0),
+        (
+            s.value
+            for s in collected
+            if s.name == catalog.LAST_TICK_TIMESTAMP_SECONDS.name and s.value > 0
+        ),
         default=None,
     )
     return {
@@ -163,30 +167,30 @@ _WAL_PAUSED = (
 def _wal_view(samples: list[Sample]) -> WalView:
     """The WAL's state, from its samples (absent: the WAL is disabled or not reported)."""
     values = {s.name: s.value for s in samples if s.name.startswith("wal_")}
-    if "wal_paused" not in values:
+    if catalog.WAL_PAUSED.name not in values:
         return WalView()
 
-    def number(name: str) -> int | None:
-        value = values.get(name)
+    def number(metric: catalog.Metric) -> int | None:
+        value = values.get(metric.name)
         return None if value is None else int(value)
 
-    paused = bool(values["wal_paused"])
+    paused = bool(values[catalog.WAL_PAUSED.name])
     return WalView(
         enabled=True,
         paused=paused,
         crash_protection=_WAL_PAUSED if paused else "on",
-        bytes=number("wal_bytes"),
-        segments=number("wal_segments"),
-        recovered=number("wal_recovered_total"),
-        already_published=number("wal_already_published_total"),
-        corrupt=number("wal_corrupt_total"),
+        bytes=number(catalog.WAL_BYTES),
+        segments=number(catalog.WAL_SEGMENTS),
+        recovered=number(catalog.WAL_RECOVERED),
+        already_published=number(catalog.WAL_ALREADY_PUBLISHED),
+        corrupt=number(catalog.WAL_CORRUPT),
     )
 
 
 def _auth_view(samples: list[Sample]) -> AuthView:
     """The access token's state, from the AuthService's samples (absent: all None)."""
-    valid = next((s for s in samples if s.name == AUTH_TOKEN_VALID), None)
-    left = next((s.value for s in samples if s.name == AUTH_TOKEN_SECONDS_LEFT), None)
+    valid = next((s for s in samples if s.name == catalog.AUTH_TOKEN_VALID.name), None)
+    left = next((s.value for s in samples if s.name == catalog.AUTH_TOKEN_SECONDS_LEFT.name), None)
     return AuthView(
         token_valid=None if valid is None else bool(valid.value),
         source=None if valid is None else dict(valid.labels).get("source"),
@@ -244,8 +248,8 @@ def status_from_snapshot(
             if isinstance(shard_figures, Mapping):
                 connections.append(connection_view(shard_figures, str(shard)))
     raw_samples = samples_of(snapshot)
-    subscribed = [s for s in raw_samples if s.name == SUBSCRIBED_BY_MODE]
-    ready_flags = [s.value for s in raw_samples if s.name == FEED_READY]
+    subscribed = [s for s in raw_samples if s.name == catalog.CONNECTION_SUBSCRIPTIONS.name]
+    ready_flags = [s.value for s in raw_samples if s.name == catalog.FEED_READY.name]
     return StatusView(
         source="redis",
         available=True,
@@ -266,13 +270,6 @@ def _str_or_none(value: Any) -> str | None:
     return None if value is None or value == "" else str(value)
 
 
-SUBSCRIBED_BY_MODE = "connection_subscriptions"
-AUTH_TOKEN_VALID = "auth_token_valid"
-AUTH_TOKEN_SECONDS_LEFT = "auth_token_seconds_left"
-# The feed service's readiness gauge (1 when ready), as it reaches Redis.
-FEED_READY = "feed_ready"
-
-
 class ConnectionFigures:
     """Per-connection samples (label ``shard``) from the ticker client's statuses, so the
     Redis snapshot — and with it ``alphapanda api`` and ``alphapanda status`` — can show
@@ -287,46 +284,12 @@ class ConnectionFigures:
     def samples(self) -> Iterator[Sample]:
         for status in self._statuses():
             shard = (("shard", str(status.shard)),)
-            yield Sample(
-                keys.CONNECTION_STATE,
-                "gauge",
-                1,
-                (*shard, ("state", str(status.state))),
-                "1 for the connection's current state",
-            )
-            yield Sample(
-                "connection_since_timestamp_seconds",
-                "gauge",
-                status.since.timestamp(),
-                shard,
-                "When the connection entered its current state",
-            )
-            yield Sample(
-                "connection_instruments", "gauge", status.instruments, shard, "Instruments"
-            )
-            yield Sample(
-                "connection_ticks_received_total",
-                "counter",
-                status.ticks_received,
-                shard,
-                "Ticks received on this connection",
-            )
-            yield Sample(
-                "connection_reconnects_total",
-                "counter",
-                status.reconnect_count,
-                shard,
-                "Reconnects of this connection",
-            )
+            yield catalog.CONNECTION_STATE.sample(1, (*shard, ("state", str(status.state))))
+            yield catalog.CONNECTION_SINCE_TIMESTAMP_SECONDS.sample(status.since.timestamp(), shard)
+            yield catalog.CONNECTION_INSTRUMENTS.sample(status.instruments, shard)
+            yield catalog.CONNECTION_TICKS_RECEIVED.sample(status.ticks_received, shard)
+            yield catalog.CONNECTION_RECONNECTS.sample(status.reconnect_count, shard)
             if status.last_frame_age is not None:
-                yield Sample(
-                    "connection_last_frame_age_seconds",
-                    "gauge",
-                    status.last_frame_age,
-                    shard,
-                    "Seconds since the last frame",
-                )
+                yield catalog.CONNECTION_LAST_FRAME_AGE_SECONDS.sample(status.last_frame_age, shard)
         for mode, count in by_mode(self._subscriptions()).items():
-            yield Sample(
-                SUBSCRIBED_BY_MODE, "gauge", count, (("mode", mode),), "Instruments by mode"
-            )
+            yield catalog.CONNECTION_SUBSCRIPTIONS.sample(count, (("mode", mode),))

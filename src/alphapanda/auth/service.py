@@ -41,6 +41,7 @@ from alphapanda.db.lifecycle import (
     DatabaseService,
 )
 from alphapanda.kite.ports import TokenUnavailable
+from alphapanda.metrics import catalog
 from alphapanda.metrics.samples import Sample
 from alphapanda.settings import Settings
 
@@ -345,25 +346,15 @@ class AuthService(DatabaseService):
         cached = self._cached
         if cached is not None:
             status = self._status_of(cached)
-            yield Sample(
-                "auth_token_valid",
-                "gauge",
-                float(status.has_token),
-                (("source", status.source),),
-                "1 while a usable access token is known",
+            yield catalog.AUTH_TOKEN_VALID.sample(
+                float(status.has_token), (("source", status.source),)
             )
             if status.seconds_left is not None:
-                yield Sample(
-                    "auth_token_seconds_left",
-                    "gauge",
-                    status.seconds_left,
-                    (),
-                    "Seconds until the access token's 06:00 IST expiry",
-                )
-        yield Sample("auth_token_lookups_total", "counter", float(self.lookups))
-        yield Sample("auth_db_errors_total", "counter", float(self.db_errors))
-        yield Sample("auth_logins_total", "counter", float(self.logins))
-        yield Sample("auth_login_failures_total", "counter", float(self.login_failures))
+                yield catalog.AUTH_TOKEN_SECONDS_LEFT.sample(status.seconds_left)
+        yield catalog.AUTH_TOKEN_LOOKUPS.sample(float(self.lookups))
+        yield catalog.AUTH_DB_ERRORS.sample(float(self.db_errors))
+        yield catalog.AUTH_LOGINS.sample(float(self.logins))
+        yield catalog.AUTH_LOGIN_FAILURES.sample(float(self.login_failures))
 
 
 def _scrub(text: str, secrets: Iterable[str]) -> str:

@@ -48,6 +48,7 @@ from pydantic import SecretStr
 from alphapanda.assembly import Overrides, build
 from alphapanda.bench import chaos_disk
 from alphapanda.bench.harness import LedgerFigures, SimProcess, StreamLedger
+from alphapanda.metrics import catalog
 from alphapanda.metrics.collector import PipelineMetricsCollector
 from alphapanda.ops.devstack import DevstackService
 from alphapanda.parts import FeedParts
@@ -271,7 +272,9 @@ def _more_reconnects(run: _Run, seen: int) -> bool:
 
 
 def _skipped_packets(run: _Run) -> float:
-    return sum(s.value for s in run.feed.client.samples() if s.name == "kite_skipped_packets_total")
+    return sum(
+        s.value for s in run.feed.client.samples() if s.name == catalog.KITE_SKIPPED_PACKETS.name
+    )
 
 
 async def _malformed(run: _Run, options: dict[str, Any]) -> str:

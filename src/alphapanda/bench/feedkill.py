@@ -38,6 +38,7 @@ from confluent_kafka import Consumer, KafkaError, TopicPartition
 
 from alphapanda.bench.harness import LedgerFigures, SimProcess, StreamLedger
 from alphapanda.kite.protocol import decode_message
+from alphapanda.metrics import catalog
 from alphapanda.ops.devstack import DevstackService, free_port
 from alphapanda.settings import Settings
 from alphapanda.sim.config import SimConfig
@@ -262,21 +263,21 @@ async def run_feedkill(
             for _ in range(kills):
                 await feed.start()
                 figures = await feed.until(
-                    lambda m: m.get("ticks_received_total", 0) > 0, "ticks to flow"
+                    lambda m: m.get(catalog.TICKS_RECEIVED.name, 0) > 0, "ticks to flow"
                 )
                 if not ledger_started:
                     ledger.start()
                     ledger_started = True
                 await asyncio.sleep(rng.uniform(1.5, 6.0))
                 figures = await feed.metrics()
-                recovered += int(figures.get("wal_recovered_total", 0))
-                already += int(figures.get("wal_already_published_total", 0))
+                recovered += int(figures.get(catalog.WAL_RECOVERED.name, 0))
+                already += int(figures.get(catalog.WAL_ALREADY_PUBLISHED.name, 0))
                 await feed.kill()
                 frames, ticks = await asyncio.to_thread(wal_contents, workdir / "wal")
                 in_wal |= ticks
                 record = KillRecord(
                     time.monotonic() - started,
-                    int(figures.get("ticks_received_total", 0)),
+                    int(figures.get(catalog.TICKS_RECEIVED.name, 0)),
                     frames,
                     len(ticks),
                 )
@@ -286,16 +287,19 @@ async def run_feedkill(
             # The last run: recover, stream a little, stop the load, drain, stop.
             await feed.start()
             figures = await feed.until(
-                lambda m: m.get("ticks_received_total", 0) > 0, "ticks after the last kill"
+                lambda m: m.get(catalog.TICKS_RECEIVED.name, 0) > 0, "ticks after the last kill"
             )
             await asyncio.sleep(2.0)
             await sim.set_rate(0)
             figures = await feed.until(
-                lambda m: m.get("ticks_in_flight", 1) == 0 and m.get("ticks_spooled", 1) == 0,
+                lambda m: (
+                    m.get(catalog.TICKS_IN_FLIGHT.name, 1) == 0
+                    and m.get(catalog.TICKS_SPOOLED.name, 1) == 0
+                ),
                 "the feed to drain",
             )
-            recovered += int(figures.get("wal_recovered_total", 0))
-            already += int(figures.get("wal_already_published_total", 0))
+            recovered += int(figures.get(catalog.WAL_RECOVERED.name, 0))
+            already += int(figures.get(catalog.WAL_ALREADY_PUBLISHED.name, 0))
             exit_code = await feed.stop()
             stats = await sim.stats()
             sent = int(stats["total_ticks_sent"])

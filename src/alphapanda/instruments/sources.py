@@ -19,6 +19,7 @@ from typing import Protocol
 from alphapanda.db.lifecycle import DB_UNAVAILABLE
 from alphapanda.instruments.dump import load_instrument_dump
 from alphapanda.kite.sharding import CapacityError
+from alphapanda.metrics import catalog
 from alphapanda.metrics.samples import Sample
 from alphapanda.registry.watch import OnChange
 
@@ -194,20 +195,8 @@ class RegistryFollower:
 
     def samples(self) -> Iterator[Sample]:
         """Registry changes applied to / refused by the running feed (``MetricsSource``)."""
-        yield Sample(
-            "registry_changes_applied_total",
-            "counter",
-            self.changes_applied,
-            (),
-            "Streaming-set changes applied to the running feed as subscription deltas",
-        )
-        yield Sample(
-            "registry_changes_refused_total",
-            "counter",
-            self.changes_refused,
-            (),
-            "Streaming-set changes the ticker client refused (current set kept)",
-        )
+        yield catalog.REGISTRY_CHANGES_APPLIED.sample(self.changes_applied)
+        yield catalog.REGISTRY_CHANGES_REFUSED.sample(self.changes_refused)
 
     async def _apply(self, desired: dict[int, str]) -> None:
         if self._stopping() or self._stop.is_set():

@@ -37,7 +37,7 @@ from alphapanda.kite.reconnect import REASONS
 from alphapanda.kite.sharding import CapacityError, ShardPlanner, validate_modes
 from alphapanda.kite.state import STATES, ConnectionStatus
 from alphapanda.kite.transport import Connector, WebSocketConnector
-from alphapanda.metrics.keys import KITE_RECONNECT_ATTEMPTS, KITE_SKIPPED_PACKETS
+from alphapanda.metrics import catalog
 from alphapanda.metrics.samples import Sample
 from alphapanda.modes import MODES
 from alphapanda.settings import KiteSettings
@@ -219,56 +219,24 @@ class TickerClient:
             total.listener_errors += c.listener_errors
 
         for reason in sorted(set(REASONS) | set(total.attempts)):
-            yield Sample(
-                KITE_RECONNECT_ATTEMPTS,
-                "counter",
-                total.attempts.get(reason, 0),
-                (("reason", reason),),
-                "Connection attempts and socket endings, by outcome or cause",
+            yield catalog.KITE_RECONNECT_ATTEMPTS.sample(
+                total.attempts.get(reason, 0), (("reason", reason),)
             )
-        yield Sample("kite_frames_total", "counter", total.frames, (), "Binary frames received")
-        yield Sample("kite_heartbeats_total", "counter", total.heartbeats, (), "Heartbeats")
-        yield Sample("kite_ticks_received_total", "counter", total.ticks, (), "Ticks decoded")
+        yield catalog.KITE_FRAMES.sample(total.frames)
+        yield catalog.KITE_HEARTBEATS.sample(total.heartbeats)
+        yield catalog.KITE_TICKS_RECEIVED.sample(total.ticks)
         for reason in sorted(set(_SKIP_REASONS) | set(total.skipped)):
-            yield Sample(
-                KITE_SKIPPED_PACKETS,
-                "counter",
-                total.skipped.get(reason, 0),
-                (("reason", reason),),
-                "Malformed packets skipped by the decoder, by reason",
+            yield catalog.KITE_SKIPPED_PACKETS.sample(
+                total.skipped.get(reason, 0), (("reason", reason),)
             )
         for kind in sorted(set(("error", "message", "order")) | set(total.text_messages)):
-            yield Sample(
-                "kite_text_messages_total",
-                "counter",
-                total.text_messages.get(kind, 0),
-                (("type", kind),),
-                "Text messages from the server, by type ('invalid': unparseable)",
+            yield catalog.KITE_TEXT_MESSAGES.sample(
+                total.text_messages.get(kind, 0), (("type", kind),)
             )
-        yield Sample(
-            "kite_frame_listener_errors_total",
-            "counter",
-            total.listener_errors,
-            (),
-            "Frame listener (recorder) failures",
-        )
+        yield catalog.KITE_FRAME_LISTENER_ERRORS.sample(total.listener_errors)
         # Only shards in use: idle spare shards are not "stopped" connections.
         states = [status.state for status in self.statuses()]
         for state in STATES:
-            yield Sample(
-                "kite_connections",
-                "gauge",
-                states.count(state),
-                (("state", state),),
-                "Connections by state",
-            )
-        yield Sample(
-            "kite_subscribed_instruments",
-            "gauge",
-            len(self._planner.current()),
-            (),
-            "Instruments in the desired set",
-        )
-        yield Sample(
-            "kite_streaming", "gauge", 1.0 if self.is_streaming() else 0.0, (), "Feed receiving"
-        )
+            yield catalog.KITE_CONNECTIONS.sample(states.count(state), (("state", state),))
+        yield catalog.KITE_SUBSCRIBED_INSTRUMENTS.sample(len(self._planner.current()))
+        yield catalog.KITE_STREAMING.sample(1.0 if self.is_streaming() else 0.0)

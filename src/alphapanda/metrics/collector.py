@@ -28,6 +28,7 @@ from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from alphapanda.clock import SYSTEM_CLOCK, Clock
+from alphapanda.metrics import catalog
 from alphapanda.metrics import keys as k
 from alphapanda.metrics.samples import MetricsSource, Sample
 from alphapanda.settings import Settings
@@ -130,25 +131,11 @@ class PipelineMetricsCollector:
 
     def samples(self) -> Iterable[Sample]:
         """The collector's own figures (it is a ``MetricsSource`` too)."""
-        yield Sample(
-            "metrics_flushes_total", "counter", self.flushes, (), "Metrics flush attempts."
-        )
+        yield catalog.METRICS_FLUSHES.sample(self.flushes)
         for reason, count in self.flush_failures.items():
-            yield Sample(
-                "metrics_flush_failures_total",
-                "counter",
-                count,
-                (("reason", reason),),
-                "Metrics flushes to Redis that failed or timed out.",
-            )
+            yield catalog.METRICS_FLUSH_FAILURES.sample(count, (("reason", reason),))
         for source, count in self.source_errors.items():
-            yield Sample(
-                "metrics_source_errors_total",
-                "counter",
-                count,
-                (("source", source),),
-                "Exceptions raised by a metrics source's samples().",
-            )
+            yield catalog.METRICS_SOURCE_ERRORS.sample(count, (("source", source),))
 
     def gather(self) -> list[Sample]:
         """Samples of every source plus our own. A failing source is counted and skipped."""
@@ -223,7 +210,11 @@ class PipelineMetricsCollector:
     def _last_tick_time(
         self, samples: list[Sample], count: float | None, now: float
     ) -> float | None:
-        stamps = [s.value for s in samples if s.name == k.LAST_TICK_TIMESTAMP and s.value > 0]
+        stamps = [
+            s.value
+            for s in samples
+            if s.name == catalog.LAST_TICK_TIMESTAMP_SECONDS.name and s.value > 0
+        ]
         if stamps:
             return max(stamps)
         # No source stamps its last tick: the count moving is proof of activity within

@@ -30,11 +30,10 @@ The ``snapshot`` document is the convenient one to read: it holds every key abov
 the same names (``sends``/``send_latency``/``spool`` as nested objects), the derived
 ``rates`` of every counter, and ``samples``, the raw samples of every source.
 
-Which sample feeds which key is declared in ``DEFAULT_RULES`` — the one table the
-collector (Redis) and the control API's ``/status`` both use. Sample names follow
-Prometheus conventions (see ``alphapanda.metrics.samples``); a source that uses one of
-the names below lands in the matching key, every other sample still reaches the
-snapshot's ``samples`` list and Prometheus.
+Which metric feeds which key is declared in ``DEFAULT_RULES`` — the one table the
+collector (Redis) and the control API's ``/status`` both use. It names metrics only
+through their entries in ``alphapanda.metrics.catalog``, where every metric is declared;
+a metric no rule names still reaches the snapshot's ``samples`` list and Prometheus.
 """
 
 from __future__ import annotations
@@ -43,6 +42,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Literal
 
+from alphapanda.metrics import catalog
 from alphapanda.metrics.samples import Sample
 
 KEY_ROOT = "pipeline:market_ticks"
@@ -68,25 +68,8 @@ CONNECTIONS = "connections"
 UPDATED_AT = "updated_at"
 SNAPSHOT = "snapshot"
 
-# Well-known sample names (without the ``alphapanda_`` prefix). Components should use
-# these for the figures the Redis layout knows about.
-TICKS_RECEIVED = "ticks_received_total"
-LAST_TICK_TIMESTAMP = "last_tick_timestamp_seconds"
-SENDS_OK_SAMPLE = "sends_ok_total"
-SENDS_FAILED_SAMPLE = "sends_failed_total"
-SEND_LATENCY = "send_latency_seconds"  # gauge, label quantile="0.5"|"0.9"|"0.99"|"1"
-DROPS_SAMPLE = "ticks_dropped_total"  # label reason
-BUFFER_DEPTH_SAMPLE = "buffer_depth"
-SPOOL_BYTES_SAMPLE = "spool_bytes"
-SPOOL_MESSAGES_SAMPLE = "spool_messages"
-CONNECTION_STATE = "connection_state"  # gauge 1 for the current state; labels shard, state
+# The label that puts a sample into a shard's row of the ``connections`` hash.
 SHARD_LABEL = "shard"
-
-# Component-specific names that also feed the layout (see DEFAULT_RULES); the
-# components emit them through these constants.
-KITE_RECONNECT_ATTEMPTS = "kite_reconnect_attempts_total"  # TickerClient; label reason
-KITE_SKIPPED_PACKETS = "kite_skipped_packets_total"  # TickerClient (decoder); label reason
-FORMATTER_MALFORMED = "ticks_malformed_total"  # TickFormatter; label reason
 
 Shape = Literal["scalar", "hash"]
 
@@ -111,22 +94,20 @@ class KeyRule:
 
 
 DEFAULT_RULES: tuple[KeyRule, ...] = (
-    KeyRule(COUNT, TICKS_RECEIVED),
-    KeyRule(SENDS_OK, SENDS_OK_SAMPLE),
-    KeyRule(SENDS_FAILED, SENDS_FAILED_SAMPLE, zero_with=SENDS_OK_SAMPLE),
-    KeyRule(LATENCY_P50, SEND_LATENCY, match=("quantile", "0.5")),
-    KeyRule(LATENCY_P90, SEND_LATENCY, match=("quantile", "0.9")),
-    KeyRule(LATENCY_P99, SEND_LATENCY, match=("quantile", "0.99")),
-    KeyRule(LATENCY_MAX, SEND_LATENCY, match=("quantile", "1")),
-    KeyRule(DROPS, DROPS_SAMPLE, "hash", "reason"),
-    KeyRule(BUFFER_DEPTH, BUFFER_DEPTH_SAMPLE),
-    KeyRule(SPOOL_BYTES, SPOOL_BYTES_SAMPLE),
-    KeyRule(SPOOL_MESSAGES, SPOOL_MESSAGES_SAMPLE),
-    # The components' own names (their Prometheus names, used by alerts and
-    # dashboards). Every name here is emitted by a component (a test checks it).
-    KeyRule(RECONNECTS, KITE_RECONNECT_ATTEMPTS, "hash", "reason"),
-    KeyRule(MALFORMED, KITE_SKIPPED_PACKETS, "hash", "reason"),
-    KeyRule(MALFORMED, FORMATTER_MALFORMED, "hash", "reason"),
+    KeyRule(COUNT, catalog.TICKS_RECEIVED.name),
+    KeyRule(SENDS_OK, catalog.SENDS_OK.name),
+    KeyRule(SENDS_FAILED, catalog.SENDS_FAILED.name, zero_with=catalog.SENDS_OK.name),
+    KeyRule(LATENCY_P50, catalog.SEND_LATENCY_SECONDS.name, match=("quantile", "0.5")),
+    KeyRule(LATENCY_P90, catalog.SEND_LATENCY_SECONDS.name, match=("quantile", "0.9")),
+    KeyRule(LATENCY_P99, catalog.SEND_LATENCY_SECONDS.name, match=("quantile", "0.99")),
+    KeyRule(LATENCY_MAX, catalog.SEND_LATENCY_SECONDS.name, match=("quantile", "1")),
+    KeyRule(DROPS, catalog.TICKS_DROPPED.name, "hash", "reason"),
+    KeyRule(BUFFER_DEPTH, catalog.BUFFER_DEPTH.name),
+    KeyRule(SPOOL_BYTES, catalog.SPOOL_BYTES.name),
+    KeyRule(SPOOL_MESSAGES, catalog.SPOOL_MESSAGES.name),
+    KeyRule(RECONNECTS, catalog.KITE_RECONNECT_ATTEMPTS.name, "hash", "reason"),
+    KeyRule(MALFORMED, catalog.KITE_SKIPPED_PACKETS.name, "hash", "reason"),
+    KeyRule(MALFORMED, catalog.TICKS_MALFORMED.name, "hash", "reason"),
 )
 
 # Keys whose figure is a latency percentile: the worst shard is the honest summary,
@@ -243,7 +224,7 @@ def connections_from(samples: Iterable[Sample]) -> dict[str, dict[str, object]]:
         if shard is None:
             continue
         figures = shards.setdefault(shard, {})
-        if sample.name == CONNECTION_STATE:
+        if sample.name == catalog.CONNECTION_STATE.name:
             if sample.value:
                 figures["state"] = _label(sample, "state") or "unknown"
             continue

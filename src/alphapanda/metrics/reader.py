@@ -14,6 +14,7 @@ from typing import Any, Literal
 import msgspec
 import redis.asyncio as aioredis
 
+from alphapanda.metrics import catalog
 from alphapanda.metrics import keys as k
 from alphapanda.metrics.samples import Sample, SampleKind
 
@@ -115,12 +116,18 @@ def health_of(
 
 
 def samples_of(snapshot: Mapping[str, Any]) -> list[Sample]:
-    """The raw samples a snapshot carries (for Prometheus exposition from Redis)."""
+    """The raw samples a snapshot carries (for Prometheus exposition from Redis).
+
+    The snapshot does not store help texts; they come from the catalog (none for a name
+    it does not know, e.g. one written by another version of the feed)."""
     out: list[Sample] = []
     for item in snapshot.get("samples") or ():
         kind: SampleKind = "counter" if item.get("kind") == "counter" else "gauge"
         labels = tuple(sorted((str(a), str(b)) for a, b in (item.get("labels") or {}).items()))
-        out.append(Sample(str(item["name"]), kind, float(item["value"]), labels))
+        name = str(item["name"])
+        metric = catalog.BY_NAME.get(name)
+        help_text = "" if metric is None else metric.help
+        out.append(Sample(name, kind, float(item["value"]), labels, help_text))
     return out
 
 

@@ -5,10 +5,10 @@ tick) and expose them as ``Sample``s when asked. The metrics collector pulls fro
 source periodically and ships the figures to Redis and Prometheus. Pull, not push, so a
 slow or dead Redis can never reach back into the tick path.
 
-The sample names the Redis layout knows (``ticks_received_total``,
-``last_tick_timestamp_seconds``, ``sends_ok_total``, ``send_latency_seconds{quantile}``,
-``ticks_dropped_total{reason}``, ``connection_state{shard,state}``, …) are listed in
-``alphapanda.metrics.keys``; any other name still reaches Prometheus and the snapshot.
+Components do not build ``Sample``s by hand: every metric is declared once in
+``alphapanda.metrics.catalog`` and a component reports through its entry
+(``catalog.TICKS_RECEIVED.sample(n)``). Which of them feed the Redis layout is
+``alphapanda.metrics.keys.DEFAULT_RULES``; every one reaches Prometheus and the snapshot.
 """
 
 from __future__ import annotations

@@ -37,6 +37,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Final
 
+from alphapanda.metrics import catalog
 from alphapanda.metrics.samples import Sample
 
 SOURCE_SOCKET: Final = "socket"
@@ -221,57 +222,15 @@ class Accounting:
         # The identity's "received" is ticks_received_total + ticks_recovered_total; they are
         # separate names so the tick count (a Redis key summing every
         # ticks_received_total sample) counts only ticks from Kite.
-        yield Sample(
-            "ticks_received_total",
-            "counter",
-            self.received_socket,
-            (),
-            "Ticks from Kite accepted by the TickBuffer.",
-        )
-        yield Sample(
-            "ticks_recovered_total",
-            "counter",
-            self.recovered,
-            (),
-            "Spool records of a previous run found at start-up (replayed first).",
-        )
-        yield Sample(
-            "ticks_wal_recovered_total",
-            "counter",
-            self.received_wal,
-            (),
-            "Ticks decoded again from the write-ahead log after a crash (published first).",
-        )
-        yield Sample(
-            "ticks_published_total", "counter", self.published, (), "Ticks acked by the broker."
-        )
+        yield catalog.TICKS_RECEIVED.sample(self.received_socket)
+        yield catalog.TICKS_RECOVERED.sample(self.recovered)
+        yield catalog.TICKS_WAL_RECOVERED.sample(self.received_wal)
+        yield catalog.TICKS_PUBLISHED.sample(self.published)
         for reason, count in sorted(self.dropped.items()):
-            yield Sample(
-                "ticks_dropped_total",
-                "counter",
-                count,
-                (("reason", reason),),
-                "Ticks deliberately dropped, by reason.",
-            )
-        yield Sample("ticks_spooled", "gauge", self.spooled, (), "Ticks waiting in the disk spool.")
+            yield catalog.TICKS_DROPPED.sample(count, (("reason", reason),))
+        yield catalog.TICKS_SPOOLED.sample(self.spooled)
         for stage in ("buffered", "encoding", "awaiting_ack"):
-            yield Sample(
-                "ticks_in_flight",
-                "gauge",
-                getattr(self, stage),
-                (("stage", stage),),
-                "Ticks between the buffer and the broker's ack.",
-            )
-        yield Sample(
-            "spool_written_total", "counter", self.spool_written, (), "Records written to spool."
-        )
-        yield Sample(
-            "spool_replayed_total", "counter", self.replayed, (), "Spool records sent for replay."
-        )
-        yield Sample(
-            "ticks_unaccounted",
-            "gauge",
-            self.imbalance(),
-            (),
-            "received - (published + dropped + spooled + in_flight); nonzero means a bug.",
-        )
+            yield catalog.TICKS_IN_FLIGHT.sample(getattr(self, stage), (("stage", stage),))
+        yield catalog.SPOOL_WRITTEN.sample(self.spool_written)
+        yield catalog.SPOOL_REPLAYED.sample(self.replayed)
+        yield catalog.TICKS_UNACCOUNTED.sample(self.imbalance())

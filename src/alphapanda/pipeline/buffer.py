@@ -27,6 +27,7 @@ from collections.abc import Iterator, Sequence
 from typing import Final
 
 from alphapanda.kite.protocol import Tick
+from alphapanda.metrics import catalog
 from alphapanda.metrics.samples import Sample
 from alphapanda.pipeline.accounting import (
     DROP_CONFLATE_OVERFLOW,
@@ -185,15 +186,7 @@ class TickBuffer:
 
     def samples(self) -> Iterator[Sample]:
         policy = (("policy", self.policy),)
-        yield Sample("buffer_depth", "gauge", len(self), policy, "Ticks in the TickBuffer.")
-        yield Sample("buffer_capacity", "gauge", self.capacity, policy, "TickBuffer capacity.")
-        yield Sample(
-            "buffer_high_water", "gauge", self.high_water, policy, "Highest TickBuffer depth."
-        )
-        yield Sample(
-            "buffer_blocked_puts_total",
-            "counter",
-            self.blocked_puts,
-            policy,
-            "Times a reader waited for room (block policy backpressure).",
-        )
+        yield catalog.BUFFER_DEPTH.sample(len(self), policy)
+        yield catalog.BUFFER_CAPACITY.sample(self.capacity, policy)
+        yield catalog.BUFFER_HIGH_WATER.sample(self.high_water, policy)
+        yield catalog.BUFFER_BLOCKED_PUTS.sample(self.blocked_puts, policy)

@@ -30,7 +30,7 @@ from typing import Final
 import msgspec
 
 from alphapanda.kite.protocol import DepthEntry, Tick
-from alphapanda.metrics.keys import FORMATTER_MALFORMED
+from alphapanda.metrics import catalog
 from alphapanda.metrics.samples import Sample
 from alphapanda.modes import MODES
 
@@ -376,24 +376,10 @@ class TickFormatter:
         """Formatter figures for the metrics collector (per-reason, not per-instrument,
         to keep label cardinality bounded; the per-instrument detail is
         ``malformed_by_instrument()``)."""
-        yield Sample(
-            "ticks_formatted_total", "counter", self.formatted, (), "Ticks turned into MarketTick"
-        )
-        yield Sample(
-            "ticks_malformed_dropped_total",
-            "counter",
-            self.dropped,
-            (),
-            "Ticks rejected as unusable by the formatter",
-        )
+        yield catalog.TICKS_FORMATTED.sample(self.formatted)
+        yield catalog.TICKS_MALFORMED_DROPPED.sample(self.dropped)
         for reason, count in sorted(self._malformed_by_reason.items()):
-            yield Sample(
-                FORMATTER_MALFORMED,
-                "counter",
-                count,
-                (("reason", reason),),
-                "Malformed tick fields by reason",
-            )
+            yield catalog.TICKS_MALFORMED.sample(count, (("reason", reason),))
 
 
 def _price_ok(value: float) -> bool:

@@ -28,6 +28,7 @@ from types import ModuleType
 from typing import Literal, NamedTuple, cast
 
 from alphapanda.kite.protocol import DecodedMessage, SkippedPacket, Tick, decode_message
+from alphapanda.metrics import catalog
 from alphapanda.metrics.samples import Sample
 from alphapanda.pipeline.formatter import TickFormatter, format_all
 from alphapanda.pipeline.producer import EncodedMessage
@@ -71,13 +72,7 @@ class HotPath:
         )
 
     def samples(self) -> Iterator[Sample]:
-        yield Sample(
-            "hot_path",
-            "gauge",
-            1,
-            (("impl", self.impl),),
-            "The implementation turning frames into records (native: the Rust extension).",
-        )
+        yield catalog.HOT_PATH.sample(1, (("impl", self.impl),))
 
 
 def select_hot_path(setting: HotPathSetting) -> HotPath:

@@ -25,6 +25,7 @@ from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
 from alphapanda.kafka_security import security_config
 from alphapanda.logs import LogThrottle
+from alphapanda.metrics import catalog
 from alphapanda.metrics.samples import Sample
 from alphapanda.settings import KafkaSettings
 
@@ -412,40 +413,15 @@ class MessageProducer:
     # -- metrics ------------------------------------------------------------------------
 
     def samples(self) -> Iterator[Sample]:
-        yield Sample("kafka_sent_total", "counter", self.sent, (), "Messages handed to librdkafka.")
-        yield Sample(
-            "sends_ok_total", "counter", self.delivered, (), "Messages acked by the broker."
-        )
+        yield catalog.KAFKA_SENT.sample(self.sent)
+        yield catalog.SENDS_OK.sample(self.delivered)
         for name, count in sorted(self.failed.items()):
-            yield Sample(
-                "sends_failed_total",
-                "counter",
-                count,
-                (("error", name),),
-                "Delivery reports with an error.",
-            )
+            yield catalog.SENDS_FAILED.sample(count, (("error", name),))
         for name, count in sorted(self.client_errors.items()):
-            yield Sample(
-                "kafka_client_errors_total",
-                "counter",
-                count,
-                (("error", name),),
-                "librdkafka client errors (connection, auth, fatal).",
-            )
-        yield Sample(
-            "kafka_pending", "gauge", self.pending, (), "Messages awaiting a delivery report."
-        )
-        yield Sample(
-            "kafka_queue_full_waits_total",
-            "counter",
-            self.buffer_full_waits,
-            (),
-            "Times produce() waited for room in librdkafka's queue.",
-        )
+            yield catalog.KAFKA_CLIENT_ERRORS.sample(count, (("error", name),))
+        yield catalog.KAFKA_PENDING.sample(self.pending)
+        yield catalog.KAFKA_QUEUE_FULL_WAITS.sample(self.buffer_full_waits)
         quantiles = ("0.5", "0.9", "0.99", "1")
         values = self.latency.percentiles(*(float(q) for q in quantiles))
-        help_text = "Frame receipt to broker ack, over the most recent acks."
         for quantile, value in zip(quantiles, values, strict=True):
-            yield Sample(
-                "send_latency_seconds", "gauge", value, (("quantile", quantile),), help_text
-            )
+            yield catalog.SEND_LATENCY_SECONDS.sample(value, (("quantile", quantile),))

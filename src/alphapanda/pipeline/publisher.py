@@ -20,6 +20,7 @@ from typing import Final
 from confluent_kafka import KafkaError, KafkaException
 
 from alphapanda.kite.protocol import Tick
+from alphapanda.metrics import catalog
 from alphapanda.metrics.samples import Sample
 from alphapanda.pipeline.accounting import (
     DROP_ENCODE_ERROR,
@@ -390,43 +391,9 @@ class Publisher:
             self._spool_op = None
 
     def samples(self) -> Iterator[Sample]:
-        yield Sample(
-            "publisher_spooling", "gauge", int(self.spooling), (), "1 while new ticks go to spool."
-        )
-        yield Sample(
-            "publisher_spill_events_total",
-            "counter",
-            self.spill_events,
-            (),
-            "Times the publisher switched to the disk spool.",
-        )
-        yield Sample(
-            "publisher_spool_full_waits_total",
-            "counter",
-            self.spool_full_waits,
-            (),
-            "Times the spool could not take ticks (full, low disk, write error).",
-        )
-        yield Sample(
-            "publisher_already_published_total",
-            "counter",
-            self.core.already_published,
-            (),
-            "Ticks whose delivery failed but which the topic turned out to hold: not sent "
-            "again (the broker wrote them before the failure).",
-        )
-        yield Sample(
-            "publisher_stalls_total",
-            "counter",
-            self.core.stalls,
-            (),
-            "Times no delivery report came for message_timeout_ms while messages were "
-            "outstanding (the broker was treated as away).",
-        )
-        yield Sample(
-            "publisher_spool_unavailable",
-            "gauge",
-            int(self.core.spool_problem is not None),
-            (),
-            "1 while the disk spool cannot take ticks.",
-        )
+        yield catalog.PUBLISHER_SPOOLING.sample(int(self.spooling))
+        yield catalog.PUBLISHER_SPILL_EVENTS.sample(self.spill_events)
+        yield catalog.PUBLISHER_SPOOL_FULL_WAITS.sample(self.spool_full_waits)
+        yield catalog.PUBLISHER_ALREADY_PUBLISHED.sample(self.core.already_published)
+        yield catalog.PUBLISHER_STALLS.sample(self.core.stalls)
+        yield catalog.PUBLISHER_SPOOL_UNAVAILABLE.sample(int(self.core.spool_problem is not None))

@@ -61,6 +61,7 @@ from typing import Final, NamedTuple
 import msgspec
 
 from alphapanda import framedlog
+from alphapanda.metrics import catalog
 from alphapanda.metrics.samples import Sample
 from alphapanda.pipeline.producer import EncodedMessage
 
@@ -660,33 +661,9 @@ class Spool:
             self._lock_fd = None
 
     def samples(self) -> Iterator[Sample]:
-        yield Sample("spool_messages", "gauge", self.pending, (), "Records in the disk spool.")
-        yield Sample("spool_bytes", "gauge", self.size_bytes, (), "Bytes in the disk spool.")
-        yield Sample(
-            "spool_refused_total",
-            "counter",
-            self.refused,
-            (),
-            "Appends refused: spool_max_bytes or spool_min_free_bytes reached.",
-        )
-        yield Sample(
-            "spool_write_errors_total",
-            "counter",
-            self.write_errors,
-            (),
-            "Spool writes, fsyncs or cursor updates that failed (disk full, I/O error).",
-        )
-        yield Sample(
-            "spool_corrupt_tails_total",
-            "counter",
-            self.damaged_regions,
-            (),
-            "Damaged byte ranges skipped in spool segments (logged with segment and offset).",
-        )
-        yield Sample(
-            "spool_corrupt_bytes_total",
-            "counter",
-            self.corrupt_bytes,
-            (),
-            "Bytes of spool segments skipped because they did not check out.",
-        )
+        yield catalog.SPOOL_MESSAGES.sample(self.pending)
+        yield catalog.SPOOL_BYTES.sample(self.size_bytes)
+        yield catalog.SPOOL_REFUSED.sample(self.refused)
+        yield catalog.SPOOL_WRITE_ERRORS.sample(self.write_errors)
+        yield catalog.SPOOL_CORRUPT_TAILS.sample(self.damaged_regions)
+        yield catalog.SPOOL_CORRUPT_BYTES.sample(self.corrupt_bytes)

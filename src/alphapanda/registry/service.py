@@ -25,6 +25,7 @@ from alphapanda.auth.expiry import IST
 from alphapanda.db.engine import Database
 from alphapanda.db.lifecycle import DB_UNAVAILABLE, DatabaseLifecycle, DatabaseService
 from alphapanda.instruments.dump import Instrument, RowError, load_instrument_dump
+from alphapanda.metrics import catalog
 from alphapanda.metrics.samples import Sample
 from alphapanda.registry import loader, lookup
 from alphapanda.registry.models import INSTRUMENTS, STREAM_SUBSCRIPTIONS
@@ -333,46 +334,10 @@ class InstrumentRegistryService(DatabaseService):
     def samples(self) -> Iterable[Sample]:
         """Registry figures for the metrics collector (no I/O)."""
         watcher = self._watcher
-        yield Sample(
-            "registry_source",
-            "gauge",
-            1.0,
-            (("source", self.source),),
-            "Where the streaming set came from (database, csv, none)",
-        )
-        yield Sample(
-            "registry_over_capacity_total",
-            "counter",
-            float(self.over_capacity),
-            (),
-            "Streaming sets cut to the API key's capacity",
-        )
-        yield Sample(
-            "registry_db_errors_total",
-            "counter",
-            float(self.db_errors),
-            (),
-            "Registry operations that found PostgreSQL unreachable",
-        )
+        yield catalog.REGISTRY_SOURCE.sample(1.0, (("source", self.source),))
+        yield catalog.REGISTRY_OVER_CAPACITY.sample(float(self.over_capacity))
+        yield catalog.REGISTRY_DB_ERRORS.sample(float(self.db_errors))
         if watcher is not None:
-            yield Sample(
-                "registry_changes_total",
-                "counter",
-                float(watcher.changes),
-                (),
-                "Streaming-set changes delivered to the feed",
-            )
-            yield Sample(
-                "registry_watch_reconnects_total",
-                "counter",
-                float(watcher.reconnects),
-                (),
-                "Registry listener reconnects",
-            )
-            yield Sample(
-                "registry_watch_connected",
-                "gauge",
-                float(watcher.connected),
-                (),
-                "1 while the registry listener is connected",
-            )
+            yield catalog.REGISTRY_CHANGES.sample(float(watcher.changes))
+            yield catalog.REGISTRY_WATCH_RECONNECTS.sample(float(watcher.reconnects))
+            yield catalog.REGISTRY_WATCH_CONNECTED.sample(float(watcher.connected))

@@ -28,6 +28,7 @@ from typing import Final
 
 import msgspec
 
+from alphapanda.metrics import catalog
 from alphapanda.metrics.samples import Sample
 from alphapanda.pipeline.formatter import MarketTick
 from alphapanda.streams.sessions import INTERVALS, SessionTable, ist_day
@@ -239,25 +240,7 @@ class CandleAggregator:
     def samples(self) -> Iterator[Sample]:
         labels = (("interval", self.interval),)
         for source, count in self.ticks_by_source.items():
-            yield Sample(
-                "candles_ticks_total",
-                "counter",
-                count,
-                (*labels, ("time_source", source)),
-                "Ticks aggregated into candles, by the clock that timed them.",
-            )
-        yield Sample(
-            "candles_late_ticks_total",
-            "counter",
-            self.late,
-            labels,
-            "Ticks for a bar already closed (not applied; bars never re-open).",
-        )
-        yield Sample("candles_closed_total", "counter", self.emitted, labels, "Bars closed.")
-        yield Sample(
-            "candles_incomplete_total",
-            "counter",
-            self.incomplete,
-            labels,
-            "Bars closed without a known volume before them (start, gap, new day).",
-        )
+            yield catalog.CANDLES_TICKS.sample(count, (*labels, ("time_source", source)))
+        yield catalog.CANDLES_LATE_TICKS.sample(self.late, labels)
+        yield catalog.CANDLES_CLOSED.sample(self.emitted, labels)
+        yield catalog.CANDLES_INCOMPLETE.sample(self.incomplete, labels)

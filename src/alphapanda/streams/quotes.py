@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 
+from alphapanda.metrics import catalog
 from alphapanda.metrics.samples import Sample
 from alphapanda.pipeline.formatter import MarketTick
 
@@ -64,13 +65,5 @@ class LatestQuotes:
         return len(self._latest)
 
     def samples(self) -> Iterator[Sample]:
-        yield Sample(
-            "quotes_instruments", "gauge", len(self._latest), (), "Instruments with a quote."
-        )
-        yield Sample(
-            "quotes_conflated_total",
-            "counter",
-            self.conflated,
-            (),
-            "Ticks replaced by a newer one before the latest-quotes write (by design).",
-        )
+        yield catalog.QUOTES_INSTRUMENTS.sample(len(self._latest))
+        yield catalog.QUOTES_CONFLATED.sample(self.conflated)

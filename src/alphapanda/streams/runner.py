@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any, Final, Protocol
 import msgspec
 
 from alphapanda.kite.state import ConnectionStatus
+from alphapanda.metrics import catalog
 from alphapanda.metrics.samples import Sample
 from alphapanda.pipeline.formatter import MarketTick
 from alphapanda.pipeline.wire import WireEncoder
@@ -389,34 +390,14 @@ class DerivedStreams:
         return self._feed_state().accounting()
 
     def samples(self) -> Iterator[Sample]:
-        yield Sample(
-            "derived_ticks_offered_total", "counter", self.ticks_offered, (), "Ticks offered."
-        )
-        yield Sample(
-            "derived_ticks_dropped_total",
-            "counter",
-            self.ticks_dropped,
-            (),
-            "Ticks the derived streams dropped because they were behind (tick path unaffected).",
-        )
-        yield Sample("derived_queue_ticks", "gauge", self._queued, (), "Ticks waiting.")
-        yield Sample(
-            "orders_received_total", "counter", self.orders_received, (), "Kite order updates."
-        )
-        yield Sample(
-            "orders_lost_total", "counter", self.orders_lost, (), "Order updates not published."
-        )
-        yield Sample(
-            "orders_duplicate_total",
-            "counter",
-            self.orders_duplicate,
-            (),
-            "Identical order updates received on another socket (published once).",
-        )
+        yield catalog.DERIVED_TICKS_OFFERED.sample(self.ticks_offered)
+        yield catalog.DERIVED_TICKS_DROPPED.sample(self.ticks_dropped)
+        yield catalog.DERIVED_QUEUE_TICKS.sample(self._queued)
+        yield catalog.ORDERS_RECEIVED.sample(self.orders_received)
+        yield catalog.ORDERS_LOST.sample(self.orders_lost)
+        yield catalog.ORDERS_DUPLICATE.sample(self.orders_duplicate)
         for kind, n in self.tracker_counts.items():
-            yield Sample(
-                "feed_events_total", "counter", n, (("kind", kind),), "Feed events emitted."
-            )
+            yield catalog.FEED_EVENTS.sample(n, (("kind", kind),))
         for agg in self.aggregators:
             yield from agg.samples()
         yield from self.quotes.samples()

@@ -20,6 +20,7 @@ from confluent_kafka.admin import AdminClient
 from confluent_kafka.cimpl import NewTopic
 
 from alphapanda.logs import LogThrottle
+from alphapanda.metrics import catalog
 from alphapanda.metrics.samples import Sample
 from alphapanda.pipeline.producer import producer_config
 from alphapanda.settings import KafkaSettings
@@ -141,20 +142,10 @@ class DerivedProducer:
     def samples(self) -> Iterator[Sample]:
         for stream, counts in self.counts.items():
             labels = (("stream", stream),)
-            yield Sample("derived_sent_total", "counter", counts.sent, labels, "Records produced.")
-            yield Sample(
-                "derived_delivered_total", "counter", counts.delivered, labels, "Records acked."
-            )
-            yield Sample(
-                "derived_failed_total", "counter", counts.failed, labels, "Deliveries failed."
-            )
-            yield Sample(
-                "derived_dropped_total",
-                "counter",
-                counts.dropped,
-                labels,
-                "Records dropped before sending (producer queue full).",
-            )
+            yield catalog.DERIVED_SENT.sample(counts.sent, labels)
+            yield catalog.DERIVED_DELIVERED.sample(counts.delivered, labels)
+            yield catalog.DERIVED_FAILED.sample(counts.failed, labels)
+            yield catalog.DERIVED_DROPPED.sample(counts.dropped, labels)
 
 
 async def ensure_topics(

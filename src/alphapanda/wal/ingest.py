@@ -31,6 +31,7 @@ from typing import Final
 
 from alphapanda.kite.connection import FrameDecoder
 from alphapanda.kite.protocol import Tick, decode_message
+from alphapanda.metrics import catalog
 from alphapanda.metrics.samples import Sample
 from alphapanda.pipeline.accounting import SOURCE_WAL, Accounting
 from alphapanda.pipeline.buffer import TickBuffer
@@ -313,38 +314,8 @@ class WalIngest:
 
     def samples(self) -> Iterator[Sample]:
         yield from self.wal.samples()
-        yield Sample(
-            "wal_recovery_done",
-            "gauge",
-            int(self.recovered.is_set()),
-            (),
-            "1 once start-up recovery from the WAL is done (frames are decoded as they come).",
-        )
-        yield Sample(
-            "wal_recovered_total",
-            "counter",
-            self.counts.wal_recovered,
-            (),
-            "Ticks of the WAL published again after a crash.",
-        )
-        yield Sample(
-            "wal_already_published_total",
-            "counter",
-            self.counts.wal_already_published,
-            (),
-            "Ticks of the WAL the topic already held at recovery.",
-        )
-        yield Sample(
-            "wal_corrupt_total",
-            "counter",
-            self.counts.wal_corrupt,
-            (),
-            "WAL records lost to corruption at recovery.",
-        )
-        yield Sample(
-            "wal_held_frames",
-            "gauge",
-            len(self._held),
-            (),
-            "Frames logged and held while recovery waits for the broker.",
-        )
+        yield catalog.WAL_RECOVERY_DONE.sample(int(self.recovered.is_set()))
+        yield catalog.WAL_RECOVERED.sample(self.counts.wal_recovered)
+        yield catalog.WAL_ALREADY_PUBLISHED.sample(self.counts.wal_already_published)
+        yield catalog.WAL_CORRUPT.sample(self.counts.wal_corrupt)
+        yield catalog.WAL_HELD_FRAMES.sample(len(self._held))

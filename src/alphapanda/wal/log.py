@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
+from alphapanda.metrics import catalog
 from alphapanda.metrics.samples import Sample
 from alphapanda.wal.segments import RECORD_OVERHEAD, list_segments, read_watermark, segment_name
 from alphapanda.wal.writer import Append, Delete, Rotate, WalWriterThread
@@ -277,33 +278,13 @@ class WriteAheadLog:
         }
 
     def samples(self) -> Iterator[Sample]:
-        yield Sample(
-            "wal_paused",
-            "gauge",
-            int(self.paused),
-            (),
-            "1 while the WAL cannot write: crash protection is off.",
+        yield catalog.WAL_PAUSED.sample(int(self.paused))
+        yield catalog.WAL_BYTES.sample(self._size_estimate)
+        yield catalog.WAL_SEGMENTS.sample(len(self._segments))
+        yield catalog.WAL_FRAMES.sample(self.appended_frames)
+        yield catalog.WAL_UNLOGGED_FRAMES.sample(
+            self.unlogged_frames + self._thread.discarded_frames
         )
-        yield Sample("wal_bytes", "gauge", self._size_estimate, (), "Bytes in WAL segments.")
-        yield Sample("wal_segments", "gauge", len(self._segments), (), "WAL segment files.")
-        yield Sample(
-            "wal_frames_total", "counter", self.appended_frames, (), "Frames appended to the WAL."
-        )
-        yield Sample(
-            "wal_unlogged_frames_total",
-            "counter",
-            self.unlogged_frames + self._thread.discarded_frames,
-            (),
-            "Frames not logged because the WAL was paused.",
-        )
-        yield Sample(
-            "wal_fsyncs_total", "counter", self._thread.fsyncs, (), "WAL group commits (fsyncs)."
-        )
-        yield Sample("wal_pauses_total", "counter", self.pauses, (), "Times the WAL paused.")
-        yield Sample(
-            "wal_segments_deleted_total",
-            "counter",
-            self._thread.deleted_segments,
-            (),
-            "WAL segments deleted once resolved.",
-        )
+        yield catalog.WAL_FSYNCS.sample(self._thread.fsyncs)
+        yield catalog.WAL_PAUSES.sample(self.pauses)
+        yield catalog.WAL_SEGMENTS_DELETED.sample(self._thread.deleted_segments)
