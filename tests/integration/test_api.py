@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import socket
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
@@ -26,6 +25,7 @@ from alphapanda.parts import FeedParts
 from alphapanda.registry.service import InstrumentRegistryService
 from alphapanda.service import MarketFeedService
 from alphapanda.settings import Settings
+from alphapanda.testing import eventually
 from tests.support.feed import new_feed
 from tests.support.services import SHARED_DATABASE, free_port
 from tests.support.sim import INSTRUMENTS_CSV, SimHandle, default_instruments, running_simulator
@@ -54,20 +54,11 @@ class RunningFeed:
 async def poll(
     check: Callable[[], Awaitable[Any]], within: float = 20.0, interval: float = 0.1
 ) -> Any:
-    """Await ``check()`` until it returns something truthy; fail after ``within`` s."""
-    deadline = time.monotonic() + within
-    last: Any = None
-    while True:
-        try:
-            last = await check()
-        except (httpx.TransportError, AssertionError) as exc:
-            last = exc
-        else:
-            if last:
-                return last
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not reached within {within}s; last: {last!r}")
-        await asyncio.sleep(interval)
+    """Await ``check()`` until it returns something truthy; fail after ``within`` s. An
+    API not answering yet (a transport error) counts as "not yet"."""
+    return await eventually(
+        check, timeout=within, interval=interval, retry_on=(httpx.TransportError, AssertionError)
+    )
 
 
 def feed_settings(

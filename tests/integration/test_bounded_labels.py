@@ -11,8 +11,8 @@ from alphapanda.pipeline.formatter import (
     OTHER_INSTRUMENTS,
     REASON_OHLC_INCONSISTENT,
 )
-from alphapanda.testing import eventually as eventually_async
-from tests.support.feed import assert_books_balance, eventually, feed_settings, new_feed
+from alphapanda.testing import eventually
+from tests.support.feed import assert_books_balance, feed_settings, new_feed
 from tests.support.sim import running_simulator
 
 JUNK = 3000
@@ -26,7 +26,7 @@ async def test_made_up_text_types_and_instruments_are_counted_under_bounded_keys
         feed, service = new_feed(feed_settings(settings_for, sim))
         async with asyncio.TaskGroup() as tg:
             tg.create_task(service.run())
-            await eventually(lambda: service.readiness()[0], what="ready")
+            await eventually(lambda: service.readiness()[0], timeout=30.0, what="ready")
             connections = await sim.fault_junk(JUNK)
             assert connections >= 1
             bad = JUNK * connections
@@ -34,6 +34,7 @@ async def test_made_up_text_types_and_instruments_are_counted_under_bounded_keys
                 lambda: (
                     feed.formatter.malformed_by_reason().get(REASON_OHLC_INCONSISTENT, 0) >= bad
                 ),
+                timeout=30.0,
                 what="every bad tick counted",
             )
             # The junk ticks are not in the simulator's count of market ticks sent.
@@ -44,7 +45,7 @@ async def test_made_up_text_types_and_instruments_are_counted_under_bounded_keys
                 acct = feed.accounting
                 return acct.received_socket == sent + bad and acct.in_flight == 0
 
-            await eventually_async(settled, timeout=30, what="everything published")
+            await eventually(settled, timeout=30, what="everything published")
             samples = [s for source in feed.sources for s in source.samples()]
             service.request_stop()
     assert_books_balance(feed)

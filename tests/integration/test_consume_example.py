@@ -17,7 +17,8 @@ from alphapanda.kite.protocol import decode_message
 from alphapanda.recording import RecordingReader
 from alphapanda.replay import replay_to_kafka
 from alphapanda.settings import Settings
-from tests.support.feed import assert_books_balance, eventually, feed_settings, new_feed, quiesce
+from alphapanda.testing import eventually
+from tests.support.feed import assert_books_balance, feed_settings, new_feed, quiesce
 from tests.support.services import ROOT, SHARED_KAFKA
 from tests.support.sim import running_simulator
 
@@ -51,7 +52,9 @@ async def test_consume_example_reads_flags_and_dedupes(
         feed, service = new_feed(settings)
         async with asyncio.TaskGroup() as tg:
             tg.create_task(service.run())
-            await eventually(lambda: feed.accounting.published >= 800, what="800 acks")
+            await eventually(
+                lambda: feed.accounting.published >= 800, timeout=30.0, what="800 acks"
+            )
             await quiesce(sim, feed)
             service.request_stop()
     assert_books_balance(feed)

@@ -11,7 +11,8 @@ from collections.abc import AsyncIterator
 from typing import Any, TypeVar
 
 from alphapanda.consumer import Candle, FeedConsumer, LatestQuotes, MarketTick, OrderUpdate
-from tests.support.feed import eventually, feed_settings, new_feed, quiesce
+from alphapanda.testing import eventually
+from tests.support.feed import feed_settings, new_feed, quiesce
 from tests.support.sim import ROOT, running_simulator
 
 T = TypeVar("T")
@@ -49,7 +50,7 @@ async def test_bootstrap_and_typed_iterators(settings_for) -> None:  # type: ign
         assert derived is not None
         async with asyncio.TaskGroup() as tg:
             tg.create_task(service.run())
-            await eventually(lambda: service.readiness()[0], what="ready")
+            await eventually(lambda: service.readiness()[0], timeout=30.0, what="ready")
             streaming = set(feed.client.subscriptions())
             async with FeedConsumer(bootstrap, topic_prefix=prefix, from_beginning=True) as c1:
                 ticks = await take(c1.ticks(), 50)
@@ -61,11 +62,15 @@ async def test_bootstrap_and_typed_iterators(settings_for) -> None:  # type: ign
             async with FeedConsumer(bootstrap, topic_prefix=prefix, from_beginning=True) as c3:
                 (candle,) = await take(c3.candles("5s"), 1, within=30)
             assert isinstance(candle, Candle) and candle.interval == "5s"
-            await eventually(lambda: set(derived.quotes.tokens()) == streaming, what="quotes")
+            await eventually(
+                lambda: set(derived.quotes.tokens()) == streaming, timeout=30.0, what="quotes"
+            )
             await quiesce(sim, feed)
             await asyncio.sleep(settings.quotes.interval_ms / 1000 * 3)
             producer = derived._producer
-            await eventually(lambda: producer is not None and producer.pending == 0, what="acks")
+            await eventually(
+                lambda: producer is not None and producer.pending == 0, timeout=30.0, what="acks"
+            )
             # A fresh consumer: exactly one current value for every streaming instrument.
             quotes = await LatestQuotes.bootstrap(bootstrap, topic_prefix=prefix)
             assert set(quotes) == streaming and len(quotes) == len(streaming)
@@ -100,7 +105,7 @@ async def test_example_strategy_prints_candles_and_pauses_on_a_gap(settings_for)
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         async with asyncio.TaskGroup() as tg:
             tg.create_task(service.run())
-            await eventually(lambda: service.readiness()[0], what="ready")
+            await eventually(lambda: service.readiness()[0], timeout=30.0, what="ready")
             example = await asyncio.create_subprocess_exec(
                 sys.executable,
                 str(ROOT / "examples" / "candle_printer.py"),
@@ -119,7 +124,7 @@ async def test_example_strategy_prints_candles_and_pauses_on_a_gap(settings_for)
             try:
                 assert example.stdout is not None
                 before = await _lines_until(example.stdout, ["START", "CANDLE"], within=40)
-                await eventually(lambda: agg.emitted > 0, what="bars")
+                await eventually(lambda: agg.emitted > 0, timeout=30.0, what="bars")
                 assert await sim.fault_drop() == 2
                 after = await _lines_until(
                     example.stdout, ["PAUSED shard", "GAP shard", "RESUMED", "CANDLE"], within=40

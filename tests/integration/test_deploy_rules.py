@@ -20,7 +20,8 @@ from alphapanda.assembly import open_feed
 from alphapanda.auth import AuthService
 from alphapanda.service import MarketFeedService
 from alphapanda.settings import Settings
-from tests.support.feed import eventually, feed_settings
+from alphapanda.testing import eventually
+from tests.support.feed import feed_settings
 from tests.support.services import free_port
 from tests.support.sim import running_simulator
 
@@ -115,8 +116,8 @@ async def test_every_metric_used_is_exported_by_a_running_feed(
         async with open_feed(settings, registry=False) as feed, asyncio.TaskGroup() as tg:
             service = MarketFeedService(feed)
             tg.create_task(service.run())
-            await eventually(lambda: feed.readiness()[0], within=60, what="feed ready")
-            await eventually(lambda: feed.accounting.dropped_total > 0, within=30)
+            await eventually(lambda: feed.readiness()[0], timeout=60, what="feed ready")
+            await eventually(lambda: feed.accounting.dropped_total > 0, timeout=30)
             url = f"http://127.0.0.1:{settings.api.port}/metrics"
             async with httpx.AsyncClient() as http:
                 text = (await http.get(url)).text

@@ -19,9 +19,9 @@ from alphapanda.pipeline import spool as spool_module
 from alphapanda.recording import encode_header
 from alphapanda.service import ServiceFailed
 from alphapanda.settings import Settings
+from alphapanda.testing import eventually
 from tests.support.feed import (
     assert_books_balance,
-    eventually,
     feed_settings,
     new_feed,
     quiesce,
@@ -62,7 +62,7 @@ async def test_disk_full_while_spooling_keeps_the_publisher_alive_and_counts_eve
                 task = tg.create_task(first_service.run())
                 await eventually(
                     lambda: first.publisher.core.spool_problem is not None,
-                    within=60,
+                    timeout=60,
                     what="disk full",
                 )
                 reasons = first.readiness()[1]
@@ -70,7 +70,9 @@ async def test_disk_full_while_spooling_keeps_the_publisher_alive_and_counts_eve
                 # Under block the publisher stops taking ticks: the buffer fills and the
                 # sockets are pushed back on; the publisher keeps running.
                 await eventually(
-                    lambda: len(first.buffer) == first.buffer.capacity, what="backpressure"
+                    lambda: len(first.buffer) == first.buffer.capacity,
+                    timeout=30.0,
+                    what="backpressure",
                 )
                 assert not task.done()
                 assert first.accounting.imbalance() == 0
@@ -94,7 +96,7 @@ async def test_disk_full_while_spooling_keeps_the_publisher_alive_and_counts_eve
             async with asyncio.TaskGroup() as tg:
                 tg.create_task(second_service.run())
                 await eventually(
-                    lambda: second.accounting.published >= acct1.spooled, within=60, what="replay"
+                    lambda: second.accounting.published >= acct1.spooled, timeout=60, what="replay"
                 )
                 stats = await quiesce(sim, second, earlier_runs=sent_to_first)
                 second_service.request_stop()
@@ -114,7 +116,7 @@ async def test_one_corrupt_record_costs_only_itself(settings_for: Any, tmp_path:
         first, first_service = new_feed(offline(settings_for, sim, spool_dir))
         async with asyncio.TaskGroup() as tg:
             tg.create_task(first_service.run())
-            await eventually(lambda: first.accounting.spooled >= 1000, what="spooled")
+            await eventually(lambda: first.accounting.spooled >= 1000, timeout=30.0, what="spooled")
             first_service.request_stop()
         spooled = first.accounting.spooled
         # The biggest segment: what failed at the stop went into a small one ahead of it.
@@ -127,7 +129,9 @@ async def test_one_corrupt_record_costs_only_itself(settings_for: Any, tmp_path:
         second, second_service = new_feed(online)
         async with asyncio.TaskGroup() as tg:
             tg.create_task(second_service.run())
-            await eventually(lambda: second.accounting.recovered == spooled, what="recovery")
+            await eventually(
+                lambda: second.accounting.recovered == spooled, timeout=30.0, what="recovery"
+            )
             stats = await quiesce(sim, second, earlier_runs=first.accounting.received_socket)
             second_service.request_stop()
     acct = second.accounting
@@ -149,7 +153,7 @@ async def test_a_second_process_on_the_spool_exits_2_and_takes_nothing(
         live, live_service = new_feed(offline(settings_for, sim, spool_dir))
         async with asyncio.TaskGroup() as tg:
             tg.create_task(live_service.run())
-            await eventually(lambda: live.spool.pending >= 300, what="spooled")
+            await eventually(lambda: live.spool.pending >= 300, timeout=30.0, what="spooled")
             pending = live.spool.pending
             env = dict(os.environ, ALPHAPANDA_FEED__SPOOL_DIR=str(spool_dir))
             second = await asyncio.to_thread(
@@ -165,7 +169,9 @@ async def test_a_second_process_on_the_spool_exits_2_and_takes_nothing(
             assert second.returncode == 2, err[-2000:]
             assert str(spool_dir) in err and f"pid {os.getpid()}" in err
             assert live.spool.pending >= pending  # nothing taken
-            await eventually(lambda: live.spool.pending > pending + 100, what="still spooling")
+            await eventually(
+                lambda: live.spool.pending > pending + 100, timeout=30.0, what="still spooling"
+            )
             live_service.request_stop()
     assert live.accounting.imbalance() == 0
     assert live.accounting.spooled == live.spool.pending
@@ -182,10 +188,12 @@ async def test_fatal_producer_error_fails_health_spools_and_exits_then_replays(
         seen: dict[str, object] = {}
 
         async def inject() -> None:
-            await eventually(lambda: first.accounting.published >= 1000, what="acks")
+            await eventually(lambda: first.accounting.published >= 1000, timeout=30.0, what="acks")
             error = KafkaError(KafkaError._FATAL, "injected fatal error", fatal=True)
             first.producer._error(error)
-            await eventually(lambda: first_service.unhealthy is not None, what="unhealthy")
+            await eventually(
+                lambda: first_service.unhealthy is not None, timeout=30.0, what="unhealthy"
+            )
             seen["unhealthy"] = first_service.unhealthy
             seen["ready"] = first.readiness()[0]
 
@@ -205,7 +213,9 @@ async def test_fatal_producer_error_fails_health_spools_and_exits_then_replays(
         second, second_service = new_feed(settings)
         async with asyncio.TaskGroup() as tg:
             tg.create_task(second_service.run())
-            await eventually(lambda: second.accounting.recovered == acct1.spooled, what="rec")
+            await eventually(
+                lambda: second.accounting.recovered == acct1.spooled, timeout=30.0, what="rec"
+            )
             stats = await quiesce(sim, second, earlier_runs=acct1.received_socket)
             second_service.request_stop()
     assert_books_balance(second)
@@ -235,7 +245,7 @@ async def test_broker_flapping_beyond_message_timeout_keeps_per_instrument_order
         feed, service = new_feed(settings)
         async with asyncio.TaskGroup() as tg:
             tg.create_task(service.run())
-            await eventually(lambda: feed.accounting.published >= 1000, what="acks")
+            await eventually(lambda: feed.accounting.published >= 1000, timeout=30.0, what="acks")
             for _ in range(3):
                 private_kafka.pause()
                 try:
@@ -243,7 +253,7 @@ async def test_broker_flapping_beyond_message_timeout_keeps_per_instrument_order
                 finally:
                     private_kafka.resume()
                 await asyncio.sleep(1.0)
-            await eventually(lambda: not feed.publisher.spooling, within=120, what="replay")
+            await eventually(lambda: not feed.publisher.spooling, timeout=120, what="replay")
             stats = await quiesce(sim, feed, within=120)
             service.request_stop()
     assert_books_balance(feed)
@@ -307,7 +317,7 @@ async def test_spool_file_io_never_runs_on_the_event_loop(
         first, first_service = new_feed(offline(settings_for, sim, spool_dir))
         async with asyncio.TaskGroup() as tg:
             tg.create_task(first_service.run())
-            await eventually(lambda: first.accounting.spooled >= 500, what="spooled")
+            await eventually(lambda: first.accounting.spooled >= 500, timeout=30.0, what="spooled")
             first_service.request_stop()
         second, second_service = new_feed(feed_settings(settings_for, sim, spool_dir=spool_dir))
         async with asyncio.TaskGroup() as tg:
@@ -318,7 +328,7 @@ async def test_spool_file_io_never_runs_on_the_event_loop(
                     and second.accounting.spooled == 0
                     and second.accounting.in_flight == 0
                 ),
-                within=60,
+                timeout=60,
                 what="replayed and acked",
             )
             second_service.request_stop()

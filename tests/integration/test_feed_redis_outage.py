@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
@@ -25,7 +25,8 @@ from alphapanda.metrics.collector import PipelineMetricsCollector
 from alphapanda.parts import FeedParts
 from alphapanda.service import MarketFeedService
 from alphapanda.settings import Settings
-from tests.support.feed import assert_books_balance, eventually, feed_settings, quiesce
+from alphapanda.testing import eventually
+from tests.support.feed import assert_books_balance, feed_settings, quiesce
 from tests.support.ledger import check_ledger, read_topic
 from tests.support.services import SHARED_DATABASE, SHARED_KAFKA, PrivateService, free_port
 from tests.support.sim import running_simulator
@@ -36,14 +37,6 @@ pytestmark = pytest.mark.slow
 def collector_of(feed: FeedParts) -> PipelineMetricsCollector:
     assert feed.collector is not None
     return feed.collector
-
-
-async def until(check: Callable[[], Awaitable[bool]], within: float, what: str) -> None:
-    deadline = time.monotonic() + within
-    while not await check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.05)
 
 
 async def test_ticks_keep_flowing_while_redis_is_down(
@@ -83,7 +76,7 @@ async def test_ticks_keep_flowing_while_redis_is_down(
                     except (aioredis.RedisError, OSError):
                         return False
 
-                await until(count_in_redis, 30, "figures in Redis")
+                await eventually(count_in_redis, timeout=30, what="figures in Redis")
 
                 # -- outage ------------------------------------------------------------
                 await asyncio.to_thread(private_redis.stop)
@@ -98,15 +91,15 @@ async def test_ticks_keep_flowing_while_redis_is_down(
                 # ... and every one of them is published while Redis is still away.
                 await eventually(
                     lambda: acct.published >= stats["total_ticks_sent"],
-                    30,
-                    "the outage's ticks published",
+                    timeout=30,
+                    what="the outage's ticks published",
                 )
                 published_in_outage = acct.published - published_at_stop
                 assert published_in_outage >= sent_in_outage, (published_in_outage, sent_in_outage)
                 await eventually(
                     lambda: sum(collector.flush_failures.values()) >= failures_at_stop + 3,
-                    30,
-                    "failed flushes counted",
+                    timeout=30,
+                    what="failed flushes counted",
                 )
                 # The live API does not need Redis for the feed's own figures.
                 status = (await http.get("/status")).json()
@@ -130,7 +123,7 @@ async def test_ticks_keep_flowing_while_redis_is_down(
                         and _epoch(updated) > restarted_at
                     )
 
-                await until(figures_current, 30, "current figures in Redis again")
+                await eventually(figures_current, timeout=30, what="current figures in Redis again")
                 flushes_after = collector.flushes
 
                 final = await quiesce(sim, feed)

@@ -11,9 +11,9 @@ import signal
 import sys
 from pathlib import Path
 
+from alphapanda.testing import eventually
 from tests.support.feed import (
     assert_books_balance,
-    eventually,
     feed_settings,
     new_feed,
     quiesce,
@@ -107,7 +107,9 @@ async def test_spool_of_a_run_without_broker_is_replayed_first(settings_for) -> 
         first, first_service = new_feed(offline)
         async with asyncio.TaskGroup() as tg:
             tg.create_task(first_service.run())
-            await eventually(lambda: first.accounting.received_socket >= 1500, what="ticks")
+            await eventually(
+                lambda: first.accounting.received_socket >= 1500, timeout=30.0, what="ticks"
+            )
             first_service.request_stop()
         acct1 = first.accounting
         assert acct1.published == 0 and acct1.in_flight == 0 and acct1.dropped_total == 0
@@ -124,8 +126,12 @@ async def test_spool_of_a_run_without_broker_is_replayed_first(settings_for) -> 
         second, second_service = new_feed(online)
         async with asyncio.TaskGroup() as tg:
             tg.create_task(second_service.run())
-            await eventually(lambda: second.accounting.recovered == acct1.spooled, what="recovery")
-            await eventually(lambda: second.accounting.published >= acct1.spooled + 1000)
+            await eventually(
+                lambda: second.accounting.recovered == acct1.spooled, timeout=30.0, what="recovery"
+            )
+            await eventually(
+                lambda: second.accounting.published >= acct1.spooled + 1000, timeout=30.0
+            )
             stats = await quiesce(sim, second, earlier_runs=sent_to_first)
             second_service.request_stop()
     assert_books_balance(second)

@@ -15,7 +15,6 @@ import subprocess
 import sys
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
 
 import httpx
 import pytest
@@ -24,6 +23,7 @@ from pydantic import SecretStr
 from alphapanda.assembly import open_feed
 from alphapanda.service import MarketFeedService
 from alphapanda.settings import Settings
+from alphapanda.testing import eventually
 from tests.support.feed import assert_books_balance, feed_settings, quiesce
 from tests.support.ledger import check_ledger, read_topic
 from tests.support.services import SHARED_DATABASE, SHARED_KAFKA, free_port
@@ -51,15 +51,6 @@ def set_token_cli(schema: str, api_key: str, token: str) -> subprocess.Completed
         timeout=60,
         check=False,
     )
-
-
-async def until(check: Callable[[], Awaitable[Any]], within: float, what: str) -> Any:
-    deadline = time.monotonic() + within
-    while not (result := await check()):
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.1)
-    return result
 
 
 async def test_expired_token_then_set_token_cli_resumes_the_feed(
@@ -95,12 +86,14 @@ async def test_expired_token_then_set_token_cli_resumes_the_feed(
                 service = MarketFeedService(feed)
                 runner = tg.create_task(service.run())
                 # No token stored yet: the configured one (the settings fallback) streams.
-                await until(streaming, 30, "streaming with the configured token")
+                await eventually(streaming, timeout=30, what="streaming with the configured token")
                 received = feed.accounting.received_socket
 
                 assert await sim.expire_token() == 1
-                await until(
-                    lambda: _eq(states(), ["auth_required"]), 30, "auth_required in /status"
+                await eventually(
+                    lambda: _eq(states(), ["auth_required"]),
+                    timeout=30,
+                    what="auth_required in /status",
                 )
                 stats = await sim.stats()
                 rejected_at, since = stats["handshakes"]["403"], time.monotonic()
@@ -113,7 +106,9 @@ async def test_expired_token_then_set_token_cli_resumes_the_feed(
                 )
                 gap = time.monotonic() - since
                 assert gap >= 0.8 * retry_delay, f"403 handshakes {gap:.1f} s apart"
-                await until(lambda: _eq(states(), ["auth_required"]), 5, "still auth_required")
+                await eventually(
+                    lambda: _eq(states(), ["auth_required"]), timeout=5, what="still auth_required"
+                )
 
                 await sim.set_token(NEW_TOKEN)
                 result = await asyncio.to_thread(
@@ -121,7 +116,7 @@ async def test_expired_token_then_set_token_cli_resumes_the_feed(
                 )
                 assert result.returncode == 0, result.stderr[-2000:]
                 assert NEW_TOKEN not in result.stdout + result.stderr
-                await until(streaming, 15, "streaming again after set-token")
+                await eventually(streaming, timeout=15, what="streaming again after set-token")
                 stats = await sim.stats()
                 elapsed = time.monotonic() - since
                 rejected = stats["handshakes"]["403"] - rejected_at
@@ -129,10 +124,10 @@ async def test_expired_token_then_set_token_cli_resumes_the_feed(
                 # (the first one included), and one accepted handshake to resume.
                 assert rejected <= 1 + math.ceil(elapsed / retry_delay), (rejected, elapsed)
                 assert stats["handshakes"]["accepted"] == accepted + 1
-                await until(
-                    lambda: _true(feed.accounting.received_socket > received + 200),
-                    30,
-                    "ticks after the recovery",
+                await eventually(
+                    lambda: feed.accounting.received_socket > received + 200,
+                    timeout=30,
+                    what="ticks after the recovery",
                 )
                 metrics_text = (await http.get("/metrics")).text
                 assert 'alphapanda_auth_token_valid{source="database"} 1.0' in metrics_text
@@ -154,7 +149,3 @@ async def test_expired_token_then_set_token_cli_resumes_the_feed(
 
 async def _eq(value: Awaitable[list[str]], expected: list[str]) -> bool:
     return (await value) == expected
-
-
-async def _true(value: bool) -> bool:
-    return value

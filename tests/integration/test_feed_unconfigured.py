@@ -15,7 +15,7 @@ from alphapanda.instruments.sources import RegistryInstruments
 from alphapanda.registry import InstrumentRegistryService
 from alphapanda.service import MarketFeedService
 from alphapanda.settings import Settings
-from tests.support.feed import eventually
+from alphapanda.testing import eventually
 from tests.support.services import SHARED_DATABASE
 from tests.support.sim import INSTRUMENTS_CSV, running_simulator
 
@@ -36,7 +36,7 @@ async def test_fresh_install_waits_for_a_streaming_set(
         ):
             service = MarketFeedService(feed)
             runner = tg.create_task(service.run())
-            await eventually(lambda: service.ready.is_set(), 20, "feed started")
+            await eventually(lambda: service.ready.is_set(), timeout=20, what="feed started")
             assert isinstance(feed.instruments, RegistryInstruments)
             assert feed.instruments.source == "unconfigured"
             assert feed.client.subscriptions() == {}
@@ -48,10 +48,14 @@ async def test_fresh_install_waits_for_a_streaming_set(
                 tokens = await registry.resolve(["NSE:NIFTY 50", "MCX:" + _mcx_symbol()])
                 await registry.stream(tokens, "quote")
             await eventually(
-                lambda: set(feed.client.subscriptions()) == set(tokens), 20, "subscribed"
+                lambda: set(feed.client.subscriptions()) == set(tokens),
+                timeout=20,
+                what="subscribed",
             )
             assert feed.instruments.source == "database"
-            await eventually(lambda: feed.accounting.snapshot()["received"] > 0, 20, "ticks")
+            await eventually(
+                lambda: feed.accounting.snapshot()["received"] > 0, timeout=20, what="ticks"
+            )
             service.request_stop()
             await runner
 

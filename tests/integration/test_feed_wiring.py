@@ -25,7 +25,8 @@ from alphapanda.metrics import keys
 from alphapanda.parts import FeedParts
 from alphapanda.service import MarketFeedService
 from alphapanda.settings import Settings
-from tests.support.feed import eventually, feed_settings
+from alphapanda.testing import eventually
+from tests.support.feed import feed_settings
 from tests.support.services import SHARED_DATABASE, SHARED_REDIS, PrivateService
 from tests.support.sim import INSTRUMENTS_CSV, ROOT, SimHandle, running_simulator
 
@@ -110,7 +111,7 @@ async def test_every_redis_key_fills_from_the_real_feed(
             async with open_feed(settings, api=False) as feed, asyncio.TaskGroup() as tg:
                 service = MarketFeedService(feed)
                 runner = tg.create_task(service.run())
-                await eventually(feed.client.is_streaming, 20, "streaming")
+                await eventually(feed.client.is_streaming, timeout=20, what="streaming")
                 # Fresh schema: the registry is reachable but unconfigured -> the CSV.
                 assert isinstance(feed.instruments, RegistryInstruments)
                 assert feed.instruments.source == "csv-unconfigured"
@@ -121,15 +122,15 @@ async def test_every_redis_key_fills_from_the_real_feed(
                     lambda: (
                         counter(feed, "kite_reconnect_attempts_total", reason="connect_ok") >= 2
                     ),
-                    20,
-                    "reconnect after the drop",
+                    timeout=20,
+                    what="reconnect after the drop",
                 )
-                await eventually(feed.client.is_streaming, 20, "streaming again")
+                await eventually(feed.client.is_streaming, timeout=20, what="streaming again")
                 await sim.fault_malformed()
                 await eventually(
                     lambda: counter(feed, "kite_skipped_packets_total") >= 1,
-                    20,
-                    "the malformed frame counted",
+                    timeout=20,
+                    what="the malformed frame counted",
                 )
 
                 found: list[str] = []
@@ -214,7 +215,7 @@ async def test_registry_changes_reach_the_running_feed_without_reconnecting(
         ):
             service = MarketFeedService(feed)
             runner = tg.create_task(service.run())
-            await eventually(feed.client.is_streaming, 20, "streaming")
+            await eventually(feed.client.is_streaming, timeout=20, what="streaming")
             stats = await sim.wait_for(lambda s: s["subscriptions"], 10)
             handshakes = stats["handshakes"]["accepted"]
             assert len(next(iter(stats["subscriptions"].values()))) == 724
@@ -263,7 +264,9 @@ async def test_postgres_down_at_start_streams_the_csv_then_follows_the_registry(
             service = MarketFeedService(feed)
             runner = tg.create_task(service.run())
             # No database: the CSV (said at ERROR) and the configured token stream.
-            await eventually(feed.client.is_streaming, 30, "streaming without PostgreSQL")
+            await eventually(
+                feed.client.is_streaming, timeout=30, what="streaming without PostgreSQL"
+            )
             assert feed.instruments.source == "csv"  # type: ignore[attr-defined]
             assert len(feed.client.subscriptions()) == 724
             assert any(

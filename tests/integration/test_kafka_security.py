@@ -15,7 +15,8 @@ from confluent_kafka import Consumer, TopicPartition
 from alphapanda.kafka_security import security_config
 from alphapanda.ops.devstack import DevstackService
 from alphapanda.settings import Settings
-from tests.support.feed import eventually, feed_settings, new_feed
+from alphapanda.testing import always, eventually
+from tests.support.feed import feed_settings, new_feed
 from tests.support.sim import running_simulator
 
 SettingsFor = Callable[..., Settings]
@@ -73,9 +74,9 @@ async def test_the_feed_publishes_through_sasl_ssl(
         async with asyncio.TaskGroup() as tg:
             tg.create_task(service.run())
             await eventually(
-                lambda: service.readiness()[0], within=60, what="feed ready over SASL_SSL"
+                lambda: service.readiness()[0], timeout=60, what="feed ready over SASL_SSL"
             )
-            await eventually(lambda: feed.accounting.published > 200, within=30)
+            await eventually(lambda: feed.accounting.published > 200, timeout=30)
             service.request_stop()
     topic = feed.topic
     published = feed.accounting.published
@@ -93,8 +94,13 @@ async def test_a_wrong_password_is_one_clear_error_and_not_ready(
         feed, service = new_feed(settings)
         async with asyncio.TaskGroup() as tg:
             tg.create_task(service.run())
-            await eventually(feed.client.is_streaming, within=30, what="kite streaming")
-            await asyncio.sleep(8)
+            await eventually(feed.client.is_streaming, timeout=30, what="kite streaming")
+            # A wrong password never makes the feed ready, however long it tries.
+            await always(
+                lambda: not service.readiness()[0],
+                duration=8,
+                what="never ready with a bad password",
+            )
             ready, reasons = service.readiness()
             service.request_stop()
     assert not ready, reasons

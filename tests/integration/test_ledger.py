@@ -16,7 +16,8 @@ from typing import Any
 import pytest
 
 from alphapanda.settings import Settings
-from tests.support.feed import assert_books_balance, eventually, feed_settings, new_feed, quiesce
+from alphapanda.testing import eventually
+from tests.support.feed import assert_books_balance, feed_settings, new_feed, quiesce
 from tests.support.ledger import check_ledger, read_topic
 from tests.support.sim import running_simulator
 
@@ -73,7 +74,9 @@ async def test_steady_stream_is_complete_and_matches_official_parser(  # type: i
         assert feed.hot_path.impl == hot_path
         async with asyncio.TaskGroup() as tg:
             tg.create_task(service.run())
-            await eventually(lambda: feed.accounting.published >= 3000, what="3000 acks")
+            await eventually(
+                lambda: feed.accounting.published >= 3000, timeout=30.0, what="3000 acks"
+            )
             stats = await quiesce(sim, feed)
             service.request_stop()
     assert_books_balance(feed)

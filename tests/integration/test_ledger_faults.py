@@ -12,10 +12,10 @@ import asyncio
 import pytest
 
 from alphapanda.settings import Settings
+from alphapanda.testing import eventually
 from tests.support.feed import (
     assert_books_balance,
     assert_stages_match,
-    eventually,
     feed_settings,
     new_feed,
     quiesce,
@@ -47,12 +47,16 @@ async def test_broker_sigkill_and_restart_loses_nothing(settings_for, private_ka
         acct = feed.accounting
         async with asyncio.TaskGroup() as tg:
             tg.create_task(service.run())
-            await eventually(lambda: acct.published >= 1000, what="first acks")
+            await eventually(lambda: acct.published >= 1000, timeout=30.0, what="first acks")
             await asyncio.to_thread(private_kafka.kill)
-            await eventually(lambda: acct.spooled >= 1000, what="ticks spooled during the outage")
+            await eventually(
+                lambda: acct.spooled >= 1000, timeout=30.0, what="ticks spooled during the outage"
+            )
             assert_stages_match(feed)
             await asyncio.to_thread(private_kafka.start)
-            await eventually(lambda: not feed.publisher.spooling, within=120, what="spool replayed")
+            await eventually(
+                lambda: not feed.publisher.spooling, timeout=120, what="spool replayed"
+            )
             stats = await quiesce(sim, feed, within=120)
             service.request_stop()
     assert_books_balance(feed)
@@ -72,7 +76,7 @@ async def test_broker_paused_beyond_request_timeout_three_times(
         acct = feed.accounting
         async with asyncio.TaskGroup() as tg:
             tg.create_task(service.run())
-            await eventually(lambda: acct.published >= 500, what="first acks")
+            await eventually(lambda: acct.published >= 500, timeout=30.0, what="first acks")
             for _ in range(3):
                 written_before = acct.spool_written
                 private_kafka.pause()
@@ -81,12 +85,13 @@ async def test_broker_paused_beyond_request_timeout_three_times(
                     # 1 s request timeout.
                     await eventually(
                         lambda before=written_before: acct.spool_written >= before + 1500,
+                        timeout=30.0,
                         what="ticks spooled while paused",
                     )
                 finally:
                     private_kafka.resume()
                 await eventually(
-                    lambda: not feed.publisher.spooling, within=60, what="spool replayed"
+                    lambda: not feed.publisher.spooling, timeout=60, what="spool replayed"
                 )
             stats = await quiesce(sim, feed, within=60)
             service.request_stop()

@@ -25,7 +25,8 @@ from alphapanda.recording import RecordingReader, RecordingWriter, encode_record
 from alphapanda.replay import replay_to_kafka, replay_to_stdout
 from alphapanda.service import MarketFeedService
 from alphapanda.settings import Settings
-from tests.support.feed import assert_books_balance, eventually, feed_settings, new_feed, quiesce
+from alphapanda.testing import eventually
+from tests.support.feed import assert_books_balance, feed_settings, new_feed, quiesce
 from tests.support.services import ROOT, SHARED_KAFKA
 from tests.support.sim import INSTRUMENTS_CSV, running_simulator
 
@@ -80,7 +81,9 @@ async def test_replay_to_kafka_publishes_what_the_live_feed_published(
         feed, service = _record_live(live_settings, path)
         async with asyncio.TaskGroup() as tg:
             tg.create_task(service.run())
-            await eventually(lambda: feed.accounting.published >= 2500, what="2500 acks")
+            await eventually(
+                lambda: feed.accounting.published >= 2500, timeout=30.0, what="2500 acks"
+            )
             await quiesce(sim, feed)
             service.request_stop()
     assert_books_balance(feed)
@@ -122,7 +125,9 @@ async def test_replay_paced_to_stdout_and_cli_tolerates_a_truncated_tail(
         feed, service = _record_live(settings, path)
         async with asyncio.TaskGroup() as tg:
             tg.create_task(service.run())
-            await eventually(lambda: feed.accounting.published >= 500, what="500 acks")
+            await eventually(
+                lambda: feed.accounting.published >= 500, timeout=30.0, what="500 acks"
+            )
             service.request_stop()
     records = list(RecordingReader(path))
     ticks_per_record = [len(decode_message(r.frame, 0).ticks) for r in records]

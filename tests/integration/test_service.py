@@ -8,7 +8,8 @@ import json
 import pytest
 
 from alphapanda.service import ServiceFailed
-from tests.support.feed import assert_books_balance, eventually, feed_settings, new_feed
+from alphapanda.testing import eventually
+from tests.support.feed import assert_books_balance, feed_settings, new_feed
 from tests.support.ledger import check_ledger, read_topic
 from tests.support.sim import running_simulator
 
@@ -37,11 +38,13 @@ async def test_failing_part_triggers_graceful_drain_then_error(settings_for) -> 
         async def drive() -> None:
             async with asyncio.TaskGroup() as tg:
                 tg.create_task(service.run())
-                await eventually(lambda: service.readiness()[0], what="ready")
+                await eventually(lambda: service.readiness()[0], timeout=30.0, what="ready")
                 status = service.status()
                 json.dumps(status)  # plain data for the API
                 assert status["ready"] is True and status["subscriptions"] > 0
-                await eventually(lambda: feed.accounting.published >= 500, what="acks")
+                await eventually(
+                    lambda: feed.accounting.published >= 500, timeout=30.0, what="acks"
+                )
                 exploding.armed.set()
 
         with pytest.raises(ExceptionGroup) as caught:

@@ -13,10 +13,10 @@ import asyncio
 
 import pytest
 
+from alphapanda.testing import eventually
 from tests.support.feed import (
     assert_books_balance,
     assert_stages_match,
-    eventually,
     feed_settings,
     new_feed,
     quiesce,
@@ -57,23 +57,26 @@ async def test_paused_broker_applies_declared_policy_and_counts_exactly(
         acct = feed.accounting
         async with asyncio.TaskGroup() as tg:
             tg.create_task(service.run())
-            await eventually(lambda: acct.published >= 500, what="first acks")
+            await eventually(lambda: acct.published >= 500, timeout=30.0, what="first acks")
             private_kafka.pause()
             try:
-                await eventually(lambda: feed.spool.refused > 0, what="spool full")
-                await eventually(lambda: acct.dropped_total >= 2000, what="policy drops")
+                await eventually(lambda: feed.spool.refused > 0, timeout=30.0, what="spool full")
+                await eventually(
+                    lambda: acct.dropped_total >= 2000, timeout=30.0, what="policy drops"
+                )
                 assert len(feed.buffer) <= CAPACITY
                 # The spool was full: it says why (while it is: replay frees room now and
                 # then), and the policy drops for it.
                 await eventually(
                     lambda: any("spool_max_bytes" in r for r in service.readiness()[1]),
+                    timeout=30.0,
                     what="readiness naming the full spool",
                 )
                 assert acct.dropped.get("spool_unavailable", 0) > 0
                 assert_stages_match(feed)
             finally:
                 private_kafka.resume()
-            await eventually(lambda: not feed.publisher.spooling, within=60, what="replay")
+            await eventually(lambda: not feed.publisher.spooling, timeout=60, what="replay")
             stats = await quiesce(sim, feed)
             service.request_stop()
 

@@ -7,10 +7,11 @@ import asyncio
 import json
 from datetime import datetime
 
+from alphapanda.testing import eventually
 from alphapanda.topics import TopicNames
 from tests.support.candles import recompute
 from tests.support.derived import read_raw
-from tests.support.feed import eventually, feed_settings, new_feed, quiesce
+from tests.support.feed import feed_settings, new_feed, quiesce
 from tests.support.ledger import read_topic
 from tests.support.sim import running_simulator
 
@@ -31,18 +32,19 @@ async def test_candles_match_recomputation_from_ticks(settings_for) -> None:  # 
         (agg,) = derived.aggregators
         async with asyncio.TaskGroup() as tg:
             tg.create_task(service.run())
-            await eventually(lambda: service.readiness()[0], what="ready")
+            await eventually(lambda: service.readiness()[0], timeout=30.0, what="ready")
             # Three full buckets at least, then silence until every bar is closed.
             try:
-                await eventually(lambda: agg.emitted >= 100, within=40, what="bars")
+                await eventually(lambda: agg.emitted >= 100, timeout=40, what="bars")
             except AssertionError as exc:
                 figures = (agg.emitted, agg.late, agg.ticks_by_source, derived.ticks_offered)
                 raise AssertionError(f"{exc}: emitted/late/sources/offered {figures}") from None
             await asyncio.sleep(11)
             await quiesce(sim, feed)
-            await eventually(lambda: agg.next_due() is None, within=15, what="all bars closed")
+            await eventually(lambda: agg.next_due() is None, timeout=15, what="all bars closed")
             await eventually(
                 lambda: derived._producer is not None and derived._producer.pending == 0,
+                timeout=30.0,
                 what="candles acked",
             )
             service.request_stop()

@@ -8,9 +8,10 @@ import json
 from datetime import datetime
 from typing import Any
 
+from alphapanda.testing import eventually
 from alphapanda.topics import TopicNames
 from tests.support.derived import read_raw
-from tests.support.feed import eventually, feed_settings, new_feed
+from tests.support.feed import feed_settings, new_feed
 from tests.support.sim import running_simulator
 
 
@@ -46,20 +47,28 @@ async def test_feed_events_from_real_faults(settings_for) -> None:  # type: igno
         count = lambda kind: derived.tracker_counts.get(kind, 0)  # noqa: E731
         async with asyncio.TaskGroup() as tg:
             tg.create_task(service.run())
-            await eventually(lambda: count("connection_up") == 2, what="both shards up")
+            await eventually(
+                lambda: count("connection_up") == 2, timeout=30.0, what="both shards up"
+            )
             await asyncio.sleep(1)
             assert await sim.fault_drop() == 2
-            await eventually(lambda: count("gap") == 2, what="a gap per shard")
+            await eventually(lambda: count("gap") == 2, timeout=30.0, what="a gap per shard")
             await asyncio.sleep(0.5)
             await sim.expire_token()
-            await eventually(lambda: count("auth_required") == 2, what="auth_required")
+            await eventually(
+                lambda: count("auth_required") == 2, timeout=30.0, what="auth_required"
+            )
             await sim.set_token("day-2-token")
             tokens.token = "day-2-token"
-            await eventually(lambda: count("auth_restored") == 2, what="auth_restored")
+            await eventually(
+                lambda: count("auth_restored") == 2, timeout=30.0, what="auth_restored"
+            )
             subscribed = feed.client.subscriptions()
             dropped = sorted(subscribed)[:5]
             await feed.client.unsubscribe(dropped)
-            await eventually(lambda: count("subscriptions_changed") == 1, what="subscriptions")
+            await eventually(
+                lambda: count("subscriptions_changed") == 1, timeout=30.0, what="subscriptions"
+            )
             await asyncio.sleep(0.5)
             service.request_stop()
     prefix = settings.kafka.topic_prefix

@@ -5,9 +5,10 @@ from __future__ import annotations
 import asyncio
 import json
 
+from alphapanda.testing import eventually
 from alphapanda.topics import TopicNames
 from tests.support.derived import read_raw
-from tests.support.feed import eventually, feed_settings, new_feed
+from tests.support.feed import feed_settings, new_feed
 from tests.support.sim import running_simulator
 
 
@@ -26,9 +27,12 @@ async def test_order_updates_reach_their_topic(settings_for) -> None:  # type: i
         assert derived is not None
         async with asyncio.TaskGroup() as tg:
             tg.create_task(service.run())
-            await eventually(lambda: len(feed.client.statuses()) == 2, what="statuses")
+            await eventually(
+                lambda: len(feed.client.statuses()) == 2, timeout=30.0, what="statuses"
+            )
             await eventually(
                 lambda: all(s.state == "connected" for s in feed.client.statuses()),
+                timeout=30.0,
                 what="both shards connected",
             )
             sent = [
@@ -39,12 +43,15 @@ async def test_order_updates_reach_their_topic(settings_for) -> None:  # type: i
             other = await sim.order_postback(api_key="someone-else")
             assert [s["sent"] for s in sent] == [2, 2, 2] and other["sent"] == 0
             # Each postback arrives on both sockets: published once, the copy counted.
-            await eventually(lambda: derived.orders_received == 6, what="order messages")
+            await eventually(
+                lambda: derived.orders_received == 6, timeout=30.0, what="order messages"
+            )
             await eventually(
                 lambda: (
                     derived._producer is not None
                     and derived._producer.counts["orders"].delivered == 3
                 ),
+                timeout=30.0,
                 what="orders acked",
             )
             service.request_stop()

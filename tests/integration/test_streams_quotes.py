@@ -11,10 +11,11 @@ from datetime import datetime
 import msgspec
 from confluent_kafka.admin import AdminClient, ConfigResource
 
+from alphapanda.testing import eventually
 from alphapanda.topics import TopicNames
 from tests.integration.test_api import SettingsFor, running_feed
 from tests.support.derived import read_raw
-from tests.support.feed import eventually, quiesce
+from tests.support.feed import quiesce
 
 # Longer than the simulator's per-instrument cadence (about 1 s), so conflation shows.
 INTERVAL_MS = 1500
@@ -33,13 +34,15 @@ async def test_latest_quotes_topic_and_api(settings_for: SettingsFor, unique: st
         derived = parts.derived
         assert derived is not None
         streaming = set(parts.client.subscriptions())
-        await eventually(lambda: set(derived.quotes.tokens()) == streaming, what="every quote")
+        await eventually(
+            lambda: set(derived.quotes.tokens()) == streaming, timeout=30.0, what="every quote"
+        )
         await asyncio.sleep(5)  # several intervals of writes
         await quiesce(feed.sim, parts)
         await asyncio.sleep(INTERVAL_MS / 1000 * 3)  # the last dirty quotes are written
         producer = derived._producer
         assert producer is not None
-        await eventually(lambda: producer.pending == 0, what="quotes acked")
+        await eventually(lambda: producer.pending == 0, timeout=30.0, what="quotes acked")
         latest = {t: derived.quotes.get(t) for t in streaming}
 
         # API: one, several (with an unknown one), all; 404 for an unknown instrument.

@@ -36,17 +36,6 @@ def new_feed(settings: Settings, **overrides: Any) -> tuple[FeedParts, MarketFee
     return parts, MarketFeedService(parts)
 
 
-async def eventually(
-    condition: Callable[[], bool], within: float = 30.0, what: str = "condition"
-) -> None:
-    """Poll ``condition`` until it holds or ``within`` seconds pass (then fail)."""
-    deadline = time.monotonic() + within
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.02)
-
-
 async def settled_sent(sim: SimHandle) -> int:
     """The simulator's count of ticks sent, once it stopped changing (no feed left)."""
     last = -1
