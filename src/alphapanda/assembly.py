@@ -1,6 +1,6 @@
 """The one place that constructs the feed's parts and wires them together.
 
-``build(settings, overrides)`` returns ``FeedParts`` — sources, buffer, encoder,
+``build(settings, overrides)`` returns ``FeedParts`` — sources, buffer, record builder,
 producer, spool, WAL, connections, derived streams, metrics, API control — ready for
 ``MarketFeedService(parts)`` to run. ``Overrides`` is what a caller changes from the
 default wiring: the feed process hands in its database services, tests and benchmarks
@@ -51,7 +51,7 @@ from alphapanda.pipeline.buffer import TickBuffer
 from alphapanda.pipeline.formatter import TickFormatter
 from alphapanda.pipeline.hotpath import HotPath, select_hot_path
 from alphapanda.pipeline.producer import DeliveryHandler, MessageProducer, backstop_timeout_ms
-from alphapanda.pipeline.publisher import Publisher, TickEncoder
+from alphapanda.pipeline.publisher import Publisher, RecordBuilder
 from alphapanda.pipeline.spool import Spool
 from alphapanda.pipeline.wire import WireEncoder
 from alphapanda.registry import InstrumentRegistryService
@@ -104,7 +104,7 @@ def build(settings: Settings, overrides: Overrides | None = None) -> FeedParts:
     spool = Spool(feed.spool_dir, feed.spool_max_bytes, feed.spool_min_free_bytes)
     formatter = TickFormatter(include_depth=feed.include_depth, include_oi=feed.include_oi)
     hot_path = _hot_path(settings)
-    encoder = TickEncoder(formatter, WireEncoder(feed.wire_format), accounting)
+    records = RecordBuilder(formatter, WireEncoder(feed.wire_format), accounting)
 
     def make_producer(
         on_delivery: DeliveryHandler, on_ack: Callable[[int], None]
@@ -120,7 +120,7 @@ def build(settings: Settings, overrides: Overrides | None = None) -> FeedParts:
 
     publisher = Publisher(
         buffer,
-        encoder,
+        records,
         make_producer,
         spool,
         accounting,
@@ -139,7 +139,7 @@ def build(settings: Settings, overrides: Overrides | None = None) -> FeedParts:
             topic,
             buffer,
             accounting,
-            encoder.wire,
+            records.wire,
             # What a previous run spooled is replayed by the spool: not by the WAL.
             spool_dir=feed.spool_dir,
             decode=hot_path.decode,
@@ -147,7 +147,7 @@ def build(settings: Settings, overrides: Overrides | None = None) -> FeedParts:
         publisher.producer.ack_listener = wal.resolved
     # Candles, latest quotes, feed events, order updates: fed after the tick path.
     derived = DerivedStreams(settings) if settings.streams.enabled else None
-    encoder.observer = derived.offer if derived is not None else None
+    records.observer = derived.offer if derived is not None else None
     tokens = overrides.tokens
     if overrides.auth is not None:
         tokens = BrokerAuthenticator(settings.kite.api_key, overrides.auth)
@@ -173,7 +173,7 @@ def build(settings: Settings, overrides: Overrides | None = None) -> FeedParts:
         spool=spool,
         formatter=formatter,
         hot_path=hot_path,
-        encoder=encoder,
+        records=records,
         publisher=publisher,
         client=client,
         instruments=instruments,

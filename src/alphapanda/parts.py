@@ -28,7 +28,7 @@ from alphapanda.pipeline.buffer import TickBuffer
 from alphapanda.pipeline.formatter import TickFormatter
 from alphapanda.pipeline.hotpath import HotPath
 from alphapanda.pipeline.producer import MessageProducer
-from alphapanda.pipeline.publisher import Publisher, TickEncoder
+from alphapanda.pipeline.publisher import Publisher, RecordBuilder
 from alphapanda.pipeline.spool import Spool
 from alphapanda.settings import Settings
 from alphapanda.streams.runner import DerivedStreams
@@ -93,7 +93,7 @@ class FeedParts:
     spool: Spool
     formatter: TickFormatter
     hot_path: HotPath
-    encoder: TickEncoder
+    records: RecordBuilder
     publisher: Publisher
     client: TickerClient
     instruments: InstrumentSource

@@ -37,7 +37,7 @@ from alphapanda.settings import Settings
 
 if TYPE_CHECKING:
     from alphapanda.parts import FeedLifecycle, FeedParts
-    from alphapanda.pipeline.publisher import TickEncoder
+    from alphapanda.pipeline.publisher import RecordBuilder
     from alphapanda.service import MarketFeedService
 
 log = logging.getLogger(__name__)
@@ -242,7 +242,7 @@ async def replay_to_kafka(
 
     parts = build(settings, Overrides(instruments=_NoInstruments()))
     service = MarketFeedService(parts)
-    _mark_replayed(parts.encoder)
+    _mark_replayed(parts.records)
     source = ReplaySource(path, parts.buffer, speed=speed, on_done=service.request_stop)
     # The source needs the built buffer, so it joins the background services here.
     parts.services.append(_TopicGate(parts.lifecycle, source))
@@ -252,7 +252,7 @@ async def replay_to_kafka(
     return source, parts
 
 
-def _mark_replayed(encoder: TickEncoder) -> None:
+def _mark_replayed(encoder: RecordBuilder) -> None:
     """Make ``encoder`` (the one the service's publisher holds) add the ``replayed``
     header to every record. Wrapped per instance: the live feed's encoder is untouched."""
     from alphapanda.pipeline.producer import EncodedMessage

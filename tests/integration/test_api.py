@@ -20,7 +20,7 @@ from pydantic import SecretStr
 
 from alphapanda.api.server import ApiStartupError, serve_api
 from alphapanda.db.engine import Database
-from alphapanda.metrics.keys import SNAPSHOT, MetricsKeys
+from alphapanda.metrics.redis_layout import SNAPSHOT, MetricsKeys
 from alphapanda.parts import FeedParts
 from alphapanda.registry.service import InstrumentRegistryService
 from alphapanda.service import MarketFeedService

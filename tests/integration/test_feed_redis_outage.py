@@ -20,7 +20,7 @@ import redis.asyncio as aioredis
 from pydantic import SecretStr
 
 from alphapanda.assembly import open_feed
-from alphapanda.metrics import keys
+from alphapanda.metrics import redis_layout
 from alphapanda.metrics.collector import PipelineMetricsCollector
 from alphapanda.parts import FeedParts
 from alphapanda.service import MarketFeedService
@@ -59,8 +59,10 @@ async def test_ticks_keep_flowing_while_redis_is_down(
                 "api": base.api.model_copy(update={"port": free_port()}),
             }
         )
-        count_key = keys.MetricsKeys(settings.metrics.namespace).key(keys.COUNT)
-        updated_key = keys.MetricsKeys(settings.metrics.namespace).key(keys.UPDATED_AT)
+        count_key = redis_layout.MetricsKeys(settings.metrics.namespace).key(redis_layout.COUNT)
+        updated_key = redis_layout.MetricsKeys(settings.metrics.namespace).key(
+            redis_layout.UPDATED_AT
+        )
         store = aioredis.Redis.from_url(private_redis.redis_url, decode_responses=True)
         http = httpx.AsyncClient(base_url=f"http://127.0.0.1:{settings.api.port}", timeout=5)
         try:

@@ -21,7 +21,7 @@ from pydantic import SecretStr
 
 from alphapanda.assembly import open_feed
 from alphapanda.instruments.sources import RegistryInstruments
-from alphapanda.metrics import keys
+from alphapanda.metrics import redis_layout
 from alphapanda.parts import FeedParts
 from alphapanda.service import MarketFeedService
 from alphapanda.settings import Settings
@@ -105,7 +105,7 @@ async def test_every_redis_key_fills_from_the_real_feed(
         settings = wired_settings(
             settings_for, sim, schema, unique, buffer_policy="drop_oldest", buffer_capacity=1
         )
-        metrics_keys = keys.MetricsKeys(settings.metrics.namespace)
+        metrics_keys = redis_layout.MetricsKeys(settings.metrics.namespace)
         store = aioredis.Redis.from_url(SHARED_REDIS, decode_responses=True)
         try:
             async with open_feed(settings, api=False) as feed, asyncio.TaskGroup() as tg:
@@ -151,7 +151,7 @@ async def test_every_redis_key_fills_from_the_real_feed(
             await store.aclose()
 
     assert not problems(values)
-    snapshot = json.loads(str(values[keys.SNAPSHOT]))
+    snapshot = json.loads(str(values[redis_layout.SNAPSHOT]))
     names = {s["name"] for s in snapshot["samples"]}
     # The auth and registry figures ride along with the pipeline's.
     assert {"auth_token_lookups_total", "registry_source", "last_tick_timestamp_seconds"} <= names
@@ -168,36 +168,36 @@ def problems(values: dict[str, str | dict[str, str]]) -> list[str]:
         assert isinstance(value, dict)
         return sum(int(v) for v in value.values())
 
-    reconnects = values[keys.RECONNECTS]
-    connections = values[keys.CONNECTIONS]
+    reconnects = values[redis_layout.RECONNECTS]
+    connections = values[redis_layout.CONNECTIONS]
     assert isinstance(reconnects, dict) and isinstance(connections, dict)
     checks = {
-        "count > 0": int(str(values[keys.COUNT])) > 0,
-        "sends:ok > 0": int(str(values[keys.SENDS_OK])) > 0,
-        "sends:failed == 0": int(str(values[keys.SENDS_FAILED])) == 0,
-        "last tick recent": float(str(values[keys.LAST_TICK_AGE])) < 5.0,
-        "last_activity a timestamp": str(values[keys.LAST_ACTIVITY]).startswith("20"),
-        "p99 >= p50 > 0": float(str(values[keys.LATENCY_P99]))
-        >= float(str(values[keys.LATENCY_P50]))
+        "count > 0": int(str(values[redis_layout.COUNT])) > 0,
+        "sends:ok > 0": int(str(values[redis_layout.SENDS_OK])) > 0,
+        "sends:failed == 0": int(str(values[redis_layout.SENDS_FAILED])) == 0,
+        "last tick recent": float(str(values[redis_layout.LAST_TICK_AGE])) < 5.0,
+        "last_activity a timestamp": str(values[redis_layout.LAST_ACTIVITY]).startswith("20"),
+        "p99 >= p50 > 0": float(str(values[redis_layout.LATENCY_P99]))
+        >= float(str(values[redis_layout.LATENCY_P50]))
         > 0,
         "a reconnect after the drop": int(reconnects.get("connect_ok", 0)) >= 2,
-        "malformed counted": total(keys.MALFORMED) >= 1,
-        "drop_oldest counted": total(keys.DROPS) >= 1,
+        "malformed counted": total(redis_layout.MALFORMED) >= 1,
+        "drop_oldest counted": total(redis_layout.DROPS) >= 1,
         # 724 instruments at 3000 per connection: one shard in use, one entry.
         "one connection entry, connected": list(connections) == ["0"]
         and json.loads(connections["0"]).get("state") == "connected",
-        "spool empty": int(str(values[keys.SPOOL_MESSAGES])) == 0,
+        "spool empty": int(str(values[redis_layout.SPOOL_MESSAGES])) == 0,
     }
     return [name for name, ok in checks.items() if not ok]
 
 
 async def read_all(
-    store: aioredis.Redis, metrics_keys: keys.MetricsKeys
+    store: aioredis.Redis, metrics_keys: redis_layout.MetricsKeys
 ) -> dict[str, str | dict[str, str]]:
     values: dict[str, str | dict[str, str]] = {}
-    for suffix in keys.ALL_SUFFIXES:
+    for suffix in redis_layout.ALL_SUFFIXES:
         key = metrics_keys.key(suffix)
-        if suffix in keys.HASH_SUFFIXES:
+        if suffix in redis_layout.HASH_SUFFIXES:
             values[suffix] = await store.hgetall(key)
         else:
             values[suffix] = await store.get(key) or ""

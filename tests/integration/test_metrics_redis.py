@@ -12,7 +12,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from alphapanda.metrics import catalog
-from alphapanda.metrics import keys as k
+from alphapanda.metrics import redis_layout as k
 from alphapanda.metrics.collector import PipelineMetricsCollector
 from alphapanda.metrics.reader import MetricsReader
 from alphapanda.metrics.samples import Sample

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
-from alphapanda.pipeline.formatter import MarketTick
+from alphapanda.market_tick import MarketTick
 
 IST = ZoneInfo("Asia/Kolkata")
 OPENS = {

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 
 from confluent_kafka import Consumer, TopicPartition
 
-from alphapanda.pipeline.formatter import MarketTick
+from alphapanda.market_tick import MarketTick
 from alphapanda.pipeline.wire import WireDecoder, content_type_of
 from alphapanda.wal.tails import watermarks
 

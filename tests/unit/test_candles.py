@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from alphapanda.pipeline.formatter import MarketTick
+from alphapanda.market_tick import MarketTick
 from alphapanda.streams.candles import CandleAggregator
 from alphapanda.streams.sessions import INTERVALS, SessionTable, align, parse_hhmm
 from tests.support.candles import recompute

@@ -13,7 +13,7 @@ from alphapanda.instruments.sources import (
     RegistryInstruments,
 )
 from alphapanda.kite.sharding import CapacityError
-from alphapanda.metrics import keys
+from alphapanda.metrics import redis_layout
 from alphapanda.metrics.samples import Sample
 from alphapanda.registry.watch import OnChange
 
@@ -115,7 +115,7 @@ def sample(name: str, value: float, **labels: str) -> Sample:
 
 
 def test_default_rules_map_the_names_the_components_emit() -> None:
-    scalars, hashes = keys.apply_rules(
+    scalars, hashes = redis_layout.apply_rules(
         [
             sample("kite_reconnect_attempts_total", 2, reason="connect_ok"),
             sample("kite_reconnect_attempts_total", 1, reason="closed_by_server"),
@@ -124,24 +124,24 @@ def test_default_rules_map_the_names_the_components_emit() -> None:
             sample("sends_ok_total", 10),
         ]
     )
-    assert hashes[keys.RECONNECTS] == {"connect_ok": 2, "closed_by_server": 1}
-    assert hashes[keys.MALFORMED] == {"truncated": 3, "bad_price": 4}
+    assert hashes[redis_layout.RECONNECTS] == {"connect_ok": 2, "closed_by_server": 1}
+    assert hashes[redis_layout.MALFORMED] == {"truncated": 3, "bad_price": 4}
     # No failure was ever counted, but the producer reports: 0, not missing.
-    assert scalars[keys.SENDS_OK] == 10 and scalars[keys.SENDS_FAILED] == 0
+    assert scalars[redis_layout.SENDS_OK] == 10 and scalars[redis_layout.SENDS_FAILED] == 0
 
 
 @pytest.mark.parametrize("present", [[], [sample("ticks_received_total", 1)]])
 def test_sends_failed_is_missing_without_the_producer(present: list[Sample]) -> None:
-    scalars, _ = keys.apply_rules(present)
-    assert keys.SENDS_FAILED not in scalars
+    scalars, _ = redis_layout.apply_rules(present)
+    assert redis_layout.SENDS_FAILED not in scalars
 
 
 def test_sends_failed_sums_its_error_kinds() -> None:
-    scalars, _ = keys.apply_rules(
+    scalars, _ = redis_layout.apply_rules(
         [
             sample("sends_ok_total", 10),
             sample("sends_failed_total", 2, error="timeout"),
             sample("sends_failed_total", 1, error="other"),
         ]
     )
-    assert scalars[keys.SENDS_FAILED] == 3
+    assert scalars[redis_layout.SENDS_FAILED] == 3

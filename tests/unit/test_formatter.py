@@ -21,6 +21,7 @@ from alphapanda.kite.protocol import (
     encode_tick,
     price_divisor,
 )
+from alphapanda.market_tick import MarketTick
 from alphapanda.pipeline.formatter import (
     DROP_REASONS,
     REASON_INVALID_AVERAGE_PRICE,
@@ -33,7 +34,6 @@ from alphapanda.pipeline.formatter import (
     REASON_OHLC_INCONSISTENT,
     REASON_TIMESTAMP_OUT_OF_RANGE,
     REASON_UNKNOWN_MODE,
-    MarketTick,
     TickFormatter,
     format_all,
 )

@@ -26,7 +26,7 @@ from alphapanda.api.status import ConnectionFigures, connection_view
 from alphapanda.assembly import Overrides, build
 from alphapanda.auth import AuthService
 from alphapanda.kite.protocol.ticks import Tick
-from alphapanda.metrics import catalog, keys
+from alphapanda.metrics import catalog, redis_layout
 from alphapanda.metrics.samples import MetricsSource, Sample
 from alphapanda.recording import RecordingWriter
 from alphapanda.registry import InstrumentRegistryService
@@ -123,7 +123,7 @@ def test_every_declared_metric_is_emitted_by_some_component() -> None:
 
 
 def test_the_redis_layout_reads_only_declared_metrics() -> None:
-    undeclared = sorted({rule.sample for rule in keys.DEFAULT_RULES} - set(catalog.BY_NAME))
+    undeclared = sorted({rule.sample for rule in redis_layout.DEFAULT_RULES} - set(catalog.BY_NAME))
     assert not undeclared, f"DEFAULT_RULES maps names the catalog does not declare: {undeclared}"
 
 
@@ -196,12 +196,12 @@ async def test_real_components_emit_only_declared_metrics(tmp_path: Path) -> Non
         assert sample.kind == metric.kind, sample
         assert tuple(name for name, _ in sample.labels) == metric.labels, sample
     # Every metric the Redis layout reads was among them: the check saw the real thing.
-    assert {rule.sample for rule in keys.DEFAULT_RULES} <= emitted
+    assert {rule.sample for rule in redis_layout.DEFAULT_RULES} <= emitted
 
 
 def test_per_connection_samples_fill_the_status_connection_rows() -> None:
     figures = ConnectionFigures(lambda: [_connection(2)], dict)
-    row = keys.connections_from(figures.samples())["2"]
+    row = redis_layout.connections_from(figures.samples())["2"]
     view = connection_view(row, "2")
     assert view.state == "streaming"
     assert (view.instruments, view.ticks_received, view.reconnect_count) == (3, 10, 1)

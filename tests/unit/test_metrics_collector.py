@@ -9,7 +9,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from alphapanda.metrics import catalog
-from alphapanda.metrics import keys as k
+from alphapanda.metrics import redis_layout as k
 from alphapanda.metrics.collector import PipelineMetricsCollector, RateTracker
 from alphapanda.metrics.prometheus import asgi_app, build_registry, render_latest, render_samples
 from alphapanda.metrics.reader import health_of, samples_of, status_rows

@@ -20,8 +20,8 @@ from hypothesis import strategies as st
 from alphapanda.kite.protocol import Tick, decode_message
 from alphapanda.pipeline.accounting import Accounting
 from alphapanda.pipeline.formatter import TickFormatter
-from alphapanda.pipeline.hotpath import FrameEncoder, HotPath, load_native
-from alphapanda.pipeline.publisher import TickEncoder
+from alphapanda.pipeline.hotpath import FrameRecordBuilder, HotPath, load_native
+from alphapanda.pipeline.publisher import RecordBuilder
 from alphapanda.pipeline.wire import WireEncoder
 
 pytestmark = pytest.mark.unit
@@ -101,14 +101,16 @@ received_times = st.one_of(st.just(RECEIVED), st.just(0), st.integers(1, 2**63 -
 emitted_times = st.one_of(st.just(RECEIVED + 777_000), st.integers(0, 2**62))
 
 
-def _pair(fmt: str, include_depth: bool, include_oi: bool) -> tuple[FrameEncoder, FrameEncoder]:
+def _pair(
+    fmt: str, include_depth: bool, include_oi: bool
+) -> tuple[FrameRecordBuilder, FrameRecordBuilder]:
     wire = WireEncoder(fmt)  # type: ignore[arg-type]
     twin = WireEncoder(fmt)  # type: ignore[arg-type]
     twin._id_mid = wire._id_mid  # the same random id bits, so ids can be compared
-    python = FrameEncoder(
+    python = FrameRecordBuilder(
         TickFormatter(include_depth=include_depth, include_oi=include_oi), wire, None
     )
-    fast = FrameEncoder(
+    fast = FrameRecordBuilder(
         TickFormatter(include_depth=include_depth, include_oi=include_oi), twin, native
     )
     return python, fast
@@ -145,7 +147,7 @@ def test_native_frames_encode_to_the_python_bytes(
 def test_the_feed_path_native_ticks_through_tick_encoder_match_the_python_path(
     frame: bytes, fmt: str
 ) -> None:
-    # As the feed runs it: the socket reader decodes, the publisher's TickEncoder encodes.
+    # As the feed runs it: the socket reader decodes, the publisher's RecordBuilder encodes.
     decoded_py = decode_message(frame, RECEIVED)
     decoded_native = HotPath(native).decode(frame, RECEIVED)
     assert decoded_native.heartbeat == decoded_py.heartbeat
@@ -161,8 +163,8 @@ def test_the_feed_path_native_ticks_through_tick_encoder_match_the_python_path(
         assert ours.received_at_ns == reference.received_at_ns
     wire, twin = WireEncoder(fmt), WireEncoder(fmt)  # type: ignore[arg-type]
     twin._id_mid = wire._id_mid
-    reference_encoder = TickEncoder(TickFormatter(), wire, Accounting())
-    native_encoder = TickEncoder(TickFormatter(), twin, Accounting())
+    reference_encoder = RecordBuilder(TickFormatter(), wire, Accounting())
+    native_encoder = RecordBuilder(TickFormatter(), twin, Accounting())
     # The emit time is the publisher's clock read; the same for both here.
     reference_encoder._clock = native_encoder._clock = lambda: RECEIVED + 5  # type: ignore[method-assign]
     expected = reference_encoder.encode(decoded_py.ticks)
@@ -174,7 +176,7 @@ def test_the_feed_path_native_ticks_through_tick_encoder_match_the_python_path(
 def test_python_frame_encoder_is_today_s_pipeline() -> None:
     # The reference itself: decode + format + wire, nothing added.
     wire = WireEncoder("json")
-    encoder = FrameEncoder(TickFormatter(), wire, None)
+    encoder = FrameRecordBuilder(TickFormatter(), wire, None)
     frame = struct.pack(">HH", 1, 8) + _packet(256265, [2415000])
     (record,) = encoder.encode(frame, RECEIVED, RECEIVED).records
     assert record.key == b"256265"

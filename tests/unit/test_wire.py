@@ -14,7 +14,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from alphapanda.kite.protocol import Tick
-from alphapanda.pipeline.formatter import MarketTick, TickFormatter
+from alphapanda.market_tick import MarketTick
+from alphapanda.pipeline.formatter import TickFormatter
 from alphapanda.pipeline.wire import (
     BROKER_SHARED,
     SCHEMA_VERSION,

@@ -1,5 +1,5 @@
 """The publisher's batch path: ``WireEncoder.encode_values`` gives exactly the bytes of
-``encode()``, and ``TickEncoder`` drops and counts only a tick that cannot be encoded."""
+``encode()``, and ``RecordBuilder`` drops and counts only a tick that cannot be encoded."""
 
 from __future__ import annotations
 
@@ -8,9 +8,10 @@ from collections.abc import Sequence
 import msgspec
 import pytest
 
+from alphapanda.market_tick import MarketTick
 from alphapanda.pipeline.accounting import DROP_ENCODE_ERROR, DROP_MALFORMED, Accounting
-from alphapanda.pipeline.formatter import MarketTick, TickFormatter
-from alphapanda.pipeline.publisher import TickEncoder
+from alphapanda.pipeline.formatter import TickFormatter
+from alphapanda.pipeline.publisher import RecordBuilder
 from alphapanda.pipeline.wire import MarketTickEvent, WireDecoder, WireEncoder
 from tests.unit.test_formatter import EQUITY, full_tick
 from tests.unit.test_wire import EMITTED_NS, _ticks
@@ -61,7 +62,7 @@ def test_tick_encoder_drops_only_what_cannot_be_encoded() -> None:
     ]
     accounting.accept(len(ticks))
     accounting.take(len(ticks))
-    encoder = TickEncoder(TickFormatter(), _FailsOn(), accounting)
+    encoder = RecordBuilder(TickFormatter(), _FailsOn(), accounting)
     messages = encoder.encode(ticks)
     assert [m.key for m in messages] == [str(EQUITY).encode()] * 2
     decoded = [WireDecoder().decode(m.value) for m in messages]

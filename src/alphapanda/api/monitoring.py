@@ -60,7 +60,7 @@ async def monitoring_health(ctx: Ctx) -> Any:
 @router.get(
     "/pipeline",
     responses={
-        200: {"description": "The snapshot document (see alphapanda.metrics.keys)"},
+        200: {"description": "The snapshot document (see alphapanda.metrics.redis_layout)"},
         503: {"model": Problem, "description": "No snapshot in Redis, or Redis unreachable"},
     },
 )

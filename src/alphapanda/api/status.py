@@ -22,7 +22,7 @@ from alphapanda.api.models import (
     StatusView,
     WalView,
 )
-from alphapanda.metrics import catalog, keys
+from alphapanda.metrics import catalog, redis_layout
 from alphapanda.metrics.reader import samples_of
 from alphapanda.metrics.samples import Sample
 
@@ -37,9 +37,9 @@ _SHARD_FIELDS = {
 }
 
 
-# One mapping of samples to figures for Redis and /status alike: ``keys.DEFAULT_RULES``
+# One mapping of samples to figures for Redis and /status alike: ``redis_layout.DEFAULT_RULES``
 # (it also maps the components' own names, e.g. ``kite_reconnect_attempts_total``).
-STATUS_RULES = keys.DEFAULT_RULES
+STATUS_RULES = redis_layout.DEFAULT_RULES
 
 
 class RateMeter:
@@ -122,7 +122,7 @@ def connection_view(raw: Mapping[str, Any], shard: str | None = None) -> Connect
 def _figures(samples: Iterable[Sample]) -> dict[str, Any]:
     """The StatusView fields that are figures of the tick path, from samples."""
     collected = list(samples)
-    scalars, hashes = keys.apply_rules(collected, STATUS_RULES)
+    scalars, hashes = redis_layout.apply_rules(collected, STATUS_RULES)
     last_tick = max(
         (
             s.value
@@ -133,25 +133,27 @@ def _figures(samples: Iterable[Sample]) -> dict[str, Any]:
     )
     return {
         "last_tick": last_tick,
-        "ticks_received": _int(scalars.get(keys.COUNT)),
-        "sends_ok": _int(scalars.get(keys.SENDS_OK)),
+        "ticks_received": _int(scalars.get(redis_layout.COUNT)),
+        "sends_ok": _int(scalars.get(redis_layout.SENDS_OK)),
         # Failure counters exist per error kind, so none at all means zero failures.
         "sends_failed": _int(
-            scalars.get(keys.SENDS_FAILED, 0.0 if keys.SENDS_OK in scalars else None)
+            scalars.get(
+                redis_layout.SENDS_FAILED, 0.0 if redis_layout.SENDS_OK in scalars else None
+            )
         ),
         "send_latency_seconds": LatencyView(
-            p50=scalars.get(keys.LATENCY_P50),
-            p90=scalars.get(keys.LATENCY_P90),
-            p99=scalars.get(keys.LATENCY_P99),
-            max=scalars.get(keys.LATENCY_MAX),
+            p50=scalars.get(redis_layout.LATENCY_P50),
+            p90=scalars.get(redis_layout.LATENCY_P90),
+            p99=scalars.get(redis_layout.LATENCY_P99),
+            max=scalars.get(redis_layout.LATENCY_MAX),
         ),
-        "drops": _int_map(hashes.get(keys.DROPS)),
-        "malformed": _int_map(hashes.get(keys.MALFORMED)),
-        "reconnects": _int_map(hashes.get(keys.RECONNECTS)),
-        "buffer_depth": _int(scalars.get(keys.BUFFER_DEPTH)),
+        "drops": _int_map(hashes.get(redis_layout.DROPS)),
+        "malformed": _int_map(hashes.get(redis_layout.MALFORMED)),
+        "reconnects": _int_map(hashes.get(redis_layout.RECONNECTS)),
+        "buffer_depth": _int(scalars.get(redis_layout.BUFFER_DEPTH)),
         "spool": SpoolView(
-            bytes=_int(scalars.get(keys.SPOOL_BYTES)),
-            messages=_int(scalars.get(keys.SPOOL_MESSAGES)),
+            bytes=_int(scalars.get(redis_layout.SPOOL_BYTES)),
+            messages=_int(scalars.get(redis_layout.SPOOL_MESSAGES)),
         ),
         "auth": _auth_view(collected),
         "wal": _wal_view(collected),
@@ -240,8 +242,8 @@ def status_from_snapshot(
     figures.pop("last_tick")
     depth = figures.pop("buffer_depth")
     if figures["ticks_received"] is None:
-        figures["ticks_received"] = _int(snapshot.get(keys.COUNT))
-    raw_connections = snapshot.get(keys.CONNECTIONS)
+        figures["ticks_received"] = _int(snapshot.get(redis_layout.COUNT))
+    raw_connections = snapshot.get(redis_layout.CONNECTIONS)
     connections: list[ConnectionView] = []
     if isinstance(raw_connections, Mapping):
         for shard, shard_figures in sorted(raw_connections.items(), key=lambda kv: str(kv[0])):
@@ -254,9 +256,9 @@ def status_from_snapshot(
         source="redis",
         available=True,
         ready=bool(ready_flags[0]) if ready_flags else None,
-        updated_at=_str_or_none(snapshot.get(keys.UPDATED_AT)),
-        ticks_per_second=_float(snapshot.get(keys.TICKS_PER_SECOND)),
-        last_tick_age_seconds=_float(snapshot.get(keys.LAST_TICK_AGE)),
+        updated_at=_str_or_none(snapshot.get(redis_layout.UPDATED_AT)),
+        ticks_per_second=_float(snapshot.get(redis_layout.TICKS_PER_SECOND)),
+        last_tick_age_seconds=_float(snapshot.get(redis_layout.LAST_TICK_AGE)),
         buffer=BufferView(depth=depth, capacity=buffer_capacity, policy=buffer_policy),
         connections=connections,
         subscriptions={

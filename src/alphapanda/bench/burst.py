@@ -43,7 +43,7 @@ from confluent_kafka.admin import AdminClient
 
 from alphapanda.bench.harness import SimProcess, StreamLedger, percentile
 from alphapanda.bench.universe import universe_tokens, write_universe
-from alphapanda.metrics import keys as k
+from alphapanda.metrics import redis_layout as k
 from alphapanda.pipeline.hotpath import select_hot_path
 from alphapanda.pipeline.topics_admin import ensure_topic
 from alphapanda.settings import Settings
@@ -137,12 +137,12 @@ def _record_bytes() -> int:
     """The size of one of the feed's records for these instruments (JSON, full mode)."""
     from alphapanda.bench.decode import build_full_frames
     from alphapanda.pipeline.formatter import TickFormatter
-    from alphapanda.pipeline.hotpath import FrameEncoder
+    from alphapanda.pipeline.hotpath import FrameRecordBuilder
     from alphapanda.pipeline.wire import WireEncoder
 
     frame = build_full_frames(50, 50)[0]
     now = time.time_ns()
-    records = FrameEncoder(TickFormatter(), WireEncoder("json"), None).encode(frame, now, now)
+    records = FrameRecordBuilder(TickFormatter(), WireEncoder("json"), None).encode(frame, now, now)
     return round(sum(len(r.value) for r in records.records) / len(records.records))
 
 

@@ -227,19 +227,19 @@ def _hot_paths() -> dict[str, Callable[[bytes], int]]:
     """Frame bytes → ready-to-produce records (JSON, depth and OI on, as the feed's
     defaults), per implementation; each returns how many records it made."""
     from alphapanda.pipeline.formatter import TickFormatter
-    from alphapanda.pipeline.hotpath import FrameEncoder, HotPath, load_native
+    from alphapanda.pipeline.hotpath import FrameRecordBuilder, HotPath, load_native
     from alphapanda.pipeline.wire import WireEncoder
 
     paths: dict[str, Callable[[bytes], int]] = {}
     native, _ = load_native()
     now = 1_700_000_000_000_000_000
     if native is not None:
-        frame_encoder = FrameEncoder(TickFormatter(), WireEncoder("json"), native)
+        frame_encoder = FrameRecordBuilder(TickFormatter(), WireEncoder("json"), native)
         paths["native frame -> records"] = lambda frame: len(
             frame_encoder.encode(frame, now, now).records
         )
         decoder = HotPath(native)
         paths["native frame -> NativeTicks"] = lambda frame: len(decoder.decode(frame, now).ticks)
-    python = FrameEncoder(TickFormatter(), WireEncoder("json"), None)
+    python = FrameRecordBuilder(TickFormatter(), WireEncoder("json"), None)
     paths["python frame -> records"] = lambda frame: len(python.encode(frame, now, now).records)
     return paths

@@ -42,7 +42,7 @@ from confluent_kafka.admin import AdminClient
 
 from alphapanda.bench.harness import LedgerFigures, SimProcess, StreamLedger
 from alphapanda.kafka_security import security_config
-from alphapanda.metrics import keys as k
+from alphapanda.metrics import redis_layout as k
 from alphapanda.settings import Settings
 from alphapanda.sim.config import SimConfig
 from alphapanda.topics import TopicNames

@@ -15,7 +15,7 @@ from alphapanda.consumer.gaps import GapTracker
 from alphapanda.consumer.quotes import LatestQuotes
 from alphapanda.consumer.records import Record, UnsupportedSchemaVersion, decode_record
 from alphapanda.consumer.stream import FeedConsumer
-from alphapanda.pipeline.formatter import MarketTick
+from alphapanda.market_tick import MarketTick
 from alphapanda.pipeline.wire import MarketTickEvent
 from alphapanda.streams.candles import Candle
 from alphapanda.streams.records import (

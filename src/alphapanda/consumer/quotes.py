@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from confluent_kafka import Consumer, TopicPartition
 
 from alphapanda.consumer.records import decode_record
-from alphapanda.pipeline.formatter import MarketTick
+from alphapanda.market_tick import MarketTick
 from alphapanda.pipeline.wire import MarketTickEvent
 from alphapanda.topics import TopicNames
 

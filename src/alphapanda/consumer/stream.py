@@ -25,7 +25,7 @@ from typing import Any
 from confluent_kafka import Consumer, KafkaException, Message
 
 from alphapanda.consumer.records import Record, RecordKind, decode_record
-from alphapanda.pipeline.formatter import MarketTick
+from alphapanda.market_tick import MarketTick
 from alphapanda.pipeline.wire import MarketTickEvent
 from alphapanda.streams.candles import Candle
 from alphapanda.streams.records import (

@@ -8,7 +8,7 @@ are what operators see: the Prometheus names (with the ``alphapanda_`` prefix), 
 raw samples of the Redis snapshot, alert rules in ``deploy/`` and dashboards. Never
 rename one; add a new entry instead.
 
-Which entries feed which Redis key is the table ``alphapanda.metrics.keys.DEFAULT_RULES``
+Which entries feed which Redis key is the table ``alphapanda.metrics.redis_layout.DEFAULT_RULES``
 (it refers to these entries, never to a name of its own). ``tests/unit/
 test_metrics_catalog.py`` fails on an entry nothing emits and on a sample emitted
 outside this catalog.

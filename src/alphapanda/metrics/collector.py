@@ -3,7 +3,7 @@
 The tick path never touches Redis. Components keep plain integers and expose them as
 samples; this collector asks for them every ``settings.metrics.flush_interval_ms``,
 derives rates, and writes the whole snapshot in ONE non-transactional pipeline under
-``pipeline:market_ticks:<namespace>:*`` (layout in ``alphapanda.metrics.keys``).
+``pipeline:market_ticks:<namespace>:*`` (layout in ``alphapanda.metrics.redis_layout``).
 
 A slow or dead Redis costs at most ``flush_timeout`` per interval on this collector's
 own task: the write is abandoned at the deadline, the failure is counted (and logged at
@@ -29,7 +29,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from alphapanda.clock import SYSTEM_CLOCK, Clock
 from alphapanda.metrics import catalog
-from alphapanda.metrics import keys as k
+from alphapanda.metrics import redis_layout as k
 from alphapanda.metrics.samples import MetricsSource, Sample
 from alphapanda.settings import Settings
 

@@ -15,7 +15,7 @@ import msgspec
 import redis.asyncio as aioredis
 
 from alphapanda.metrics import catalog
-from alphapanda.metrics import keys as k
+from alphapanda.metrics import redis_layout as k
 from alphapanda.metrics.samples import Sample, SampleKind
 
 HealthState = Literal["ok", "idle", "degraded", "stale", "no_data"]

@@ -8,7 +8,7 @@ slow or dead Redis can never reach back into the tick path.
 Components do not build ``Sample``s by hand: every metric is declared once in
 ``alphapanda.metrics.catalog`` and a component reports through its entry
 (``catalog.TICKS_RECEIVED.sample(n)``). Which of them feed the Redis layout is
-``alphapanda.metrics.keys.DEFAULT_RULES``; every one reaches Prometheus and the snapshot.
+``alphapanda.metrics.redis_layout.DEFAULT_RULES``; every one reaches Prometheus and the snapshot.
 """
 
 from __future__ import annotations

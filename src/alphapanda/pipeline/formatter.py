@@ -27,9 +27,8 @@ from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Final
 
-import msgspec
-
-from alphapanda.kite.protocol import DepthEntry, Tick
+from alphapanda.kite.protocol import Tick
+from alphapanda.market_tick import Depth, MarketTick, Ohlc
 from alphapanda.metrics import catalog
 from alphapanda.metrics.samples import Sample
 from alphapanda.modes import MODES
@@ -68,49 +67,6 @@ REASON_INVALID_DEPTH: Final = "invalid_depth"  # whole depth nulled
 DROP_REASONS: Final = frozenset({REASON_INVALID_LAST_PRICE, REASON_UNKNOWN_MODE})
 
 _MODES: Final = frozenset(MODES)
-
-
-class Ohlc(msgspec.Struct, frozen=True, gc=False):
-    """The day's open/high/low/close. A price is ``None`` only when it was malformed."""
-
-    open: float | None
-    high: float | None
-    low: float | None
-    close: float | None
-
-
-class Depth(msgspec.Struct, frozen=True, gc=False):
-    """Five levels of the order book per side, best first, as Kite sends them."""
-
-    buy: tuple[DepthEntry, ...]
-    sell: tuple[DepthEntry, ...]
-
-
-class MarketTick(msgspec.Struct, frozen=True, gc=False):
-    """One instrument's market state at one tick; field names as the official
-    ``kiteconnect`` tick dicts. Prices are floats in rupees (already divided by the
-    segment's divisor); quantities are ints; timestamps are tz-aware UTC ``datetime``.
-    """
-
-    instrument_token: int
-    mode: str
-    tradable: bool
-    last_price: float
-    last_traded_quantity: int | None
-    average_traded_price: float | None
-    volume_traded: int | None
-    total_buy_quantity: int | None
-    total_sell_quantity: int | None
-    ohlc: Ohlc | None
-    change: float | None
-    last_trade_time: datetime | None
-    oi: int | None
-    oi_day_high: int | None
-    oi_day_low: int | None
-    exchange_timestamp: datetime | None
-    depth: Depth | None
-    received_at: datetime
-    received_at_ns: int
 
 
 class TickFormatter:

@@ -9,14 +9,14 @@ them together):
     the frame's receive time, which the ``TickBuffer`` carries like decoded ticks
     (conflation reads their ``instrument_token``; ``last_price``, ``volume_traded``,
     ``oi``, ``exchange_timestamp``, ``mode`` and ``received_at_ns`` are there too). The
-    ``TickEncoder`` hands a batch of them to ``encode_ticks``: format, envelope, key and
+    ``RecordBuilder`` hands a batch of them to ``encode_ticks``: format, envelope, key and
     value for the whole batch in one call, no Python object per field.
 *python*
     ``decode_message`` → ``Tick``, ``TickFormatter.format`` → ``MarketTick``,
     ``WireEncoder.encode_values``: the reference, and the fallback when the extension
     cannot be imported (one WARNING, metric ``hot_path{impl="python"}``).
 
-``FrameEncoder`` puts either behind one call per frame (frame bytes in, records out),
+``FrameRecordBuilder`` puts either behind one call per frame (frame bytes in, records out),
 for the benchmarks and the differential tests.
 """
 
@@ -66,7 +66,7 @@ class HotPath:
             return decode_message(frame, received_at_ns)
         ticks, heartbeat, skipped = self._native.decode_frame(frame, received_at_ns)
         # NativeTick stands in for Tick wherever ticks are only carried (the buffer,
-        # conflation by instrument_token); TickEncoder tells the two apart.
+        # conflation by instrument_token); RecordBuilder tells the two apart.
         return DecodedMessage(
             cast("list[Tick]", ticks), heartbeat, [SkippedPacket(*s) for s in skipped]
         )
@@ -136,7 +136,7 @@ class FrameRecords(NamedTuple):
     skipped: list[SkippedPacket]
 
 
-class FrameEncoder:
+class FrameRecordBuilder:
     """One call per frame: bytes in, ready-to-produce records out (native or Python).
 
     Both paths count on ``formatter`` and draw ids from ``wire``, so two encoders built

@@ -20,6 +20,7 @@ from typing import Final
 from confluent_kafka import KafkaError, KafkaException
 
 from alphapanda.kite.protocol import Tick
+from alphapanda.market_tick import MarketTick
 from alphapanda.metrics import catalog
 from alphapanda.metrics.samples import Sample
 from alphapanda.pipeline.accounting import (
@@ -28,7 +29,7 @@ from alphapanda.pipeline.accounting import (
     Accounting,
 )
 from alphapanda.pipeline.buffer import TickBuffer
-from alphapanda.pipeline.formatter import MarketTick, TickFormatter
+from alphapanda.pipeline.formatter import TickFormatter
 from alphapanda.pipeline.hotpath import encode_native_ticks, is_native_batch
 from alphapanda.pipeline.producer import DeliveryHandler, EncodedMessage, MessageProducer
 from alphapanda.pipeline.publisher_core import (
@@ -53,7 +54,7 @@ from alphapanda.pipeline.wire import WireEncoder
 
 log = logging.getLogger(__name__)
 
-__all__ = ["REPLAY_RETRY_DELAY", "REPLAY_WINDOW", "SPILL_AFTER", "Publisher", "TickEncoder"]
+__all__ = ["REPLAY_RETRY_DELAY", "REPLAY_WINDOW", "SPILL_AFTER", "Publisher", "RecordBuilder"]
 
 # Errors that no retry can fix: spooling them would replay them forever.
 _PERMANENT_ERRORS: Final = frozenset(
@@ -85,7 +86,7 @@ def outcome_of(error: KafkaError | None) -> Outcome:
     return Outcome.RETRIABLE
 
 
-class TickEncoder:
+class RecordBuilder:
     """Formats and encodes ticks; what cannot be encoded is dropped and counted."""
 
     def __init__(self, formatter: TickFormatter, wire: WireEncoder, accounting: Accounting) -> None:
@@ -159,7 +160,7 @@ class Publisher:
     def __init__(
         self,
         buffer: TickBuffer,
-        encoder: TickEncoder,
+        encoder: RecordBuilder,
         producer_factory: Callable[[DeliveryHandler, Callable[[int], None]], MessageProducer],
         spool: Spool,
         accounting: Accounting,

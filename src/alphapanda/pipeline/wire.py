@@ -31,7 +31,7 @@ from typing import Final, Literal
 
 import msgspec
 
-from alphapanda.pipeline.formatter import MarketTick
+from alphapanda.market_tick import MarketTick
 
 SCHEMA_VERSION: Final = 1
 BROKER_SHARED: Final = "shared"

@@ -28,9 +28,9 @@ from typing import Final
 
 import msgspec
 
+from alphapanda.market_tick import MarketTick
 from alphapanda.metrics import catalog
 from alphapanda.metrics.samples import Sample
-from alphapanda.pipeline.formatter import MarketTick
 from alphapanda.streams.sessions import INTERVALS, SessionTable, ist_day
 
 _EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)

@@ -27,9 +27,9 @@ from typing import TYPE_CHECKING, Any, Final, Protocol
 import msgspec
 
 from alphapanda.kite.state import ConnectionStatus
+from alphapanda.market_tick import MarketTick
 from alphapanda.metrics import catalog
 from alphapanda.metrics.samples import Sample
-from alphapanda.pipeline.formatter import MarketTick
 from alphapanda.pipeline.wire import WireEncoder
 from alphapanda.settings import Settings
 from alphapanda.streams.candles import Candle, CandleAggregator
