@@ -1,4 +1,4 @@
-"""Where every tick is, at every moment: the zero-silent-loss ledger of the tick path.
+"""Where every tick is, at every moment: the books of the tick path (nothing lost silently).
 
 A tick is in exactly one *stage* at any time, and every component that moves ticks
 moves them here too, in the same synchronous step (the tick path runs on one event
@@ -58,11 +58,11 @@ STAGES: Final = ("buffered", "encoding", "awaiting_ack", "spooled")
 
 
 class AccountingError(RuntimeError):
-    """A component tried to move ticks that the ledger says are not there."""
+    """A component tried to move ticks that the books say are not there."""
 
 
 class Accounting:
-    """The ledger. Plain ints; every method is O(1) and does no I/O."""
+    """The books. Plain ints; every method is O(1) and does no I/O."""
 
     __slots__ = (
         "awaiting_ack",

@@ -1,11 +1,9 @@
-"""The feed's wiring logic without I/O: which set is streamed, changes, the key mapping."""
+"""Instrument sources without I/O: which set is streamed, and registry changes applied."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-
-import pytest
 
 from alphapanda.instruments.sources import (
     CsvInstrumentSource,
@@ -13,8 +11,6 @@ from alphapanda.instruments.sources import (
     RegistryInstruments,
 )
 from alphapanda.kite.sharding import CapacityError
-from alphapanda.metrics import redis_layout
-from alphapanda.metrics.samples import Sample
 from alphapanda.registry.watch import OnChange
 
 CSV = Path(__file__).resolve().parents[2] / "data" / "instruments.csv"
@@ -108,40 +104,3 @@ async def test_follower_keeps_the_current_set_when_the_client_refuses() -> None:
     follower = RegistryFollower(source, client, lambda: False)
     await follower._apply({1: "ltp"})
     assert (follower.changes_applied, follower.changes_refused) == (0, 1)
-
-
-def sample(name: str, value: float, **labels: str) -> Sample:
-    return Sample(name, "counter", value, tuple(labels.items()))
-
-
-def test_default_rules_map_the_names_the_components_emit() -> None:
-    scalars, hashes = redis_layout.apply_rules(
-        [
-            sample("kite_reconnect_attempts_total", 2, reason="connect_ok"),
-            sample("kite_reconnect_attempts_total", 1, reason="closed_by_server"),
-            sample("kite_skipped_packets_total", 3, reason="truncated"),
-            sample("ticks_malformed_total", 4, reason="bad_price"),
-            sample("sends_ok_total", 10),
-        ]
-    )
-    assert hashes[redis_layout.RECONNECTS] == {"connect_ok": 2, "closed_by_server": 1}
-    assert hashes[redis_layout.MALFORMED] == {"truncated": 3, "bad_price": 4}
-    # No failure was ever counted, but the producer reports: 0, not missing.
-    assert scalars[redis_layout.SENDS_OK] == 10 and scalars[redis_layout.SENDS_FAILED] == 0
-
-
-@pytest.mark.parametrize("present", [[], [sample("ticks_received_total", 1)]])
-def test_sends_failed_is_missing_without_the_producer(present: list[Sample]) -> None:
-    scalars, _ = redis_layout.apply_rules(present)
-    assert redis_layout.SENDS_FAILED not in scalars
-
-
-def test_sends_failed_sums_its_error_kinds() -> None:
-    scalars, _ = redis_layout.apply_rules(
-        [
-            sample("sends_ok_total", 10),
-            sample("sends_failed_total", 2, error="timeout"),
-            sample("sends_failed_total", 1, error="other"),
-        ]
-    )
-    assert scalars[redis_layout.SENDS_FAILED] == 3

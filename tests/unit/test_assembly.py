@@ -1,0 +1,136 @@
+"""``build``: which parts the wiring makes for which overrides (nothing runs, nothing opens)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from alphapanda.api import ApiServer
+from alphapanda.assembly import Overrides, build
+from alphapanda.auth import AuthService
+from alphapanda.instruments.sources import (
+    CsvInstrumentSource,
+    RegistryFollower,
+    RegistryInstruments,
+)
+from alphapanda.metrics.collector import PipelineMetricsCollector
+from alphapanda.parts import FeedParts
+from alphapanda.registry import InstrumentRegistryService
+from alphapanda.settings import Settings
+from alphapanda.streams.runner import DerivedStreams
+
+
+def _settings(tmp_path: Path, **groups: Any) -> Settings:
+    # Nothing listens on these addresses: the parts are built, never started.
+    return Settings(
+        _env_file=None,
+        feed={
+            "spool_dir": tmp_path / "spool",
+            "wal_dir": tmp_path / "wal",
+            **groups.pop("feed", {}),
+        },
+        kafka={"bootstrap_servers": "127.0.0.1:9"},
+        redis={"url": "redis://127.0.0.1:9/0"},
+        database={"url": "postgresql://nobody@127.0.0.1:9/none"},
+        **groups,
+    )
+
+
+@pytest.fixture
+def built() -> Iterator[list[FeedParts]]:
+    parts: list[FeedParts] = []
+    yield parts
+    for p in parts:  # the WAL writer thread and the spool lock are released
+        if p.wal is not None:
+            p.wal.close()
+        p.spool.close()
+
+
+def _build(built: list[FeedParts], settings: Settings, **overrides: Any) -> FeedParts:
+    parts = build(settings, Overrides(**overrides))
+    built.append(parts)
+    return parts
+
+
+def test_the_default_wiring_streams_the_csv_and_runs_nothing_beside(
+    tmp_path: Path, built: list[FeedParts]
+) -> None:
+    parts = _build(built, _settings(tmp_path, streams={"enabled": False}))
+    assert isinstance(parts.instruments, CsvInstrumentSource)
+    assert parts.instruments.limit == parts.settings.kite.capacity
+    assert parts.services == [] and parts.collector is None and parts.derived is None
+    # Every part that counts something reports, once.
+    for part in (parts.accounting, parts.buffer, parts.publisher, parts.producer, parts.client):
+        assert sum(source is part for source in parts.sources) == 1
+    assert parts.topic.endswith("market.ticks")
+
+
+def test_metrics_and_api_run_beside_the_pipeline_collector_first(
+    tmp_path: Path, built: list[FeedParts]
+) -> None:
+    parts = _build(built, _settings(tmp_path, streams={"enabled": False}), metrics=True, api=True)
+    kinds = [type(service) for service in parts.services]
+    assert kinds == [PipelineMetricsCollector, ApiServer]
+    assert parts.collector is parts.services[0]
+
+
+def test_the_database_services_bring_tokens_instruments_follower_and_figures(
+    tmp_path: Path, built: list[FeedParts]
+) -> None:
+    settings = _settings(tmp_path, streams={"enabled": False})
+    auth, registry = AuthService(settings), InstrumentRegistryService(settings)
+    extra = CsvInstrumentSource(None, "ltp", 1)
+    parts = _build(built, settings, auth=auth, registry=registry, instruments=extra)
+    # The registry wins over an instruments override; the CSV stays its fresh-install set.
+    assert isinstance(parts.instruments, RegistryInstruments)
+    assert parts.instruments.registry is registry
+    (follower,) = parts.services
+    assert isinstance(follower, RegistryFollower)
+    assert auth in parts.sources and registry in parts.sources and follower in parts.sources
+
+
+def test_derived_streams_run_first_and_pin_auto_to_the_python_path(
+    tmp_path: Path, built: list[FeedParts]
+) -> None:
+    marker = object()
+    parts = _build(
+        built,
+        _settings(tmp_path, streams={"enabled": True}, feed={"hot_path": "auto"}),
+        services=[marker],
+    )
+    assert isinstance(parts.derived, DerivedStreams)
+    assert parts.services == [parts.derived, marker]
+    assert parts.derived in parts.sources
+    assert parts.hot_path.impl == "python"
+    assert parts.records.observer == parts.derived.offer
+
+
+def test_a_fatal_producer_error_makes_the_feed_unhealthy_and_stops_it(
+    tmp_path: Path, built: list[FeedParts]
+) -> None:
+    lifecycle = _build(built, _settings(tmp_path, streams={"enabled": False})).lifecycle
+    assert not lifecycle.stopping and lifecycle.unhealthy is None
+    lifecycle.producer_failed("_FATAL: broker fenced the producer")
+    assert lifecycle.stopping
+    assert (
+        lifecycle.unhealthy == "Kafka producer failed fatally: _FATAL: broker fenced the producer"
+    )
+    assert lifecycle.failures == ["kafka producer (fatal error)"]
+
+
+def test_before_it_runs_the_feed_is_not_ready_and_says_why(
+    tmp_path: Path, built: list[FeedParts]
+) -> None:
+    parts = _build(built, _settings(tmp_path, streams={"enabled": False}))
+    ready, reasons = parts.readiness()
+    assert not ready
+    assert reasons[:2] == [
+        "no Kite connection is streaming",
+        f"topic {parts.topic} not created yet (broker unreachable?)",
+    ]
+    status = parts.status()
+    assert status["ready"] is False and status["subscriptions"] == 0
+    assert status["buffer"]["capacity"] == parts.settings.feed.buffer_capacity
