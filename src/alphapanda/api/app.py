@@ -101,8 +101,11 @@ def _install_error_handlers(app: FastAPI) -> None:
 
 
 def _methods_for(request: Request) -> list[str]:
+    # The included routers' own routes: recent FastAPI versions keep an included router
+    # wrapped in ``app.routes`` instead of copying its APIRoutes there.
+    routes = [*request.app.routes, *getattr(request.app.state, "api_routes", ())]
     methods: set[str] = set()
-    for route in request.app.routes:
+    for route in routes:
         if isinstance(route, APIRoute) and route.path_regex.match(request.url.path):
             methods |= route.methods or set()
     return sorted(methods)
@@ -188,6 +191,9 @@ def create_app(
     )
     for router in routers:
         app.include_router(router)
+    app.state.api_routes = [
+        route for router in routers for route in router.routes if isinstance(route, APIRoute)
+    ]
 
     install_offline_docs(app)
     page = _status_page()
