@@ -94,7 +94,13 @@ def _install_error_handlers(app: FastAPI) -> None:
             headers["Allow"] = ", ".join(_methods_for(request))
         return JSONResponse({"detail": exc.detail}, status_code=exc.status_code, headers=headers)
 
+    async def on_timeout(request: Request, exc: Exception) -> JSONResponse:
+        # The feed's loop did not answer a call in time (``api.isolation.CALL_TIMEOUT``):
+        # the feed is busy or stalled, which is a 503, not an error of the API.
+        return JSONResponse({"detail": "the feed did not answer in time"}, status_code=503)
+
     app.add_exception_handler(RequestValidationError, on_validation)
+    app.add_exception_handler(TimeoutError, on_timeout)
     app.add_exception_handler(UnknownInstruments, on_unknown)
     app.add_exception_handler(OverCapacity, on_capacity)
     app.add_exception_handler(StarletteHTTPException, on_http)
