@@ -94,15 +94,24 @@ def _install_error_handlers(app: FastAPI) -> None:
             headers["Allow"] = ", ".join(_methods_for(request))
         return JSONResponse({"detail": exc.detail}, status_code=exc.status_code, headers=headers)
 
+    async def on_timeout(request: Request, exc: Exception) -> JSONResponse:
+        # The feed's loop did not answer a call in time (``api.isolation.CALL_TIMEOUT``):
+        # the feed is busy or stalled, which is a 503, not an error of the API.
+        return JSONResponse({"detail": "the feed did not answer in time"}, status_code=503)
+
     app.add_exception_handler(RequestValidationError, on_validation)
+    app.add_exception_handler(TimeoutError, on_timeout)
     app.add_exception_handler(UnknownInstruments, on_unknown)
     app.add_exception_handler(OverCapacity, on_capacity)
     app.add_exception_handler(StarletteHTTPException, on_http)
 
 
 def _methods_for(request: Request) -> list[str]:
+    # The included routers' own routes: recent FastAPI versions keep an included router
+    # wrapped in ``app.routes`` instead of copying its APIRoutes there.
+    routes = [*request.app.routes, *getattr(request.app.state, "api_routes", ())]
     methods: set[str] = set()
-    for route in request.app.routes:
+    for route in routes:
         if isinstance(route, APIRoute) and route.path_regex.match(request.url.path):
             methods |= route.methods or set()
     return sorted(methods)
@@ -188,6 +197,9 @@ def create_app(
     )
     for router in routers:
         app.include_router(router)
+    app.state.api_routes = [
+        route for router in routers for route in router.routes if isinstance(route, APIRoute)
+    ]
 
     install_offline_docs(app)
     page = _status_page()
