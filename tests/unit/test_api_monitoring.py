@@ -9,8 +9,8 @@ import msgspec
 import pytest
 
 from alphapanda.api import monitoring
-from alphapanda.metrics.keys import SNAPSHOT, MetricsKeys
 from alphapanda.metrics.reader import HealthSummary
+from alphapanda.metrics.redis_layout import SNAPSHOT, MetricsKeys
 from tests.support.api import FakeFeed, FakeRedis, build_app, client_of, reader_of
 
 pytestmark = pytest.mark.unit

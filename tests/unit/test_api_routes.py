@@ -12,7 +12,7 @@ from starlette.requests import Request
 
 from alphapanda.api import routes
 from alphapanda.metrics import catalog
-from alphapanda.metrics.keys import SNAPSHOT, MetricsKeys
+from alphapanda.metrics.redis_layout import SNAPSHOT, MetricsKeys
 from alphapanda.settings import Settings
 from tests.support.api import (
     API_KEY,

@@ -171,18 +171,12 @@ def create_app(
     )
     app.state.ctx = ctx
     _install_error_handlers(app)
-    app.add_middleware(
-        RateLimitMiddleware,
-        limiter=limiter,
-        api_key=api.api_key,
-        trusted_proxies=api.trusted_proxies,
-    )
     routers = [
         routes.common,
         *([routes.feed_only, quotes.router] if control is not None else []),
         monitoring.router,
     ]
-    # Outermost: refuses a keyless write or an oversized body before anything reads it.
+    # Refuses a keyless write or an oversized body before anything reads it.
     app.add_middleware(
         RequestGuardMiddleware,
         api_key=api.api_key,
@@ -194,6 +188,15 @@ def create_app(
             if isinstance(route, APIRoute)
             and any(dep.dependency is routes.require_api_key for dep in route.dependencies)
         ],
+    )
+    # Outermost (added last): every request is counted before the guard looks at its
+    # key, so guessing keys spends the write limit like any other write. Its refusals
+    # close the connection, as the guard's do, so a refused body is never read.
+    app.add_middleware(
+        RateLimitMiddleware,
+        limiter=limiter,
+        api_key=api.api_key,
+        trusted_proxies=api.trusted_proxies,
     )
     for router in routers:
         app.include_router(router)

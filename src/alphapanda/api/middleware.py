@@ -81,6 +81,8 @@ async def _reply(send: Send, status: int, detail: str, retry_after: int) -> None
                 (b"content-type", b"application/json"),
                 (b"content-length", str(len(body)).encode()),
                 (b"retry-after", str(retry_after).encode()),
+                # A refused request's body is not read: the connection cannot be reused.
+                (b"connection", b"close"),
             ],
         }
     )

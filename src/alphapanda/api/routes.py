@@ -48,9 +48,12 @@ _LIMITED: dict[int | str, dict[str, Any]] = {
     429: {"model": Problem, "description": "Rate limited; see Retry-After"},
 }
 _WRITE_ERRORS: dict[int | str, dict[str, Any]] = {
-    400: {"model": Problem, "description": "Body is not valid JSON"},
+    400: {"model": Problem, "description": "Body cannot be parsed (malformed encoding)"},
     401: {"model": Problem, "description": "Missing or wrong X-API-Key"},
-    422: {"model": Problem, "description": "Invalid body or unknown instrument tokens"},
+    422: {
+        "model": Problem,
+        "description": "Body not valid JSON, invalid body, or unknown instrument tokens",
+    },
     429: {"model": Problem, "description": "Rate limited; see Retry-After"},
     503: {"model": Problem, "description": "Rate limiting unavailable (Redis down)"},
 }
