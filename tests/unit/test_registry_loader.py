@@ -11,61 +11,18 @@ database (upsert idempotence, the NOTIFY trigger, all-or-nothing) is covered by
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
-from typing import Any, cast
+from typing import Any
 
 import pytest
-from sqlalchemy.dialects import postgresql
-from sqlalchemy.ext.asyncio import AsyncConnection
-from sqlalchemy.sql import ClauseElement, Insert, Select, Update
+from sqlalchemy.sql import Insert, Select, Update
 
 from alphapanda.instruments.dump import COLUMNS, Instrument
 from alphapanda.registry import loader
 from alphapanda.registry.loader import UpsertCounts
 from alphapanda.registry.models import STREAM_MODES
+from tests.support.scripted_db import Answer, ScriptedConnection, compiled_params
 
 pytestmark = pytest.mark.unit
-
-
-class Scalars(list[Any]):
-    def all(self) -> list[Any]:
-        return list(self)
-
-
-@dataclass
-class Answer:
-    """What one statement returns: rows, scalars (first column) and a rowcount."""
-
-    rows: Sequence[tuple[Any, ...]] = ()
-    rowcount: int = 0
-
-    def scalars(self) -> Scalars:
-        return Scalars(row[0] for row in self.rows)
-
-    def scalar_one(self) -> Any:
-        ((value,),) = self.rows
-        return value
-
-    def __iter__(self) -> Iterator[tuple[Any, ...]]:
-        return iter(self.rows)
-
-
-@dataclass
-class ScriptedConnection:
-    """Answers statements in order; a statement nobody scripted fails the test."""
-
-    answers: list[Answer] = field(default_factory=list)
-    statements: list[Any] = field(default_factory=list)
-
-    async def execute(self, statement: Any) -> Answer:
-        self.statements.append(statement)
-        assert self.answers, f"unexpected statement: {statement}"
-        return self.answers.pop(0)
-
-    @property
-    def conn(self) -> AsyncConnection:
-        return cast(AsyncConnection, self)
 
 
 def flags(inserted: int, updated: int) -> Answer:
@@ -94,10 +51,6 @@ def instrument(token: int, **changes: Any) -> Instrument:
     }
     values.update(changes)
     return Instrument(**values)
-
-
-def compiled_params(statement: ClauseElement) -> dict[str, Any]:
-    return dict(statement.compile(dialect=postgresql.dialect()).params)  # type: ignore[no-untyped-call]
 
 
 # -- UpsertCounts ------------------------------------------------------------------------

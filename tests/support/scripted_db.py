@@ -1,0 +1,91 @@
+"""A database connection scripted by the test, for unit tests of code that sends SQL.
+
+It answers each statement with the next prepared :class:`Answer` and records what was
+sent, so a test can check the logic around the queries (validation, batching, counting,
+row mapping) without PostgreSQL. What the SQL itself does is for the integration tests.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any, cast
+
+from sqlalchemy.dialects import postgresql
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.sql import ClauseElement
+
+
+class Scalars(list[Any]):
+    def all(self) -> list[Any]:
+        return list(self)
+
+
+@dataclass
+class Answer:
+    """What one statement returns: rows, scalars (first column) and a rowcount."""
+
+    rows: Sequence[tuple[Any, ...]] = ()
+    rowcount: int = 0
+
+    def scalars(self) -> Scalars:
+        return Scalars(row[0] for row in self.rows)
+
+    def scalar_one(self) -> Any:
+        ((value,),) = self.rows
+        return value
+
+    def one(self) -> tuple[Any, ...]:
+        (row,) = self.rows
+        return row
+
+    def all(self) -> list[tuple[Any, ...]]:
+        return list(self.rows)
+
+    def __iter__(self) -> Iterator[tuple[Any, ...]]:
+        return iter(self.rows)
+
+
+@dataclass
+class ScriptedConnection:
+    """Answers statements in order; a statement nobody scripted fails the test."""
+
+    answers: list[Answer] = field(default_factory=list)
+    statements: list[Any] = field(default_factory=list)
+
+    async def execute(self, statement: Any) -> Answer:
+        self.statements.append(statement)
+        assert self.answers, f"unexpected statement: {statement}"
+        return self.answers.pop(0)
+
+    @property
+    def conn(self) -> AsyncConnection:
+        return cast(AsyncConnection, self)
+
+
+def compiled_params(statement: ClauseElement) -> dict[str, Any]:
+    """The bind parameters of ``statement`` as PostgreSQL would receive them."""
+    return dict(statement.compile(dialect=postgresql.dialect()).params)  # type: ignore[no-untyped-call]
+
+
+@dataclass
+class ScriptedEngine:
+    """An engine whose every ``connect()`` / ``begin()`` is the same scripted connection."""
+
+    connection: ScriptedConnection = field(default_factory=ScriptedConnection)
+    opened: list[str] = field(default_factory=list)
+
+    @asynccontextmanager
+    async def connect(self) -> AsyncIterator[ScriptedConnection]:
+        self.opened.append("connect")
+        yield self.connection
+
+    @asynccontextmanager
+    async def begin(self) -> AsyncIterator[ScriptedConnection]:
+        self.opened.append("begin")
+        yield self.connection
+
+    @property
+    def engine(self) -> AsyncEngine:
+        return cast(AsyncEngine, self)
