@@ -164,6 +164,12 @@ async def test_exactly_ten_unknown_tokens_are_all_shown_without_a_remainder() ->
     assert "more" not in str(refused.value)
 
 
+async def test_an_eleventh_unknown_token_is_counted_not_shown() -> None:
+    db = ScriptedConnection([known()])
+    with pytest.raises(ValueError, match=r"1, 2, 3, 4, 5, 6, 7, 8, 9, 10 \(\+1 more\);"):
+        await loader.enable_streaming(db.conn, range(1, 12), "ltp")
+
+
 # -- enable_streaming: rows and capacity -------------------------------------------------
 
 
