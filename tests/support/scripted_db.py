@@ -89,3 +89,47 @@ class ScriptedEngine:
     @property
     def engine(self) -> AsyncEngine:
         return cast(AsyncEngine, self)
+
+
+class ScriptedLifecycle:
+    """What a service uses of ``DatabaseLifecycle``, over a :class:`ScriptedEngine`.
+
+    ``down`` makes the database unreachable: ``start`` returns it, ``ensure_schema``
+    raises it. Before ``start`` and after ``close`` the engine is refused, as the real
+    lifecycle refuses it."""
+
+    def __init__(self, database: object, owner: str) -> None:
+        self.database = database
+        self.owner = owner
+        self.scripted = ScriptedEngine()
+        self.down: BaseException | None = None
+        self.started = False
+        self.schema_checks = 0
+
+    @property
+    def engine(self) -> AsyncEngine:
+        from alphapanda.db.lifecycle import DatabaseNotStarted
+
+        if not self.started:
+            raise DatabaseNotStarted(f"{self.owner} not started")
+        return self.scripted.engine
+
+    async def start(self) -> BaseException | None:
+        from alphapanda.db.lifecycle import DB_UNAVAILABLE
+
+        self.started = True
+        try:
+            await self.ensure_schema()
+        except DB_UNAVAILABLE as exc:
+            return exc
+        return None
+
+    async def ensure_schema(self) -> None:
+        """Counts the calls in ``schema_checks`` (the real one migrates on the first)."""
+        _ = self.engine
+        if self.down is not None:
+            raise self.down
+        self.schema_checks += 1
+
+    async def close(self) -> None:
+        self.started = False
