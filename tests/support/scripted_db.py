@@ -7,7 +7,7 @@ row mapping) without PostgreSQL. What the SQL itself does is for the integration
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any, cast
@@ -53,11 +53,18 @@ class ScriptedConnection:
 
     answers: list[Answer] = field(default_factory=list)
     statements: list[Any] = field(default_factory=list)
+    parameters: list[dict[str, Any] | None] = field(default_factory=list)
+    synced: list[Callable[..., Any]] = field(default_factory=list)
 
-    async def execute(self, statement: Any) -> Answer:
+    async def execute(self, statement: Any, parameters: dict[str, Any] | None = None) -> Answer:
         self.statements.append(statement)
+        self.parameters.append(parameters)
         assert self.answers, f"unexpected statement: {statement}"
         return self.answers.pop(0)
+
+    async def run_sync(self, fn: Callable[..., Any]) -> Any:
+        """Records ``fn`` instead of calling it with a synchronous connection."""
+        self.synced.append(fn)
 
     @property
     def conn(self) -> AsyncConnection:
