@@ -72,6 +72,18 @@ def test_a_redirect_url_that_is_not_http_host_and_port_is_refused(redirect: str)
 
 @pytest.mark.parametrize(
     "redirect",
+    ["http://127.0.0.1:99999/cb", "http://127.0.0.1:abc/cb", "http://127.0.0.1:-1/cb"],
+)
+def test_a_redirect_url_with_an_impossible_port_is_refused_naming_the_setting(
+    redirect: str,
+) -> None:
+    # The CLI turns a RedirectError into a clear message; any other error is a traceback.
+    with pytest.raises(RedirectError, match="ALPHAPANDA_KITE__REDIRECT_URL must be"):
+        listen_address(redirect)
+
+
+@pytest.mark.parametrize(
+    "redirect",
     [
         "http://0.0.0.0:18770/cb",
         "http://192.168.1.20:18770/cb",
