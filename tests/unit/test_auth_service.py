@@ -443,6 +443,15 @@ async def test_a_set_token_expires_at_the_next_flush_and_replaces_a_cached_answe
     assert (status.source, status.has_token, status.expires_at) == ("database", True, EXPIRY)
 
 
+@pytest.mark.parametrize("pasted", [" manual-tok", "manual-tok\n", "\tmanual-tok  "])
+async def test_whitespace_around_a_pasted_token_is_not_stored(fakes: Fakes, pasted: str) -> None:
+    # Kite's tokens hold no whitespace; sending it along would only earn HTTP 403s.
+    async with service() as auth:
+        await auth.set_token(pasted)
+        assert await auth.get_access_token() == "manual-tok"
+    assert fakes.store.rows[0].access_token.get_secret_value() == "manual-tok"
+
+
 async def test_storing_needs_the_database(fakes: Fakes) -> None:
     async with service("configured-tok") as auth:
         fakes.db.down = ConnectionRefusedError(111, "Connection refused")
