@@ -39,7 +39,11 @@ def login_url(api_key: str, api_root: str) -> str:
 def listen_address(redirect_url: str) -> tuple[str, int, str]:
     """``(host, port, path)`` to listen on; the host must be a loopback address."""
     parts = urlsplit(redirect_url)
-    if parts.scheme != "http" or not parts.hostname or not parts.port:
+    try:
+        port = parts.port
+    except ValueError:  # not a number, or out of 0-65535
+        port = None
+    if parts.scheme != "http" or not parts.hostname or not port:
         raise RedirectError(
             f"ALPHAPANDA_KITE__REDIRECT_URL must be http://127.0.0.1:PORT/PATH, not {redirect_url!r}"
         )
@@ -53,7 +57,7 @@ def listen_address(redirect_url: str) -> tuple[str, int, str]:
             "ALPHAPANDA_KITE__REDIRECT_URL must point at this machine's loopback "
             f"(e.g. http://127.0.0.1:18770/kite/callback), not {host}"
         )
-    return host, parts.port, parts.path or "/"
+    return host, port, parts.path or "/"
 
 
 async def capture_request_token(redirect_url: str, within: float) -> str:

@@ -280,10 +280,14 @@ class AuthService(DatabaseService):
         self, access_token: SecretStr | str, user_id: str | None = None
     ) -> AuthStatus:
         """Store an access token obtained elsewhere; it expires at the next 06:00 IST."""
-        secret = access_token if isinstance(access_token, SecretStr) else SecretStr(access_token)
-        if not secret.get_secret_value().strip():
+        raw = (
+            access_token.get_secret_value() if isinstance(access_token, SecretStr) else access_token
+        )
+        # Kite's tokens hold no whitespace: what surrounds a pasted one is not part of it.
+        token = raw.strip()
+        if not token:
             raise ValueError("access token is empty")
-        return await self._store_token(secret, user_id, "manual")
+        return await self._store_token(SecretStr(token), user_id, "manual")
 
     async def login(self, request_token: SecretStr | str) -> AuthStatus:
         """Exchange a login ``request_token`` for an access token with the official

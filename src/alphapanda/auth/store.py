@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from pydantic import SecretStr
-from sqlalchemy import BigInteger, DateTime, Identity, Text, insert, select
+from sqlalchemy import BigInteger, DateTime, Identity, Index, Text, insert, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -31,6 +31,7 @@ class AccessTokenRow(Base):
     """One access token as issued (login) or set by an operator (manual)."""
 
     __tablename__ = "access_tokens"
+    __table_args__ = (Index("ix_access_tokens_key_created", "api_key", "created_at"),)
 
     id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
     api_key: Mapped[str] = mapped_column(Text)

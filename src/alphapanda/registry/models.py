@@ -19,6 +19,7 @@ from sqlalchemy import (
     DateTime,
     Float,
     ForeignKey,
+    Index,
     Integer,
     Text,
     func,
@@ -36,6 +37,7 @@ class InstrumentRow(Base):
     """One instrument of the Kite dump, columns as Kite names them."""
 
     __tablename__ = "instruments"
+    __table_args__ = (Index("ix_instruments_exchange_symbol", "exchange", "tradingsymbol"),)
 
     instrument_token: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
     exchange_token: Mapped[int] = mapped_column(BigInteger)
