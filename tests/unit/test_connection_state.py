@@ -275,9 +275,7 @@ def test_a_real_liveness_timeout_runs_in_virtual_time() -> None:
     clock = VirtualClock(autojump_threshold=0)
     connector = MemoryConnector()
     settings = _settings(liveness_timeout=30.0, reconnect_base_delay=1.0, reconnect_max_delay=30.0)
-    shard = ShardConnection(
-        0, settings, Tokens(), Sink(), connector, clock=clock.monotonic, wall=clock.now
-    )
+    shard = ShardConnection(0, settings, Tokens(), Sink(), connector, clock=clock)
     shard.set_desired({1: "quote"})
 
     async def main() -> float:
@@ -314,7 +312,7 @@ async def test_frames_are_stamped_by_the_injected_wall_clock() -> None:
         Tokens(),
         sink,
         connector,
-        wall_ns=clock.wall_ns,
+        clock=clock,
         frame_listener=lambda frame, received_at_ns: stamps.append(received_at_ns),
     )
     shard.set_desired({408065: "ltp"})

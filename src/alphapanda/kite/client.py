@@ -19,10 +19,10 @@ from __future__ import annotations
 
 import asyncio
 import random
-import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Final
 
+from alphapanda.clock import SYSTEM_CLOCK, Clock
 from alphapanda.kite.connection import (
     ConnectionCounters,
     FrameDecoder,
@@ -60,7 +60,7 @@ class TickerClient:
         order_listener: OrderListener | None = None,
         decode: FrameDecoder | None = None,
         frame_log: FrameLog | None = None,
-        clock: Callable[[], float] = time.monotonic,
+        clock: Clock = SYSTEM_CLOCK,
         connector: Connector | None = None,
         rng: random.Random | None = None,
     ) -> None:

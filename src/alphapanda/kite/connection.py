@@ -24,12 +24,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Final, Protocol
 
+from alphapanda.clock import SYSTEM_CLOCK, Clock
 from alphapanda.kite.ports import TickSink, TokenProvider, TokenUnavailable
 from alphapanda.kite.protocol import (
     ACTION_MODE,
@@ -83,10 +83,6 @@ class FrameLog(Protocol):
 _TEXT_PREVIEW: Final = 200
 
 
-def _utcnow() -> datetime:
-    return datetime.now(UTC)
-
-
 @dataclass(slots=True)
 class ConnectionCounters:
     """Plain integers bumped on the read path; turned into metrics by the client."""
@@ -136,9 +132,7 @@ class ShardConnection:
         order_listener: OrderListener | None = None,
         decode: FrameDecoder = decode_message,
         frame_log: FrameLog | None = None,
-        clock: Callable[[], float] = time.monotonic,
-        wall: Callable[[], datetime] = _utcnow,
-        wall_ns: Callable[[], int] = time.time_ns,
+        clock: Clock = SYSTEM_CLOCK,
         rng: random.Random | None = None,
         auth_poll_interval: float = 1.0,
     ) -> None:
@@ -151,9 +145,10 @@ class ShardConnection:
         self._order_listener = order_listener
         self._decode = decode
         self._frame_log = frame_log
-        self._clock = clock
-        self._wall = wall
-        self._wall_ns = wall_ns  # the receive stamp of every frame
+        # One clock: monotonic seconds for silence and backoff, wall nanoseconds for
+        # the receive stamp of every frame and the state's timestamps.
+        self._clock = clock.monotonic
+        self._wall_ns = clock.wall_ns
         self._auth_poll_interval = auth_poll_interval
         self.counters = ConnectionCounters()
         self._policy = ReconnectPolicy(
@@ -164,7 +159,7 @@ class ShardConnection:
             capacity_retry_delay=settings.capacity_retry_delay,
             rng=rng,
         )
-        self._state = ConnectionStateMachine(wall())
+        self._state = ConnectionStateMachine(self._wall())
         self._throttle = LogThrottle()
         # What the shard should carry (replaced wholesale by the client) and what the
         # server has been told on the current socket (reset on every connect).
@@ -290,6 +285,9 @@ class ShardConnection:
             return
         self._fail(reason, "socket ended")
         await asyncio.sleep(self._policy.next_delay(reason))
+
+    def _wall(self) -> datetime:
+        return datetime.fromtimestamp(self._wall_ns() / 1e9, UTC)
 
     def _fail(self, reason: str, detail: str, *, auth: bool = False) -> None:
         self.counters.attempt(reason)
