@@ -30,6 +30,7 @@ from functools import partial
 
 from alphapanda.api import ApiServer, ServiceControl
 from alphapanda.auth import AuthService, BrokerAuthenticator
+from alphapanda.clock import SYSTEM_CLOCK, Clock
 from alphapanda.instruments.catalogs import (
     CsvInstrumentCatalog,
     InstrumentCatalog,
@@ -80,6 +81,7 @@ class Overrides:
       the API and their own figures.
     * ``frame_listener``: sees every raw frame read from a socket (``alphapanda record``).
     * ``services``: more background services, run after the built-in ones.
+    * ``clock``: the time every part reads (monotonic for deadlines, wall ns for stamps).
     * ``metrics`` / ``api``: run the metrics collector (Redis) / the control API.
     """
 
@@ -89,6 +91,7 @@ class Overrides:
     registry: InstrumentRegistryService | None = None
     frame_listener: FrameListener | None = None
     services: Sequence[BackgroundService] = ()
+    clock: Clock = SYSTEM_CLOCK
     metrics: bool = False
     api: bool = False
 
@@ -104,7 +107,8 @@ def build(settings: Settings, overrides: Overrides | None = None) -> FeedParts:
     spool = Spool(feed.spool_dir, feed.spool_max_bytes, feed.spool_min_free_bytes)
     formatter = TickFormatter(include_depth=feed.include_depth, include_oi=feed.include_oi)
     hot_path = _hot_path(settings)
-    records = RecordBuilder(formatter, WireEncoder(feed.wire_format), accounting)
+    clock = overrides.clock
+    records = RecordBuilder(formatter, WireEncoder(feed.wire_format), accounting, clock)
 
     def make_producer(
         on_delivery: DeliveryHandler, on_ack: Callable[[int], None]
@@ -116,6 +120,7 @@ def build(settings: Settings, overrides: Overrides | None = None) -> FeedParts:
             on_delivery,
             on_ack=on_ack,
             message_timeout_ms=backstop_timeout_ms(settings.kafka.message_timeout_ms),
+            clock=clock,
         )
 
     publisher = Publisher(
@@ -130,6 +135,7 @@ def build(settings: Settings, overrides: Overrides | None = None) -> FeedParts:
         stall_after=settings.kafka.message_timeout_ms / 1000,
         published_check=partial(published_among, consumer_config(settings.kafka), topic),
         on_fatal=lifecycle.producer_failed,
+        clock=clock,
     )
     # The write-ahead log of raw frames: what a crash of this process cannot lose.
     wal: WalIngest | None = None
@@ -159,6 +165,7 @@ def build(settings: Settings, overrides: Overrides | None = None) -> FeedParts:
         order_listener=derived.offer_order if derived is not None else None,
         decode=hot_path.decode,
         frame_log=wal,
+        clock=clock,
     )
     csv = CsvInstrumentSource(feed.instruments_csv, feed.mode, settings.kite.capacity)
     registry = overrides.registry

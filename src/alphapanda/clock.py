@@ -25,13 +25,11 @@ class Clock(Protocol):
 
 
 class SystemClock:
-    """The real clock."""
+    """The real clock. Its methods are the ``time`` functions themselves, so a part that
+    keeps ``clock.wall_ns`` calls ``time.time_ns`` with no wrapper on its hot path."""
 
-    def monotonic(self) -> float:
-        return time.monotonic()
-
-    def wall_ns(self) -> int:
-        return time.time_ns()
+    monotonic = staticmethod(time.monotonic)
+    wall_ns = staticmethod(time.time_ns)
 
 
 SYSTEM_CLOCK: Clock = SystemClock()

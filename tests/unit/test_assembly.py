@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -16,11 +17,13 @@ from alphapanda.instruments.sources import (
     RegistryFollower,
     RegistryInstruments,
 )
+from alphapanda.kite.protocol import Tick
 from alphapanda.metrics.collector import PipelineMetricsCollector
 from alphapanda.parts import FeedParts
 from alphapanda.registry import InstrumentRegistryService
 from alphapanda.settings import Settings
 from alphapanda.streams.runner import DerivedStreams
+from alphapanda.testing import VirtualClock
 
 
 def _settings(tmp_path: Path, **groups: Any) -> Settings:
@@ -134,3 +137,14 @@ def test_before_it_runs_the_feed_is_not_ready_and_says_why(
     status = parts.status()
     assert status["ready"] is False and status["subscriptions"] == 0
     assert status["buffer"]["capacity"] == parts.settings.feed.buffer_capacity
+
+
+async def test_every_part_reads_the_injected_clock(tmp_path: Path, built: list[FeedParts]) -> None:
+    clock = VirtualClock(wall_ns=1_767_225_600_000_000_000)  # 2026-01-01 00:00 UTC
+    parts = _build(built, _settings(tmp_path, streams={"enabled": False}), clock=clock)
+    (record,) = parts.records.encode(
+        [Tick(instrument_token=408065, mode="ltp", tradable=True, last_price=1.5)]
+    )
+    assert json.loads(record.value)["emitted_at"].startswith("2026-01-01T00:00:00")
+    await parts.client.set_subscriptions({408065: "ltp"})
+    assert [status.since for status in parts.client.statuses()] == [clock.now()]

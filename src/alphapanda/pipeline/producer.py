@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from array import array
 from collections.abc import Callable, Iterator
 from functools import partial
@@ -23,6 +22,7 @@ from typing import Any, Final, NamedTuple
 import msgspec
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
+from alphapanda.clock import SYSTEM_CLOCK, Clock
 from alphapanda.kafka_security import security_config
 from alphapanda.logs import LogThrottle
 from alphapanda.metrics import catalog
@@ -180,11 +180,15 @@ class MessageProducer:
         on_ack: Callable[..., None] | None = None,
         client_id: str = "alphapanda-feed",
         message_timeout_ms: int | None = None,
+        clock: Clock = SYSTEM_CLOCK,
     ) -> None:
         """``message_timeout_ms`` replaces the settings' librdkafka message timeout
         (see ``backstop_timeout_ms``)."""
         self.topic = topic
         self._on_delivery = on_delivery
+        # Wall ns stamps the acks (latency = ack - receive stamp); monotonic paces logs.
+        self._wall_ns = clock.wall_ns
+        self._monotonic = clock.monotonic
         # Fast path for the common report (a ``produce_many`` message acked): called as
         # ``on_ack(n)`` once per poll for the ``n`` such acks it served (e.g.
         # ``Accounting.ack``), instead of rebuilding each message for ``on_delivery``.
@@ -290,7 +294,7 @@ class MessageProducer:
         n = len(acked)
         if not n:
             return
-        now = time.time_ns()
+        now = self._wall_ns()
         self.pending -= n
         self.delivered += n
         self.last_ack_ns = now
@@ -334,7 +338,7 @@ class MessageProducer:
         self.pending -= 1
         if error is None:
             self.delivered += 1
-            now = time.time_ns()
+            now = self._wall_ns()
             self.last_ack_ns = now
             if message.received_at_ns:
                 self.latency.add(now - message.received_at_ns)
@@ -366,7 +370,7 @@ class MessageProducer:
     def _log_once(
         self, key: str, msg: str, *args: object, level: int = logging.ERROR, **kw: Any
     ) -> None:
-        allowed, suppressed = self._throttle.allow(key, time.monotonic())
+        allowed, suppressed = self._throttle.allow(key, self._monotonic())
         if allowed:
             more = f" (and {suppressed} more like it)" if suppressed else ""
             log.log(level, msg + "%s", *args, more, **kw)
@@ -389,9 +393,9 @@ class MessageProducer:
 
     async def flush(self, wait_seconds: float) -> int:
         """Wait up to ``wait_seconds`` for every pending report; return how many are still pending."""
-        deadline = time.monotonic() + wait_seconds
+        deadline = self._monotonic() + wait_seconds
         self._poll()
-        while self.pending and time.monotonic() < deadline:
+        while self.pending and self._monotonic() < deadline:
             await asyncio.sleep(POLL_INTERVAL_BUSY)
             self._poll()
         return self.pending

@@ -13,12 +13,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import Callable, Iterator, Sequence
 from typing import Final
 
 from confluent_kafka import KafkaError, KafkaException
 
+from alphapanda.clock import SYSTEM_CLOCK, Clock
 from alphapanda.kite.protocol import Tick
 from alphapanda.market_tick import MarketTick
 from alphapanda.metrics import catalog
@@ -89,11 +89,17 @@ def outcome_of(error: KafkaError | None) -> Outcome:
 class RecordBuilder:
     """Formats and encodes ticks; what cannot be encoded is dropped and counted."""
 
-    def __init__(self, formatter: TickFormatter, wire: WireEncoder, accounting: Accounting) -> None:
+    def __init__(
+        self,
+        formatter: TickFormatter,
+        wire: WireEncoder,
+        accounting: Accounting,
+        clock: Clock = SYSTEM_CLOCK,
+    ) -> None:
         self.formatter = formatter
         self.wire = wire
         self._accounting = accounting
-        self._clock = time.time_ns
+        self._clock = clock.wall_ns  # the batch's emitted_at stamp
         # Derived streams (candles, quotes) see each formatted batch: an O(1) hand-over;
         # they work on it only after the publisher has handed the batch to Kafka.
         self.observer: Callable[[list[MarketTick]], None] | None = None
@@ -171,7 +177,7 @@ class Publisher:
         published_check: PublishedCheck,
         stall_after: float | None = None,
         on_fatal: Callable[[str], None] | None = None,
-        clock: Callable[[], float] = time.monotonic,
+        clock: Clock = SYSTEM_CLOCK,
     ) -> None:
         self._buffer = buffer
         self._encoder = encoder
@@ -187,7 +193,7 @@ class Publisher:
         self._batch_max = batch_max
         self._shutdown_deadline = shutdown_deadline
         self._on_fatal = on_fatal
-        self._clock = clock
+        self._clock = clock.monotonic  # deadlines: the spill, the stall, the shutdown
         self._published_check = published_check
         self._spool_op: asyncio.Task[None] | None = None
         self._checks: set[asyncio.Task[None]] = set()
