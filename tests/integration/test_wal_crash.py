@@ -22,6 +22,7 @@ import httpx
 import pytest
 
 from alphapanda.kite.protocol import decode_message
+from alphapanda.testing import eventually
 from alphapanda.wal.segments import ReadReport, read_wal
 from tests.support.ledger import TickRecord, check_ledger, read_topic
 from tests.support.services import ROOT, SHARED_KAFKA, PrivateService, free_port
@@ -81,17 +82,22 @@ class FeedProcess:
     async def wait_for(
         self, condition: Callable[[dict[str, float]], bool], within: float, what: str
     ) -> dict[str, float]:
-        deadline = asyncio.get_running_loop().time() + within
-        while True:
-            try:
-                figures = await self.metrics()
-                if condition(figures):
-                    return figures
-            except httpx.HTTPError:
-                figures = {}
-            if asyncio.get_running_loop().time() > deadline:
-                raise AssertionError(f"timed out waiting for {what}: {figures}\n{self.tail()}")
-            await asyncio.sleep(0.1)
+        async def met() -> dict[str, float]:
+            figures = await self.metrics()
+            if not condition(figures):
+                raise AssertionError(f"figures: {figures}")
+            return figures
+
+        try:
+            return await eventually(
+                met,
+                timeout=within,
+                interval=0.1,
+                what=what,
+                retry_on=(AssertionError, httpx.HTTPError),
+            )
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}\n{self.tail()}") from exc
 
     def sigkill(self) -> None:
         assert self.proc is not None

@@ -26,7 +26,6 @@ import os
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
@@ -40,6 +39,7 @@ from alphapanda.instruments import Instrument, load_instrument_dump
 from alphapanda.sim.config import SimConfig
 from alphapanda.sim.market import Market
 from alphapanda.sim.server import Simulator
+from alphapanda.testing import eventually
 
 ROOT = Path(__file__).resolve().parents[2]
 INSTRUMENTS_CSV = ROOT / "data" / "instruments.csv"
@@ -121,14 +121,18 @@ class SimHandle:
         self, predicate: Any, within: float = 10.0, interval: float = 0.05
     ) -> dict[str, Any]:
         """Poll ``/stats`` until ``predicate(stats)`` holds; returns those stats."""
-        deadline = time.monotonic() + within
-        while True:
+
+        async def reached() -> dict[str, Any] | None:
             stats = await self.stats()
-            if predicate(stats):
-                return stats
-            if time.monotonic() > deadline:
-                raise AssertionError(f"simulator never reached the condition; last stats: {stats}")
-            await asyncio.sleep(interval)
+            if not predicate(stats):
+                raise AssertionError(f"last stats: {stats}")
+            return stats
+
+        stats = await eventually(
+            reached, timeout=within, interval=interval, what="the simulator's condition"
+        )
+        assert stats is not None
+        return stats
 
 
 @asynccontextmanager

@@ -32,6 +32,7 @@ import tempfile
 import time
 import uuid
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any, Final
 
@@ -41,7 +42,7 @@ import psutil
 import redis.asyncio as aioredis
 from confluent_kafka.admin import AdminClient
 
-from alphapanda.bench.harness import SimProcess, StreamLedger, percentile
+from alphapanda.bench.harness import SimProcess, StreamLedger, percentile, until
 from alphapanda.bench.universe import universe_tokens, write_universe
 from alphapanda.metrics import redis_layout as k
 from alphapanda.pipeline.hotpath import select_hot_path
@@ -191,21 +192,6 @@ async def _retrying(call: Any, attempts: int = 5) -> Any:
     raise AssertionError("unreachable")
 
 
-async def _until_async(condition: Any, within: float, what: str) -> None:
-    deadline = time.monotonic() + within
-    while not await _retrying(condition):
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out after {within:.0f} s waiting for: {what}")
-        await asyncio.sleep(0.1)
-
-
-def _returns(condition: Any) -> Any:
-    async def check() -> bool:
-        return bool(condition())
-
-    return check
-
-
 def _feed_env(
     settings: Settings,
     sim: SimProcess,
@@ -325,7 +311,9 @@ async def run_burst(
                     pregen = stats.get("pregenerated") or {}
                     return sum(len(s) for s in subs) >= instruments and bool(pregen.get("ready"))
 
-                await _until_async(subscribed, 300, "feed subscribed, simulator pre-built")
+                await until(
+                    partial(_retrying, subscribed), 300, "feed subscribed, simulator pre-built"
+                )
                 await ensure_topic(settings.kafka, topic)
                 consumer = _Consumer(settings.kafka.bootstrap_servers, topic, work / "feed.json")
                 await consumer.start()
@@ -348,9 +336,7 @@ async def run_burst(
                 ledger.start()
                 try:
                     with contextlib.suppress(TimeoutError):
-                        await _until_async(
-                            _returns(lambda: ledger.figures().consumed >= sent), 60, "ledger"
-                        )
+                        await until(lambda: ledger.figures().consumed >= sent, 60, "ledger")
                     figures = ledger.figures()
                     consumed = figures.consumed
                     ledger_problems = figures.problems

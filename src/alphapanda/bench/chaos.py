@@ -47,7 +47,7 @@ from pydantic import SecretStr
 
 from alphapanda.assembly import Overrides, build
 from alphapanda.bench import chaos_disk
-from alphapanda.bench.harness import LedgerFigures, SimProcess, StreamLedger
+from alphapanda.bench.harness import LedgerFigures, SimProcess, StreamLedger, until
 from alphapanda.metrics import catalog
 from alphapanda.metrics.collector import PipelineMetricsCollector
 from alphapanda.ops.devstack import DevstackService
@@ -195,11 +195,7 @@ class _Run:
         return failure
 
     async def until(self, condition: Callable[[], bool], what: str, within: float = 60) -> None:
-        deadline = time.monotonic() + within
-        while not condition():
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"timed out after {within:.0f} s waiting for {what}")
-            await asyncio.sleep(0.05)
+        await until(condition, within, what)
 
     def streaming(self) -> bool:
         return self.feed.client.is_streaming()

@@ -27,7 +27,6 @@ import contextlib
 import tempfile
 import time
 import uuid
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Final
 
@@ -39,7 +38,7 @@ from pydantic import SecretStr
 from alphapanda.assembly import build
 from alphapanda.bench.baseline import BaselineError, BaselineResult, run_baseline
 from alphapanda.bench.ceiling import CeilingResult, run_ceiling
-from alphapanda.bench.harness import SimProcess, StreamLedger
+from alphapanda.bench.harness import SimProcess, StreamLedger, until
 from alphapanda.instruments import load_instrument_dump
 from alphapanda.kafka_security import security_config
 from alphapanda.pipeline.producer import LatencyReservoir
@@ -127,23 +126,6 @@ class E2EResult(msgspec.Struct):
         return self.feed_acked_per_s / self.ceiling.messages_per_s
 
 
-async def _until(condition: object, within: float, what: str) -> None:
-    assert callable(condition)
-    deadline = time.monotonic() + within
-    while not condition():
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out after {within:.0f} s waiting for: {what}")
-        await asyncio.sleep(0.05)
-
-
-async def _until_async(condition: Callable[[], Awaitable[bool]], within: float, what: str) -> None:
-    deadline = time.monotonic() + within
-    while not await condition():
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out after {within:.0f} s waiting for: {what}")
-        await asyncio.sleep(0.2)
-
-
 async def _pregen_ready(sim: SimProcess) -> bool:
     pregen = (await sim.stats()).get("pregenerated")
     return bool(pregen and pregen["ready"])
@@ -229,16 +211,14 @@ async def run_e2e(
             async with asyncio.TaskGroup() as tg:
                 service = MarketFeedService(feed)
                 tg.create_task(service.run())
-                await _until(lambda: feed.readiness()[0], 60, "feed up")
+                await until(lambda: feed.readiness()[0], 60, "feed up")
 
                 if pregenerate:
-                    await _until_async(
-                        lambda: _pregen_ready(sim), 300, "simulator pre-built its ticks"
-                    )
+                    await until(lambda: _pregen_ready(sim), 300, "simulator pre-built its ticks")
 
                 # 1. Throughput.
                 await sim.set_rate(rate)
-                await _until(lambda: acct.published > 0, 30, "first ack")
+                await until(lambda: acct.published > 0, 30, "first ack")
                 sent0 = (await sim.stats())["total_ticks_sent"]
                 acked0, t0 = acct.published, time.monotonic()
                 cpu0, loop_cpu0 = time.process_time(), time.thread_time()
@@ -253,7 +233,7 @@ async def run_e2e(
 
                 # 2. Latency at a fixed, lower rate (after the backlog of phase 1 drained).
                 await sim.set_rate(latency_rate)
-                await _until(lambda: len(feed.buffer) < 1000, 60, "backlog drained")
+                await until(lambda: len(feed.buffer) < 1000, 60, "backlog drained")
                 await asyncio.sleep(1.0)  # settle at the new rate before measuring
                 feed.producer.latency = LatencyReservoir(_LATENCY_SAMPLES)
                 l_sent0, l_t0 = (await sim.stats())["total_ticks_sent"], time.monotonic()
@@ -268,7 +248,7 @@ async def run_e2e(
                 # 3. Stop the stream; the feed drains and stops.
                 await sim.set_rate(0)
                 stats = await sim.stats()
-                await _until(
+                await until(
                     lambda: (
                         acct.received_socket >= stats["total_ticks_sent"] and not acct.in_flight
                     ),
@@ -284,7 +264,7 @@ async def run_e2e(
             )
             ledger.start()
             try:
-                await _until(lambda: ledger.figures().consumed >= acct.published, 300, "consumer")
+                await until(lambda: ledger.figures().consumed >= acct.published, 300, "consumer")
             except TimeoutError as exc:
                 errors.append(str(exc))
             finally:

@@ -15,13 +15,14 @@ O(instruments + seconds of run), never O(ticks).
 from __future__ import annotations
 
 import asyncio
+import inspect
 import json
 import os
 import sys
 import threading
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -301,6 +302,24 @@ class StreamLedger:
                 if len(f.first_gaps) < 10:
                     f.first_gaps.append((token, previous + quantity, volume))
         self._last_volume[token] = volume
+
+
+async def until(
+    condition: Callable[[], object], within: float, what: str, interval: float = 0.05
+) -> None:
+    """Wait until ``condition()`` (a plain or a coroutine function) is truthy; a
+    ``TimeoutError`` naming ``what`` after ``within`` seconds. The benchmarks' one wait
+    loop (the runtime package cannot use ``alphapanda.testing``)."""
+    deadline = time.monotonic() + within
+    while True:
+        result = condition()
+        if inspect.isawaitable(result):
+            result = await result
+        if result:
+            return
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out after {within:.0f} s waiting for: {what}")
+        await asyncio.sleep(interval)
 
 
 def percentile(values: Sequence[float], q: float) -> float:

@@ -40,7 +40,7 @@ import psutil
 import redis.asyncio as aioredis
 from confluent_kafka.admin import AdminClient
 
-from alphapanda.bench.harness import LedgerFigures, SimProcess, StreamLedger
+from alphapanda.bench.harness import LedgerFigures, SimProcess, StreamLedger, until
 from alphapanda.kafka_security import security_config
 from alphapanda.metrics import redis_layout as k
 from alphapanda.settings import Settings
@@ -246,7 +246,7 @@ async def run_soak(
             try:
                 ledger.start()
                 process = psutil.Process(feed.pid)
-                await _until(lambda: ledger.figures().consumed > 0, 90, "first tick in Kafka")
+                await until(lambda: ledger.figures().consumed > 0, 90, "first tick in Kafka")
                 start = time.monotonic()
                 while (elapsed := time.monotonic() - start) < duration:
                     sample = await _sample(process, redis, snapshot_key, ledger, elapsed)
@@ -265,7 +265,7 @@ async def run_soak(
                 await asyncio.sleep(1.0)  # ticks already scheduled by the simulator
                 stats = await sim.stats()
                 sent = int(stats["total_ticks_sent"])
-                await _until(lambda: ledger.figures().consumed >= sent, 120, "consumer caught up")
+                await until(lambda: ledger.figures().consumed >= sent, 120, "consumer caught up")
                 stats = await sim.stats()
                 sent = int(stats["total_ticks_sent"])
                 missing = ledger.missing_against(stats["ticks_sent"])
@@ -312,14 +312,6 @@ async def run_soak(
     write_csv(samples, out_dir / "soak.csv")
     plot(result, out_dir / "soak.png")
     return result
-
-
-async def _until(condition: Callable[[], bool], within: float, what: str) -> None:
-    deadline = time.monotonic() + within
-    while not condition():
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out after {within:.0f} s waiting for: {what}")
-        await asyncio.sleep(0.1)
 
 
 async def _sample(
