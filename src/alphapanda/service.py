@@ -51,6 +51,7 @@ from alphapanda.pipeline.spool import Spool
 from alphapanda.pipeline.topics_admin import TopicSetupError, ensure_topic
 from alphapanda.pipeline.wire import WireEncoder
 from alphapanda.settings import Settings
+from alphapanda.streams.runner import DerivedStreams, ServiceState
 from alphapanda.topics import TopicNames
 from alphapanda.wal.ingest import WalIngest
 
@@ -165,12 +166,18 @@ class MarketFeedService:
                 spool_contents=lambda: self.spool.read_window(self.spool.pending),
             )
             self.producer.ack_listener = self.wal.resolved
+        # Candles, latest quotes, feed events, order updates: fed after the tick path.
+        self.derived = (
+            DerivedStreams(settings, ServiceState(self)) if settings.streams.enabled else None
+        )
+        self.encoder.observer = self.derived.offer if self.derived else None
         self.client = TickerClient(
             kite,
             tokens or StaticTokenProvider(kite),
             self.buffer,
             frame_listener=frame_listener,
             frame_log=self.wal,
+            order_listener=self.derived.offer_order if self.derived else None,
         )
         self.instruments: InstrumentSource = instruments or CsvInstrumentSource(
             feed.instruments_csv,
@@ -179,6 +186,9 @@ class MarketFeedService:
         )
         self.services = list(services)
         self._extra_sources: list[MetricsSource] = []
+        if self.derived is not None:
+            self.services.append(self.derived)
+            self._extra_sources.append(self.derived)
         self.topic_ready = False
         self.failures: list[str] = []
         self.started = asyncio.Event()

@@ -184,6 +184,57 @@ class LogSettings(_Group):
     json_output: bool = False
 
 
+class CandlesSettings(_Group):
+    """Candles built from the ticks (topics ``market.candles.<interval>``)."""
+
+    # Comma-separated, from 1s, 5s, 15s, 1m, 3m, 5m, 15m, 30m, 1h.
+    intervals: str = "1m"
+    # A bar is closed this long after its bucket ends; a tick later than that is "late".
+    grace_ms: int = Field(500, ge=0, le=60_000)
+    # Session opens (IST, "HH:MM") overriding the built-in table, e.g. {"MCX": "09:00"}.
+    session_opens: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("intervals")
+    @classmethod
+    def _known_intervals(cls, value: str) -> str:
+        from alphapanda.streams.sessions import INTERVALS
+
+        items = [item.strip() for item in value.split(",") if item.strip()]
+        unknown = [item for item in items if item not in INTERVALS]
+        if unknown or not items:
+            raise ValueError(f"unknown interval(s) {unknown}; allowed: {', '.join(INTERVALS)}")
+        return ",".join(dict.fromkeys(items))
+
+    @field_validator("session_opens")
+    @classmethod
+    def _times_of_day(cls, value: dict[str, str]) -> dict[str, str]:
+        from alphapanda.streams.sessions import parse_hhmm
+
+        for time_of_day in value.values():
+            parse_hhmm(time_of_day)
+        return value
+
+    @property
+    def interval_list(self) -> list[str]:
+        return self.intervals.split(",")
+
+
+class QuotesSettings(_Group):
+    """The latest-quotes topic ``market.quotes.latest`` (compacted)."""
+
+    # At most one record per instrument per this many milliseconds (conflated).
+    interval_ms: int = Field(250, ge=10, le=60_000)
+
+
+class StreamsSettings(_Group):
+    """Derived streams (candles, latest quotes, feed events, order updates)."""
+
+    enabled: bool = True
+    # Ticks waiting for the derived streams; beyond it a batch is dropped and counted
+    # (the bars of its instruments are then marked incomplete), never blocking ticks.
+    queue_capacity: int = Field(100_000, ge=1000)
+
+
 class Settings(BaseSettings):
     """Everything the service can be told, grouped as the operator thinks of it."""
 
@@ -204,6 +255,9 @@ class Settings(BaseSettings):
     api: ApiSettings = ApiSettings()
     metrics: MetricsSettings = MetricsSettings()
     log: LogSettings = LogSettings()
+    candles: CandlesSettings = CandlesSettings()
+    quotes: QuotesSettings = QuotesSettings()
+    streams: StreamsSettings = StreamsSettings()
 
     @classmethod
     def settings_customise_sources(

@@ -26,7 +26,27 @@ class TopicNames:
     """
 
     MARKET_TICKS: Final[str] = validate_topic_name("market.ticks")
+    MARKET_CANDLES: Final[str] = "market.candles."  # + interval, e.g. market.candles.1m
+    MARKET_QUOTES_LATEST: Final[str] = validate_topic_name("market.quotes.latest")
+    MARKET_FEED_EVENTS: Final[str] = validate_topic_name("market.feed.events")
+    ZERODHA_ORDERS_UPDATES: Final[str] = validate_topic_name("zerodha.orders.updates")
 
     @staticmethod
     def market_ticks(prefix: str = "") -> str:
         return validate_topic_name(prefix + TopicNames.MARKET_TICKS)
+
+    @staticmethod
+    def market_candles(interval: str, prefix: str = "") -> str:
+        return validate_topic_name(prefix + TopicNames.MARKET_CANDLES + interval)
+
+    @staticmethod
+    def market_quotes_latest(prefix: str = "") -> str:
+        return validate_topic_name(prefix + TopicNames.MARKET_QUOTES_LATEST)
+
+    @staticmethod
+    def market_feed_events(prefix: str = "") -> str:
+        return validate_topic_name(prefix + TopicNames.MARKET_FEED_EVENTS)
+
+    @staticmethod
+    def zerodha_orders_updates(prefix: str = "") -> str:
+        return validate_topic_name(prefix + TopicNames.ZERODHA_ORDERS_UPDATES)

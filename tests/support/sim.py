@@ -99,6 +99,15 @@ class SimHandle:
         """``POST /token``: accept ``access_token`` at the handshake from now on."""
         await self._call("POST", "/token", json={"access_token": access_token})
 
+    async def order_postback(self, api_key: str | None = None, **fields: Any) -> dict[str, Any]:
+        """``POST /orders/postback``: a Kite order update to the key's sockets;
+        returns ``{"sent": n, "order": {...}}``."""
+        params = {"api_key": api_key or self.api_key}
+        result: dict[str, Any] = await self._call(
+            "POST", "/orders/postback", params=params, json=fields
+        )
+        return result
+
     async def set_rate(self, ticks_per_second: float) -> None:
         """``POST /rate?ticks_per_second=N``."""
         await self._call("POST", "/rate", params={"ticks_per_second": ticks_per_second})

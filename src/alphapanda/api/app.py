@@ -125,7 +125,7 @@ def create_app(
     must be closed by whoever serves the app (``serve_api`` does).
     """
     # Imported here: the route modules import ``context_of`` from this module.
-    from alphapanda.api import monitoring, routes
+    from alphapanda.api import monitoring, quotes, routes
 
     api = settings.api
     limiter = limiter or RateLimiter(
@@ -165,6 +165,7 @@ def create_app(
     app.include_router(routes.common)
     if control is not None:
         app.include_router(routes.feed_only)
+        app.include_router(quotes.router)
     app.include_router(monitoring.router)
 
     page = _status_page()

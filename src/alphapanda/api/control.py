@@ -26,6 +26,7 @@ from alphapanda.metrics.samples import MetricsSource
 from alphapanda.registry import loader as registry_loader
 from alphapanda.registry.service import InstrumentRegistryService
 from alphapanda.registry.watch import DB_DOWN_ERRORS
+from alphapanda.streams.quotes import LatestQuotes
 
 log = logging.getLogger(__name__)
 
@@ -215,6 +216,26 @@ class ServiceControl:
 
     async def remove_subscriptions(self, tokens: Sequence[int]) -> None:
         await self._service.client.unsubscribe(tokens)
+
+    def latest_quotes(self) -> LatestQuotes | None:
+        """The feed's latest-quote state (None: derived streams turned off)."""
+        derived = self._service.derived
+        return derived.quotes if derived is not None else None
+
+    def recent_candles(self, token: int, limit: int) -> dict[str, Any] | None:
+        """Recent closed bars of the charted interval and the bar being built (None:
+        derived streams turned off)."""
+        derived = self._service.derived
+        if derived is None:
+            return None
+        open_bar = derived.charted.open_bar(token)
+        quote = derived.quotes.get(token)
+        return {
+            "quote": msgspec.to_builtins(quote) if quote is not None else None,
+            "interval": derived.history.interval,
+            "bars": derived.history.recent(token, limit),
+            "open": msgspec.to_builtins(open_bar) if open_bar is not None else None,
+        }
 
     def metrics_sources(self) -> list[MetricsSource]:
         """The service's sources plus per-connection figures (``ConnectionFigures``).

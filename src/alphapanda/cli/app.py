@@ -62,6 +62,7 @@ def _register() -> None:
         bench_cmd,
         config_cmd,
         db_cmd,
+        derived_bench_cmd,
         doctor_cmd,
         feed_cmd,
         instruments_cmd,

@@ -27,6 +27,7 @@ from alphapanda.kite.connection import (
     ConnectionCounters,
     FrameListener,
     FrameLog,
+    OrderListener,
     ShardConnection,
 )
 from alphapanda.kite.reconnect import REASONS
@@ -53,6 +54,7 @@ class TickerClient:
         *,
         frame_listener: FrameListener | None = None,
         frame_log: FrameLog | None = None,
+        order_listener: OrderListener | None = None,
         clock: Callable[[], float] = time.monotonic,
         connector: Connector | None = None,
         rng: random.Random | None = None,
@@ -75,6 +77,7 @@ class TickerClient:
                 connector,
                 frame_listener=frame_listener,
                 frame_log=frame_log,
+                order_listener=order_listener,
                 clock=clock,
                 rng=rng,
                 auth_poll_interval=settings.auth_poll_interval,
@@ -180,6 +183,10 @@ class TickerClient:
         return [
             shard.status() for shard in self._shards if shard.desired() or shard.state != "stopped"
         ]
+
+    def shard_instruments(self) -> dict[int, tuple[int, ...]]:
+        """The instruments each shard carries (shard -> tokens)."""
+        return {shard.shard: tuple(shard.desired()) for shard in self._shards}
 
     def is_streaming(self) -> bool:
         """At least one connection is connected and receiving frames."""

@@ -35,6 +35,7 @@ from alphapanda.kite.protocol import (
     ACTION_SUBSCRIBE,
     ACTION_UNSUBSCRIBE,
     TEXT_ERROR,
+    TEXT_ORDER,
     ProtocolError,
     client_message,
     decode_message,
@@ -74,6 +75,8 @@ class FrameLog(Protocol):
         ...
 
 
+# Kite ``order`` text messages: (the message's ``data``, receive time in ns).
+OrderListener = Callable[[object, int], None]
 _TEXT_PREVIEW: Final = 200
 
 
@@ -122,6 +125,7 @@ class ShardConnection:
         *,
         frame_listener: FrameListener | None = None,
         frame_log: FrameLog | None = None,
+        order_listener: OrderListener | None = None,
         clock: Callable[[], float] = time.monotonic,
         wall: Callable[[], datetime] = _utcnow,
         rng: random.Random | None = None,
@@ -134,6 +138,7 @@ class ShardConnection:
         self._connector = connector
         self._frame_listener = frame_listener
         self._frame_log = frame_log
+        self._order_listener = order_listener
         self._clock = clock
         self._wall = wall
         self._auth_poll_interval = auth_poll_interval
@@ -328,7 +333,7 @@ class ShardConnection:
             self._waiting_since = None
             self._last_frame_at = self._clock()
             if isinstance(message, str):
-                self._on_text(message)
+                self._on_text(message, received_at_ns)
                 continue
             counters.frames += 1
             # A heartbeat (1 byte) carries no tick: not worth logging.
@@ -364,13 +369,15 @@ class ShardConnection:
             if self._throttle.allow("listener", self._clock())[0]:
                 log.exception("kite shard %d: frame listener failed", self.shard)
 
-    def _on_text(self, text: str) -> None:
+    def _on_text(self, text: str, received_at_ns: int = 0) -> None:
         try:
             message = parse_text_message(text)
         except ProtocolError:
             kind = "invalid"
         else:
             kind = message.type
+            if kind == TEXT_ORDER and self._order_listener is not None:
+                self._order_listener(message.data, received_at_ns)
         counts = self.counters.text_messages
         counts[kind] = counts.get(kind, 0) + 1
         if kind in (TEXT_ERROR, "invalid"):

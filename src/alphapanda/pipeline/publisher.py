@@ -82,6 +82,9 @@ class TickEncoder:
         self.wire = wire
         self._accounting = accounting
         self._clock = time.time_ns
+        # Derived streams (candles, quotes) see each formatted batch: an O(1) hand-over;
+        # they work on it only after the publisher has handed the batch to Kafka.
+        self.observer: Callable[[list[MarketTick]], None] | None = None
 
     def encode(self, ticks: Sequence[Tick]) -> list[EncodedMessage]:
         """Encoded messages for ``ticks``, in order (ticks in stage ``encoding``)."""
@@ -104,6 +107,8 @@ class TickEncoder:
         headers = wire.position_headers
         new = tuple.__new__  # a NamedTuple's own __new__ is a Python-level call
         self._accounting.drop("encoding", DROP_MALFORMED, malformed)
+        if self.observer is not None:
+            self.observer(formatted)
         return [
             new(
                 EncodedMessage,

@@ -7,6 +7,7 @@ WebSocket server directly (no threads, no locks beyond the sender's own).
 from __future__ import annotations
 
 import contextlib
+import json
 import socket
 from collections.abc import Generator
 from typing import Any, Protocol
@@ -27,6 +28,7 @@ class SimulatorControl(Protocol):
     def stall(self, seconds: float) -> None: ...
     async def send_malformed(self) -> int: ...
     async def expire_tokens(self) -> int: ...
+    async def send_order_update(self, api_key: str, order: dict[str, Any]) -> int: ...
     def accept_token(self, access_token: str) -> None: ...
     def set_rate(self, ticks_per_second: float) -> None: ...
     def login(self, api_key: str, request_token: str, checksum: str) -> dict[str, Any]: ...
@@ -68,6 +70,23 @@ def build_admin_app(sim: SimulatorControl) -> FastAPI:
             raise HTTPException(422, "access_token must not be empty")
         sim.accept_token(body.access_token)
         return {"accepted": True}
+
+    @app.post("/orders/postback")
+    async def order_postback_route(
+        request: Request, api_key: str = Query(..., min_length=1)
+    ) -> dict[str, Any]:
+        # The body (optional JSON object) overrides fields of a complete Kite order.
+        from alphapanda.sim.orders import order_postback
+
+        raw = await request.body()
+        try:
+            overrides = json.loads(raw) if raw.strip() else {}
+        except ValueError:
+            overrides = None
+        if not isinstance(overrides, dict):
+            raise HTTPException(422, "body must be a JSON object of order fields")
+        order = order_postback(overrides)
+        return {"sent": await sim.send_order_update(api_key, order), "order": order}
 
     @app.post("/rate")
     async def set_rate(ticks_per_second: float = Query(..., ge=0)) -> dict[str, float]:

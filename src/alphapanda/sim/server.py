@@ -422,6 +422,22 @@ class Simulator:
                     closing.create_task(conn.ws.close(1008, "access token expired"))
         return len(conns)
 
+    async def send_order_update(self, api_key: str, order: dict[str, Any]) -> int:
+        """Send a Kite ``order`` postback to every connection of ``api_key``."""
+        from alphapanda.sim.orders import order_message
+
+        text = order_message(order)
+        sent = 0
+        async with self._send_lock:
+            for conn in list(self._connections.values()):
+                if conn.api_key != api_key:
+                    continue
+                with contextlib.suppress(ConnectionClosed):
+                    await conn.ws.send(text)
+                    sent += 1
+        log.info("order postback %s sent to %d connection(s)", order.get("order_id"), sent)
+        return sent
+
     def accept_token(self, access_token: str) -> None:
         """Start accepting ``access_token`` at the handshake."""
         self._sessions.accept(access_token)

@@ -1,0 +1,263 @@
+"""Candles from Kite's snapshot ticks: a pure aggregator (no I/O, the clock passed in).
+
+Per instrument and interval one bar is open at a time. A tick goes to the bucket of
+its time — ``exchange_timestamp`` where the mode carries it, else our receive time
+(both counted per source) — aligned to the session open in IST
+(``alphapanda.streams.sessions``).
+
+* open/high/low/close come from ``last_price``; ``oi`` is the last tick's (at close).
+* ``volume`` is the change of Kite's cumulative day volume (``volume_traded``)
+  between the last tick *before* the bucket and the last tick *in* it. Trades between
+  two snapshots are thus counted in the bucket of the later snapshot, and a bucket
+  without ticks has no bar (its trades show up in the next bar).
+* When the volume before the bucket is unknown — the first bar after a start, after a
+  reception gap (``mark_gap``), or on a new IST day (the cumulative volume restarts) —
+  the bar carries ``complete=False`` and its volume counts from its first tick.
+* Indices (and ``ltp`` mode) carry no volume: ``volume`` and ``oi`` are ``None``.
+* A bar is closed by ``close_due(now)`` once ``now`` passes bucket end + grace, or
+  when a tick of a later bucket arrives. A tick for a bucket already closed (or older
+  than the open bar) is counted as late and changes nothing: bars are never re-opened.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Final
+
+import msgspec
+
+from alphapanda.metrics.samples import Sample
+from alphapanda.pipeline.formatter import MarketTick
+from alphapanda.streams.sessions import INTERVALS, SessionTable, ist_day
+
+_EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
+SOURCE_EXCHANGE: Final = "exchange"
+SOURCE_RECEIVE: Final = "receive"
+
+
+class Candle(msgspec.Struct, frozen=True):
+    """One closed bar (``schemas/candle.v1.schema.json``)."""
+
+    instrument_token: int
+    interval: str
+    start: datetime
+    end: datetime
+    open: float
+    high: float
+    low: float
+    close: float
+    volume: int | None
+    oi: int | None
+    ticks: int
+    complete: bool
+
+
+class _Bar:
+    __slots__ = (
+        "base",
+        "close",
+        "complete",
+        "high",
+        "last_volume",
+        "low",
+        "oi",
+        "open",
+        "start",
+        "ticks",
+    )
+
+    def __init__(self, start: int, price: float, base: int | None, complete: bool) -> None:
+        self.start = start
+        self.open = self.high = self.low = self.close = price
+        self.base = base  # cumulative volume before the bucket (or at its first tick)
+        self.last_volume: int | None = None
+        self.oi: int | None = None
+        self.complete = complete
+        self.ticks = 0
+
+
+class _Series:
+    """One instrument at one interval."""
+
+    __slots__ = ("bar", "closed_until", "day", "last_volume")
+
+    def __init__(self) -> None:
+        self.bar: _Bar | None = None
+        self.closed_until = -math.inf  # buckets starting before this are closed
+        self.last_volume: int | None = None  # cumulative volume at the last tick taken
+        self.day = -1  # IST day of the last tick taken
+
+
+def to_datetime(second: int) -> datetime:
+    return _EPOCH + timedelta(seconds=second)
+
+
+class CandleAggregator:
+    """Builds bars of one interval for every instrument; ``add()`` ticks, ``close_due()``
+    on a timer. Not thread-safe."""
+
+    def __init__(
+        self, interval: str, *, grace: float = 0.5, sessions: SessionTable | None = None
+    ) -> None:
+        if interval not in INTERVALS:
+            raise ValueError(f"unknown interval {interval!r}; allowed: {', '.join(INTERVALS)}")
+        self.interval = interval
+        self.seconds = INTERVALS[interval]
+        self.grace = grace
+        self._sessions = sessions or SessionTable()
+        self._series: dict[int, _Series] = {}
+        self.ticks_by_source = {SOURCE_EXCHANGE: 0, SOURCE_RECEIVE: 0}
+        self.late = 0
+        self.emitted = 0
+        self.incomplete = 0
+
+    def add(self, tick: MarketTick) -> list[Candle]:
+        """Take one tick; returns bars it closed (a tick of a later bucket closes the open one)."""
+        if tick.exchange_timestamp is not None:
+            t = tick.exchange_timestamp.timestamp()
+            self.ticks_by_source[SOURCE_EXCHANGE] += 1
+        else:
+            t = tick.received_at_ns / 1e9
+            self.ticks_by_source[SOURCE_RECEIVE] += 1
+        token = tick.instrument_token
+        series = self._series.get(token)
+        if series is None:
+            series = self._series[token] = _Series()
+        start = self._sessions.bucket_start(token, t, self.seconds)
+        closed: list[Candle] = []
+        bar = series.bar
+        if start < series.closed_until or (bar is not None and start < bar.start):
+            self.late += 1
+            return closed
+        volume = tick.volume_traded
+        if bar is not None and start > bar.start:
+            closed.append(self._close(token, series))
+            bar = None
+        if bar is None:
+            day = ist_day(start)
+            previous = series.last_volume if day == series.day else None
+            if volume is None:
+                bar = _Bar(start, tick.last_price, None, True)
+            elif previous is None:
+                bar = _Bar(start, tick.last_price, volume, False)
+            else:
+                bar = _Bar(start, tick.last_price, previous, True)
+            series.bar = bar
+            series.day = day
+        price = tick.last_price
+        if price > bar.high:
+            bar.high = price
+        if price < bar.low:
+            bar.low = price
+        bar.close = price
+        bar.ticks += 1
+        bar.oi = tick.oi
+        if volume is not None:
+            if bar.base is None:
+                # Volume appeared mid-bar (mode change): count it from here, incomplete.
+                bar.base = volume
+                bar.complete = False
+            bar.last_volume = volume
+        series.last_volume = volume
+        return closed
+
+    def add_many(self, ticks: Iterable[MarketTick]) -> list[Candle]:
+        closed: list[Candle] = []
+        for tick in ticks:
+            closed.extend(self.add(tick))
+        return closed
+
+    def close_due(self, now: float) -> list[Candle]:
+        """Close every open bar whose bucket ended ``grace`` seconds or more before ``now``."""
+        limit = now - self.grace - self.seconds
+        closed = []
+        for token, series in self._series.items():
+            bar = series.bar
+            if bar is not None and bar.start <= limit:
+                closed.append(self._close(token, series))
+        return closed
+
+    def next_due(self) -> float | None:
+        """When ``close_due`` will next close something (None: no bar open)."""
+        starts = [s.bar.start for s in self._series.values() if s.bar is not None]
+        return min(starts) + self.seconds + self.grace if starts else None
+
+    def open_bar(self, token: int) -> Candle | None:
+        """The bar being built for ``token`` (not closed yet), as a provisional candle."""
+        series = self._series.get(token)
+        if series is None or series.bar is None:
+            return None
+        return self._candle(token, series.bar)
+
+    def mark_gap(self, tokens: Iterable[int]) -> None:
+        """These instruments could not be received for a while: the volume before their
+        next bar is unknown, and the open bar (if any) misses ticks."""
+        for token in tokens:
+            series = self._series.get(token)
+            if series is None:
+                continue
+            series.last_volume = None
+            if series.bar is not None:
+                series.bar.complete = False
+
+    def forget(self, tokens: Iterable[int]) -> None:
+        """Drop the state of instruments no longer streamed (their open bar is lost)."""
+        for token in tokens:
+            self._series.pop(token, None)
+
+    def _close(self, token: int, series: _Series) -> Candle:
+        bar = series.bar
+        assert bar is not None
+        series.bar = None
+        series.closed_until = bar.start + self.seconds
+        self.emitted += 1
+        if not bar.complete:
+            self.incomplete += 1
+        return self._candle(token, bar)
+
+    def _candle(self, token: int, bar: _Bar) -> Candle:
+        volume = None
+        if bar.base is not None and bar.last_volume is not None:
+            volume = bar.last_volume - bar.base
+        return Candle(
+            token,
+            self.interval,
+            to_datetime(bar.start),
+            to_datetime(bar.start + self.seconds),
+            bar.open,
+            bar.high,
+            bar.low,
+            bar.close,
+            volume,
+            bar.oi,
+            bar.ticks,
+            bar.complete,
+        )
+
+    def samples(self) -> Iterator[Sample]:
+        labels = (("interval", self.interval),)
+        for source, count in self.ticks_by_source.items():
+            yield Sample(
+                "candles_ticks_total",
+                "counter",
+                count,
+                (*labels, ("time_source", source)),
+                "Ticks aggregated into candles, by the clock that timed them.",
+            )
+        yield Sample(
+            "candles_late_ticks_total",
+            "counter",
+            self.late,
+            labels,
+            "Ticks for a bar already closed (not applied; bars never re-open).",
+        )
+        yield Sample("candles_closed_total", "counter", self.emitted, labels, "Bars closed.")
+        yield Sample(
+            "candles_incomplete_total",
+            "counter",
+            self.incomplete,
+            labels,
+            "Bars closed without a known volume before them (start, gap, new day).",
+        )

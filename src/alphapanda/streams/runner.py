@@ -1,0 +1,436 @@
+"""``DerivedStreams``: the thin shell around the candle, quote, event and order cores.
+
+The publisher hands every encoded batch of ``MarketTick``s to ``offer()`` — a deque
+append, nothing more — and only then sends them; this task works on them when the
+publisher yields, i.e. after the batch went to the tick producer. The inbox is
+bounded by ``ALPHAPANDA_STREAMS__QUEUE_CAPACITY`` ticks: a batch that does not fit is
+dropped and counted, and the candles of its instruments are marked incomplete. The
+tick path never waits for this task.
+
+Timers (wall clock): candles are closed every ``TIMER_STEP`` once their bucket end +
+grace has passed; latest quotes are written every ``ALPHAPANDA_QUOTES__INTERVAL_MS``;
+the feed's state is sampled for events every ``EVENT_STEP``. Records go through a
+producer of their own (``sink.DerivedProducer``), every one counted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import deque
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from datetime import UTC, datetime
+from typing import Any, Final, Protocol
+
+import msgspec
+
+from alphapanda.kite.state import ConnectionStatus
+from alphapanda.metrics.samples import Sample
+from alphapanda.pipeline.formatter import MarketTick
+from alphapanda.pipeline.wire import WireEncoder
+from alphapanda.settings import Settings
+from alphapanda.streams.candles import Candle, CandleAggregator
+from alphapanda.streams.events import FeedEventTracker, ShardSnapshot
+from alphapanda.streams.history import CandleHistory
+from alphapanda.streams.quotes import LatestQuotes
+from alphapanda.streams.records import (
+    CONNECTION_DOWN,
+    FEED_STARTED,
+    FEED_STOPPED,
+    EnvelopeEncoder,
+    FeedEvent,
+    OrderUpdate,
+    ns_to_datetime,
+)
+from alphapanda.streams.sessions import SessionTable
+from alphapanda.streams.sink import DerivedProducer, ensure_topics
+from alphapanda.topics import TopicNames
+
+log = logging.getLogger(__name__)
+
+TIMER_STEP: Final = 0.05
+EVENT_STEP: Final = 0.1
+# Ticks processed between two yields to the event loop.
+CHUNK: Final = 2000
+TOPIC_RETRY_DELAY: Final = 5.0
+# Order updates waiting to be produced (they are few; beyond this something is badly
+# wrong with the broker, and each one lost is logged at ERROR with its order id).
+ORDER_BACKLOG: Final = 10_000
+STOP_FLUSH_SECONDS: Final = 0.8
+# Order updates remembered to recognise the same postback arriving on another socket.
+RECENT_ORDERS: Final = 4096
+
+STREAM_CANDLES: Final = "candles"
+STREAM_QUOTES: Final = "quotes"
+STREAM_EVENTS: Final = "events"
+STREAM_ORDERS: Final = "orders"
+
+
+class FeedState(Protocol):
+    """What the events are sampled from (the running ``MarketFeedService``)."""
+
+    def connection_statuses(self) -> list[ConnectionStatus]: ...
+
+    def shard_instruments(self) -> Mapping[int, Sequence[int]]: ...
+
+    def subscriptions(self) -> Mapping[int, str]: ...
+
+    def spooling(self) -> bool: ...
+
+    def accounting(self) -> dict[str, Any]: ...
+
+
+class _Gap:
+    """Inbox marker: ticks of these instruments were dropped here."""
+
+    __slots__ = ("tokens",)
+
+    def __init__(self, tokens: set[int]) -> None:
+        self.tokens = tokens
+
+
+class DerivedStreams:
+    """Candles, latest quotes, feed events and order updates (``BackgroundService``)."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        state: FeedState,
+        *,
+        wall: Callable[[], float] = time.time,
+    ) -> None:
+        prefix = settings.kafka.topic_prefix
+        self._settings = settings
+        self._state = state
+        self._wall = wall
+        sessions = SessionTable(settings.candles.session_opens)
+        grace = settings.candles.grace_ms / 1000
+        self.aggregators = [
+            CandleAggregator(interval, grace=grace, sessions=sessions)
+            for interval in settings.candles.interval_list
+        ]
+        self.candle_topics = {
+            agg.interval: TopicNames.market_candles(agg.interval, prefix)
+            for agg in self.aggregators
+        }
+        self.quotes_topic = TopicNames.market_quotes_latest(prefix)
+        self.events_topic = TopicNames.market_feed_events(prefix)
+        self.orders_topic = TopicNames.zerodha_orders_updates(prefix)
+        # The status page charts 1-minute bars (the first interval when 1m is not built).
+        charted = "1m" if "1m" in self.candle_topics else self.aggregators[0].interval
+        self.history = CandleHistory(charted)
+        self.charted = next(a for a in self.aggregators if a.interval == charted)
+        self.quotes = LatestQuotes()
+        self.tracker = FeedEventTracker()
+        self._quote_wire = WireEncoder(settings.feed.wire_format)
+        self._envelopes = EnvelopeEncoder()
+        self._capacity = settings.streams.queue_capacity
+        self._inbox: deque[list[MarketTick] | _Gap] = deque()
+        self._queued = 0
+        self._orders: deque[OrderUpdate] = deque()
+        self._wake = asyncio.Event()
+        self._stop = asyncio.Event()
+        self._producer: DerivedProducer | None = None
+        self.topics_ready = False
+        self.ticks_offered = 0
+        self.ticks_dropped = 0
+        self.orders_received = 0
+        self.orders_lost = 0
+        self.orders_duplicate = 0
+        self._recent_orders: set[bytes] = set()
+        self._recent_order_list: deque[bytes] = deque()
+        self.tracker_counts: dict[str, int] = {}
+
+    # -- called from the tick path (synchronous, O(1)) ---------------------------------
+
+    def offer(self, ticks: list[MarketTick]) -> None:
+        """Take a batch of ticks already formatted for the tick topic."""
+        n = len(ticks)
+        if not n:
+            return
+        self.ticks_offered += n
+        if self._queued + n > self._capacity:
+            self.ticks_dropped += n
+            tokens = {t.instrument_token for t in ticks}
+            last = self._inbox[-1] if self._inbox else None
+            if isinstance(last, _Gap):
+                last.tokens |= tokens
+            else:
+                self._inbox.append(_Gap(tokens))
+            return
+        self._inbox.append(ticks)
+        self._queued += n
+        self._wake.set()
+
+    def offer_order(self, data: object, received_at_ns: int) -> None:
+        """A Kite ``order`` text message's ``data`` (called from the socket reader)."""
+        self.orders_received += 1
+        if not isinstance(data, dict):
+            self.orders_lost += 1
+            log.error("order update without an order object (%s): not published", type(data))
+            return
+        # Kite sends a postback to every socket of the API key: with several shards the
+        # same update arrives once per socket. Identical copies are counted, sent once.
+        fingerprint = msgspec.json.encode(data)
+        if fingerprint in self._recent_orders:
+            self.orders_duplicate += 1
+            return
+        self._recent_orders.add(fingerprint)
+        self._recent_order_list.append(fingerprint)
+        if len(self._recent_order_list) > RECENT_ORDERS:
+            self._recent_orders.discard(self._recent_order_list.popleft())
+        if len(self._orders) >= ORDER_BACKLOG:
+            self.orders_lost += 1
+            log.error("order backlog full: order update %s lost", data.get("order_id"))
+            return
+        self._orders.append(OrderUpdate(data, ns_to_datetime(received_at_ns)))
+        self._wake.set()
+
+    # -- the task ----------------------------------------------------------------------
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._wake.set()
+
+    async def run(self) -> None:
+        self._producer = producer = DerivedProducer(self._settings.kafka)
+        producer_stop = asyncio.Event()
+        async with asyncio.TaskGroup() as tg:
+            setup = tg.create_task(self._ensure_topics(), name="derived-topics")
+            tg.create_task(producer.run(producer_stop), name="derived-poll")
+            try:
+                self._send_event(
+                    FeedEvent(FEED_STARTED, self._now(), accounting=self._accounting())
+                )
+                await self._loop()
+                self._drain_inbox()
+                self._send_orders()
+                self._sample_events()  # the sockets closed by the shutdown
+                self._send_event(
+                    FeedEvent(
+                        FEED_STOPPED, self._now(), reason="shutdown", accounting=self._accounting()
+                    )
+                )
+                loop = asyncio.get_running_loop()
+                left = await producer.flush(loop.time() + STOP_FLUSH_SECONDS)
+                if left:
+                    log.warning("derived streams: %d records unconfirmed at stop", left)
+            finally:
+                setup.cancel()
+                producer_stop.set()
+
+    async def _loop(self) -> None:
+        wall = self._wall
+        quotes_every = self._settings.quotes.interval_ms / 1000
+        next_quotes = next_events = next_candles = 0.0
+        while not self._stop.is_set():
+            self._wake.clear()
+            processed = self._process(CHUNK)
+            self._send_orders()
+            now = wall()
+            if now >= next_candles:
+                next_candles = now + TIMER_STEP
+                for agg in self.aggregators:
+                    self._send_candles(agg.close_due(now))
+            if now >= next_quotes:
+                next_quotes = now + quotes_every
+                self._send_quotes()
+            if now >= next_events:
+                next_events = now + EVENT_STEP
+                self._sample_events()
+            if processed and self._inbox:
+                await asyncio.sleep(0)
+                continue
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(TIMER_STEP):
+                    await self._wake.wait()
+
+    def _process(self, budget: int) -> int:
+        done = 0
+        inbox = self._inbox
+        while inbox and done < budget:
+            item = inbox.popleft()
+            if isinstance(item, _Gap):
+                for agg in self.aggregators:
+                    agg.mark_gap(item.tokens)
+                continue
+            self._queued -= len(item)
+            done += len(item)
+            self.quotes.update(item)
+            for agg in self.aggregators:
+                self._send_candles(agg.add_many(item))
+        return done
+
+    def _drain_inbox(self) -> None:
+        while self._process(CHUNK):
+            pass
+
+    # -- sending -------------------------------------------------------------------------
+
+    def _send_candles(self, candles: list[Candle]) -> None:
+        if not candles:
+            return
+        producer = self._producer
+        assert producer is not None
+        history = self.history
+        for candle in candles:
+            if candle.interval == history.interval:
+                history.record(candle)
+            key, value, headers = self._envelopes.candle(candle)
+            producer.send(STREAM_CANDLES, self.candle_topics[candle.interval], key, value, headers)
+
+    def _send_quotes(self) -> None:
+        producer = self._producer
+        assert producer is not None
+        dirty = self.quotes.take_dirty()
+        if not dirty:
+            return
+        now_ns = time.time_ns()
+        wire = self._quote_wire
+        values = wire.encode_values(dirty, now_ns)
+        headers = wire.headers()
+        for tick, value in zip(dirty, values, strict=True):
+            producer.send(
+                STREAM_QUOTES, self.quotes_topic, wire.key(tick.instrument_token), value, headers
+            )
+
+    def _send_event(self, event: FeedEvent) -> None:
+        self.tracker_counts[event.kind] = self.tracker_counts.get(event.kind, 0) + 1
+        producer = self._producer
+        assert producer is not None
+        key, value, headers = self._envelopes.feed_event(event)
+        producer.send(STREAM_EVENTS, self.events_topic, key, value, headers)
+        log.info(
+            "feed event %s%s", event.kind, "" if event.shard is None else f" shard {event.shard}"
+        )
+
+    def _send_orders(self) -> None:
+        producer = self._producer
+        assert producer is not None
+        orders = self._orders
+        while orders:
+            update = orders[0]
+            key, value, headers = self._envelopes.order_update(update)
+            if not producer.send(STREAM_ORDERS, self.orders_topic, key, value, headers):
+                return  # queue full: keep it (bounded backlog) and retry on the next round
+            orders.popleft()
+
+    def _sample_events(self) -> None:
+        state = self._state
+        instruments = state.shard_instruments()
+        snapshots = [
+            ShardSnapshot(
+                s.shard,
+                s.state,
+                s.since,
+                s.reconnect_count,
+                s.last_disconnect_reason,
+                s.last_frame_age,
+                tuple(instruments.get(s.shard, ())),
+            )
+            for s in state.connection_statuses()
+        ]
+        events = self.tracker.observe(
+            self._now(), snapshots, state.subscriptions(), state.spooling()
+        )
+        for event in events:
+            if event.kind == CONNECTION_DOWN and event.instruments:
+                for agg in self.aggregators:
+                    agg.mark_gap(event.instruments)
+            self._send_event(event)
+
+    async def _ensure_topics(self) -> None:
+        topics: dict[str, dict[str, str]] = {t: {} for t in self.candle_topics.values()}
+        topics[self.quotes_topic] = {"cleanup.policy": "compact"}
+        topics[self.events_topic] = {}
+        topics[self.orders_topic] = {}
+        while True:
+            try:
+                await ensure_topics(self._settings.kafka, topics)
+            except Exception as exc:  # broker away at start: retry, like the tick topic
+                log.warning("derived topics not created (%s); retrying", exc)
+                await asyncio.sleep(TOPIC_RETRY_DELAY)
+                continue
+            self.topics_ready = True
+            return
+
+    def _now(self) -> datetime:
+        return datetime.fromtimestamp(self._wall(), UTC)
+
+    def _accounting(self) -> dict[str, Any]:
+        return self._state.accounting()
+
+    def samples(self) -> Iterator[Sample]:
+        yield Sample(
+            "derived_ticks_offered_total", "counter", self.ticks_offered, (), "Ticks offered."
+        )
+        yield Sample(
+            "derived_ticks_dropped_total",
+            "counter",
+            self.ticks_dropped,
+            (),
+            "Ticks the derived streams dropped because they were behind (tick path unaffected).",
+        )
+        yield Sample("derived_queue_ticks", "gauge", self._queued, (), "Ticks waiting.")
+        yield Sample(
+            "orders_received_total", "counter", self.orders_received, (), "Kite order updates."
+        )
+        yield Sample(
+            "orders_lost_total", "counter", self.orders_lost, (), "Order updates not published."
+        )
+        yield Sample(
+            "orders_duplicate_total",
+            "counter",
+            self.orders_duplicate,
+            (),
+            "Identical order updates received on another socket (published once).",
+        )
+        for kind, n in self.tracker_counts.items():
+            yield Sample(
+                "feed_events_total", "counter", n, (("kind", kind),), "Feed events emitted."
+            )
+        for agg in self.aggregators:
+            yield from agg.samples()
+        yield from self.quotes.samples()
+        if self._producer is not None:
+            yield from self._producer.samples()
+
+
+class _Service(Protocol):
+    # The parts of ``MarketFeedService`` the events are sampled from.
+    @property
+    def client(self) -> Any: ...
+
+    @property
+    def publisher(self) -> Any: ...
+
+    @property
+    def accounting(self) -> Any: ...
+
+
+class ServiceState:
+    """``FeedState`` of a ``MarketFeedService``."""
+
+    def __init__(self, service: _Service) -> None:
+        self._service = service
+
+    def connection_statuses(self) -> list[ConnectionStatus]:
+        statuses: list[ConnectionStatus] = self._service.client.statuses()
+        return statuses
+
+    def shard_instruments(self) -> Mapping[int, Sequence[int]]:
+        shards: Mapping[int, Sequence[int]] = self._service.client.shard_instruments()
+        return shards
+
+    def subscriptions(self) -> Mapping[int, str]:
+        subscriptions: Mapping[int, str] = self._service.client.subscriptions()
+        return subscriptions
+
+    def spooling(self) -> bool:
+        return bool(self._service.publisher.spooling)
+
+    def accounting(self) -> dict[str, Any]:
+        figures: dict[str, Any] = self._service.accounting.snapshot()
+        return figures

@@ -1,0 +1,83 @@
+"""market.quotes.latest: compacted, at most one write per instrument per interval, the
+latest value of every streaming instrument; GET /quotes from the same state."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+from datetime import datetime
+
+import msgspec
+from confluent_kafka.admin import AdminClient, ConfigResource
+
+from alphapanda.topics import TopicNames
+from tests.integration.test_api import SettingsFor, running_feed
+from tests.support.derived import read_raw
+from tests.support.feed import eventually, quiesce
+
+# Longer than the simulator's per-instrument cadence (about 1 s), so conflation shows.
+INTERVAL_MS = 1500
+
+
+def _topic_config(bootstrap: str, topic: str) -> dict[str, str]:
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    resource = ConfigResource(ConfigResource.Type.TOPIC, topic)
+    entries = admin.describe_configs([resource])[resource].result(timeout=15)
+    return {name: entry.value for name, entry in entries.items()}
+
+
+async def test_latest_quotes_topic_and_api(settings_for: SettingsFor, unique: str) -> None:
+    async with running_feed(settings_for, unique, quotes={"interval_ms": INTERVAL_MS}) as feed:
+        service, http = feed.service, feed.http
+        derived = service.derived
+        assert derived is not None
+        streaming = set(service.client.subscriptions())
+        await eventually(lambda: set(derived.quotes.tokens()) == streaming, what="every quote")
+        await asyncio.sleep(5)  # several intervals of writes
+        await quiesce(feed.sim, service)
+        await asyncio.sleep(INTERVAL_MS / 1000 * 3)  # the last dirty quotes are written
+        producer = derived._producer
+        assert producer is not None
+        await eventually(lambda: producer.pending == 0, what="quotes acked")
+        latest = {t: derived.quotes.get(t) for t in streaming}
+
+        # API: one, several (with an unknown one), all; 404 for an unknown instrument.
+        token = min(streaming)
+        one = (await http.get(f"/quotes/{token}")).json()
+        assert one == msgspec.to_builtins(latest[token])
+        several = (
+            await http.get("/quotes", params={"tokens": f"{token},1,{max(streaming)}"})
+        ).json()
+        assert set(several["quotes"]) == {str(token), str(max(streaming))}
+        assert several["missing"] == [1]
+        everything = (await http.get("/quotes")).json()
+        assert set(everything["quotes"]) == {str(t) for t in streaming}
+        assert (await http.get("/quotes/1")).status_code == 404
+        assert (await http.get("/quotes", params={"tokens": "x"})).status_code == 422
+
+    bootstrap = feed.settings.kafka.bootstrap_servers
+    topic = TopicNames.market_quotes_latest(feed.settings.kafka.topic_prefix)
+    config = await asyncio.to_thread(_topic_config, bootstrap, topic)
+    assert config["cleanup.policy"] == "compact"
+
+    records = await asyncio.to_thread(read_raw, bootstrap, topic)
+    last: dict[bytes, dict[str, object]] = {}
+    writes: dict[bytes, list[datetime]] = {}
+    for record in sorted(records, key=lambda r: (r.partition, r.offset)):
+        assert record.key is not None
+        envelope = json.loads(record.value)
+        assert envelope["event_type"] == "market_tick" and envelope["schema_version"] == 1
+        last[record.key] = envelope["data"]
+        writes.setdefault(record.key, []).append(datetime.fromisoformat(envelope["emitted_at"]))
+    # A fresh reader keeping the last value per key has exactly one current value for
+    # every streaming instrument: the feed's own latest tick.
+    assert set(last) == {str(t).encode() for t in streaming}
+    for t in streaming:
+        assert last[str(t).encode()] == msgspec.to_builtins(latest[t])
+    # Conflated: never two writes of one instrument within the interval.
+    gaps = [
+        (b - a).total_seconds() for times in writes.values() for a, b in itertools.pairwise(times)
+    ]
+    assert gaps and min(gaps) >= INTERVAL_MS / 1000 * 0.95
+    assert derived.quotes.conflated > 0
