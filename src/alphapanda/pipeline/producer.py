@@ -13,6 +13,7 @@ it is what the publisher waits on before replaying the spool, and at shutdown.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from array import array
@@ -164,6 +165,9 @@ class MessageProducer:
         *,
         on_ack: Callable[..., None] | None = None,
         client_id: str = "alphapanda-feed",
+        transactional_id: str | None = None,
+        commit_interval: float = 0.1,
+        commit_timeout: float = 10.0,
     ) -> None:
         self.topic = topic
         self._on_delivery = on_delivery
@@ -175,11 +179,29 @@ class MessageProducer:
         self._acked: list[int] = []
         # Told the receive times of every batch of acks (the WAL's retention uses them).
         self.ack_listener: Callable[[list[int]], None] | None = None
+        config = producer_config(settings, client_id)
+        if transactional_id is not None:
+            # Hot standby: every tick is written inside a transaction; a new owner of
+            # the same id fences this producer (see ``start_transactions``).
+            config["transactional.id"] = transactional_id
+            config["transaction.timeout.ms"] = max(int(commit_timeout * 1000) * 2, 60_000)
         self._producer = Producer(
-            producer_config(settings, client_id)
+            config
             # librdkafka's own log lines go through logging (served by poll()), not stderr.
             | {"error_cb": self._error, "logger": logging.getLogger("alphapanda.kafka")}
         )
+        self.transactional = transactional_id is not None
+        self.commit_interval = commit_interval
+        self._commit_timeout = commit_timeout
+        self._in_transaction = False
+        self._uncommitted = 0
+        self._last_commit = time.monotonic()
+        self.commits = 0
+        self.commit_latency = LatencyReservoir(1024)
+        # Set when a transaction could not be committed (fenced by a newer owner of the
+        # transactional id, or aborted): nothing of it is visible to read_committed
+        # consumers, and this producer must not be used for ticks again.
+        self.transaction_error: str | None = None
         self._stopping = asyncio.Event()
         self.pending = 0
         self.sent = 0
@@ -215,6 +237,7 @@ class MessageProducer:
             return False
         self.pending += 1
         self.sent += 1
+        self._uncommitted += 1
         return True
 
     def produce_many(self, messages: list[EncodedMessage], start: int = 0) -> int:
@@ -252,6 +275,7 @@ class MessageProducer:
         accepted = index - start
         self.pending += accepted
         self.sent += accepted
+        self._uncommitted += accepted
         return accepted
 
     async def produce(self, message: EncodedMessage, context: object = None) -> None:
@@ -360,8 +384,60 @@ class MessageProducer:
         """Serve delivery reports until ``stop()``; one supervised task."""
         while not self._stopping.is_set():
             self._poll()
+            if (
+                self._in_transaction
+                and self._uncommitted
+                and time.monotonic() - self._last_commit >= self.commit_interval
+            ):
+                self.commit()
             await asyncio.sleep(POLL_INTERVAL_BUSY if self.pending else POLL_INTERVAL_IDLE)
         self._poll()
+        if self._in_transaction:
+            self.commit()
+
+    # -- transactions (hot standby) -----------------------------------------------------
+
+    async def start_transactions(self, wait_seconds: float) -> None:
+        """Take ownership of the transactional id and open the first transaction.
+
+        ``init_transactions`` bumps the id's epoch at the transaction coordinator: a
+        previous owner (a deposed active, even one that is merely paused) is fenced —
+        its open transaction is aborted and every later write or commit of it fails.
+        """
+        if not self.transactional:
+            raise RuntimeError("not a transactional producer")
+        await asyncio.to_thread(self._producer.init_transactions, wait_seconds)
+        self._producer.begin_transaction()
+        self._in_transaction = True
+        self._last_commit = time.monotonic()
+
+    def commit(self) -> bool:
+        """Commit the open transaction (blocking: it waits for every ack, up to the
+        commit timeout) and open the next; ``False`` once transactions failed."""
+        if not self._in_transaction:
+            return self.transaction_error is None
+        started = time.monotonic_ns()
+        try:
+            self._producer.commit_transaction(self._commit_timeout)
+        except KafkaException as exc:
+            self._in_transaction = False
+            error = exc.args[0] if exc.args else None
+            self.transaction_error = error.str() if isinstance(error, KafkaError) else str(exc)
+            self.fatal_error = self.fatal_error or self.transaction_error
+            log.critical("transaction commit failed: %s", self.transaction_error)
+            if isinstance(error, KafkaError) and error.txn_requires_abort():
+                with contextlib.suppress(KafkaException):
+                    self._producer.abort_transaction(self._commit_timeout)
+            self._poll()
+            return False
+        self.commit_latency.add(time.monotonic_ns() - started)
+        self.commits += 1
+        self._uncommitted = 0
+        self._last_commit = time.monotonic()
+        if self._acked:
+            self._settle_acks()
+        self._producer.begin_transaction()
+        return True
 
     def stop(self) -> None:
         self._stopping.set()
@@ -373,6 +449,8 @@ class MessageProducer:
         while self.pending and time.monotonic() < deadline:
             await asyncio.sleep(POLL_INTERVAL_BUSY)
             self._poll()
+        if self._in_transaction and self._uncommitted and not self.pending:
+            self.commit()
         return self.pending
 
     def purge_queued(self) -> None:

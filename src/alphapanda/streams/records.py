@@ -76,6 +76,8 @@ class FeedEvent(msgspec.Struct, frozen=True, omit_defaults=True):
     start: datetime | None = None
     end: datetime | None = None
     accounting: dict[str, Any] | None = None
+    instance: str | None = None
+    epoch: int | None = None
 
     @property
     def key(self) -> bytes:

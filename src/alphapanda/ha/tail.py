@@ -1,0 +1,105 @@
+"""The active's last published tick per instrument, read from the tails of ``market.ticks``.
+
+A takeover reads it after the new owner of the transactional id has fenced the old one,
+so the tail cannot grow behind its back (a read_committed consumer: records of the
+fenced, aborted transaction are never seen). The read is bounded: ``window`` records
+per partition from the end. Records are keyed by instrument, so within a partition
+the last record of an instrument is the last one published.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgspec
+from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
+
+from alphapanda.pipeline.formatter import MarketTick
+from alphapanda.pipeline.wire import WireDecoder, content_type_of
+
+
+@dataclass(slots=True)
+class LastPublished:
+    """Per instrument, the last tick in the topic; how the read went."""
+
+    ticks: dict[int, MarketTick] = field(default_factory=dict)
+    records: int = 0
+    unreadable: int = 0
+    newest_received_at_ns: int = 0  # the newest receive time seen (the active's clock)
+    oldest_received_at_ns: int = 0  # the oldest record read: older ones were not looked at
+
+
+def read_last_published(
+    bootstrap_servers: str, topic: str, *, window: int, timeout: float = 10.0
+) -> LastPublished:
+    """Blocking (run it in a thread)."""
+    consumer = Consumer(
+        {
+            "bootstrap.servers": bootstrap_servers,
+            "group.id": "alphapanda-ha-takeover",  # assign() only, never committed
+            "enable.auto.commit": False,
+            "enable.partition.eof": True,
+            "isolation.level": "read_committed",
+            "log_level": 2,
+        }
+    )
+    decoder = WireDecoder()
+    result = LastPublished()
+    try:
+        metadata = consumer.list_topics(topic, timeout=timeout)
+        described = metadata.topics.get(topic)
+        if described is None or described.error is not None:
+            raise KafkaException(described.error if described is not None else "no metadata")
+        for partition in sorted(described.partitions):
+            _read_partition(consumer, decoder, topic, partition, window, timeout, result)
+    finally:
+        consumer.close()
+    return result
+
+
+def _read_partition(
+    consumer: Any,
+    decoder: WireDecoder,
+    topic: str,
+    partition: int,
+    window: int,
+    timeout: float,
+    result: LastPublished,
+) -> None:
+    low, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=timeout)
+    if high <= low:
+        return
+    consumer.assign([TopicPartition(topic, partition, max(low, high - window))])
+    deadline = time.monotonic() + timeout
+    try:
+        while True:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"reading the tail of partition {partition} timed out")
+            for message in consumer.consume(1000, timeout=0.2):
+                error = message.error()
+                if error is not None:
+                    if error.code() == KafkaError._PARTITION_EOF:
+                        return
+                    raise KafkaException(error)
+                headers = message.headers()
+                try:
+                    event = decoder.decode(
+                        message.value() or b"",
+                        content_type_of(headers if isinstance(headers, list) else None),
+                    )
+                except (msgspec.DecodeError, msgspec.ValidationError, ValueError):
+                    result.unreadable += 1
+                    continue
+                tick = event.data
+                result.records += 1
+                result.ticks[tick.instrument_token] = tick
+                at = tick.received_at_ns
+                result.newest_received_at_ns = max(result.newest_received_at_ns, at)
+                if not result.oldest_received_at_ns or at < result.oldest_received_at_ns:
+                    result.oldest_received_at_ns = at
+                if (message.offset() or 0) >= high - 1:
+                    return
+    finally:
+        consumer.unassign()
