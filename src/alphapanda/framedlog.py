@@ -78,7 +78,9 @@ def _check(view: memoryview, offset: int) -> int | None:
     return end
 
 
-def parse(data: bytes | memoryview, offset: int = 0, *, final: bool = True) -> Iterator[Record | Damage]:
+def parse(
+    data: bytes | memoryview, offset: int = 0, *, final: bool = True
+) -> Iterator[Record | Damage]:
     """Records and damage reports in ``data`` from ``offset``, in file order.
 
     With ``final`` (the whole file is in ``data``), bytes at the end that do not form a

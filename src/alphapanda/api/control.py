@@ -199,6 +199,10 @@ class ServiceControl:
     def readiness(self) -> tuple[bool, list[str]]:
         return self._service.readiness()
 
+    def standby_ready(self) -> bool | None:
+        ha = self._service.ha
+        return None if ha is None or ha.active else ha.standby_ready
+
     def subscriptions(self) -> dict[int, str]:
         return self._service.client.subscriptions()
 

@@ -295,7 +295,22 @@ class HaController:
             "last_received_at_ns": self.gate.last_received_ns,
         }
 
+    @property
+    def standby_ready(self) -> bool:
+        """A standby able to take over: warm, its own connection streams; cold, the
+        lease's database session is up."""
+        if self.standby == "warm":
+            return self._streaming()
+        return self.lease.connected
+
     def samples(self) -> Iterator[Sample]:
+        labels = (
+            ("group", self.group),
+            ("instance", self.instance),
+            ("role", self.role),
+            ("standby_mode", self.standby),
+        )
+        yield Sample("ha_info", "gauge", 1, labels, "This feed's hot-standby group and role.")
         yield Sample(
             "ha_active",
             "gauge",
@@ -304,11 +319,30 @@ class HaController:
             "1 while this instance is the group's active.",
         )
         yield Sample(
-            "ha_epoch",
+            "ha_epoch", "gauge", self.term.epoch if self.term else 0, (), "Leadership epoch held."
+        )
+        since = self.active_since.timestamp() if self.active_since else 0.0
+        yield Sample("ha_active_since_timestamp", "gauge", since, (), "Unix time it became active.")
+        yield Sample(
+            "ha_standby_ready",
             "gauge",
-            self.term.epoch if self.term else 0,
+            int(not self.active and self.standby_ready),
             (),
-            "Leadership epoch held (0: standby).",
+            "1 while a standby is able to take over.",
+        )
+        yield Sample(
+            "ha_last_received_timestamp",
+            "gauge",
+            self.gate.last_received_ns / 1e9,
+            (),
+            "Unix time of the newest tick this instance received.",
+        )
+        yield Sample(
+            "ha_takeover_seconds",
+            "gauge",
+            self.takeover_seconds or 0.0,
+            (),
+            "Lease taken -> publishing, at this instance's takeover.",
         )
         yield from self.gate.samples()
         commits = self.producer.commit_latency
@@ -316,5 +350,5 @@ class HaController:
         yield Sample(
             "ha_commits_total", "counter", self.producer.commits, (), "Transactions committed."
         )
-        yield Sample("ha_commit_p99_seconds", "gauge", p99, (), "Transaction commit time, p99.")
         yield Sample("ha_commit_p50_seconds", "gauge", p50, (), "Transaction commit time, p50.")
+        yield Sample("ha_commit_p99_seconds", "gauge", p99, (), "Transaction commit time, p99.")

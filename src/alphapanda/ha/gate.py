@@ -126,6 +126,8 @@ class StandbyGate:
 
     async def put_many(self, ticks: Sequence[Tick], source: str = SOURCE_SOCKET) -> None:
         if self.active:
+            if ticks:
+                self.last_received_ns = ticks[-1].received_at_ns
             await self._sink.put_many(ticks, source)
             return
         async with self._lock:

@@ -114,6 +114,10 @@ class PgLease:
             )
         return self._conn
 
+    @property
+    def connected(self) -> bool:
+        return self._conn is not None and not self._conn.is_closed()
+
     async def try_acquire(self) -> Term | None:
         """Take the lock if it is free; the new term (epoch + 1) if taken."""
         conn = await self._connection()
