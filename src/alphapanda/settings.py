@@ -246,7 +246,7 @@ class HaSettings(_Group):
     standby: Literal["auto", "warm", "cold"] = "auto"
     # Leadership lease: an active that has not renewed it for this long (paused, cut
     # off from the database) loses it. SIGKILL frees it at once.
-    lease_ms: int = Field(1500, ge=200)
+    lease_ms: int = Field(3000, ge=200)
     # How often a standby tries to take the lease.
     poll_ms: int = Field(200, ge=20)
     # transactions: the ticks are written in Kafka transactions, so a deposed active

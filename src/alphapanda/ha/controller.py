@@ -164,12 +164,14 @@ class HaController:
         if self.producer.transactional:
             # Fences the previous owner: nothing it writes from now on can be committed.
             await self.producer.start_transactions(ha.lease_ms / 1000 * 4)
+        fenced = time.monotonic()
         tail: LastPublished = await asyncio.to_thread(
             read_last_published,
             self._settings.kafka.bootstrap_servers,
             self.topic,
             window=TAIL_WINDOW,
         )
+        tail_read = time.monotonic()
         now = datetime.now(UTC)
         if self.standby == "warm":
             self.takeover = await self.gate.promote(tail.ticks)
@@ -182,11 +184,16 @@ class HaController:
         self.takeover_seconds = time.monotonic() - started
         report = self.takeover
         log.warning(
-            "ha %s: active since %s (epoch %d, %s standby): %s",
+            "ha %s: active since %s (epoch %d, %s standby; fencing %.3f s, tail %.3f s "
+            "(%d records), total %.3f s): %s",
             self.group,
             term.since.isoformat(),
             term.epoch,
             self.standby,
+            fenced - started,
+            tail_read - fenced,
+            tail.records,
+            self.takeover_seconds,
             "connecting now"
             if report is None
             else f"replayed {report.replayed} held ticks ({report.matched} instruments matched, "
@@ -235,14 +242,18 @@ class HaController:
 
     async def _keep_lease(self) -> None:
         lease_s = self._settings.ha.lease_ms / 1000
+        budget = lease_s * 0.75  # give up before the server hands the lock on
         every = lease_s / 4
         last_ok = time.monotonic()
         while not self._stop.is_set():
             if self.producer.transaction_error is not None:
                 self._depose(f"transaction failed: {self.producer.transaction_error}")
                 return
+            left = budget - (time.monotonic() - last_ok)
             try:
-                handover = await asyncio.wait_for(self.lease.renew(), every)
+                # Never cancelled early: a renewal cut off mid-query would break the
+                # session (and free the lock); it may take whatever the budget leaves.
+                handover = await asyncio.wait_for(self.lease.renew(), max(left, 0.01))
                 last_ok = time.monotonic()
                 if handover and not self.handover_requested:
                     self.handover_requested = True
@@ -251,9 +262,9 @@ class HaController:
                     )
                     self._request_stop()
             except Exception as exc:
-                log.warning("ha %s: lease renewal failed: %s", self.group, exc)
+                log.warning("ha %s: lease renewal failed: %r", self.group, exc)
                 await self.lease.close()
-            if time.monotonic() - last_ok > lease_s * 0.75:
+            if time.monotonic() - last_ok > budget:
                 self._depose("lease not renewed in time (paused, or cut off from the database)")
                 return
             try:

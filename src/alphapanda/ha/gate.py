@@ -17,6 +17,7 @@ and the instrument is reported as ``gap_possible``.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import time
 from collections import deque
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -96,7 +97,7 @@ def plan_takeover(
                 break
         if found >= 0:
             report.matched += 1
-            out.extend(ticks[found + 1 :])
+            out.extend(itertools.islice(ticks, found + 1, None))
             continue
         report.gap_possible.append(token)
         newest = target[0]

@@ -34,7 +34,8 @@ class LastPublished:
 def read_last_published(
     bootstrap_servers: str, topic: str, *, window: int, timeout: float = 10.0
 ) -> LastPublished:
-    """Blocking (run it in a thread)."""
+    """Blocking (run it in a thread). All partitions are read at once, each from
+    ``window`` records before its end up to its end (end of partition event)."""
     consumer = Consumer(
         {
             "bootstrap.servers": bootstrap_servers,
@@ -42,6 +43,9 @@ def read_last_published(
             "enable.auto.commit": False,
             "enable.partition.eof": True,
             "isolation.level": "read_committed",
+            # A takeover waits on this read: no batching delays.
+            "fetch.wait.max.ms": 10,
+            "fetch.error.backoff.ms": 10,
             "log_level": 2,
         }
     )
@@ -52,54 +56,55 @@ def read_last_published(
         described = metadata.topics.get(topic)
         if described is None or described.error is not None:
             raise KafkaException(described.error if described is not None else "no metadata")
+        assignment = []
         for partition in sorted(described.partitions):
-            _read_partition(consumer, decoder, topic, partition, window, timeout, result)
+            low, high = consumer.get_watermark_offsets(
+                TopicPartition(topic, partition), timeout=timeout
+            )
+            if high > low:
+                assignment.append(TopicPartition(topic, partition, max(low, high - window)))
+        if assignment:
+            consumer.assign(assignment)
+            _read(consumer, decoder, {tp.partition for tp in assignment}, timeout, result)
     finally:
         consumer.close()
     return result
 
 
-def _read_partition(
+def _read(
     consumer: Any,
     decoder: WireDecoder,
-    topic: str,
-    partition: int,
-    window: int,
+    partitions: set[int],
     timeout: float,
     result: LastPublished,
 ) -> None:
-    low, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=timeout)
-    if high <= low:
-        return
-    consumer.assign([TopicPartition(topic, partition, max(low, high - window))])
     deadline = time.monotonic() + timeout
-    try:
-        while True:
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"reading the tail of partition {partition} timed out")
-            for message in consumer.consume(1000, timeout=0.2):
-                error = message.error()
-                if error is not None:
-                    if error.code() == KafkaError._PARTITION_EOF:
-                        return
-                    raise KafkaException(error)
-                headers = message.headers()
-                try:
-                    event = decoder.decode(
-                        message.value() or b"",
-                        content_type_of(headers if isinstance(headers, list) else None),
-                    )
-                except (msgspec.DecodeError, msgspec.ValidationError, ValueError):
-                    result.unreadable += 1
+    open_partitions = set(partitions)
+    while open_partitions:
+        if time.monotonic() > deadline:
+            raise TimeoutError(
+                f"reading the tail of partitions {sorted(open_partitions)} timed out"
+            )
+        for message in consumer.consume(5000, timeout=0.1):
+            error = message.error()
+            if error is not None:
+                if error.code() == KafkaError._PARTITION_EOF:
+                    open_partitions.discard(message.partition() or 0)
                     continue
-                tick = event.data
-                result.records += 1
-                result.ticks[tick.instrument_token] = tick
-                at = tick.received_at_ns
-                result.newest_received_at_ns = max(result.newest_received_at_ns, at)
-                if not result.oldest_received_at_ns or at < result.oldest_received_at_ns:
-                    result.oldest_received_at_ns = at
-                if (message.offset() or 0) >= high - 1:
-                    return
-    finally:
-        consumer.unassign()
+                raise KafkaException(error)
+            headers = message.headers()
+            try:
+                event = decoder.decode(
+                    message.value() or b"",
+                    content_type_of(headers if isinstance(headers, list) else None),
+                )
+            except (msgspec.DecodeError, msgspec.ValidationError, ValueError):
+                result.unreadable += 1
+                continue
+            tick = event.data
+            result.records += 1
+            result.ticks[tick.instrument_token] = tick
+            at = tick.received_at_ns
+            result.newest_received_at_ns = max(result.newest_received_at_ns, at)
+            if not result.oldest_received_at_ns or at < result.oldest_received_at_ns:
+                result.oldest_received_at_ns = at
