@@ -47,7 +47,7 @@ HA_ACTIVE: Final = "ha_active"
 GAP_POSSIBLE: Final = "gap_possible"
 GAP: Final = "gap"
 # Records per partition read back at a takeover to find the active's last ticks.
-TAIL_WINDOW: Final = 50_000
+TAIL_WINDOW: Final = 3_000
 
 Role = Literal["standby", "active", "deposed"]
 
@@ -174,7 +174,7 @@ class HaController:
         tail_read = time.monotonic()
         now = datetime.now(UTC)
         if self.standby == "warm":
-            self.takeover = await self.gate.promote(tail.ticks)
+            self.takeover = await self.gate.promote(tail.ticks, tail.oldest_received_at_ns)
         else:
             self.gate.active = True
             await self._connect()

@@ -75,9 +75,17 @@ class Takeover:
 
 
 def plan_takeover(
-    held: Mapping[int, Sequence[Tick]], last: Mapping[int, MarketTick]
+    held: Mapping[int, Sequence[Tick]],
+    last: Mapping[int, MarketTick],
+    covered_from_ns: int = 0,
 ) -> tuple[list[Tick], Takeover]:
-    """Pure: which held ticks to publish, per instrument after the active's last one."""
+    """Pure: which held ticks to publish, per instrument after the active's last one.
+
+    ``covered_from_ns``: the tail was read completely from this receive time on (0: the
+    whole topic), so an instrument absent from ``last`` published nothing the active
+    received after it; its held ticks received before it are not republished (the two
+    hosts' clocks are compared here: keep them in sync).
+    """
     out: list[Tick] = []
     report = Takeover()
     for token, ticks in held.items():
@@ -86,7 +94,7 @@ def plan_takeover(
         published = last.get(token)
         if published is None:
             report.not_in_topic += 1
-            out.extend(ticks)
+            out.extend(t for t in ticks if t.received_at_ns > covered_from_ns)
             continue
         target = published_identity(published)
         with_oi = target[4] is not None
@@ -164,11 +172,11 @@ class StandbyGate:
     def held(self) -> dict[int, list[Tick]]:
         return {token: list(q) for token, q in self._held.items()}
 
-    async def promote(self, last: Mapping[int, MarketTick]) -> Takeover:
+    async def promote(self, last: Mapping[int, MarketTick], covered_from_ns: int = 0) -> Takeover:
         """Publish what follows the active's last tick (``last``: per instrument, read
         from the topic after the old active was fenced), then let live ticks through."""
         async with self._lock:
-            replay, report = plan_takeover(self._held, last)
+            replay, report = plan_takeover(self._held, last, covered_from_ns)
             self._held.clear()
             if replay:
                 await self._sink.put_many(replay, SOURCE_SOCKET)

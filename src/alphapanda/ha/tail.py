@@ -28,7 +28,9 @@ class LastPublished:
     records: int = 0
     unreadable: int = 0
     newest_received_at_ns: int = 0  # the newest receive time seen (the active's clock)
-    oldest_received_at_ns: int = 0  # the oldest record read: older ones were not looked at
+    # From this receive time on, every record of every partition was read (0: whole
+    # topic read, or empty).
+    oldest_received_at_ns: int = 0
 
 
 def read_last_published(
@@ -46,6 +48,7 @@ def read_last_published(
             # A takeover waits on this read: no batching delays.
             "fetch.wait.max.ms": 10,
             "fetch.error.backoff.ms": 10,
+            "max.partition.fetch.bytes": 16 * 1024 * 1024,
             "log_level": 2,
         }
     )
@@ -71,6 +74,15 @@ def read_last_published(
     return result
 
 
+def _decode(decoder: WireDecoder, value: bytes, headers: Any) -> MarketTick | None:
+    try:
+        return decoder.decode(
+            value, content_type_of(headers if isinstance(headers, list) else None)
+        ).data
+    except (msgspec.DecodeError, msgspec.ValidationError, ValueError):
+        return None
+
+
 def _read(
     consumer: Any,
     decoder: WireDecoder,
@@ -78,33 +90,37 @@ def _read(
     timeout: float,
     result: LastPublished,
 ) -> None:
+    # Only the last record of each key (instrument) and the first of each partition
+    # are decoded: a takeover must not spend its time parsing the whole window.
     deadline = time.monotonic() + timeout
     open_partitions = set(partitions)
+    last: dict[bytes, tuple[bytes, Any]] = {}
+    first: dict[int, tuple[bytes, Any]] = {}
     while open_partitions:
         if time.monotonic() > deadline:
             raise TimeoutError(
                 f"reading the tail of partitions {sorted(open_partitions)} timed out"
             )
-        for message in consumer.consume(5000, timeout=0.1):
+        for message in consumer.consume(10_000, timeout=0.1):
             error = message.error()
             if error is not None:
                 if error.code() == KafkaError._PARTITION_EOF:
                     open_partitions.discard(message.partition() or 0)
                     continue
                 raise KafkaException(error)
-            headers = message.headers()
-            try:
-                event = decoder.decode(
-                    message.value() or b"",
-                    content_type_of(headers if isinstance(headers, list) else None),
-                )
-            except (msgspec.DecodeError, msgspec.ValidationError, ValueError):
-                result.unreadable += 1
-                continue
-            tick = event.data
+            record = (message.value() or b"", message.headers())
+            last[message.key() or b""] = record
+            first.setdefault(message.partition() or 0, record)
             result.records += 1
-            result.ticks[tick.instrument_token] = tick
-            at = tick.received_at_ns
-            result.newest_received_at_ns = max(result.newest_received_at_ns, at)
-            if not result.oldest_received_at_ns or at < result.oldest_received_at_ns:
-                result.oldest_received_at_ns = at
+    for value, headers in last.values():
+        tick = _decode(decoder, value, headers)
+        if tick is None:
+            result.unreadable += 1
+            continue
+        result.ticks[tick.instrument_token] = tick
+        result.newest_received_at_ns = max(result.newest_received_at_ns, tick.received_at_ns)
+    oldest = [t for t in (_decode(decoder, v, h) for v, h in first.values()) if t is not None]
+    if oldest:
+        # Every partition was read from its window's start: an instrument absent from
+        # the result published nothing received after the latest of these starts.
+        result.oldest_received_at_ns = max(t.received_at_ns for t in oldest)

@@ -13,7 +13,6 @@ it is what the publisher waits on before replaying the spool, and at shutdown.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from array import array
@@ -194,6 +193,7 @@ class MessageProducer:
         self.commit_interval = commit_interval
         self._commit_timeout = commit_timeout
         self._in_transaction = False
+        self._committing = False
         self._uncommitted = 0
         self._last_commit = time.monotonic()
         self.commits = 0
@@ -221,6 +221,8 @@ class MessageProducer:
 
         ``context`` comes back to the delivery handler with the outcome.
         """
+        if self._committing:
+            return False
         try:
             self._producer.produce(
                 self.topic,
@@ -243,6 +245,8 @@ class MessageProducer:
     def produce_many(self, messages: list[EncodedMessage], start: int = 0) -> int:
         """``try_produce`` for ``messages[start:]`` in one tight loop (the hot path);
         returns how many were accepted before librdkafka's queue filled up."""
+        if self._committing:
+            return 0
         produce = self._producer.produce
         topic = self.topic
         index = start
@@ -389,11 +393,11 @@ class MessageProducer:
                 and self._uncommitted
                 and time.monotonic() - self._last_commit >= self.commit_interval
             ):
-                self.commit()
+                await self.commit()
             await asyncio.sleep(POLL_INTERVAL_BUSY if self.pending else POLL_INTERVAL_IDLE)
         self._poll()
         if self._in_transaction:
-            self.commit()
+            await self.commit()
 
     # -- transactions (hot standby) -----------------------------------------------------
 
@@ -411,32 +415,48 @@ class MessageProducer:
         self._in_transaction = True
         self._last_commit = time.monotonic()
 
-    def commit(self) -> bool:
-        """Commit the open transaction (blocking: it waits for every ack, up to the
-        commit timeout) and open the next; ``False`` once transactions failed."""
+    @property
+    def committing(self) -> bool:
+        """True while a transaction commit pauses producing."""
+        return self._committing
+
+    async def commit(self) -> bool:
+        """Commit the open transaction and open the next; ``False`` once transactions
+        failed (fenced by a newer owner of the id, or the broker did not ack in time).
+
+        The event loop never blocks on it: producing pauses (the publisher sees a full
+        queue and waits; ticks wait in the TickBuffer), every delivery report is served
+        here, and only then the commit itself (one round trip to the transaction
+        coordinator, nothing left to flush) runs in a worker thread.
+        """
         if not self._in_transaction:
             return self.transaction_error is None
+        self._committing = True
         started = time.monotonic_ns()
         try:
-            self._producer.commit_transaction(self._commit_timeout)
+            deadline = time.monotonic() + self._commit_timeout
+            while self.pending:
+                if time.monotonic() > deadline:
+                    raise KafkaException(
+                        KafkaError(KafkaError._TIMED_OUT, "acks not received in time")
+                    )
+                self._poll()
+                await asyncio.sleep(POLL_INTERVAL_BUSY)
+            await asyncio.to_thread(self._producer.commit_transaction, self._commit_timeout)
+            self._producer.begin_transaction()
         except KafkaException as exc:
             self._in_transaction = False
             error = exc.args[0] if exc.args else None
             self.transaction_error = error.str() if isinstance(error, KafkaError) else str(exc)
             self.fatal_error = self.fatal_error or self.transaction_error
             log.critical("transaction commit failed: %s", self.transaction_error)
-            if isinstance(error, KafkaError) and error.txn_requires_abort():
-                with contextlib.suppress(KafkaException):
-                    self._producer.abort_transaction(self._commit_timeout)
-            self._poll()
             return False
+        finally:
+            self._committing = False
         self.commit_latency.add(time.monotonic_ns() - started)
         self.commits += 1
         self._uncommitted = 0
         self._last_commit = time.monotonic()
-        if self._acked:
-            self._settle_acks()
-        self._producer.begin_transaction()
         return True
 
     def stop(self) -> None:
@@ -450,7 +470,7 @@ class MessageProducer:
             await asyncio.sleep(POLL_INTERVAL_BUSY)
             self._poll()
         if self._in_transaction and self._uncommitted and not self.pending:
-            self.commit()
+            await self.commit()
         return self.pending
 
     def purge_queued(self) -> None:

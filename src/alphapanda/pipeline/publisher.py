@@ -280,6 +280,12 @@ class Publisher:
                 self.spill_events += 1
                 log.critical("producer failed fatally: spooling every tick until a restart")
                 continue
+            if producer.committing:
+                # A Kafka transaction is being committed (hot standby): not a full
+                # queue, so not a reason to spool; ticks wait in the buffer.
+                full_since = 0.0
+                await asyncio.sleep(0.001)
+                continue
             # librdkafka's queue is full: wait for room, serving reports, for a while.
             now = time.monotonic()
             if not full_since:
