@@ -25,6 +25,7 @@ import logging
 import os
 import socket
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterator
@@ -33,7 +34,7 @@ from typing import Any, Final, Literal
 
 from alphapanda.ha.gate import StandbyGate, Takeover
 from alphapanda.ha.lease import PgLease, Term
-from alphapanda.ha.tail import LastPublished, read_last_published
+from alphapanda.ha.tail import LastPublished, TailFollower, read_last_published
 from alphapanda.metrics.samples import Sample
 from alphapanda.pipeline.producer import MessageProducer
 from alphapanda.settings import Settings
@@ -111,6 +112,7 @@ class HaController:
         self.takeover_seconds: float | None = None
         self.handover_requested = False
         self._stop = asyncio.Event()
+        self._follower: TailFollower | None = None
 
     @property
     def active(self) -> bool:
@@ -120,40 +122,53 @@ class HaController:
         self._stop.set()
 
     async def run(self) -> None:
-        try:
-            if not await self._wait_for_lease():
-                return
-            await self._keep_lease()
-        finally:
-            await self.lease.close()
+        keeper = _LeaseKeeper(self.lease, self._settings.ha.poll_ms / 1000)
+        follower = TailFollower(self._settings.kafka.bootstrap_servers, self.topic, TAIL_WINDOW)
+        self._follower = follower
+        async with asyncio.TaskGroup() as tg:
+            thread = tg.create_task(asyncio.to_thread(keeper.run), name="ha-lease")
+            following = None
+            if self.standby == "warm":
+                following = tg.create_task(asyncio.to_thread(follower.run), name="ha-tail")
+            try:
+                await self._follow(keeper)
+            finally:
+                keeper.stop.set()
+                follower.stop.set()
+            await thread
+            if following is not None:
+                await following
 
-    async def _wait_for_lease(self) -> bool:
+    async def _follow(self, keeper: _LeaseKeeper) -> None:
         poll = self._settings.ha.poll_ms / 1000
-        logged = False
+        while keeper.term is None:
+            if self._stop.is_set() or keeper.finished.is_set():
+                return
+            await self._sleep(min(poll, 0.05))
+        await self._take_over(keeper.term, keeper.acquired_at)
+        lease_s = self._settings.ha.lease_ms / 1000
+        budget = lease_s * 0.75  # give up before the server hands the lock on
         while not self._stop.is_set():
-            started = time.monotonic()
-            try:
-                term = await asyncio.wait_for(
-                    self.lease.try_acquire(), self._settings.ha.lease_ms / 1000 * 2
-                )
-            except (OSError, TimeoutError, ConnectionError, Exception) as exc:
-                if not logged:
-                    log.warning(
-                        "ha %s: cannot reach the database for the lease: %s", self.group, exc
-                    )
-                    logged = True
-                await self.lease.close()
-                term = None
-            if term is not None:
-                await self._take_over(term, started)
-                return True
-            try:
-                await asyncio.wait_for(self._stop.wait(), poll)
-            except TimeoutError:
-                pass
-        return False
+            if self.producer.transaction_error is not None:
+                self._depose(f"transaction failed: {self.producer.transaction_error}")
+                return
+            if keeper.lost or time.monotonic() - keeper.last_ok > budget:
+                self._depose("lease not renewed in time (paused, or cut off from the database)")
+                return
+            if keeper.handover and not self.handover_requested:
+                self.handover_requested = True
+                log.warning("ha %s: hand-over requested: draining and stepping down", self.group)
+                self._request_stop()
+            await self._sleep(min(lease_s / 8, 0.1))
+
+    async def _sleep(self, seconds: float) -> None:
+        try:
+            await asyncio.wait_for(self._stop.wait(), seconds)
+        except TimeoutError:
+            pass
 
     async def _take_over(self, term: Term, started: float) -> None:
+        # ``started``: when the lease was taken (time.monotonic()).
         ha = self._settings.ha
         log.warning(
             "ha %s: lease taken (epoch %d): taking over as %s",
@@ -165,11 +180,26 @@ class HaController:
             # Fences the previous owner: nothing it writes from now on can be committed.
             await self.producer.start_transactions(ha.lease_ms / 1000 * 4)
         fenced = time.monotonic()
-        tail: LastPublished = await asyncio.to_thread(
-            read_last_published,
-            self._settings.kafka.bootstrap_servers,
-            self.topic,
-            window=TAIL_WINDOW,
+        follower = self._follower
+        caught = None
+        if follower is not None and self.standby == "warm":
+            caught = await asyncio.to_thread(follower.catch_up, ha.lease_ms / 1000)
+            follower.stop.set()
+            if caught is None:
+                log.warning(
+                    "ha %s: tail follower failed (%r): reading the tail afresh",
+                    self.group,
+                    follower.error,
+                )
+        tail: LastPublished = (
+            caught
+            if caught is not None
+            else await asyncio.to_thread(
+                read_last_published,
+                self._settings.kafka.bootstrap_servers,
+                self.topic,
+                window=TAIL_WINDOW,
+            )
         )
         tail_read = time.monotonic()
         now = datetime.now(UTC)
@@ -239,38 +269,6 @@ class HaController:
                     end=end,
                 )
             )
-
-    async def _keep_lease(self) -> None:
-        lease_s = self._settings.ha.lease_ms / 1000
-        budget = lease_s * 0.75  # give up before the server hands the lock on
-        every = lease_s / 4
-        last_ok = time.monotonic()
-        while not self._stop.is_set():
-            if self.producer.transaction_error is not None:
-                self._depose(f"transaction failed: {self.producer.transaction_error}")
-                return
-            left = budget - (time.monotonic() - last_ok)
-            try:
-                # Never cancelled early: a renewal cut off mid-query would break the
-                # session (and free the lock); it may take whatever the budget leaves.
-                handover = await asyncio.wait_for(self.lease.renew(), max(left, 0.01))
-                last_ok = time.monotonic()
-                if handover and not self.handover_requested:
-                    self.handover_requested = True
-                    log.warning(
-                        "ha %s: hand-over requested: draining and stepping down", self.group
-                    )
-                    self._request_stop()
-            except Exception as exc:
-                log.warning("ha %s: lease renewal failed: %r", self.group, exc)
-                await self.lease.close()
-            if time.monotonic() - last_ok > budget:
-                self._depose("lease not renewed in time (paused, or cut off from the database)")
-                return
-            try:
-                await asyncio.wait_for(self._stop.wait(), every)
-            except TimeoutError:
-                pass
 
     def _depose(self, why: str) -> None:
         self.role = "deposed"
@@ -363,3 +361,57 @@ class HaController:
         )
         yield Sample("ha_commit_p50_seconds", "gauge", p50, (), "Transaction commit time, p50.")
         yield Sample("ha_commit_p99_seconds", "gauge", p99, (), "Transaction commit time, p99.")
+
+
+class _LeaseKeeper:
+    """The lease's database session, in a thread of its own (with its own event loop):
+    the feed's loop may be busy for a while under load, and a renewal that waited for
+    it would lose the lease of an active that is merely slow. A paused process pauses
+    this thread too, so a paused active still loses it."""
+
+    def __init__(self, lease: PgLease, poll: float) -> None:
+        self.lease = lease
+        self.poll = poll
+        self.stop = threading.Event()
+        self.finished = threading.Event()
+        self.term: Term | None = None
+        self.acquired_at = 0.0
+        self.last_ok = 0.0
+        self.lost = False
+        self.handover = False
+
+    def run(self) -> None:
+        try:
+            asyncio.run(self._main())
+        finally:
+            self.finished.set()
+
+    async def _main(self) -> None:
+        lease_s = self.lease.lease_seconds
+        logged = False
+        try:
+            while not self.stop.is_set():
+                try:
+                    term = await asyncio.wait_for(self.lease.try_acquire(), lease_s)
+                except Exception as exc:
+                    if not logged:
+                        log.warning("ha %s: no lease session: %r", self.lease.group, exc)
+                        logged = True
+                    await self.lease.close()
+                    term = None
+                if term is not None:
+                    self.acquired_at = self.last_ok = time.monotonic()
+                    self.term = term
+                    break
+                await asyncio.sleep(self.poll)
+            while not self.stop.is_set():
+                try:
+                    self.handover = await asyncio.wait_for(self.lease.renew(), lease_s * 0.75)
+                    self.last_ok = time.monotonic()
+                except Exception as exc:
+                    log.warning("ha %s: lease renewal failed: %r", self.lease.group, exc)
+                    self.lost = True
+                    return
+                await asyncio.sleep(lease_s / 4)
+        finally:
+            await self.lease.close()
