@@ -9,14 +9,18 @@ change of active: no gap, no duplicate, no reordering.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import os
 import signal
 import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
+import pytest
 from confluent_kafka import Consumer, KafkaError, TopicPartition
 
 from alphapanda.pipeline.wire import WireDecoder, content_type_of
@@ -101,10 +105,25 @@ def read_events(bootstrap: str, topic: str) -> list[dict[str, object]]:
     return events
 
 
+_STARTED: list[HaFeed] = []
+
+
+@pytest.fixture(autouse=True)
+def _reap() -> Iterator[None]:
+    """A failed test must not leave feed processes behind (they hold leases, use CPU)."""
+    yield
+    for feed in _STARTED:
+        if feed.proc is not None and feed.proc.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(feed.proc.pid, signal.SIGKILL)
+    _STARTED.clear()
+
+
 class HaFeed(FeedProcess):
     def __init__(self, sim: SimHandle, prefix: str, workdir: Path, group: str, **env: str) -> None:
         workdir.mkdir(parents=True, exist_ok=True)
         super().__init__(sim, SHARED_KAFKA, prefix, workdir)
+        _STARTED.append(self)
         self.env.update(
             ALPHAPANDA_HA__GROUP=group,
             ALPHAPANDA_DATABASE__URL=SHARED_DATABASE,

@@ -28,7 +28,7 @@ def _group(ctx: typer.Context, group: str | None) -> tuple[str, str]:
 
 def _instance_status(api_url: str) -> dict[str, Any] | None:
     try:
-        with urllib.request.urlopen(api_url.rstrip("/") + "/status", timeout=2) as response:
+        with urllib.request.urlopen(api_url.rstrip("/") + "/status", timeout=5) as response:
             body = json.loads(response.read())
     except (urllib.error.URLError, OSError, ValueError):
         return None
