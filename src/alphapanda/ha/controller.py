@@ -38,15 +38,12 @@ from alphapanda.ha.tail import LastPublished, TailFollower, read_last_published
 from alphapanda.metrics.samples import Sample
 from alphapanda.pipeline.producer import MessageProducer
 from alphapanda.settings import Settings
-from alphapanda.streams.records import FeedEvent, ns_to_datetime
+from alphapanda.streams.records import GAP, GAP_POSSIBLE, HA_ACTIVE, FeedEvent, ns_to_datetime
 
 log = logging.getLogger(__name__)
 
 # The exit status of a deposed active (a supervisor restarts it; it joins as standby).
 EXIT_DEPOSED: Final = 75
-HA_ACTIVE: Final = "ha_active"
-GAP_POSSIBLE: Final = "gap_possible"
-GAP: Final = "gap"
 # Records per partition read back at a takeover to find the active's last ticks.
 TAIL_WINDOW: Final = 3_000
 
