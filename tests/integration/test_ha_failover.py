@@ -18,12 +18,14 @@ import sys
 import time
 import uuid
 from collections.abc import Iterator
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
 from confluent_kafka import Consumer, KafkaError, TopicPartition
 
 from alphapanda.pipeline.wire import WireDecoder, content_type_of
+from alphapanda.streams.records import ns_to_datetime
 from tests.integration.test_wal_crash import FeedProcess
 from tests.support.ledger import TickRecord, check_ledger
 from tests.support.services import ROOT, SHARED_DATABASE, SHARED_KAFKA
@@ -252,3 +254,44 @@ async def test_deliberate_handover_has_no_gap(tmp_path: Path, unique: str) -> No
         await _until(b.active, 10, "B to take over")
         records = await _finish(sim, b, prefix)
     _assert_no_gap_no_duplicate(records)
+
+
+async def test_cold_standby_publishes_the_takeover_interval_as_a_gap(
+    tmp_path: Path, unique: str
+) -> None:
+    prefix = f"test.{unique}."
+    async with running_simulator(ticks_per_second=1500) as sim:
+        a = HaFeed(sim, prefix, tmp_path / "a", f"t-{unique}", ALPHAPANDA_HA__STANDBY="cold")
+        b = HaFeed(sim, prefix, tmp_path / "b", f"t-{unique}", ALPHAPANDA_HA__STANDBY="cold")
+        await a.start()
+        await a.wait_for(
+            lambda m: m.get("ha_active") == 1 and m.get("ticks_published_total", 0) > 500,
+            90,
+            "A active and publishing",
+        )
+        await b.start()
+        figures = await b.wait_for(lambda m: m.get("ha_standby_ready") == 1, 90, "B ready")
+        assert figures["kite_streaming"] == 0  # cold: no connection of its own
+        await asyncio.sleep(1.0)
+        a.sigkill()
+        await a.wait()
+        await _until(b.active, 15, "B to take over")
+        records = await _finish(sim, b, prefix)
+    events = await asyncio.to_thread(read_events, SHARED_KAFKA, f"{prefix}market.feed.events")
+    gaps = [e for e in events if e["kind"] == "gap" and e.get("reason") == "cold standby takeover"]
+    assert len(gaps) == 1, events
+    gap = gaps[0]
+    # The interval runs from the old active's last published tick to the new active's
+    # connection streaming: every record is outside it, on the right side.
+    start = datetime.fromisoformat(str(gap["start"]))
+    end = datetime.fromisoformat(str(gap["end"]))
+    before = [r for r in records if ns_to_datetime(r.received_at_ns) <= start]
+    after = [r for r in records if ns_to_datetime(r.received_at_ns) > start]
+    assert before and after
+    assert max(r.received_at_ns for r in before) == max(
+        r.received_at_ns for r in records if ns_to_datetime(r.received_at_ns) <= start
+    )
+    assert ns_to_datetime(max(r.received_at_ns for r in before)) == start
+    assert all(ns_to_datetime(r.received_at_ns) >= end - timedelta(seconds=1) for r in after)
+    report = check_ledger(records)
+    assert not report.duplicate_volumes and not report.reordered
