@@ -115,3 +115,12 @@ def test_window_expires_old_ticks() -> None:
 
     gate = asyncio.run(scenario())
     assert gate.holding < 100 and gate.expired == 100 - gate.holding
+
+
+def test_absent_instrument_replays_only_what_the_tail_read_covered() -> None:
+    ticks = stream(60)
+    # The tail was read completely from tick 40's receive time on, and none of these
+    # instruments was in it: their ticks received before that were published.
+    replay, report = plan_takeover(by_token(ticks), {}, ticks[40].received_at_ns)
+    assert report.not_in_topic == 3
+    assert sorted(replay, key=lambda t: t.received_at_ns) == ticks[41:]

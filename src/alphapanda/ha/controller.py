@@ -247,7 +247,7 @@ class HaController:
                     end=now,
                 )
             )
-        if self.standby == "cold":
+        if self.standby == "cold" and tail.ticks:
             # The interval without a feed: from the old active's last published tick to
             # the moment this instance's connections stream.
             # A condition of another part, not an event of ours: polled briefly.
