@@ -66,10 +66,17 @@ def test_not_found_falls_back_to_newer_exchange_time_and_says_gap_possible() -> 
     ticks = stream(300)
     # The standby's window starts after the active's last tick: not found.
     replay, report = plan_takeover(by_token(ticks[250:]), published(ticks[:200]))
-    last_exchange = max(t.exchange_timestamp or 0 for t in ticks[:200])
     assert sorted(report.gap_possible) == sorted({t.instrument_token for t in ticks})
-    assert all((t.exchange_timestamp or 0) > last_exchange for t in replay)
-    assert len(replay) == sum(1 for t in ticks[250:] if (t.exchange_timestamp or 0) > last_exchange)
+    # Newer than the last published: a later exchange time, or the same with more
+    # volume; here every held tick is (the held window starts after the last one).
+    assert sorted(replay, key=lambda t: t.received_at_ns) == ticks[250:]
+
+
+def test_not_found_never_replays_an_older_snapshot() -> None:
+    ticks = stream(300)
+    # A standby behind the active: its held ticks end before the active's last one.
+    replay, report = plan_takeover(by_token(ticks[:150]), published(ticks[:200]))
+    assert len(report.gap_possible) == 3 and replay == []
 
 
 def test_instrument_absent_from_the_topic_replays_all_held() -> None:
@@ -124,3 +131,18 @@ def test_absent_instrument_replays_only_what_the_tail_read_covered() -> None:
     replay, report = plan_takeover(by_token(ticks), {}, ticks[40].received_at_ns)
     assert report.not_in_topic == 3
     assert sorted(replay, key=lambda t: t.received_at_ns) == ticks[41:]
+
+
+def test_a_standby_behind_the_active_skips_live_ticks_up_to_its_last() -> None:
+    ticks = stream(300)
+
+    async def scenario() -> list[Tick]:
+        sink = Sink()
+        gate = StandbyGate(sink, window_seconds=60)
+        await gate.put_many(ticks[:150])
+        await gate.promote(published(ticks[:200]))
+        await gate.put_many(ticks[150:])  # arrives late on this connection
+        return sink.got
+
+    got = asyncio.run(scenario())
+    assert sorted(got, key=lambda t: t.received_at_ns) == ticks[200:]

@@ -64,6 +64,18 @@ def published_identity(tick: MarketTick) -> Identity:
     )
 
 
+def _newer(tick: Tick, target: Identity) -> bool:
+    """``tick`` is later than the snapshot ``target``: a newer exchange timestamp, or the
+    same one with more cumulative volume (the day's volume only grows)."""
+    exchange, _, volume, _, _ = target
+    if exchange is None:
+        return True
+    tick_exchange = tick.exchange_timestamp or 0
+    if tick_exchange != exchange:
+        return tick_exchange > exchange
+    return volume is not None and (tick.volume_traded or 0) > volume
+
+
 @dataclass(slots=True)
 class Takeover:
     """What ``promote()`` did."""
@@ -108,11 +120,7 @@ def plan_takeover(
             out.extend(itertools.islice(ticks, found + 1, None))
             continue
         report.gap_possible.append(token)
-        newest = target[0]
-        if newest is None:
-            out.extend(ticks)
-        else:
-            out.extend(t for t in ticks if (t.exchange_timestamp or 0) > newest)
+        out.extend(t for t in ticks if _newer(t, target))
     report.replayed = len(out)
     return out, report
 
@@ -132,11 +140,17 @@ class StandbyGate:
         self.held_total = 0  # ticks received while standby
         self.expired = 0  # held ticks that left the window unpublished
         self.last_received_ns = 0
+        # Instruments whose last published tick was not among the held ones: live ticks
+        # up to it (this connection was behind the active's) were published already.
+        self._not_before: dict[int, Identity] = {}
+        self.skipped_live = 0
 
     async def put_many(self, ticks: Sequence[Tick], source: str = SOURCE_SOCKET) -> None:
         if self.active:
             if ticks:
                 self.last_received_ns = ticks[-1].received_at_ns
+            if self._not_before:
+                ticks = self._skip_published(ticks)
             await self._sink.put_many(ticks, source)
             return
         async with self._lock:
@@ -165,6 +179,24 @@ class StandbyGate:
                 queue.popleft()
                 self.expired += 1
 
+    def _skip_published(self, ticks: Sequence[Tick]) -> list[Tick]:
+        waiting = self._not_before
+        out: list[Tick] = []
+        for tick in ticks:
+            target = waiting.get(tick.instrument_token)
+            if target is None:
+                out.append(tick)
+                continue
+            if tick_identity(tick, with_oi=target[4] is not None) == target:
+                del waiting[tick.instrument_token]  # the active's last tick: after it, all
+                self.skipped_live += 1
+            elif _newer(tick, target):
+                del waiting[tick.instrument_token]
+                out.append(tick)
+            else:
+                self.skipped_live += 1
+        return out
+
     @property
     def holding(self) -> int:
         return sum(len(q) for q in self._held.values())
@@ -177,6 +209,12 @@ class StandbyGate:
         from the topic after the old active was fenced), then let live ticks through."""
         async with self._lock:
             replay, report = plan_takeover(self._held, last, covered_from_ns)
+            for token in report.gap_possible:
+                newest = self._held[token][-1] if self._held.get(token) else None
+                target = published_identity(last[token])
+                if newest is None or not _newer(newest, target):
+                    # Nothing held is newer: this connection is behind the active's.
+                    self._not_before[token] = target
             self._held.clear()
             if replay:
                 await self._sink.put_many(replay, SOURCE_SOCKET)
@@ -191,6 +229,13 @@ class StandbyGate:
             self.held_total,
             (),
             "Ticks received while standby (held, never published by this instance).",
+        )
+        yield Sample(
+            "ha_takeover_skipped_live_total",
+            "counter",
+            self.skipped_live,
+            (),
+            "Live ticks after a takeover that the old active had already published.",
         )
         yield Sample(
             "ha_standby_expired_total",

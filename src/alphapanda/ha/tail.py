@@ -170,7 +170,8 @@ class TailFollower:
         last: dict[bytes, tuple[bytes, Any]] = {}
         first: dict[int, tuple[bytes, Any]] = {}
         try:
-            described = consumer.list_topics(self.topic, timeout=10).topics.get(self.topic)
+            # Short metadata waits: a catch-up request must be noticed quickly.
+            described = consumer.list_topics(self.topic, timeout=1).topics.get(self.topic)
             while described is None or described.error is not None or not described.partitions:
                 if self._catch_up.is_set():
                     # No topic yet: nothing was ever published.
@@ -178,7 +179,7 @@ class TailFollower:
                     return
                 if self.stop.wait(0.1):
                     return
-                described = consumer.list_topics(self.topic, timeout=10).topics.get(self.topic)
+                described = consumer.list_topics(self.topic, timeout=1).topics.get(self.topic)
             partitions = sorted(described.partitions)
             assignment = []
             for partition in partitions:
