@@ -75,6 +75,7 @@ async def run_failover(
     prefix = f"failover.{run}."
     topic = f"{prefix}market.ticks"
     bootstrap = base.kafka.bootstrap_servers
+    feeds: dict[str, _Feed] = {}
     try:
         async with SimProcess(ticks_per_second=rate) as sim:
             env = {k: v for k, v in os.environ.items() if not k.startswith("ALPHAPANDA_")}
@@ -93,7 +94,6 @@ async def run_failover(
                 ALPHAPANDA_HA__GROUP=f"failover-{run}",
                 ALPHAPANDA_HA__STANDBY="warm",
             )
-            feeds: dict[str, _Feed] = {}
             for name in ("a", "b"):
                 (workdir / name).mkdir()
                 feeds[name] = _Feed(
@@ -172,6 +172,11 @@ async def run_failover(
             ledger.stop()
             return FailoverResult(takeovers, ledger.figures(), int(stats["total_ticks_sent"]))
     finally:
+        # An interrupted run must not leave feeds behind (they would hold the lease).
+        for feed in feeds.values():
+            if feed.proc is not None and feed.proc.returncode is None:
+                feed.proc.kill()
+                await feed.proc.wait()
         shutil.rmtree(workdir, ignore_errors=True)
 
 
