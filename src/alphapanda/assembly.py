@@ -24,23 +24,19 @@ import logging
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from typing import Protocol
 
-from sqlalchemy.exc import DBAPIError
-
 from alphapanda.api import ApiServer, ServiceControl
 from alphapanda.api.control import CsvInstrumentCatalog, RegistryInstrumentCatalog
 from alphapanda.auth import AuthService, BrokerAuthenticator
+from alphapanda.db.lifecycle import DB_UNAVAILABLE as _DB_UNAVAILABLE
 from alphapanda.kite.sharding import CapacityError
 from alphapanda.metrics.collector import PipelineMetricsCollector
 from alphapanda.metrics.samples import Sample
 from alphapanda.registry import InstrumentRegistryService
-from alphapanda.registry.watch import DB_DOWN_ERRORS, OnChange
+from alphapanda.registry.watch import OnChange
 from alphapanda.service import CsvInstrumentSource, MarketFeedService
 from alphapanda.settings import Settings
 
 log = logging.getLogger(__name__)
-
-# The registry cannot answer (RuntimeError: never started).
-_DB_UNAVAILABLE: tuple[type[BaseException], ...] = (*DB_DOWN_ERRORS, DBAPIError, RuntimeError)
 
 
 class SubscriptionTarget(Protocol):

@@ -23,13 +23,14 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from alphapanda.modes import Mode
 from alphapanda.topics import validate_topic_name
 
 ENV_PREFIX = "ALPHAPANDA_"
 ENV_NESTED_DELIMITER = "__"
 CONFIG_FILE_ENV = "ALPHAPANDA_CONFIG_FILE"
 
-SubscriptionMode = Literal["ltp", "quote", "full"]
+SubscriptionMode = Mode
 BufferPolicy = Literal["block", "drop_oldest", "conflate"]
 
 

@@ -1,5 +1,5 @@
 """The control API served by the running feed: simulator → MarketFeedService → Kafka,
-metrics in Redis, the API in the feed's own TaskGroup (SPEC API1, M1, M2).
+metrics in Redis, the API in the feed's own TaskGroup.
 
 ``running_feed`` is also used by the status-page, status-CLI and schemathesis tests.
 """

@@ -1,5 +1,5 @@
 """The rate limit is shared through Redis by every API process, keyed on the caller, and
-degrades by the documented policy when Redis is down (SPEC API1)."""
+degrades by the documented policy when Redis is down."""
 
 from __future__ import annotations
 

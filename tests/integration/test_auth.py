@@ -22,9 +22,9 @@ from alphapanda.auth import (
     TokenExpired,
     token_expiry,
 )
-from alphapanda.auth.store import TokenStore
 from alphapanda.kite.tokens import TokenProvider
 from alphapanda.settings import Settings
+from alphapanda.testing import VirtualClock, eventually
 from tests.support.services import SHARED_DATABASE, free_port
 from tests.support.sim import running_simulator
 
@@ -49,12 +49,12 @@ def make_settings(
     return build
 
 
-class FakeClock:
-    def __init__(self, now: dt.datetime) -> None:
-        self.now = now
+def clock_at(when: dt.datetime) -> VirtualClock:
+    return VirtualClock(wall_ns=round(when.timestamp()) * 10**9)
 
-    def __call__(self) -> dt.datetime:
-        return self.now
+
+def move_to(clock: VirtualClock, when: dt.datetime) -> None:
+    clock.advance((when - clock.now()).total_seconds())
 
 
 async def test_set_token_then_get_access_token(make_settings: Callable[..., Settings]) -> None:
@@ -83,27 +83,27 @@ async def test_token_stored_elsewhere_is_picked_up(make_settings: Callable[..., 
         assert await feed_side.get_access_token() == "configured-fallback"
         assert (await feed_side.status()).source == "settings"
         await cli_side.set_token("tok-from-cli")
-        # The feed's 1 s cache expires and it sees the new token: poll with a deadline.
-        async with asyncio.timeout(DEADLINE):
-            while True:
-                if await feed_side.get_access_token() == "tok-from-cli":
-                    break
-                await asyncio.sleep(0.05)
+
+        # The feed's 1 s cache expires and it sees the new token.
+        async def sees_new_token() -> bool:
+            return await feed_side.get_access_token() == "tok-from-cli"
+
+        await eventually(sees_new_token, timeout=DEADLINE, interval=0.05)
         assert (await feed_side.status()).source == "database"
 
 
 async def test_expired_token(make_settings: Callable[..., Settings]) -> None:
     settings = make_settings(access_token="configured-fallback")
     issued = dt.datetime(2026, 11, 25, 4, 0, tzinfo=dt.UTC)  # 09:30 IST
-    clock = FakeClock(issued)
-    async with AuthService(settings, clock=clock, cache_ttl=0) as auth:
+    clock = clock_at(issued)
+    async with AuthService(settings, clock=clock.now, cache_ttl=0) as auth:
         await auth.set_token("tok-day-1")
         expiry = dt.datetime(2026, 11, 26, 0, 30, tzinfo=dt.UTC)  # 06:00 IST next day
-        clock.now = expiry - dt.timedelta(seconds=1)
+        move_to(clock, expiry - dt.timedelta(seconds=1))
         assert await auth.get_access_token() == "tok-day-1"
         assert (await auth.status()).seconds_left == 1
 
-        clock.now = expiry
+        move_to(clock, expiry)
         # Expired: a clear error, not the older configured fallback (that would 403).
         with pytest.raises(TokenExpired, match="expired at 2026-11-26T00:30:00"):
             await auth.get_access_token()
@@ -120,10 +120,10 @@ async def test_expired_error_is_cached_so_polling_is_cheap(
     make_settings: Callable[..., Settings],
 ) -> None:
     settings = make_settings()
-    clock = FakeClock(dt.datetime(2026, 11, 25, 4, 0, tzinfo=dt.UTC))
-    async with AuthService(settings, clock=clock, cache_ttl=60) as auth:
+    clock = clock_at(dt.datetime(2026, 11, 25, 4, 0, tzinfo=dt.UTC))
+    async with AuthService(settings, clock=clock.now, cache_ttl=60) as auth:
         await auth.set_token("tok")
-        clock.now += dt.timedelta(days=2)
+        clock.advance(dt.timedelta(days=2).total_seconds())
         lookups = auth.lookups
         for _ in range(20):
             with pytest.raises(TokenExpired):
@@ -173,13 +173,13 @@ async def test_secrets_never_in_logs_reprs_or_errors(
         assert await auth.get_access_token() == token
         with pytest.raises(LoginFailed) as failed:
             await auth.login(request_token)
-        stored = await TokenStore(auth._require_engine()).latest(settings.kite.api_key)
+        stored = await auth._require_store().latest(settings.kite.api_key)
         texts = [
             repr(auth),
             str(auth),
             repr(status),
             repr(stored),
-            repr(TokenStore(auth._require_engine())),
+            repr(auth._require_store()),
             repr(BrokerAuthenticator(settings.kite.api_key, auth)),
             str(failed.value),
             repr(failed.value),

@@ -1,4 +1,4 @@
-"""§5.5 end to end: the token expires mid-stream → the client goes ``auth_required``
+"""Token expiry end to end: the token expires mid-stream → the client goes ``auth_required``
 without a reconnect storm → ``alphapanda auth set-token`` (a real CLI process) stores a
 new one → the running client picks it up through BrokerAuthenticator → AuthService and
 streams again. Real simulator, real PostgreSQL (own schema), real sockets."""
@@ -18,6 +18,7 @@ from alphapanda.auth import AuthService, BrokerAuthenticator
 from alphapanda.kite.client import TickerClient
 from alphapanda.kite.protocol import Tick
 from alphapanda.settings import Settings
+from alphapanda.testing import eventually
 from tests.support.services import SHARED_DATABASE
 from tests.support.sim import SimHandle, default_instruments, running_simulator
 
@@ -33,17 +34,6 @@ class CountingSink:
 
     async def put_many(self, ticks: list[Tick]) -> None:
         self.ticks += len(ticks)
-
-
-async def eventually(condition: Callable[[], bool], what: str) -> None:
-    try:
-        async with asyncio.timeout(DEADLINE):
-            while True:
-                if condition():
-                    return
-                await asyncio.sleep(0.02)
-    except TimeoutError:
-        raise AssertionError(f"{what} within {DEADLINE} s") from None
 
 
 def attempts(client: TickerClient, reason: str) -> float:
@@ -104,12 +94,17 @@ async def test_expired_token_auth_required_then_set_token_resumes_streaming(
         await client.set_subscriptions(desired)
         async with asyncio.TaskGroup() as tg:
             tg.create_task(client.run())
-            await eventually(lambda: sink.ticks > 20, "never streamed with the stored token")
+            await eventually(
+                lambda: sink.ticks > 20,
+                timeout=DEADLINE,
+                what="streaming with the stored token",
+            )
 
             assert await sim.expire_token() == 1
             await eventually(
                 lambda: any(s.state == "auth_required" for s in client.statuses()),
-                "never reached auth_required",
+                timeout=DEADLINE,
+                what="auth_required",
             )
             rejected = attempts(client, "auth_403")
             assert rejected >= 1
@@ -124,7 +119,8 @@ async def test_expired_token_auth_required_then_set_token_resumes_streaming(
             before = sink.ticks
             await eventually(
                 lambda: client.is_streaming() and sink.ticks > before + 20,
-                "did not resume streaming after set-token",
+                timeout=DEADLINE,
+                what="streaming again after set-token",
             )
             # Waiting in auth_required polled the token provider, not Kite: the stale
             # token was tried at most once more after the first 403 (no storm).

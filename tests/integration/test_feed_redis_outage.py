@@ -1,4 +1,4 @@
-"""SPEC §5.4 at the feed level: Redis goes away mid-stream, the ticks do not notice.
+"""A Redis outage at the feed level: Redis goes away mid-stream, the ticks do not notice.
 
 The feed runs as ``alphapanda feed`` wires it (``open_feed``: registry, auth, metrics
 collector, control API) against the in-process simulator, the shared Kafka and

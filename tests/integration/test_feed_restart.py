@@ -1,4 +1,4 @@
-"""Stopping and starting the feed loses nothing (K3, K2): SIGTERM of the real
+"""Stopping and starting the feed loses nothing: SIGTERM of the real
 ``alphapanda feed`` process mid-stream, and a spool left by a run whose broker was
 unreachable, replayed first by the next run."""
 

@@ -1,4 +1,4 @@
-"""SPEC §5.5 through the real feed: the token expires, an operator stores a new one.
+"""Token expiry through the real feed: the token expires, an operator stores a new one.
 
 The feed runs as ``alphapanda feed`` wires it (``open_feed``: AuthService tokens via
 BrokerAuthenticator, registry, control API) against the in-process simulator, the shared

@@ -1,8 +1,10 @@
-"""The sequence ledger against the real broker and the simulator (SPEC §5.1, §5.2, §5.6).
+"""The sequence ledger against the real broker and the simulator: a steady stream,
+restarts and a slow broker.
 
 Each test streams from the simulator through the whole feed into Kafka, reads the
 topic back and proves, per instrument, that every tick arrived exactly once and in
-order (``tests/support/ledger.py``), and that the feed's books balance (K2).
+order (``tests/support/ledger.py``), and that the feed's books balance
+(received = published + dropped + spooled + in flight).
 """
 
 from __future__ import annotations

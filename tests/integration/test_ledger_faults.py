@@ -1,4 +1,4 @@
-"""The ledger through broker faults (SPEC §5.1, §5.2): SIGKILL + restart, SIGSTOP/SIGCONT.
+"""The ledger through broker faults: SIGKILL + restart, SIGSTOP/SIGCONT.
 
 A private broker (``private_kafka``) is abused; the producer's queue is kept small
 (``queue_max_messages=1000``) so that an outage overflows it within a second and the

@@ -16,6 +16,7 @@ from alphapanda.metrics.collector import PipelineMetricsCollector
 from alphapanda.metrics.reader import MetricsReader
 from alphapanda.metrics.samples import Sample
 from alphapanda.settings import Settings
+from alphapanda.testing import eventually
 from tests.support.services import SHARED_REDIS, PrivateService
 
 TTL = 120
@@ -69,14 +70,6 @@ async def shared_redis(unique: str) -> AsyncIterator[aioredis.Redis]:
         if stale:
             await client.delete(*stale)
         await client.aclose()
-
-
-async def wait_for(condition: Callable[[], object], what: str, within: float = 20.0) -> None:
-    deadline = time.monotonic() + within
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.02)
 
 
 async def test_flush_writes_the_documented_keys_with_ttls(
@@ -205,19 +198,20 @@ async def test_redis_outages_never_block_the_tick_path_and_flushing_recovers(
         return -1 if snapshot is None else int(snapshot[k.COUNT])
 
     async def wait_for_flush_beyond(count: int, what: str) -> None:
-        deadline = time.monotonic() + 30
-        while await stored_count() <= count:
-            assert time.monotonic() < deadline, f"timed out waiting for {what}"
-            await asyncio.sleep(0.05)
+        async def beyond() -> bool:
+            return await stored_count() > count
+
+        await eventually(beyond, timeout=30, interval=0.05, what=what)
 
     async def outage(begin: Callable[[], None], end: Callable[[], None], reason: str) -> None:
         before_failures = collector.flush_failures[reason]
         flushes_at_start, ticks_at_start = collector.flushes, feed.received
         feed.seen_flushes.clear()
         await asyncio.to_thread(begin)
-        await wait_for(
+        await eventually(
             lambda: collector.flush_failures[reason] >= before_failures + 3,
-            f"three {reason} failures",
+            timeout=20,
+            what=f"three {reason} failures",
         )
         flushes_at_end = collector.flushes
         # The tick loop ran between every pair of flush attempts during the outage, so

@@ -1,4 +1,5 @@
-"""The official ``kiteconnect.KiteTicker`` against the simulator (SPEC S1).
+"""The official ``kiteconnect.KiteTicker`` against the simulator, which must speak
+Kite's protocol well enough for the official client.
 
 KiteTicker runs on Twisted's reactor, which cannot be restarted in a process, so the
 client runs in a subprocess: it connects via its ``root`` parameter, subscribes in full

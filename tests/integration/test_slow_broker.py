@@ -1,4 +1,4 @@
-"""Slow broker (SPEC §5.6): memory stays bounded, the declared policy is applied, and
+"""Slow broker: memory stays bounded, the declared policy is applied, and
 every drop is counted exactly — the ticks missing from the topic are exactly the ones
 the feed says it dropped.
 

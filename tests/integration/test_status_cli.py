@@ -1,5 +1,5 @@
 """``alphapanda status --once`` as an operator runs it, against the running feed's API and
-against the Redis snapshot (SPEC O1 "show status")."""
+against the Redis snapshot."""
 
 from __future__ import annotations
 

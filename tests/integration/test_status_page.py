@@ -1,4 +1,4 @@
-"""The live status page in a real headless Chromium against the running feed (SPEC API2).
+"""The live status page in a real headless Chromium against the running feed.
 
 Debian's ``/usr/bin/chromium`` is driven through Playwright's async API (never
 ``playwright install``). The page must show one row per connection and a ticks/s figure

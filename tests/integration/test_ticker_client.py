@@ -1,5 +1,5 @@
 """TickerClient against the real simulator over real sockets: drops, stalls, malformed
-frames, server error texts, shutdown (SPEC C1–C3, §5.3)."""
+frames, server error texts, shutdown."""
 
 from __future__ import annotations
 
@@ -10,22 +10,21 @@ import pytest
 
 from alphapanda.kite.client import TickerClient
 from alphapanda.kite.tokens import StaticTokenProvider
+from alphapanda.modes import MODES
+from alphapanda.testing import eventually
 from tests.support.sim import SimHandle, default_instruments, running_simulator
 from tests.support.ticker import (
     RecordingSink,
     counter,
-    eventually,
     kite_settings,
     running,
     sim_subscriptions,
 )
 
-_MODES = ("ltp", "quote", "full")
-
 
 def _desired(count: int) -> dict[int, str]:
     tokens = [i.instrument_token for i in default_instruments()[:count]]
-    return {token: _MODES[n % 3] for n, token in enumerate(tokens)}
+    return {token: MODES[n % 3] for n, token in enumerate(tokens)}
 
 
 @pytest.fixture
@@ -102,7 +101,7 @@ async def test_silent_stall_is_detected_and_the_socket_replaced(sim: SimHandle) 
             lambda: (
                 counter(client, "kite_reconnect_attempts_total", reason="liveness_timeout") == 1
             ),
-            within=1.5 + 2.0,
+            timeout=1.5 + 2.0,
         )
         await sim.wait_for(
             lambda s: (

@@ -1,5 +1,5 @@
 """TickerClient sharding against the real simulator: 7,000 instruments on three
-connections, and runtime changes sent as deltas without reconnecting (SPEC C1, C4)."""
+connections, and runtime changes sent as deltas without reconnecting."""
 
 from __future__ import annotations
 
@@ -10,11 +10,11 @@ from alphapanda.instruments import Instrument
 from alphapanda.kite.client import TickerClient
 from alphapanda.kite.sharding import CapacityError
 from alphapanda.kite.tokens import StaticTokenProvider
+from alphapanda.testing import eventually
 from tests.support.sim import default_instruments, running_simulator
 from tests.support.ticker import (
     RecordingSink,
     counter,
-    eventually,
     kite_settings,
     running,
     sim_subscriptions,

@@ -63,7 +63,7 @@ async def quiesce(
 
 
 def assert_books_balance(service: MarketFeedService) -> None:
-    """The K2 identity, and nothing left in flight."""
+    """The books balance (received = published + dropped + spooled), nothing in flight."""
     acct = service.accounting
     assert acct.imbalance() == 0, acct.snapshot()
     assert acct.in_flight == 0, acct.snapshot()
@@ -72,7 +72,7 @@ def assert_books_balance(service: MarketFeedService) -> None:
 
 def assert_stages_match(service: MarketFeedService) -> None:
     """Mid-stream: the ledger's stages equal what the components really hold, and the
-    K2 identity holds (at any await point of the test, the tick path is between steps)."""
+    books balance (at any await point of the test, the tick path is between steps)."""
     acct = service.accounting
     assert acct.imbalance() == 0, acct.snapshot()
     assert len(service.buffer) == acct.buffered, (len(service.buffer), acct.snapshot())

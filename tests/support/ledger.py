@@ -1,4 +1,4 @@
-"""The consumer-side sequence ledger (SPEC §5): prove from the topic alone that no tick
+"""The consumer-side sequence ledger: prove from the topic alone that no tick
 went missing, none arrived twice, and each instrument's ticks kept their order.
 
 The simulator's ``volume_traded`` starts at 0 and grows by exactly

@@ -4,8 +4,7 @@ token provider whose token a test can change, and a running-client context."""
 from __future__ import annotations
 
 import asyncio
-import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -75,15 +74,6 @@ def sim_subscriptions(stats: dict[str, Any]) -> dict[int, str]:
     for subs in stats["subscriptions"].values():
         merged.update({int(token): mode for token, mode in subs.items()})
     return merged
-
-
-async def eventually(condition: Callable[[], bool], within: float = 10.0) -> None:
-    """Poll ``condition`` until it holds; fail after ``within`` seconds."""
-    deadline = time.monotonic() + within
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not reached in time")
-        await asyncio.sleep(0.02)
 
 
 def counter(client: TickerClient, name: str, **labels: str) -> float:

@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import json
 import random
-from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -15,8 +14,9 @@ import pytest
 from alphapanda.kite.connection import ShardConnection
 from alphapanda.kite.protocol import Tick
 from alphapanda.kite.state import ConnectionStateMachine, IllegalTransition
-from alphapanda.kite.transport import ConnectFailed, FrameSocket, SocketClosed
+from alphapanda.kite.transport import ConnectFailed
 from alphapanda.settings import KiteSettings
+from alphapanda.testing import MemoryConnector, VirtualClock, always, eventually
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -76,64 +76,6 @@ def test_stop_is_allowed_from_anywhere() -> None:
 # -- ShardConnection against an in-memory socket ----------------------------------------
 
 
-class MemorySocket:
-    """A socket whose death can be arranged to surface on recv and send at once."""
-
-    def __init__(self, connector: MemoryConnector) -> None:
-        self.connector = connector
-        self.sent: list[dict[str, object]] = []
-        self.closed = asyncio.Event()
-        self.frames: asyncio.Queue[bytes] = asyncio.Queue(maxsize=100)
-
-    async def recv(self) -> bytes | str:
-        get = asyncio.ensure_future(self.frames.get())
-        closed = asyncio.ensure_future(self.closed.wait())
-        try:
-            done, _ = await asyncio.wait({get, closed}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            get.cancel()
-            closed.cancel()
-        if get in done and not get.cancelled():
-            return get.result()
-        raise SocketClosed("gone")
-
-    async def send(self, text: str) -> None:
-        if self.closed.is_set():
-            raise SocketClosed("gone")
-        self.sent.append(json.loads(text))
-        await asyncio.sleep(0)
-
-    async def close(self) -> None:
-        self.abort()
-
-    def abort(self) -> None:
-        if not self.closed.is_set():
-            self.closed.set()
-            self.connector.live -= 1
-
-
-class MemoryConnector:
-    def __init__(self, failures: list[ConnectFailed] | None = None) -> None:
-        self.failures = list(failures or [])
-        self.live = 0
-        self.max_live = 0
-        self.opened: list[MemorySocket] = []
-        self.tokens: list[str] = []
-        self.opened_event = asyncio.Event()
-
-    async def open(self, api_key: str, access_token: str) -> FrameSocket:
-        self.tokens.append(access_token)
-        await asyncio.sleep(0)
-        if self.failures:
-            raise self.failures.pop(0)
-        socket = MemorySocket(self)
-        self.live += 1
-        self.max_live = max(self.max_live, self.live)
-        self.opened.append(socket)
-        self.opened_event.set()
-        return socket
-
-
 class Tokens:
     def __init__(self, token: str = "tok-1") -> None:
         self.token = token
@@ -162,13 +104,6 @@ def _settings(**overrides: object) -> KiteSettings:
     return KiteSettings(**values)  # type: ignore[arg-type]
 
 
-async def _until(condition: Callable[[], bool], within: float = 5.0) -> None:
-    """Poll for ``condition`` with a deadline (the connection exposes no events)."""
-    async with asyncio.timeout(within):
-        while not condition():  # noqa: ASYNC110
-            await asyncio.sleep(0.001)
-
-
 async def test_close_and_error_together_never_give_two_sockets() -> None:
     connector = MemoryConnector()
     shard = ShardConnection(0, _settings(), Tokens(), Sink(), connector, rng=random.Random(1))
@@ -176,14 +111,14 @@ async def test_close_and_error_together_never_give_two_sockets() -> None:
     async with asyncio.TaskGroup() as tg:
         task = tg.create_task(shard.run())
         for n in range(1, 31):
-            await _until(lambda n=n: len(connector.opened) >= n and shard.state == "connected")  # type: ignore[misc]
+            await eventually(lambda n=n: len(connector.opened) >= n and shard.state == "connected")  # type: ignore[misc]
             socket = connector.opened[-1]
             # Let the resubscribe start, then kill the socket while the writer is
             # mid-send and the reader is waiting: both see the death at once.
             shard.set_desired({1: "full", 2: "quote", 3: "ltp", 100 + n: "full"})
             await asyncio.sleep(0)
             socket.abort()
-        await _until(lambda: len(connector.opened) >= 31)
+        await eventually(lambda: len(connector.opened) >= 31)
         task.cancel()
     assert connector.max_live == 1
     assert connector.live == 0
@@ -199,7 +134,7 @@ async def test_every_connect_resubscribes_everything_in_its_mode_in_chunks() -> 
     async with asyncio.TaskGroup() as tg:
         task = tg.create_task(shard.run())
         for _ in range(2):
-            await _until(lambda: bool(connector.opened) and len(connector.opened[-1].sent) >= 6)
+            await eventually(lambda: bool(connector.opened) and len(connector.opened[-1].sent) >= 6)
             sent = connector.opened[-1].sent
             assert sent[:3] == [
                 {"a": "subscribe", "v": [1, 2]},
@@ -225,9 +160,9 @@ async def test_live_changes_are_sent_as_deltas_without_reconnecting() -> None:
     shard.set_desired({1: "quote", 2: "quote"})
     async with asyncio.TaskGroup() as tg:
         task = tg.create_task(shard.run())
-        await _until(lambda: bool(connector.opened) and len(connector.opened[0].sent) == 2)
+        await eventually(lambda: bool(connector.opened) and len(connector.opened[0].sent) == 2)
         shard.set_desired({2: "full", 3: "ltp"})
-        await _until(lambda: len(connector.opened[0].sent) == 6)
+        await eventually(lambda: len(connector.opened[0].sent) == 6)
         assert connector.opened[0].sent[2:] == [
             {"a": "unsubscribe", "v": [1]},
             {"a": "subscribe", "v": [3]},
@@ -237,9 +172,9 @@ async def test_live_changes_are_sent_as_deltas_without_reconnecting() -> None:
         assert len(connector.opened) == 1
         # Emptying the shard closes its socket; refilling opens one again.
         shard.set_desired({})
-        await _until(lambda: shard.state == "stopped" and connector.live == 0)
+        await eventually(lambda: shard.state == "stopped" and connector.live == 0)
         shard.set_desired({9: "ltp"})
-        await _until(lambda: len(connector.opened) == 2 and shard.state == "connected")
+        await eventually(lambda: len(connector.opened) == 2 and shard.state == "connected")
         task.cancel()
 
 
@@ -254,11 +189,11 @@ async def test_auth_failure_waits_for_a_new_token_then_recovers_promptly() -> No
     shard.set_desired({1: "quote"})
     async with asyncio.TaskGroup() as tg:
         task = tg.create_task(shard.run())
-        await _until(lambda: shard.state == "auth_required")
-        await asyncio.sleep(0.1)
-        assert connector.tokens == ["old-token"]  # no retry storm with the same token
+        await eventually(lambda: shard.state == "auth_required")
+        # No retry storm with the same token: only the provider is polled meanwhile.
+        await always(lambda: connector.tokens == ["old-token"], duration=0.1, interval=0.01)
         tokens.token = "new-token"
-        await _until(lambda: shard.state == "connected")
+        await eventually(lambda: shard.state == "connected")
         assert connector.tokens == ["old-token", "new-token"]
         assert shard.status().last_disconnect_reason == "auth_403"
         task.cancel()
@@ -270,7 +205,7 @@ async def test_silent_socket_is_declared_dead_by_the_watchdog() -> None:
     shard.set_desired({1: "quote"})
     async with asyncio.TaskGroup() as tg:
         task = tg.create_task(shard.run())
-        await _until(lambda: shard.counters.attempts.get("liveness_timeout", 0) >= 2)
+        await eventually(lambda: shard.counters.attempts.get("liveness_timeout", 0) >= 2)
         task.cancel()
     assert connector.max_live == 1
 
@@ -294,9 +229,9 @@ async def test_a_crash_in_the_sink_restarts_the_connection() -> None:
     async with asyncio.TaskGroup() as tg:
         task = tg.create_task(shard.run())
         for n in (1, 2):
-            await _until(lambda n=n: len(connector.opened) >= n)  # type: ignore[misc]
+            await eventually(lambda n=n: len(connector.opened) >= n)  # type: ignore[misc]
             await connector.opened[n - 1].frames.put(frame)
-        await _until(lambda: shard.counters.attempts.get("internal_error", 0) >= 2)
+        await eventually(lambda: shard.counters.attempts.get("internal_error", 0) >= 2)
         task.cancel()
     assert FailingSink.calls >= 2
     assert connector.max_live == 1
@@ -321,9 +256,73 @@ async def test_a_slow_sink_is_backpressure_not_a_dead_socket() -> None:
     shard.set_desired({408065: "ltp"})
     async with asyncio.TaskGroup() as tg:
         task = tg.create_task(shard.run())
-        await _until(lambda: bool(connector.opened))
+        await eventually(lambda: bool(connector.opened))
         await connector.opened[0].frames.put(frame)
-        await _until(lambda: SlowSink.finished == 1)
+        await eventually(lambda: SlowSink.finished == 1)
         assert shard.counters.attempts.get("liveness_timeout", 0) == 0
         assert len(connector.opened) == 1
         task.cancel()
+
+
+# -- ShardConnection on a virtual clock ---------------------------------------------------
+
+
+def test_a_real_liveness_timeout_runs_in_virtual_time() -> None:
+    # Production-sized timings (30 s of silence, 30 s retry cap) on a virtual clock that
+    # jumps whenever the loop is idle: the test proves the watchdog counts on the
+    # injected clock, and costs no real time.
+    clock = VirtualClock(autojump_threshold=0)
+    connector = MemoryConnector()
+    settings = _settings(liveness_timeout=30.0, reconnect_base_delay=1.0, reconnect_max_delay=30.0)
+    shard = ShardConnection(
+        0, settings, Tokens(), Sink(), connector, clock=clock.monotonic, wall=clock.now
+    )
+    shard.set_desired({1: "quote"})
+
+    async def main() -> float:
+        start = clock.monotonic()
+        async with asyncio.TaskGroup() as tg:
+            task = tg.create_task(shard.run())
+            await eventually(
+                lambda: shard.counters.attempts.get("liveness_timeout", 0) >= 2, timeout=600
+            )
+            task.cancel()
+        return clock.monotonic() - start
+
+    elapsed = clock.run(main())
+    assert 60.0 <= elapsed < 600.0  # two silent sessions of 30 virtual seconds each
+    assert connector.max_live == 1
+    assert len(connector.opened) >= 2
+    # The state machine's timestamps come from the same virtual clock.
+    status = shard.status()
+    assert status.last_disconnect_reason == "liveness_timeout"
+    assert clock.now() - timedelta(seconds=1) <= status.since <= clock.now()
+
+
+async def test_frames_are_stamped_by_the_injected_wall_clock() -> None:
+    from alphapanda.kite.protocol import encode_message, encode_tick
+
+    clock = VirtualClock()
+    clock.advance(1.5)
+    stamps: list[int] = []
+    sink = Sink()
+    connector = MemoryConnector()
+    shard = ShardConnection(
+        0,
+        _settings(),
+        Tokens(),
+        sink,
+        connector,
+        wall_ns=clock.wall_ns,
+        frame_listener=lambda frame, received_at_ns: stamps.append(received_at_ns),
+    )
+    shard.set_desired({408065: "ltp"})
+    tick = Tick(instrument_token=408065, mode="ltp", tradable=True, last_price=1.5)
+    async with asyncio.TaskGroup() as tg:
+        task = tg.create_task(shard.run())
+        await eventually(lambda: bool(connector.opened))
+        await connector.opened[0].frames.put(encode_message([encode_tick(tick)]))
+        await eventually(lambda: len(sink.ticks) == 1)
+        task.cancel()
+    assert stamps == [clock.wall_ns()]
+    assert sink.ticks[0].received_at_ns == clock.wall_ns() == 1_767_225_601_500_000_000

@@ -168,7 +168,7 @@ def _comparable(tick: MarketTick) -> dict[str, Any]:
 
 
 def _official_comparable(d: dict[str, Any], received: Tick) -> dict[str, Any]:
-    # The official parser makes naive local datetimes (SPEC §7); ours are UTC from the
+    # The official parser makes naive local datetimes; ours are UTC from the
     # same epoch seconds, which the decoded tick carries.
     d = dict(d)
     for name in ("last_trade_time", "exchange_timestamp"):

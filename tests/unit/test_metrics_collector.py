@@ -14,24 +14,13 @@ from alphapanda.metrics.prometheus import asgi_app, build_registry, render_lates
 from alphapanda.metrics.reader import health_of, samples_of, status_rows
 from alphapanda.metrics.samples import MetricsSource, Sample
 from alphapanda.settings import Settings
+from alphapanda.testing import VirtualClock
 
 T0 = 1_764_000_000.0  # 2025-11-24T16:00:00Z
 
 
-@dataclass
-class FakeClock:
-    wall: float = T0
-    mono: float = 100.0
-
-    def time(self) -> float:
-        return self.wall
-
-    def monotonic(self) -> float:
-        return self.mono
-
-    def advance(self, seconds: float) -> None:
-        self.wall += seconds
-        self.mono += seconds
+def clock_at_t0() -> VirtualClock:
+    return VirtualClock(wall_ns=round(T0 * 1e9), monotonic=100.0)
 
 
 @dataclass
@@ -84,9 +73,9 @@ class BrokenSource:
         raise RuntimeError("bug in a component")
 
 
-def make(*sources: MetricsSource, clock: FakeClock | None = None) -> PipelineMetricsCollector:
+def make(*sources: MetricsSource, clock: VirtualClock | None = None) -> PipelineMetricsCollector:
     settings = Settings(_env_file=None, metrics={"flush_interval_ms": 500})  # type: ignore[call-arg, arg-type]
-    return PipelineMetricsCollector(settings, sources, clock=clock or FakeClock())
+    return PipelineMetricsCollector(settings, sources, clock=clock or clock_at_t0())
 
 
 def test_sources_satisfy_the_protocol() -> None:
@@ -95,7 +84,7 @@ def test_sources_satisfy_the_protocol() -> None:
 
 
 def test_rates_are_derived_from_counter_deltas_over_the_interval() -> None:
-    clock = FakeClock()
+    clock = clock_at_t0()
     feed = FeedSource(received=1000, sent_ok=900)
     collector = make(feed, clock=clock)
 
@@ -120,7 +109,7 @@ def test_a_counter_reset_is_not_a_negative_rate() -> None:
 
 
 def test_declared_keys_receive_the_mapped_samples() -> None:
-    clock = FakeClock()
+    clock = clock_at_t0()
     feed = FeedSource(
         received=7,
         sent_ok=5,
@@ -162,7 +151,7 @@ def test_latency_percentiles_take_the_worst_source_not_the_sum() -> None:
 
 
 def test_last_activity_is_inferred_from_the_count_when_no_source_stamps_it() -> None:
-    clock = FakeClock()
+    clock = clock_at_t0()
     feed = FeedSource(received=10)
     collector = make(feed, clock=clock)
     assert collector.collect()[k.LAST_ACTIVITY] is None
@@ -193,7 +182,7 @@ def test_custom_rules_map_other_sample_names() -> None:
 
     rules = (*k.DEFAULT_RULES, k.KeyRule(k.COUNT, "feed_ticks_total"))
     settings = Settings(_env_file=None)  # type: ignore[call-arg]
-    collector = PipelineMetricsCollector(settings, [Legacy()], clock=FakeClock(), rules=rules)
+    collector = PipelineMetricsCollector(settings, [Legacy()], clock=clock_at_t0(), rules=rules)
     assert collector.collect()[k.COUNT] == 11
 
 
@@ -314,7 +303,7 @@ async def test_asgi_app_serves_the_exposition() -> None:
 
 
 def _snapshot(**changes: object) -> dict[str, object]:
-    clock = FakeClock()
+    clock = clock_at_t0()
     feed = FeedSource(received=100, sent_ok=90, last_tick_at=T0 - 1)
     collector = make(feed, clock=clock)
     collector.collect()

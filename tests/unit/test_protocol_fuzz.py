@@ -1,4 +1,4 @@
-"""Fuzzing the codec (SPEC §5.7): the decoder never raises, never misaligns, and the way
+"""Fuzzing the codec: the decoder never raises, never misaligns, and the way
 a stream of packets is cut into messages does not change what comes out."""
 
 from __future__ import annotations

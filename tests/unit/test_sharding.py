@@ -13,6 +13,7 @@ from alphapanda.kite.sharding import (
     chunked,
     subscription_delta,
 )
+from alphapanda.modes import MODES
 
 
 def _sizes(planner: ShardPlanner) -> list[int]:
@@ -93,9 +94,7 @@ def test_growth_past_one_shard_opens_another() -> None:
 @settings(max_examples=60, deadline=None)
 @given(
     steps=st.lists(
-        st.dictionaries(
-            st.integers(0, 400), st.sampled_from(["ltp", "quote", "full"]), max_size=300
-        ),
+        st.dictionaries(st.integers(0, 400), st.sampled_from(MODES), max_size=300),
         min_size=1,
         max_size=6,
     )

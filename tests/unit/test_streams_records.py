@@ -149,3 +149,35 @@ def test_simulated_postback_is_what_the_official_client_hands_on_order_update() 
     assert order["status"] == "OPEN" and {"order_id", "exchange_order_id", "average_price"} <= set(
         order
     )
+
+
+def test_candle_history_keeps_the_last_bars_oldest_first() -> None:
+    from alphapanda.streams.history import CandleHistory
+
+    history = CandleHistory("1m", bars=3)
+    assert history.recent(NSE_TOKEN) == []
+    for i in range(5):
+        start = T0 + timedelta(minutes=i)
+        volume = None if i == 4 else 10 * i
+        history.record(
+            Candle(
+                NSE_TOKEN,
+                "1m",
+                start,
+                start + timedelta(minutes=1),
+                i,
+                i + 1,
+                i - 0.5,
+                i,
+                volume,
+                None,
+                1,
+                i != 2,
+            )
+        )
+    bars = history.recent(NSE_TOKEN)
+    assert [b["open"] for b in bars] == [2, 3, 4]
+    assert bars[0]["start"] == "2026-12-01T04:02:00Z"
+    assert [b["volume"] for b in bars] == [20, 30, None]
+    assert [b["complete"] for b in bars] == [False, True, True]
+    assert [b["open"] for b in history.recent(NSE_TOKEN, 2)] == [3, 4]

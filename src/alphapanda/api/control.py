@@ -17,27 +17,22 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 import msgspec
-from sqlalchemy.exc import DBAPIError
 
 from alphapanda.api.status import ConnectionFigures
+from alphapanda.db.lifecycle import DB_UNAVAILABLE as _DB_UNAVAILABLE
 from alphapanda.instruments import load_instrument_dump
 from alphapanda.kite.sharding import CapacityError
 from alphapanda.metrics.samples import MetricsSource
 from alphapanda.registry import loader as registry_loader
 from alphapanda.registry.service import InstrumentRegistryService
-from alphapanda.registry.watch import DB_DOWN_ERRORS
 from alphapanda.streams.quotes import LatestQuotes
 
 log = logging.getLogger(__name__)
 
-# RuntimeError: the registry was never started (no engine).
-_DB_UNAVAILABLE: tuple[type[BaseException], ...] = (*DB_DOWN_ERRORS, DBAPIError, RuntimeError)
 
 if TYPE_CHECKING:
     # Only for annotations: the API must not import the whole feed to be built.
     from alphapanda.service import MarketFeedService
-
-MODES = ("ltp", "quote", "full")
 
 
 class SubscriptionRejected(Exception):
@@ -173,7 +168,7 @@ class RegistryInstrumentCatalog:
 class ServiceControl:
     """``FeedControl`` over a running ``MarketFeedService``.
 
-    Subscription changes go to the ticker client as runtime deltas (C4). They are not
+    Subscription changes go to the ticker client as runtime deltas (no reconnect). They are not
     written to the instrument registry: they last until the feed restarts or the
     registry's streaming set changes.
     """

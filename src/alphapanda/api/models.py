@@ -6,7 +6,8 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-Mode = Literal["ltp", "quote", "full"]
+from alphapanda.modes import Mode
+
 # Kite instrument tokens are unsigned 32-bit integers on the wire. Strict: "123" or 1.5
 # is a client bug to report, not something to coerce.
 Token = Annotated[int, Field(strict=True, ge=1, le=2**32 - 1)]

@@ -13,37 +13,32 @@ from __future__ import annotations
 
 from typing import Any
 
+import msgspec
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel
+from pydantic import BaseModel, create_model
 
 from alphapanda.api.app import jsonable, now_epoch
 from alphapanda.api.models import Problem
 from alphapanda.api.routes import Ctx, read_snapshot
-from alphapanda.metrics.reader import health_of
+from alphapanda.metrics.reader import HealthSummary, health_of
 
 router = APIRouter(prefix="/monitoring", tags=["monitoring"])
 
 _UNHEALTHY = frozenset({"stale", "no_data"})
 
 
-class MonitoringHealth(BaseModel):
-    """``alphapanda.metrics.reader.HealthSummary`` as JSON."""
+def _model_of(struct: type[msgspec.Struct], name: str) -> type[BaseModel]:
+    """A pydantic model with exactly the fields of ``struct``: FastAPI documents and
+    validates pydantic models, not msgspec structs, and a hand-written copy drifts."""
+    fields: dict[str, Any] = {
+        f.name: (f.type, ... if f.default is msgspec.NODEFAULT else f.default)
+        for f in msgspec.structs.fields(struct)
+    }
+    return create_model(name, __doc__=f"``{struct.__qualname__}`` as JSON.", **fields)
 
-    status: str
-    namespace: str
-    updated_at: str | None = None
-    snapshot_age_seconds: float | None = None
-    last_activity: str | None = None
-    last_tick_age_seconds: float | None = None
-    ticks_per_second: float | None = None
-    ticks_total: float | None = None
-    sends_ok: float | None = None
-    sends_failed: float | None = None
-    send_failures_per_second: float | None = None
-    drops_total: float = 0.0
-    send_latency_p99_seconds: float | None = None
-    reasons: list[str] = []
+
+MonitoringHealth = _model_of(HealthSummary, "MonitoringHealth")
 
 
 @router.get(

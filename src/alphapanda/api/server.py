@@ -4,8 +4,8 @@
 It returns when ``stop`` is set, and shuts uvicorn down gracefully (listening socket
 closed, open requests given ``shutdown_grace`` seconds) when its task is cancelled, so
 the caller stops it either way without leaking a socket. uvicorn's own signal handlers
-are disabled: SIGTERM/SIGINT belong to the feed's shutdown sequence (K3), and uvicorn
-would otherwise re-raise them after it stopped.
+are disabled: SIGTERM/SIGINT belong to the feed's shutdown sequence (drain, flush, spool),
+and uvicorn would otherwise re-raise them after it stopped.
 """
 
 from __future__ import annotations
@@ -48,7 +48,7 @@ def server_config(app: FastAPI, host: str, port: int, shutdown_grace: float) -> 
         host=host,
         port=port,
         lifespan="off",
-        # Logging is configured once by the process (structlog); uvicorn must not redo it.
+        # Logging is configured once by the process (alphapanda.logs); uvicorn must not redo it.
         log_config=None,
         # The status page polls every second; per-request INFO lines would drown the log.
         access_log=False,

@@ -27,24 +27,25 @@ import logging
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from types import TracebackType
 from typing import Any, Literal, Protocol
 
 from pydantic import SecretStr
-from sqlalchemy.exc import DBAPIError
-from sqlalchemy.ext.asyncio import AsyncEngine
 
 from alphapanda.auth.expiry import is_expired, seconds_left, token_expiry
 from alphapanda.auth.store import StoredToken, TokenSource, TokenStore
 from alphapanda.db.engine import Database
-from alphapanda.db.migrate import upgrade_connection
+from alphapanda.db.lifecycle import (
+    DB_UNAVAILABLE,
+    DatabaseLifecycle,
+    DatabaseNotStarted,
+    DatabaseService,
+)
 from alphapanda.metrics.samples import Sample
 from alphapanda.settings import Settings
 
 log = logging.getLogger(__name__)
 
 TokenOrigin = Literal["database", "settings", "none"]
-_DB_ERRORS: tuple[type[BaseException], ...] = (OSError, TimeoutError, DBAPIError)
 LOGIN_TIMEOUT = 15.0
 DB_LOOKUP_TIMEOUT = 3.0
 
@@ -102,7 +103,7 @@ class _Resolved:
     error: AuthRequired | None
 
 
-class AuthService:
+class AuthService(DatabaseService):
     """Kite access tokens: login flow, manual setting, persistence and expiry.
 
     Satisfies ``alphapanda.kite.tokens.TokenProvider``. Use as an async context manager.
@@ -118,13 +119,13 @@ class AuthService:
         session_client: Callable[[str, str], SessionClient] = kite_session_client,
     ) -> None:
         self._kite = settings.kite
-        self._database = database or Database.from_settings(settings.database)
+        self._db = DatabaseLifecycle(
+            database or Database.from_settings(settings.database), "AuthService"
+        )
         self._clock = clock
         self._cache_ttl = cache_ttl
         self._session_client = session_client
-        self._engine: AsyncEngine | None = None
         self._store: TokenStore | None = None
-        self._migrated = False
         self._lock = asyncio.Lock()
         self._cached: _Resolved | None = None
         self._cached_at = 0.0
@@ -137,19 +138,7 @@ class AuthService:
         self.login_failures = 0
 
     def __repr__(self) -> str:
-        return f"AuthService(api_key={self._kite.api_key!r}, db={self._database.display_url!r})"
-
-    async def __aenter__(self) -> AuthService:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.close()
+        return f"AuthService(api_key={self._kite.api_key!r}, db={self._db.database.display_url!r})"
 
     @property
     def api_key(self) -> str:
@@ -157,34 +146,18 @@ class AuthService:
 
     async def start(self) -> None:
         """Create the engine and migrate; a down database only degrades to the fallback."""
-        self._engine = self._database.create_engine()
-        self._store = TokenStore(self._engine)
-        try:
-            await self._ensure_schema()
-        except _DB_ERRORS as exc:
+        unreachable = await self._db.start()
+        self._store = TokenStore(self._db.engine)
+        if unreachable is not None:
             self.db_errors += 1
-            log.warning("auth: PostgreSQL unreachable at start (%s)", type(exc).__name__)
+            log.warning("auth: PostgreSQL unreachable at start (%s)", type(unreachable).__name__)
 
     async def close(self) -> None:
-        if self._engine is not None:
-            await self._engine.dispose()
-            self._engine = None
-
-    async def _ensure_schema(self) -> None:
-        if self._migrated:
-            return
-        async with self._require_engine().begin() as conn:
-            await upgrade_connection(conn, self._database.schema)
-        self._migrated = True
-
-    def _require_engine(self) -> AsyncEngine:
-        if self._engine is None:
-            raise RuntimeError("AuthService not started")
-        return self._engine
+        await self._db.close()
 
     def _require_store(self) -> TokenStore:
-        self._require_engine()
-        assert self._store is not None
+        if self._store is None or not self._db.started:
+            raise DatabaseNotStarted("AuthService not started")
         return self._store
 
     # -- TokenProvider --------------------------------------------------------------
@@ -220,12 +193,13 @@ class AuthService:
     async def _resolve(self) -> _Resolved:
         self.lookups += 1
         now = self._clock()
+        store = self._require_store()  # a service never started is a bug, not an outage
         try:
             # Bounded: a hung database must not hold a connection attempt for long.
             async with asyncio.timeout(DB_LOOKUP_TIMEOUT):
-                await self._ensure_schema()
-                stored = await self._require_store().latest(self.api_key)
-        except _DB_ERRORS as exc:
+                await self._db.ensure_schema()
+                stored = await store.latest(self.api_key)
+        except DB_UNAVAILABLE as exc:
             self.db_errors += 1
             if not self._db_down:
                 log.warning(
@@ -344,7 +318,7 @@ class AuthService:
         self, token: SecretStr, user_id: str | None, source: TokenSource
     ) -> AuthStatus:
         issued = self._clock()
-        await self._ensure_schema()
+        await self._db.ensure_schema()
         stored = await self._require_store().save(
             self.api_key,
             token,

@@ -1,4 +1,4 @@
-"""Benchmarks (SPEC §4): the feed end to end, and the two points it is compared with.
+"""Benchmarks: the feed end to end, and the two points it is compared with.
 
 ``baseline`` reproduces the original design (official ``KiteTicker`` thread, one
 ``run_coroutine_threadsafe`` per tick, per-tick aiokafka send and two Redis calls per

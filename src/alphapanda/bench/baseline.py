@@ -1,4 +1,4 @@
-"""The baseline: the ORIGINAL market feed design, rebuilt faithfully for comparison (SPEC §4).
+"""The baseline: the ORIGINAL market feed design, rebuilt faithfully for comparison.
 
 What it does per tick, as the original did:
 
@@ -36,6 +36,8 @@ from datetime import datetime
 from typing import Any
 
 import msgspec
+
+from alphapanda.modes import MODES
 
 
 class BaselineResult(msgspec.Struct, frozen=True):
@@ -294,7 +296,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--ws-url", required=True)
     parser.add_argument("--api-key", required=True)
     parser.add_argument("--tokens", required=True, help="comma-separated instrument tokens")
-    parser.add_argument("--mode", default="full", choices=["ltp", "quote", "full"])
+    parser.add_argument("--mode", default="full", choices=MODES)
     parser.add_argument("--bootstrap-servers", required=True)
     parser.add_argument("--topic", required=True)
     parser.add_argument("--redis-prefix", default="pipeline:market_ticks:baseline")

@@ -1,4 +1,4 @@
-"""The ceiling: a bare confluent-kafka producer loop of pre-encoded records (SPEC §4).
+"""The ceiling: a bare confluent-kafka producer loop of pre-encoded records.
 
 Same broker, same producer configuration as the feed (``producer_config``: idempotent,
 ``acks=all``, the configured compression and linger), and records of the same size and

@@ -1,4 +1,4 @@
-"""The chaos run (SPEC §5): every fault, one after another, against a live stack.
+"""The chaos run: every fault the feed must survive, one after another, against a live stack.
 
 ``run_chaos()`` starts its own stack — a private Kafka broker and a private Redis via
 ``scripts/devstack.sh`` (own folder, own free ports: never the shared ones), the

@@ -1,4 +1,4 @@
-"""Decode benchmark (SPEC §4): our decoder vs the official ``kiteconnect`` parser.
+"""Decode benchmark: our decoder vs the official ``kiteconnect`` parser.
 
 Both decode the *same* frames in the *same* process, interleaved repeat by repeat, so a
 noisy shared machine slows both alike and the ratio stays meaningful. The frames are

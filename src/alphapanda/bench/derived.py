@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from collections.abc import Callable
 
 import msgspec
 from confluent_kafka.admin import AdminClient
@@ -21,7 +22,8 @@ from alphapanda.settings import Settings
 
 class DerivedRun(msgspec.Struct):
     derived: bool
-    result: E2EResult
+    result: E2EResult | None
+    error: str | None = None
 
 
 def _delete_prefixed(bootstrap: str, prefix: str) -> None:
@@ -40,6 +42,8 @@ async def run_derived_ab(
     latency_rate: float = 20_000.0,
     rounds: int = 2,
     intervals: str = "1m",
+    pregenerate: bool = True,
+    progress: Callable[[str], None] = print,
 ) -> list[DerivedRun]:
     """``rounds`` × (off, on), alternating; candles at ``intervals`` when on."""
     prefix = f"{settings.kafka.topic_prefix}bench.derived.{uuid.uuid4().hex[:8]}."
@@ -54,13 +58,28 @@ async def run_derived_ab(
                         "candles": settings.candles.model_copy(update={"intervals": intervals}),
                     }
                 )
-                result = await run_e2e(
-                    run_settings,
-                    seconds=seconds,
-                    rate=rate,
-                    latency_rate=latency_rate,
-                    with_baseline=False,
-                    with_ceiling=False,
+                label = "on" if derived else "off"
+                progress(f"derived streams {label}: running bench e2e ...")
+                try:
+                    result = await run_e2e(
+                        run_settings,
+                        seconds=seconds,
+                        rate=rate,
+                        latency_rate=latency_rate,
+                        with_baseline=False,
+                        with_ceiling=False,
+                        pregenerate=pregenerate,
+                    )
+                except Exception as exc:  # one failed run must not hide the others
+                    error = f"{type(exc).__name__}: {exc}"
+                    if isinstance(exc, BaseExceptionGroup):
+                        error = "; ".join(f"{type(e).__name__}: {e}" for e in exc.exceptions)
+                    progress(f"derived streams {label}: failed ({error})")
+                    runs.append(DerivedRun(derived, None, error))
+                    continue
+                progress(
+                    f"derived streams {label}: {result.feed_acked_per_s:,.0f} ticks/s acked, "
+                    f"p99 {result.latency_p99_ms:.1f} ms"
                 )
                 runs.append(DerivedRun(derived, result))
     finally:

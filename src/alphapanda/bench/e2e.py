@@ -1,4 +1,4 @@
-"""End to end (SPEC §4): simulator → feed → Kafka acks, verified by a consumer.
+"""End to end: simulator → feed → Kafka acks, verified by a consumer.
 
 One run, side by side on the same machine and broker:
 

@@ -3,7 +3,7 @@
 ``SimProcess`` runs ``alphapanda sim`` as a child process on free ports (so it never
 competes with the feed for the GIL) and drives its admin HTTP API.
 
-``StreamLedger`` is the consumer side of SPEC §5 while a run is going on: it follows
+``StreamLedger`` is the consumer-side loss check while a run is going on: it follows
 the topic from the beginning in a worker thread and checks, record by record, that
 each instrument's ``volume_traded`` grows by exactly its ``last_traded_quantity``
 (no gap, no duplicate, no reordering). It also measures how long each tick took from

@@ -1,4 +1,4 @@
-"""The soak benchmark (SPEC §4 "Memory"): the whole pipeline at a fixed load for minutes.
+"""The soak benchmark (memory under load): the whole pipeline at a fixed load for minutes.
 
 Three processes: the simulator (``alphapanda sim``), the feed (``alphapanda feed``,
 exactly what an operator runs) and this one, which follows the topic with a
@@ -72,7 +72,7 @@ class SoakSample:
 
 @dataclass
 class SoakResult:
-    """Everything a soak measured; ``passed`` is the SPEC §4 condition."""
+    """Everything a soak measured; ``passed`` is the pass condition above."""
 
     minutes: float
     rate: float

@@ -1,4 +1,4 @@
-"""``alphapanda bench …``: the SPEC §4 benchmarks, side by side with their baselines.
+"""``alphapanda bench …``: the performance benchmarks, side by side with their baselines.
 
 This module owns the ``bench`` sub-app; each benchmark adds one command to
 :data:`bench_app` (``decode`` here; end-to-end, soak and chaos benchmarks live in their
@@ -22,7 +22,7 @@ from alphapanda.cli.app import app, settings_from
 
 bench_app = typer.Typer(
     name="bench",
-    help="Benchmarks (SPEC §4): ours vs the original design, same machine, same run.",
+    help="Benchmarks: ours vs the original design, same machine, same run.",
     no_args_is_help=True,
 )
 app.add_typer(bench_app, name="bench")
@@ -59,7 +59,7 @@ def decode(
     console.print(table)
     console.print(
         f"python {platform.python_version()} on {platform.machine()}, "
-        f"{os.cpu_count()} CPUs; target ≥ 10× (SPEC §4)"
+        f"{os.cpu_count()} CPUs; target ≥ 10×"
     )
 
 
@@ -121,8 +121,8 @@ def chaos(
     rate: Annotated[float, typer.Option("--rate", min=1, help="Simulator ticks/s.")] = 2000.0,
     drops: Annotated[int, typer.Option("--drops", min=1, help="Socket drops in 'drops'.")] = 20,
 ) -> None:
-    """SPEC §5 faults one after another against a private broker, a private Redis, the
-    simulator and the feed; a table of what each cost. Exit code 1 if anything was lost."""
+    """The faults the feed must survive, one after another, against a private broker, a
+    private Redis, the simulator and the feed; a table of what each cost. Exit code 1 if anything was lost."""
     from alphapanda.bench.chaos import run_chaos, summary_lines
 
     console = Console(width=140)

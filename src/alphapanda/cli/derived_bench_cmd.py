@@ -24,6 +24,13 @@ def derived(
     ] = 20_000.0,
     rounds: Annotated[int, typer.Option("--rounds", min=1, help="Off/on pairs.")] = 2,
     intervals: Annotated[str, typer.Option("--intervals", help="Candle intervals when on.")] = "1m",
+    pregenerate: Annotated[
+        bool,
+        typer.Option(
+            "--pregenerate/--live-sim",
+            help="Simulator sends pre-built ticks (default) or generates them live.",
+        ),
+    ] = True,
 ) -> None:
     """bench e2e with ALPHAPANDA_STREAMS__ENABLED off and on, alternating, one run."""
     from alphapanda.bench.derived import run_derived_ab
@@ -36,6 +43,8 @@ def derived(
             latency_rate=latency_rate,
             rounds=rounds,
             intervals=intervals,
+            pregenerate=pregenerate,
+            progress=lambda line: print(line, flush=True),
         )
     )
     table = Table(title=f"derived streams off vs on: e2e, {seconds:.0f} s windows")
@@ -51,6 +60,10 @@ def derived(
         table.add_column(column, justify="left" if column == "derived" else "right")
     for run in runs:
         r = run.result
+        if r is None:
+            label = "on" if run.derived else "off"
+            table.add_row(label, "failed", "", "", "", "", (run.error or "")[:40])
+            continue
         table.add_row(
             "on" if run.derived else "off",
             f"{r.feed_acked_per_s:,.0f}",
@@ -64,9 +77,8 @@ def derived(
     console.print(table)
 
     def median(derived: bool, field: str) -> float:
-        return float(
-            statistics.median(getattr(r.result, field) for r in runs if r.derived == derived)
-        )
+        values = [getattr(r.result, field) for r in runs if r.derived == derived and r.result]
+        return float(statistics.median(values)) if values else float("nan")
 
     for field, label in (
         ("feed_acked_per_s", "throughput"),
@@ -77,5 +89,5 @@ def derived(
         off, on = median(False, field), median(True, field)
         ratio = on / off if off else float("nan")
         console.print(f"median {label}: off {off:,.2f}, on {on:,.2f} (on/off {ratio:.3f})")
-    if not all(r.result.zero_loss for r in runs):
+    if not all(r.result is not None and r.result.zero_loss for r in runs):
         raise typer.Exit(1)

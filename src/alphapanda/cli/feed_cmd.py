@@ -14,6 +14,7 @@ import typer
 from alphapanda.assembly import open_feed
 from alphapanda.cli.app import app, settings_from
 from alphapanda.logs import configure_logging, flush_suppressed, secrets_of
+from alphapanda.modes import MODES
 from alphapanda.service import MarketFeedService, ServiceFailed
 from alphapanda.settings import Settings
 
@@ -64,7 +65,7 @@ def feed(
     if instruments is not None:
         overrides["instruments_csv"] = instruments
     if mode is not None:
-        if mode not in ("ltp", "quote", "full"):
+        if mode not in MODES:
             typer.secho(f"--mode must be ltp, quote or full, not {mode!r}", fg="red", err=True)
             raise typer.Exit(2)
         overrides["mode"] = mode

@@ -19,6 +19,7 @@ from alphapanda.kite.client import TickerClient
 from alphapanda.kite.protocol import Tick
 from alphapanda.kite.tokens import StaticTokenProvider
 from alphapanda.logs import configure_logging, flush_suppressed, secrets_of
+from alphapanda.modes import MODES
 from alphapanda.recording import RecordingError, RecordingReader, RecordingWriter
 from alphapanda.replay import ReplaySource, replay_to_kafka, replay_to_stdout
 from alphapanda.service import CsvInstrumentSource, MarketFeedService
@@ -56,7 +57,7 @@ def record(
     append-only, CRC-checked file that can be read while it is written. Replay it
     with ``alphapanda replay OUT``.
     """
-    if mode not in ("ltp", "quote", "full"):
+    if mode not in MODES:
         typer.secho(f"--mode must be ltp, quote or full, not {mode!r}", fg="red", err=True)
         raise typer.Exit(2)
     if out.exists():

@@ -31,11 +31,12 @@ from alphapanda.kite.connection import (
     ShardConnection,
 )
 from alphapanda.kite.reconnect import REASONS
-from alphapanda.kite.sharding import MODES, CapacityError, ShardPlanner, validate_modes
+from alphapanda.kite.sharding import CapacityError, ShardPlanner, validate_modes
 from alphapanda.kite.state import STATES, ConnectionStatus
 from alphapanda.kite.tokens import TickSink, TokenProvider
 from alphapanda.kite.transport import Connector, WebSocketConnector
 from alphapanda.metrics.samples import Sample
+from alphapanda.modes import MODES
 from alphapanda.settings import KiteSettings
 
 __all__ = ["CapacityError", "ConnectionStatus", "TickSink", "TickerClient", "TokenProvider"]

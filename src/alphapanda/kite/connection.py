@@ -6,8 +6,8 @@ reconnect it: there is no ``reconnect()`` method, and other tasks only ever chan
 shard's *desired* instruments and set an event. A session ends when any of its three
 tasks (reader, liveness watchdog, subscription writer) raises; a close and an error
 arriving together just end the same session twice, and the loop moves on once. So
-there can never be two attempts at once nor two live sockets for one shard (SPEC C2,
-and the trap of §7 where a queued second attempt reconnected a healthy feed).
+there can never be two attempts at once nor two live sockets for one shard (the
+original design's trap: a queued second attempt reconnected a healthy feed).
 
 Per session::
 
@@ -128,6 +128,7 @@ class ShardConnection:
         order_listener: OrderListener | None = None,
         clock: Callable[[], float] = time.monotonic,
         wall: Callable[[], datetime] = _utcnow,
+        wall_ns: Callable[[], int] = time.time_ns,
         rng: random.Random | None = None,
         auth_poll_interval: float = 1.0,
     ) -> None:
@@ -141,6 +142,7 @@ class ShardConnection:
         self._order_listener = order_listener
         self._clock = clock
         self._wall = wall
+        self._wall_ns = wall_ns  # the receive stamp of every frame
         self._auth_poll_interval = auth_poll_interval
         self.counters = ConnectionCounters()
         self._policy = ReconnectPolicy(
@@ -329,7 +331,7 @@ class ShardConnection:
                 message = await socket.recv()
             except SocketClosed:
                 raise _SessionEnd("closed_by_server") from None
-            received_at_ns = time.time_ns()
+            received_at_ns = self._wall_ns()
             self._waiting_since = None
             self._last_frame_at = self._clock()
             if isinstance(message, str):

@@ -18,11 +18,10 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping
-from typing import Final
 
 import msgspec
 
-MODES: Final = frozenset({"ltp", "quote", "full"})
+from alphapanda.modes import MODES
 
 
 class CapacityError(ValueError):

@@ -16,10 +16,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import Any
 
 import msgspec
 import redis.asyncio as aioredis
@@ -28,6 +27,7 @@ from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from alphapanda.clock import SYSTEM_CLOCK, Clock
 from alphapanda.metrics import keys as k
 from alphapanda.metrics.samples import MetricsSource, Sample
 from alphapanda.settings import Settings
@@ -38,22 +38,6 @@ log = logging.getLogger(__name__)
 _RATED_SCALARS = (k.COUNT, k.SENDS_OK, k.SENDS_FAILED)
 _RATED_HASHES = (k.DROPS, k.MALFORMED, k.RECONNECTS)
 _FAILURE_LOG_EVERY = 60.0
-
-
-class Clock(Protocol):
-    """Wall time (epoch seconds) for timestamps, monotonic time for intervals."""
-
-    def time(self) -> float: ...
-
-    def monotonic(self) -> float: ...
-
-
-class SystemClock:
-    def time(self) -> float:
-        return time.time()
-
-    def monotonic(self) -> float:
-        return time.monotonic()
 
 
 def iso_utc(epoch_seconds: float) -> str:
@@ -115,7 +99,7 @@ class PipelineMetricsCollector:
         self.keys = k.MetricsKeys(namespace or settings.metrics.namespace)
         self._rules = tuple(rules)
         self._sources: list[MetricsSource] = list(sources)
-        self._clock: Clock = clock or SystemClock()
+        self._clock: Clock = clock or SYSTEM_CLOCK
         # Created on first use, so building a collector (e.g. just for Prometheus) opens
         # nothing; a client we created is closed when run() ends.
         self._redis_url = settings.redis.url
@@ -187,7 +171,7 @@ class PipelineMetricsCollector:
     def collect(self) -> dict[str, Any]:
         """Gather samples and build the snapshot document (pure apart from the pull)."""
         samples = self.gather()
-        now = self._clock.time()
+        now = self._clock.wall_ns() / 1e9
         scalars, hashes = k.apply_rules(samples, self._rules)
         counters = {name: scalars[name] for name in _RATED_SCALARS if name in scalars}
         counters.update(

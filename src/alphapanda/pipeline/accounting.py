@@ -1,4 +1,4 @@
-"""Where every tick is, at every moment: the zero-silent-loss ledger of the tick path (K2).
+"""Where every tick is, at every moment: the zero-silent-loss ledger of the tick path.
 
 A tick is in exactly one *stage* at any time, and every component that moves ticks
 moves them here too, in the same synchronous step (the tick path runs on one event
@@ -217,7 +217,7 @@ class Accounting:
     # -- metrics --------------------------------------------------------------------------
 
     def samples(self) -> Iterator[Sample]:
-        # The K2 "received" is ticks_received_total + ticks_recovered_total; they are
+        # The identity's "received" is ticks_received_total + ticks_recovered_total; they are
         # separate names so the tick count (a Redis key summing every
         # ticks_received_total sample) counts only ticks from Kite.
         yield Sample(

@@ -1,4 +1,4 @@
-"""The bounded buffer between the socket readers and the publisher (B1).
+"""The bounded buffer between the socket readers and the publisher.
 
 Socket readers ``await put_many(ticks)``; the publisher ``await take_batch(...)``s
 micro-batches. Memory is bounded by ``capacity`` whatever the broker does; what happens

@@ -31,6 +31,7 @@ import msgspec
 
 from alphapanda.kite.protocol import DepthEntry, Tick
 from alphapanda.metrics.samples import Sample
+from alphapanda.modes import MODES
 
 _INF: Final = float("inf")
 _EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
@@ -61,7 +62,7 @@ REASON_INVALID_DEPTH: Final = "invalid_depth"  # whole depth nulled
 #: Reasons that make ``format()`` return ``None``.
 DROP_REASONS: Final = frozenset({REASON_INVALID_LAST_PRICE, REASON_UNKNOWN_MODE})
 
-_MODES: Final = frozenset({"ltp", "quote", "full"})
+_MODES: Final = frozenset(MODES)
 
 
 class Ohlc(msgspec.Struct, frozen=True, gc=False):

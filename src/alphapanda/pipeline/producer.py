@@ -1,4 +1,4 @@
-"""``MessageProducer``: confluent-kafka's ``Producer`` driven from the event loop (K1).
+"""``MessageProducer``: confluent-kafka's ``Producer`` driven from the event loop.
 
 librdkafka does the batching (``linger.ms``), compression, retries and idempotence on
 its own threads; this adapter only calls ``produce()`` and ``poll(0)`` from the event

@@ -1,4 +1,4 @@
-"""The publisher: TickBuffer → TickFormatter + WireEncoder → Kafka, or the disk spool (K1-K3).
+"""The publisher: TickBuffer → TickFormatter + WireEncoder → Kafka, or the disk spool.
 
 One task takes micro-batches from the buffer, encodes them and hands them to the
 ``MessageProducer``. Two routes, never both for one message:

@@ -1,4 +1,4 @@
-"""The local disk spool: where encoded messages wait while the broker cannot take them (K2).
+"""The local disk spool: where encoded messages wait while the broker cannot take them.
 
 Layout under ``settings.feed.spool_dir``::
 

@@ -26,9 +26,10 @@ from sqlalchemy import (
 from sqlalchemy.orm import Mapped, mapped_column
 
 from alphapanda.db.base import Base
+from alphapanda.modes import MODES
 
 NOTIFY_CHANNEL = "alphapanda_registry"
-STREAM_MODES = ("ltp", "quote", "full")
+STREAM_MODES = MODES
 
 
 class InstrumentRow(Base):
@@ -57,7 +58,9 @@ class StreamSubscriptionRow(Base):
     """An instrument the feed should stream, and in which mode."""
 
     __tablename__ = "stream_subscriptions"
-    __table_args__ = (CheckConstraint("mode IN ('ltp', 'quote', 'full')", name="ck_stream_mode"),)
+    __table_args__ = (
+        CheckConstraint(f"mode IN ({', '.join(map(repr, MODES))})", name="ck_stream_mode"),
+    )
 
     instrument_token: Mapped[int] = mapped_column(
         BigInteger,

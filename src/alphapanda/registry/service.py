@@ -15,19 +15,18 @@ import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
 from typing import Literal
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from alphapanda.db.engine import Database
-from alphapanda.db.migrate import upgrade_connection
+from alphapanda.db.lifecycle import DB_UNAVAILABLE, DatabaseLifecycle, DatabaseService
 from alphapanda.instruments.dump import Instrument, RowError, load_instrument_dump
 from alphapanda.metrics.samples import Sample
 from alphapanda.registry import loader
 from alphapanda.registry.models import INSTRUMENTS, STREAM_SUBSCRIPTIONS
-from alphapanda.registry.watch import DB_DOWN_ERRORS, OnChange, StreamingSetWatcher
+from alphapanda.registry.watch import OnChange, StreamingSetWatcher
 from alphapanda.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -65,13 +64,7 @@ class StreamingInstrument:
     enabled: bool
 
 
-def _db_errors() -> tuple[type[BaseException], ...]:
-    from sqlalchemy.exc import DBAPIError, InterfaceError
-
-    return (*DB_DOWN_ERRORS, DBAPIError, InterfaceError)
-
-
-class InstrumentRegistryService:
+class InstrumentRegistryService(DatabaseService):
     """The instrument registry on PostgreSQL with a CSV fallback. Use as an async context
     manager (``async with InstrumentRegistryService(settings) as registry``)."""
 
@@ -85,8 +78,7 @@ class InstrumentRegistryService:
     ) -> None:
         self._settings = settings
         self._database = database or Database.from_settings(settings.database)
-        self._engine: AsyncEngine | None = None
-        self._migrated = False
+        self._db = DatabaseLifecycle(self._database, "InstrumentRegistryService")
         self._resync_interval = resync_interval
         self._retry_delay = retry_delay
         self._last_loaded: dict[int, str] | None = None
@@ -100,64 +92,44 @@ class InstrumentRegistryService:
     def __repr__(self) -> str:
         return f"InstrumentRegistryService(db={self._database.display_url!r}, schema={self._database.schema!r})"
 
-    async def __aenter__(self) -> InstrumentRegistryService:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.close()
-
     @property
     def database(self) -> Database:
         return self._database
 
     @property
     def engine(self) -> AsyncEngine:
-        if self._engine is None:
-            raise RuntimeError("InstrumentRegistryService not started")
-        return self._engine
+        """The engine; ``DatabaseNotStarted`` before ``start()`` or after ``close()``."""
+        return self._db.engine
 
     async def start(self) -> None:
         """Create the engine and migrate the schema; a down database is not an error here
         (``load()`` falls back, ``watch()`` retries)."""
-        self._engine = self._database.create_engine()
-        try:
-            await self.ensure_schema()
-        except _db_errors() as exc:
+        unreachable = await self._db.start()
+        if unreachable is not None:
             self.db_errors += 1
             log.error(
                 "PostgreSQL unreachable at start (%s at %s); instrument registry will retry",
-                type(exc).__name__,
+                type(unreachable).__name__,
                 self._database.display_url,
             )
 
     async def close(self) -> None:
-        if self._engine is not None:
-            await self._engine.dispose()
-            self._engine = None
+        await self._db.close()
 
     async def ensure_schema(self) -> None:
-        """Apply pending migrations once per process (idempotent and lock-protected)."""
-        if self._migrated:
-            return
-        async with self.engine.begin() as conn:
-            await upgrade_connection(conn, self._database.schema)
-        self._migrated = True
+        """Apply pending migrations once per process (idempotent, one caller at a time)."""
+        await self._db.ensure_schema()
 
     # -- InstrumentSource -------------------------------------------------------------
 
     async def load(self) -> dict[int, str]:
         """The desired subscriptions (token → mode): the database, else the CSV dump."""
+        engine = self.engine  # a registry never started is a bug, not an outage
         try:
             await self.ensure_schema()
-            async with self.engine.connect() as conn:
+            async with engine.connect() as conn:
                 desired = await loader.read_streaming_set(conn)
-        except _db_errors() as exc:
+        except DB_UNAVAILABLE as exc:
             self.db_errors += 1
             desired = self._load_csv_fallback(exc)
         else:

@@ -1,4 +1,4 @@
-"""Propagating changes of the streaming set from PostgreSQL to the feed (C4).
+"""Propagating changes of the streaming set from PostgreSQL to the feed.
 
 LISTEN/NOTIFY rather than polling: a trigger on ``stream_subscriptions`` notifies on
 commit, so a change reaches ``on_change`` in milliseconds without a query loop. Every
@@ -22,6 +22,7 @@ from typing import Any
 import asyncpg
 
 from alphapanda.db.engine import Database
+from alphapanda.db.lifecycle import DB_DOWN_ERRORS
 from alphapanda.registry.models import NOTIFY_CHANNEL
 
 log = logging.getLogger(__name__)
@@ -29,13 +30,6 @@ log = logging.getLogger(__name__)
 OnChange = Callable[[dict[int, str]], Awaitable[None]]
 
 _SELECT_STREAMING = "SELECT instrument_token, mode FROM stream_subscriptions WHERE enabled"
-# Errors that mean "the database is not there right now", as opposed to a bug.
-DB_DOWN_ERRORS: tuple[type[BaseException], ...] = (
-    OSError,
-    TimeoutError,
-    asyncpg.PostgresError,
-    asyncpg.InterfaceError,
-)
 
 
 class StreamingSetWatcher:

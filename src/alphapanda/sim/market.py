@@ -1,7 +1,7 @@
 """The simulated market: a seeded random walk per instrument, pure and clock-free.
 
 Every call to :meth:`Market.advance` is one trade of one instrument. The invariant the
-whole project leans on (SPEC §5, the sequence ledger): ``volume_traded`` grows by
+whole project leans on (the sequence ledger): ``volume_traded`` grows by
 exactly ``last_traded_quantity`` with each tick, so a consumer that sees two ticks of an
 instrument can tell whether it missed any in between.
 

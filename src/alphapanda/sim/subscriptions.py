@@ -1,7 +1,7 @@
 """Who is subscribed to what, in which mode: the server side of Kite's client messages.
 
 Pure: the WebSocket shell hands in the text a client sent and gets back the error
-texts to send; no sockets here. Rules (SPEC §6): a new subscription is in quote mode,
+texts to send; no sockets here. Rules, as on Kite: a new subscription is in quote mode,
 at most ``max_per_connection`` instruments per connection (a subscribe that would
 exceed it is refused whole), unknown tokens are reported, never crash anything.
 """

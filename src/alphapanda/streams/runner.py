@@ -239,8 +239,12 @@ class DerivedStreams:
             now = wall()
             if now >= next_candles:
                 next_candles = now + TIMER_STEP
+                # Never close a bar ahead of ticks still waiting in the inbox: the timer
+                # runs no later than the receive time of the oldest one, so a backlog
+                # here does not turn on-time ticks into late ones.
+                horizon = min(now, self._oldest_waiting(now))
                 for agg in self.aggregators:
-                    self._send_candles(agg.close_due(now))
+                    self._send_candles(agg.close_due(horizon))
             if now >= next_quotes:
                 next_quotes = now + quotes_every
                 self._send_quotes()
@@ -253,6 +257,12 @@ class DerivedStreams:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(TIMER_STEP):
                     await self._wake.wait()
+
+    def _oldest_waiting(self, default: float) -> float:
+        for item in self._inbox:
+            if not isinstance(item, _Gap):
+                return item[0].received_at_ns / 1e9
+        return default
 
     def _process(self, budget: int) -> int:
         done = 0

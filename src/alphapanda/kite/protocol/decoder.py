@@ -1,6 +1,6 @@
 """Binary WebSocket message → ticks. Pure and hot: no I/O, no clock, no logging.
 
-Wire format (Kite v3, big-endian, SPEC §6)::
+Wire format (Kite v3, big-endian)::
 
     message := uint16 count, count × (uint16 length, packet[length])
     a 1-byte message is a heartbeat
@@ -16,8 +16,8 @@ Wire format (Kite v3, big-endian, SPEC §6)::
                        exchange_timestamp, 5 bids + 5 asks of
                        (quantity u32, price u32, orders u16, 2 bytes padding)
 
-Every field is read as an unsigned 32-bit integer, as the official parser reads it (SPEC
-§6 calls the depth price i32; agreeing with ``kiteconnect`` byte for byte wins, see
+Every field is read as an unsigned 32-bit integer, as the official parser reads it (Kite's
+documentation calls the depth price i32; agreeing with ``kiteconnect`` byte for byte wins, see
 docs). The ``change`` bytes of index packets are ignored and ``change`` is recomputed
 from last price and close, again like the official parser.
 
@@ -238,7 +238,7 @@ def _decode_quote(data: bytes, start: int, received_at_ns: int) -> Tick:
 
 
 def _decode_index(data: bytes, start: int, length: int, received_at_ns: int) -> Tick:
-    # Index packets put high/low before open/close, unlike quote packets (SPEC §6).
+    # Index packets put high/low before open/close, unlike quote packets.
     timestamp: int | None
     if length == INDEX_FULL_LENGTH:
         token, raw_last, raw_high, raw_low, raw_open, raw_close, timestamp = (

@@ -2,7 +2,8 @@
 
 Field names follow the official ``kiteconnect`` tick dicts (``last_traded_quantity``,
 ``average_traded_price``, ...) so nobody has to translate between the two, and a field a
-packet kind does not carry is ``None`` rather than a silent ``0`` (SPEC §7).
+packet kind does not carry is ``None`` rather than a silent ``0``, which
+would read as a real price or quantity.
 """
 
 from __future__ import annotations
@@ -11,10 +12,11 @@ from typing import Final
 
 import msgspec
 
-MODE_LTP: Final = "ltp"
-MODE_QUOTE: Final = "quote"
-MODE_FULL: Final = "full"
-MODES: Final = frozenset({MODE_LTP, MODE_QUOTE, MODE_FULL})
+# The protocol's modes are the feed's modes, defined once (re-exported here).
+from alphapanda.modes import MODE_FULL as MODE_FULL
+from alphapanda.modes import MODE_LTP as MODE_LTP
+from alphapanda.modes import MODE_QUOTE as MODE_QUOTE
+from alphapanda.modes import MODES as MODES
 
 #: A 1-byte binary message: the server's "still alive" signal when it has no ticks to send.
 HEARTBEAT: Final = b"\x00"
@@ -30,7 +32,7 @@ SEGMENT_INDICES: Final = 9
 SEGMENT_NCO: Final = 12
 
 # Prices travel as integers; currency derivatives need more decimals than equities.
-# NCO (segment 12) is not in SPEC §6 but the official client divides it by 1e4 too,
+# NCO (segment 12) is not in Kite's documentation but the official client divides it by 1e4 too,
 # and we promise to agree with the official parser field for field.
 _DIVISORS: Final[dict[int, int]] = {
     SEGMENT_CDS: 10_000_000,
