@@ -32,7 +32,7 @@ import logging
 import time
 from collections.abc import Callable, Coroutine, Sequence
 from pathlib import Path
-from typing import Any, Final, Protocol
+from typing import TYPE_CHECKING, Any, Final, Protocol
 
 import msgspec
 
@@ -55,6 +55,9 @@ from alphapanda.settings import Settings
 from alphapanda.streams.runner import DerivedStreams, ServiceState
 from alphapanda.topics import TopicNames
 from alphapanda.wal.ingest import WalIngest
+
+if TYPE_CHECKING:
+    from alphapanda.ha.controller import HaController
 
 log = logging.getLogger(__name__)
 
@@ -133,6 +136,7 @@ class MarketFeedService:
         feed = settings.feed
         kite = settings.kite
         self.topic = TopicNames.market_ticks(settings.kafka.topic_prefix)
+        ha = settings.ha
         self.accounting = Accounting()
         self.buffer = TickBuffer(feed.buffer_capacity, feed.buffer_policy, self.accounting)
         self.spool = Spool(feed.spool_dir, feed.spool_max_bytes, feed.spool_min_free_bytes)
@@ -151,6 +155,16 @@ class MarketFeedService:
         def make_producer(
             on_delivery: DeliveryHandler, on_ack: Callable[[int], None]
         ) -> MessageProducer:
+            if ha.group and ha.fencing == "transactions":
+                # One transactional id per group: whoever initialises it fences the rest.
+                return MessageProducer(
+                    settings.kafka,
+                    self.topic,
+                    on_delivery,
+                    on_ack=on_ack,
+                    transactional_id=f"alphapanda-ha-{ha.group}",
+                    commit_interval=ha.commit_interval_ms / 1000,
+                )
             return MessageProducer(settings.kafka, self.topic, on_delivery, on_ack=on_ack)
 
         self.publisher = Publisher(
@@ -167,7 +181,12 @@ class MarketFeedService:
         self.producer = self.publisher.producer
         # The write-ahead log of raw frames: what a crash of this process cannot lose.
         self.wal: WalIngest | None = None
-        if feed.wal_enabled:
+        if feed.wal_enabled and ha.group:
+            # In a hot-standby group a crash of the active is covered by the standby,
+            # which publishes what follows the active's last tick; a restarted
+            # instance joins as a standby and must not republish its own log.
+            log.info("hot-standby group %s: the write-ahead log is not used", ha.group)
+        elif feed.wal_enabled:
             self.wal = WalIngest(
                 settings,
                 self.topic,
@@ -184,10 +203,17 @@ class MarketFeedService:
             DerivedStreams(settings, ServiceState(self)) if settings.streams.enabled else None
         )
         self.encoder.observer = self.derived.offer if self.derived else None
+        # Hot standby: the connections feed a gate that holds ticks while standby.
+        self.ha: HaController | None = None
+        self.gate = None
+        if ha.group:
+            from alphapanda.ha.gate import StandbyGate
+
+            self.gate = StandbyGate(self.buffer, ha.window_seconds)
         self.client = TickerClient(
             kite,
             tokens or StaticTokenProvider(kite),
-            self.buffer,
+            self.gate if self.gate is not None else self.buffer,
             frame_listener=frame_listener,
             order_listener=self.derived.offer_order if self.derived else None,
             decode=self.hot_path.decode,
@@ -203,6 +229,11 @@ class MarketFeedService:
         if self.derived is not None:
             self.services.append(self.derived)
             self._extra_sources.append(self.derived)
+        self._subscriptions: dict[int, str] = {}
+        if self.gate is not None:
+            self.ha = self._make_ha()
+            self.services.append(self.ha)
+            self._extra_sources.append(self.ha)
         self.topic_ready = False
         self.failures: list[str] = []
         # Set when the feed can no longer do its job and must be restarted (a fatal
@@ -249,7 +280,9 @@ class MarketFeedService:
         """``(ready, reasons)``: ready when a Kite connection is streaming AND the broker
         accepts writes (topic exists, nothing being spooled)."""
         reasons = []
-        if not self.client.is_streaming():
+        if self.ha is not None and not self.ha.active:
+            reasons.append(f"standby in hot-standby group {self.ha.group} (not publishing)")
+        if not self.client.is_streaming() and (self.ha is None or self.ha.active):
             reasons.append("no Kite connection is streaming")
         if not self.topic_ready:
             reasons.append(f"topic {self.topic} not created yet (broker unreachable?)")
@@ -293,6 +326,7 @@ class MarketFeedService:
                 "latency_p99_seconds": p99,
             },
             "wal": self.wal.status() if self.wal is not None else {"enabled": False},
+            "ha": self.ha.status() if self.ha is not None else {"group": None},
             "connections": [msgspec.to_builtins(s) for s in self.client.statuses()],
             "subscriptions": len(self.client.subscriptions()),
         }
@@ -301,6 +335,17 @@ class MarketFeedService:
         """Run until ``request_stop()`` (or a part fails), then shut down in order."""
         # A scan of a big spool reads every segment: off the event loop.
         recovered = await asyncio.to_thread(self.spool.open)
+        if recovered and self.ha is not None:
+            # What a previous run of this instance spooled was either published or is
+            # published by the active that took over after it: replaying it would
+            # duplicate it (and a standby must not publish).
+            await asyncio.to_thread(_discard_spool, self.spool)
+            log.warning(
+                "hot standby: discarded %d spooled messages of a previous run (the group's "
+                "active published what followed its last tick)",
+                recovered,
+            )
+            recovered = 0
         if self.wal is not None:
             self.wal.open()
             await self.wal.prepare()
@@ -315,7 +360,19 @@ class MarketFeedService:
                 f" ({lost} damaged records lost)" if lost else "",
             )
         subscriptions = await self.instruments.load()
-        await self.client.set_subscriptions(subscriptions)
+        self._subscriptions = subscriptions
+        if self.ha is not None:
+            from alphapanda.ha.controller import choose_standby
+
+            self.ha.standby = choose_standby(self.settings, len(subscriptions))
+            log.info(
+                "hot-standby group %s: %s standby until the lease is free (instance %s)",
+                self.ha.group,
+                self.ha.standby,
+                self.ha.instance,
+            )
+        if self.ha is None or self.ha.standby == "warm":
+            await self.client.set_subscriptions(subscriptions)
         log.info(
             "streaming %d instruments to topic %s (buffer %s/%d)",
             len(subscriptions),
@@ -369,6 +426,32 @@ class MarketFeedService:
                 await asyncio.to_thread(self.wal.close)
         if self.failures:
             raise ServiceFailed(f"stopped because these parts failed: {', '.join(self.failures)}")
+
+    def _make_ha(self) -> HaController:
+        from alphapanda.ha.controller import HaController, instance_name
+
+        assert self.gate is not None
+        api = self.settings.api
+        derived = self.derived
+
+        async def connect() -> None:
+            await self.client.set_subscriptions(self._subscriptions)
+
+        controller = HaController(
+            self.settings,
+            self.gate,
+            self.producer,
+            self.topic,
+            instance=instance_name(api.port),
+            api_url=f"http://{api.host}:{api.port}",
+            connect=connect,
+            streaming=self.client.is_streaming,
+            emit=derived.emit if derived is not None else None,
+            request_stop=self.request_stop,
+        )
+        if derived is not None:
+            derived.publishing = lambda: controller.active
+        return controller
 
     async def _await_recovery(self, wal: WalIngest) -> None:
         # Crash recovery runs before any socket opens when the broker answers; if it
@@ -442,6 +525,15 @@ class MarketFeedService:
         )
         if self.accounting.imbalance():
             log.error("accounting imbalance of %d ticks (a bug)", self.accounting.imbalance())
+
+
+def _discard_spool(spool: Spool) -> None:
+    """Move a spool's cursor past everything it holds (hot standby: not replayed)."""
+    while spool.pending:
+        window = spool.read_window(10_000)
+        if not window.messages and not window.lost:
+            break
+        spool.commit_window()
 
 
 class _ServiceFigures:

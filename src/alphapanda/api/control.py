@@ -200,6 +200,10 @@ class ServiceControl:
         """Why the feed must be restarted (``None``: it is healthy)."""
         return self._service.unhealthy
 
+    def standby_ready(self) -> bool | None:
+        ha = self._service.ha
+        return None if ha is None or ha.active else ha.standby_ready
+
     def subscriptions(self) -> dict[int, str]:
         return self._service.client.subscriptions()
 

@@ -189,7 +189,12 @@ async def ready(ctx: Ctx) -> Any:
     """200 only when a ticker connection is streaming AND the broker accepts writes."""
     assert ctx.control is not None
     is_ready, reasons = ctx.control.readiness()
-    body = Readiness(ready=is_ready, reasons=list(reasons))
+    standby = getattr(ctx.control, "standby_ready", None)
+    body = Readiness(
+        ready=is_ready,
+        reasons=list(reasons),
+        standby_ready=standby() if standby is not None else None,
+    )
     if is_ready:
         return body
     return JSONResponse(body.model_dump(), status_code=503)

@@ -71,6 +71,7 @@ def _register() -> None:
         derived_bench_cmd,
         doctor_cmd,
         feed_cmd,
+        ha_cmd,
         instruments_cmd,
         record_cmd,
         sim_cmd,
