@@ -144,8 +144,12 @@ class MarketFeedService:
         # The derived streams read formatted MarketTicks, which only the Python path
         # builds: with them on, "auto" means the Python path (known gap: the native
         # encoder does not feed them yet; with "native" they receive nothing).
+        # The hot-standby gate matches ticks by fields (last trade time) that native ticks
+        # do not carry either: a group member runs on the Python path.
         hot_path = feed.hot_path
-        if settings.streams.enabled and hot_path == "auto":
+        if settings.ha.group:
+            hot_path = "python"
+        elif settings.streams.enabled and hot_path == "auto":
             hot_path = "python"
         elif settings.streams.enabled and hot_path == "native":
             log.warning("feed.hot_path native: the derived streams receive no ticks")
