@@ -30,7 +30,7 @@ cleanup() {
 trap cleanup EXIT
 
 # 1. The simulator, on the ports the default settings point at (ws 18765, HTTP 18766).
-"$BIN" sim --instruments "$INSTRUMENTS" --ticks-per-second "$RATE" \
+"$BIN" sim --instruments "$INSTRUMENTS" --rate "$RATE" \
     >"$LOG_DIR/sim.out" 2>"$LOG_DIR/sim.log" &
 children+=($!)
 for _ in $(seq 1 100); do

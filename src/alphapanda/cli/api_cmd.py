@@ -21,17 +21,31 @@ from alphapanda.production import require_secure
 from alphapanda.settings import Settings
 
 
-@app.command("api")
+@app.command(
+    "api",
+    epilog="Examples:\n\n  alphapanda api\n\n  alphapanda api --host 0.0.0.0 --port 18081",
+)
 def api(
     ctx: typer.Context,
     host: Annotated[
-        str | None, typer.Option(help="Interface to listen on [default: ALPHAPANDA_API__HOST].")
+        str | None,
+        typer.Option(
+            help="Interface to listen on. [default: ALPHAPANDA_API__HOST, i.e. 127.0.0.1]",
+            show_default=False,
+        ),
     ] = None,
     port: Annotated[
-        int | None, typer.Option(help="Port [default: ALPHAPANDA_API__PORT, 18080].")
+        int | None,
+        typer.Option(
+            help="TCP port to listen on; use another one than the feed's own API when both "
+            "run on one machine. [default: ALPHAPANDA_API__PORT, i.e. 18080]",
+            show_default=False,
+        ),
     ] = None,
 ) -> None:
-    """Run the read-only monitoring API (status page at http://HOST:PORT/)."""
+    """Run the read-only monitoring API as a process of its own: /health, /status,
+    /metrics and the status page at http://HOST:PORT/, from the figures the feed flushes
+    to Redis. Changing subscriptions needs the feed's own API."""
     settings = settings_from(ctx)
     require_secure(settings, "api", host or settings.api.host)
     api_port = settings.api.port if port is None else port

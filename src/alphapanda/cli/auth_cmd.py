@@ -22,7 +22,11 @@ from alphapanda.cli.app import app, settings_from
 from alphapanda.ops.preflight import StartupError
 from alphapanda.settings import Settings
 
-auth_app = typer.Typer(help="Kite login and access tokens.", no_args_is_help=True)
+auth_app = typer.Typer(
+    help="Kite login and access tokens.",
+    no_args_is_help=True,
+    epilog="Examples:\n\n  alphapanda auth login\n\n  alphapanda auth status",
+)
 app.add_typer(auth_app, name="auth")
 
 T = TypeVar("T")
@@ -68,29 +72,49 @@ def _describe(status: AuthStatus) -> str:
     return "\n".join(lines)
 
 
-@auth_app.command("login")
+@auth_app.command(
+    "login",
+    epilog="Examples:\n\n"
+    "  alphapanda auth login\n\n"
+    "  alphapanda auth login --no-browser --timeout 600\n\n"
+    "  alphapanda auth login --request-token REQUEST_TOKEN\n\n"
+    "  docker compose run --rm feed auth login",
+)
 def login(
     ctx: typer.Context,
     request_token: Annotated[
         str | None,
         typer.Option(
             "--request-token",
-            help="From the Kite login redirect URL (headless use); without it the login "
-            "URL is printed and the redirect is captured on ALPHAPANDA_KITE__REDIRECT_URL.",
+            help="The request_token parameter of the URL Kite redirected your browser to "
+            "after a login done elsewhere; skips the browser step. "
+            "[default: none: wait for the browser's redirect]",
+            show_default=False,
         ),
     ] = None,
     browser: Annotated[
-        bool, typer.Option(help="Open the login URL in a browser when one is available.")
+        bool,
+        typer.Option(help="Also open the login URL in a browser, when this machine has one."),
     ] = True,
     timeout: Annotated[
         float, typer.Option(help="Seconds to wait for the browser to come back.")
     ] = 300.0,
 ) -> None:
-    """Log in to Kite and store the day's access token (official kiteconnect client).
+    """Log in to Kite and store the day's access token in PostgreSQL.
 
-    Without --request-token: prints Kite's login URL (and opens it), listens on the
-    loopback ALPHAPANDA_KITE__REDIRECT_URL (register exactly that URL as the Kite app's
-    redirect URL) for the request token, exchanges it and stores the access token.
+    The login URL is built from ALPHAPANDA_KITE__API_KEY: Kite's own login page
+    (kite.zerodha.com) when ALPHAPANDA_KITE__ENV=live, the simulator's
+    (ALPHAPANDA_KITE__API_ROOT/connect/login) otherwise.
+
+    What happens: the URL is printed (and opened in a browser when there is one); you
+    log in to Kite there; Kite sends your browser to ALPHAPANDA_KITE__REDIRECT_URL, where
+    this command is listening on loopback (register exactly that URL as your Kite app's
+    redirect URL); the request token it carries is exchanged for an access token with
+    ALPHAPANDA_KITE__API_SECRET, and the token is stored. A running feed picks it up
+    within about a second. The token expires at the next 06:00 IST.
+
+    On a server, open the printed URL through an SSH tunnel to the redirect port, or log
+    in elsewhere and pass --request-token.
     """
     settings = settings_from(ctx)
     if request_token is None:
@@ -134,25 +158,46 @@ def _open_browser(url: str) -> None:
     webbrowser.open(url)
 
 
-@auth_app.command("set-token")
+@auth_app.command(
+    "set-token",
+    epilog="Examples:\n\n"
+    "  alphapanda auth set-token\n\n"
+    "  alphapanda auth set-token --user-id AB1234",
+)
 def set_token(
     ctx: typer.Context,
     access_token: Annotated[
         str | None,
-        typer.Argument(help="The access token; prompted for (hidden) when omitted."),
+        typer.Argument(
+            help="The access token. [default: prompted for, without echo]", show_default=False
+        ),
     ] = None,
-    user_id: Annotated[str | None, typer.Option("--user-id", help="Kite user id.")] = None,
+    user_id: Annotated[
+        str | None,
+        typer.Option("--user-id", help="Kite user id, shown by `auth status`. [default: none]"),
+    ] = None,
 ) -> None:
-    """Store an access token obtained elsewhere (expires at the next 06:00 IST)."""
+    """Store an access token obtained elsewhere (e.g. from your own Kite login code).
+
+    It counts as valid until the next 06:00 IST, when Kite expires every token. A running
+    feed picks it up within about a second.
+    """
     token = access_token or typer.prompt("access token", hide_input=True)
     status = _run(settings_from(ctx), lambda auth: auth.set_token(token, user_id))
     typer.echo("access token stored")
     typer.echo(_describe(status))
 
 
-@auth_app.command("status")
+@auth_app.command(
+    "status",
+    epilog="Examples:\n\n"
+    "  alphapanda auth status\n\n"
+    "  alphapanda auth status || alphapanda auth login",
+)
 def status(ctx: typer.Context) -> None:
-    """Show where the token comes from and when it expires; exit 1 without a usable one."""
+    """Show where the access token comes from (stored by a login, or set in
+    ALPHAPANDA_KITE__ACCESS_TOKEN) and when it expires. Exit code 1 without a usable
+    token."""
     current = _run(settings_from(ctx), lambda auth: auth.status())
     typer.echo(_describe(current))
     if not current.has_token:

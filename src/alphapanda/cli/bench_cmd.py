@@ -24,11 +24,19 @@ bench_app = typer.Typer(
     name="bench",
     help="Benchmarks: ours vs the original design, same machine, same run.",
     no_args_is_help=True,
+    epilog="Examples:\n\n"
+    "  alphapanda bench decode\n\n"
+    "  alphapanda bench e2e --seconds 10 --rate 100000",
 )
 app.add_typer(bench_app, name="bench")
 
 
-@bench_app.command("decode")
+@bench_app.command(
+    "decode",
+    epilog="Examples:\n\n"
+    "  alphapanda bench decode\n\n"
+    "  alphapanda bench decode --packets 200000 --per-message 3000",
+)
 def decode(
     packets: Annotated[
         int, typer.Option("--packets", min=1, help="Full-mode packets per repeat.")
@@ -44,8 +52,9 @@ def decode(
         ),
     ] = 50,
 ) -> None:
-    """Full-mode packets/s: our decoder and both hot paths (frame bytes to Kafka records,
-    native and Python) vs the official kiteconnect parser, same frames."""
+    """Full-mode packets per second: our decoder and both hot paths (frame bytes to Kafka
+    records, native and Python) against the official kiteconnect parser, on the same
+    frames. No services needed."""
     result = run_decode_benchmark(
         packets=packets, repeat=repeat, seed=seed, per_message=per_message
     )
@@ -79,7 +88,12 @@ def decode(
     )
 
 
-@bench_app.command("burst")
+@bench_app.command(
+    "burst",
+    epilog="Examples:\n\n"
+    "  alphapanda bench burst\n\n"
+    "  alphapanda bench burst --instruments 9000 --seconds 30 --hot-path python",
+)
 def burst(
     ctx: typer.Context,
     instruments: Annotated[
@@ -88,25 +102,28 @@ def burst(
             "--instruments",
             min=1,
             max=9000,
-            help="Instruments in full mode (3,000 per connection).",
+            help="Instruments in full mode (3,000 per connection, at most 9,000).",
         ),
     ] = 3000,
     seconds: Annotated[
-        float, typer.Option("--seconds", min=1, help="Measured seconds (after 2 warm-up frames).")
+        float, typer.Option("--seconds", min=1, help="Measured seconds, after 2 warm-up frames.")
     ] = 10.0,
     frame_interval: Annotated[
-        float, typer.Option("--frame-interval", min=0.05, help="Seconds between frames.")
+        float,
+        typer.Option("--frame-interval", min=0.05, help="Seconds between a connection's frames."),
     ] = 1.0,
     hot_path: Annotated[
         str, typer.Option("--hot-path", help="The feed's hot path: auto, native or python.")
     ] = "auto",
     reference: Annotated[
-        bool, typer.Option(help="Also run the bare-producer reference (same run).")
+        bool,
+        typer.Option(help="Also run a bare producer pushing the same records (same run)."),
     ] = True,
 ) -> None:
-    """Kite's cadence end to end: simulator (one frame per connection per interval) →
-    `alphapanda feed` → Kafka → a consumer process; frame → consumer latency of every
-    tick, side by side with a bare producer pushing the same records. Exit 1 on loss."""
+    """Kite's cadence end to end: the simulator sends one frame per connection per
+    interval → `alphapanda feed` → Kafka → a consumer process. Reports the frame →
+    consumer latency of every tick, side by side with a bare producer pushing the same
+    records. Exit code 1 if a tick was lost."""
     from alphapanda.bench.burst import run_burst, summary_lines
 
     if hot_path not in ("auto", "native", "python"):
@@ -128,21 +145,60 @@ def burst(
         raise typer.Exit(1)
 
 
-@bench_app.command("soak")
+SOAK_SECONDS = 600.0
+
+
+def soak_seconds(seconds: float | None, minutes: float | None) -> float:
+    """The soak's length from ``--seconds`` or its older spelling ``--minutes``."""
+    if seconds is not None and minutes is not None:
+        raise typer.BadParameter("give --seconds or --minutes, not both", param_hint="--seconds")
+    if seconds is not None:
+        return seconds
+    return SOAK_SECONDS if minutes is None else minutes * 60
+
+
+@bench_app.command(
+    "soak",
+    epilog="Examples:\n\n"
+    "  alphapanda bench soak\n\n"
+    "  alphapanda bench soak --seconds 3600 --rate 5000 --out-dir /tmp/soak",
+)
 def soak(
     ctx: typer.Context,
-    minutes: Annotated[float, typer.Option("--minutes", min=0.1, help="Length of the run.")] = 10.0,
+    seconds: Annotated[
+        float | None,
+        typer.Option(
+            "--seconds",
+            min=6,
+            help="Length of the run. [default: 600]",
+            show_default=False,
+        ),
+    ] = None,
+    minutes: Annotated[float | None, typer.Option("--minutes", min=0.1, hidden=True)] = None,
     rate: Annotated[
         float, typer.Option("--rate", min=1, help="Simulator ticks/s across all instruments.")
     ] = 5000.0,
-    out: Annotated[Path, typer.Option("--out", help="Folder for soak.csv and soak.png.")] = Path(
-        ".alphapanda/soak"
-    ),
-    interval: Annotated[float, typer.Option("--interval", min=0.5, help="Seconds/sample.")] = 5.0,
+    out_dir: Annotated[
+        Path | None,
+        typer.Option(
+            "--out-dir",
+            help="Folder for soak.csv and soak.png. [default: .alphapanda/soak]",
+            show_default=False,
+        ),
+    ] = None,
+    out: Annotated[Path | None, typer.Option("--out", hidden=True)] = None,
+    interval: Annotated[
+        float, typer.Option("--interval", min=0.5, help="Seconds between samples.")
+    ] = 5.0,
 ) -> None:
-    """Simulator → `alphapanda feed` → Kafka at a fixed load: feed RSS flat (±10 % after
-    warm-up) and zero loss by the consumer ledger. Exit code 1 if either fails."""
+    """Simulator → `alphapanda feed` → Kafka at a fixed load for a long run: the feed's
+    memory (RSS) must stay flat (within ±10 % after warm-up) and the consumer must see
+    every tick. Exit code 1 if either fails."""
     from alphapanda.bench.soak import run_soak, summary_lines
+
+    seconds = soak_seconds(seconds, minutes)
+    if out_dir is None:
+        out_dir = out if out is not None else Path(".alphapanda/soak")
 
     console = Console(width=120)
 
@@ -157,38 +213,50 @@ def soak(
     result = asyncio.run(
         run_soak(
             settings_from(ctx),
-            minutes=minutes,
+            minutes=seconds / 60,
             rate=rate,
-            out_dir=out,
+            out_dir=out_dir,
             interval=interval,
             on_sample=show,
         )
     )
     for line in summary_lines(result):
         console.print(line, highlight=False)
-    console.print(f"wrote {out / 'soak.csv'} and {out / 'soak.png'}", highlight=False)
+    console.print(f"wrote {out_dir / 'soak.csv'} and {out_dir / 'soak.png'}", highlight=False)
     if not result.passed:
         raise typer.Exit(1)
 
 
-@bench_app.command("chaos")
+@bench_app.command(
+    "chaos",
+    epilog="Examples:\n\n"
+    "  alphapanda bench chaos\n\n"
+    "  alphapanda bench chaos --faults kill,pause --rate 5000\n\n"
+    "  alphapanda bench chaos --faults feedkill",
+)
 def chaos(
     ctx: typer.Context,
     faults: Annotated[
         str,
         typer.Option(
             "--faults",
-            help="Comma-separated, in order: kill,pause,drops,malformed,stall,redis,token,"
-            "diskfull,spoolcorrupt,twoprocs,flap,fatal (diskfull needs root: it mounts a "
-            "small tmpfs for the spool); feedkill (SIGKILL of a feed process 10 times) and "
-            "failover (SIGKILL of the active of a hot-standby pair 10 times) run last.",
+            help="Faults to run, comma-separated, in this order: kill, pause, drops, "
+            "malformed, stall, redis, token, diskfull, spoolcorrupt, twoprocs, flap, fatal "
+            "(diskfull needs root: it mounts a small tmpfs for the spool); feedkill (a feed "
+            "process killed with SIGKILL 10 times) and failover (the active of a hot-standby "
+            "pair killed 10 times) run last. "
+            "[default: kill,pause,drops,malformed,stall,redis,token]",
+            show_default=False,
         ),
     ] = "kill,pause,drops,malformed,stall,redis,token",
     rate: Annotated[float, typer.Option("--rate", min=1, help="Simulator ticks/s.")] = 2000.0,
-    drops: Annotated[int, typer.Option("--drops", min=1, help="Socket drops in 'drops'.")] = 20,
+    drops: Annotated[
+        int, typer.Option("--drops", min=1, help="How many socket drops the drops fault makes.")
+    ] = 20,
 ) -> None:
     """The faults the feed must survive, one after another, against a private broker, a
-    private Redis, the simulator and the feed; a table of what each cost. Exit code 1 if anything was lost."""
+    private Redis, the simulator and the feed; prints a table of what each cost. Exit code
+    1 if a tick was lost."""
     from alphapanda.bench.chaos import run_chaos, summary_lines
 
     console = Console(width=140)
@@ -286,7 +354,13 @@ def _feedkill(
         raise typer.Exit(1)
 
 
-@bench_app.command("e2e")
+@bench_app.command(
+    "e2e",
+    epilog="Examples:\n\n"
+    "  alphapanda bench e2e\n\n"
+    "  alphapanda bench e2e --seconds 10 --rate 100000 --no-baseline\n\n"
+    "  alphapanda bench e2e --wal-compare 2 --live-sim --rate 20000",
+)
 def e2e(
     ctx: typer.Context,
     seconds: Annotated[
@@ -299,10 +373,11 @@ def e2e(
         float, typer.Option("--latency-rate", min=1, help="Simulator ticks/s for latency.")
     ] = 20_000.0,
     baseline: Annotated[
-        bool, typer.Option(help="Also run the original design (bench/baseline.py).")
+        bool, typer.Option(help="Also run the original design, for comparison.")
     ] = True,
     ceiling: Annotated[
-        bool, typer.Option(help="Also run the bare producer loop (bench/ceiling.py).")
+        bool,
+        typer.Option(help="Also run a bare producer loop: the most the broker can take here."),
     ] = True,
     baseline_rates: Annotated[
         str,
@@ -314,7 +389,7 @@ def e2e(
         bool,
         typer.Option(
             "--pregenerate/--live-sim",
-            help="Simulator sends pre-built ticks (default) or generates them live.",
+            help="The simulator sends pre-built ticks, or generates them live.",
         ),
     ] = True,
     wal_compare: Annotated[
@@ -322,13 +397,14 @@ def e2e(
         typer.Option(
             "--wal-compare",
             min=0,
-            help="Instead: N rounds of the feed with the WAL off, then on (no baseline or "
-            "ceiling), and the cost of the WAL as ratios.",
+            help="Instead: N rounds of the feed with the write-ahead log off, then on (no "
+            "baseline or ceiling), and its cost as ratios (0: off).",
         ),
     ] = 0,
 ) -> None:
-    """Simulator → feed → Kafka acks, consumer-verified: ticks/s at zero loss, p50/p99
-    frame-receipt → ack latency, side by side with the baseline and the ceiling."""
+    """Simulator → feed → Kafka acks, checked by a consumer: ticks/s at zero loss and the
+    p50/p99 latency from frame receipt to broker ack, side by side with the original
+    design and a bare producer loop. Exit code 1 if a tick was lost."""
     from alphapanda.bench.e2e import run_e2e
 
     console = Console(width=120)

@@ -12,7 +12,11 @@ from rich.table import Table
 from alphapanda.cli.app import app, settings_from
 from alphapanda.settings import effective_settings, env_name
 
-config_app = typer.Typer(help="Inspect the configuration.", no_args_is_help=True)
+config_app = typer.Typer(
+    help="Inspect the configuration.",
+    no_args_is_help=True,
+    epilog="Examples:\n\n  alphapanda config show",
+)
 app.add_typer(config_app, name="config")
 
 

@@ -11,7 +11,11 @@ from alphapanda.cli.app import app, settings_from
 from alphapanda.db.engine import Database
 from alphapanda.db.migrate import current_revision, head_revision, upgrade
 
-db_app = typer.Typer(help="Manage the PostgreSQL schema.", no_args_is_help=True)
+db_app = typer.Typer(
+    help="Manage the PostgreSQL schema.",
+    no_args_is_help=True,
+    epilog="Examples:\n\n  alphapanda db upgrade\n\n  alphapanda db current",
+)
 app.add_typer(db_app, name="db")
 
 

@@ -25,6 +25,9 @@ from alphapanda.settings import Settings, SubscriptionMode
 instruments_app = typer.Typer(
     help="The instrument registry: Kite's instrument list and which instruments stream.",
     no_args_is_help=True,
+    epilog="Examples:\n\n"
+    "  alphapanda instruments fetch --exchange NSE\n\n"
+    "  alphapanda instruments stream NSE:INFY NSE:RELIANCE",
 )
 app.add_typer(instruments_app, name="instruments")
 

@@ -26,7 +26,12 @@ from alphapanda.sim.market import Market
 from alphapanda.sim.server import Simulator
 
 
-@app.command()
+@app.command(
+    epilog="Examples:\n\n"
+    "  alphapanda sim\n\n"
+    "  alphapanda sim --rate 20000 --seed 7 --instruments data/instruments.csv\n\n"
+    "  alphapanda sim --cadence kite --frame-interval 1 --port 0 --admin-port 0",
+)
 def sim(
     ctx: typer.Context,
     host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
@@ -42,7 +47,8 @@ def sim(
         typer.Option(
             envvar="ALPHAPANDA_SIM_ADMIN_TOKEN",
             help="Require `Authorization: Bearer TOKEN` on the admin routes "
-            "(Kite's login routes stay open).",
+            "(Kite's login routes stay open). [default: none: no admin token asked]",
+            show_default=False,
         ),
     ] = None,
     redirect_url: Annotated[
@@ -51,9 +57,18 @@ def sim(
     instruments: Annotated[
         Path, typer.Option(help="Kite instrument-dump CSV: the tradable universe.")
     ] = Path("data/instruments.csv"),
+    rate: Annotated[
+        float | None,
+        typer.Option(
+            "--rate",
+            min=0,
+            help="Ticks per second across all subscribed instruments (0: paused). [default: 1000]",
+            show_default=False,
+        ),
+    ] = None,
     ticks_per_second: Annotated[
-        float, typer.Option(help="Total ticks per second across all subscribed instruments.")
-    ] = 1000.0,
+        float | None, typer.Option("--ticks-per-second", min=0, hidden=True)
+    ] = None,
     api_key: Annotated[
         str,
         typer.Option(envvar="ALPHAPANDA_SIM_API_KEY", help="The API key clients must present."),
@@ -81,12 +96,15 @@ def sim(
     ] = 0.0,
     pregenerate_rate: Annotated[
         float | None,
-        typer.Option(help="Rate the pre-built window is sized for (default: --ticks-per-second)."),
+        typer.Option(
+            help="Ticks/s the pre-built window is sized for. [default: same as --rate]",
+            show_default=False,
+        ),
     ] = None,
     cadence: Annotated[
         str,
         typer.Option(
-            help="stream: --ticks-per-second in small frames every 20 ms; kite: the real "
+            help="stream: --rate ticks/s in small frames every 20 ms; kite: the real "
             "exchange's rhythm, one frame per connection every --frame-interval holding a "
             "packet for every subscribed instrument that changed."
         ),
@@ -102,8 +120,14 @@ def sim(
         ),
     ] = 1.0,
 ) -> None:
-    """Serve a simulated Kite ticker at ws://HOST:PORT/?api_key=…&access_token=… with
-    fault switches and figures at http://HOST:ADMIN_PORT (see docs/simulator.md)."""
+    """Serve a simulated Kite ticker at ws://HOST:PORT/?api_key=…&access_token=…, with
+    fault switches and figures on its admin HTTP API at http://ADMIN_HOST:ADMIN_PORT
+    (see docs/simulator.md).
+
+    It also serves Kite's login, session and instrument-dump routes, so `auth login` and
+    `instruments fetch` work against it. It prints one JSON line with its real URLs once
+    it listens.
+    """
     require_secure_sim(
         settings_from(ctx),
         exposed=not (is_loopback(host) and is_loopback(admin_host)),
@@ -133,6 +157,11 @@ def sim(
         )
         raise typer.Exit(2)
     chosen: Literal["stream", "kite"] = "kite" if cadence == "kite" else "stream"
+    if rate is not None and ticks_per_second is not None:
+        typer.secho("give --rate or --ticks-per-second, not both", fg=typer.colors.RED, err=True)
+        raise typer.Exit(2)
+    if rate is None:
+        rate = 1000.0 if ticks_per_second is None else ticks_per_second
     config = SimConfig(
         host=host,
         port=port,
@@ -141,7 +170,7 @@ def sim(
         admin_token=SecretStr(admin_token) if admin_token else None,
         redirect_url=redirect_url,
         instruments=instruments,
-        ticks_per_second=ticks_per_second,
+        ticks_per_second=rate,
         api_key=api_key,
         access_token=SecretStr(access_token),
         api_secret=SecretStr(api_secret),
