@@ -147,9 +147,7 @@ class MarketFeedService:
         # The hot-standby gate matches ticks by fields (last trade time) that native ticks
         # do not carry either: a group member runs on the Python path.
         hot_path = feed.hot_path
-        if settings.ha.group:
-            hot_path = "python"
-        elif settings.streams.enabled and hot_path == "auto":
+        if settings.ha.group or (settings.streams.enabled and hot_path == "auto"):
             hot_path = "python"
         elif settings.streams.enabled and hot_path == "native":
             log.warning("feed.hot_path native: the derived streams receive no ticks")

@@ -13,7 +13,11 @@ import typer
 from alphapanda.cli.app import app, settings_from
 from alphapanda.ha.lease import group_status, request_handover
 
-ha_app = typer.Typer(help="Hot standby: who is active, hand over.", no_args_is_help=True)
+ha_app = typer.Typer(
+    help="Hot standby: which instance of the group is active; hand over for a deploy.",
+    no_args_is_help=True,
+    epilog="Examples:\n\n  alphapanda ha status\n\n  alphapanda ha handover --group feed-a",
+)
 app.add_typer(ha_app, name="ha")
 
 
@@ -35,11 +39,14 @@ def _instance_status(api_url: str) -> dict[str, Any] | None:
     return body if isinstance(body, dict) else None
 
 
-@ha_app.command("status")
+@ha_app.command(
+    "status",
+    epilog="Examples:\n\n  alphapanda ha status\n\n  alphapanda ha status --group feed-a --json",
+)
 def status_cmd(
     ctx: typer.Context,
-    group: str | None = typer.Option(None, help="The group (default: ALPHAPANDA_HA__GROUP)."),
-    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+    group: str | None = typer.Option(None, help="The group. [default: ALPHAPANDA_HA__GROUP]"),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
 ) -> None:
     """Who is active, since when, the epoch, and each standby's lag."""
     url, name = _group(ctx, group)
@@ -82,10 +89,13 @@ def status_cmd(
         )
 
 
-@ha_app.command("handover")
+@ha_app.command(
+    "handover",
+    epilog="Examples:\n\n  alphapanda ha handover\n\n  alphapanda ha handover --group feed-a",
+)
 def handover_cmd(
     ctx: typer.Context,
-    group: str | None = typer.Option(None, help="The group (default: ALPHAPANDA_HA__GROUP)."),
+    group: str | None = typer.Option(None, help="The group. [default: ALPHAPANDA_HA__GROUP]"),
 ) -> None:
     """Ask the active to hand over: it publishes everything it received, commits and
     exits; a warm standby continues after its last tick (for deploys)."""
