@@ -265,6 +265,12 @@ class PublisherCore:
         )
 
     @property
+    def held_failed(self) -> int:
+        """Messages whose delivery failed, held here to be produced again first: still
+        ``awaiting_ack`` in the books, though no longer in the producer."""
+        return len(self._failed)
+
+    @property
     def closing(self) -> bool:
         return self._deadline is not None
 
