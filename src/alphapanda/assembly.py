@@ -27,10 +27,12 @@ import logging
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
+from typing import TYPE_CHECKING, Any
 
 from alphapanda.api import ApiServer, ServiceControl
 from alphapanda.auth import AuthService, BrokerAuthenticator
 from alphapanda.clock import SYSTEM_CLOCK, Clock
+from alphapanda.ha.gate import StandbyGate
 from alphapanda.instruments.catalogs import (
     CsvInstrumentCatalog,
     InstrumentCatalog,
@@ -62,6 +64,9 @@ from alphapanda.streams.runner import DerivedStreams, ServiceState
 from alphapanda.topics import TopicNames
 from alphapanda.wal.ingest import WalIngest
 from alphapanda.wal.tails import consumer_config, published_among
+
+if TYPE_CHECKING:
+    from alphapanda.ha.controller import HaController
 
 log = logging.getLogger(__name__)
 
@@ -100,6 +105,7 @@ def build(settings: Settings, overrides: Overrides | None = None) -> FeedParts:
     """Construct every part of one feed and wire them; nothing runs or opens yet."""
     overrides = overrides or Overrides()
     feed = settings.feed
+    ha = settings.ha
     topic = TopicNames.market_ticks(settings.kafka.topic_prefix)
     lifecycle = FeedLifecycle()
     accounting = Accounting()
@@ -114,6 +120,13 @@ def build(settings: Settings, overrides: Overrides | None = None) -> FeedParts:
         on_delivery: DeliveryHandler, on_ack: Callable[[int], None]
     ) -> MessageProducer:
         # The publisher notices a silent broker itself (stall_after), in order.
+        transactions: dict[str, Any] = {}
+        if ha.group and ha.fencing == "transactions":
+            # One transactional id per group: whoever initialises it fences the rest.
+            transactions = {
+                "transactional_id": f"alphapanda-ha-{ha.group}",
+                "commit_interval": ha.commit_interval_ms / 1000,
+            }
         return MessageProducer(
             settings.kafka,
             topic,
@@ -121,6 +134,7 @@ def build(settings: Settings, overrides: Overrides | None = None) -> FeedParts:
             on_ack=on_ack,
             message_timeout_ms=backstop_timeout_ms(settings.kafka.message_timeout_ms),
             clock=clock,
+            **transactions,
         )
 
     publisher = Publisher(
@@ -139,7 +153,12 @@ def build(settings: Settings, overrides: Overrides | None = None) -> FeedParts:
     )
     # The write-ahead log of raw frames: what a crash of this process cannot lose.
     wal: WalIngest | None = None
-    if feed.wal_enabled:
+    if feed.wal_enabled and ha.group:
+        # In a hot-standby group a crash of the active is covered by the standby, which
+        # publishes what follows the active's last tick; a restarted instance joins as
+        # a standby and must not republish its own log.
+        log.info("hot-standby group %s: the write-ahead log is not used", ha.group)
+    elif feed.wal_enabled:
         wal = WalIngest(
             settings,
             topic,
@@ -157,10 +176,12 @@ def build(settings: Settings, overrides: Overrides | None = None) -> FeedParts:
     tokens = overrides.tokens
     if overrides.auth is not None:
         tokens = BrokerAuthenticator(settings.kite.api_key, overrides.auth)
+    # Hot standby: the connections feed a gate that holds ticks while this is a standby.
+    gate = StandbyGate(buffer, ha.window_seconds) if ha.group else None
     client = TickerClient(
         settings.kite,
         tokens or StaticTokenProvider(settings.kite),
-        buffer,
+        gate if gate is not None else buffer,
         frame_listener=overrides.frame_listener,
         order_listener=derived.offer_order if derived is not None else None,
         decode=hot_path.decode,
@@ -197,6 +218,10 @@ def build(settings: Settings, overrides: Overrides | None = None) -> FeedParts:
         derived.sample_from(ServiceState(client, publisher, accounting))
         parts.services.append(derived)
         parts.sources.append(derived)
+    if gate is not None:
+        parts.ha = _ha_controller(settings, parts, gate)
+        parts.services.append(parts.ha)
+        parts.sources.append(parts.ha)
     if overrides.auth is not None:
         parts.sources.append(overrides.auth)
     catalog: InstrumentCatalog = CsvInstrumentCatalog(feed.instruments_csv)
@@ -220,12 +245,37 @@ def _hot_path(settings: Settings) -> HotPath:
     # The derived streams read formatted MarketTicks, which only the Python path
     # builds: with them on, "auto" means the Python path (known gap: the native
     # encoder does not feed them yet; with "native" they receive nothing).
+    # The hot-standby gate matches ticks by fields (last trade time) that native ticks
+    # do not carry either: a group member runs on the Python path.
     setting = settings.feed.hot_path
-    if settings.streams.enabled and setting == "auto":
+    if settings.ha.group or (settings.streams.enabled and setting == "auto"):
         setting = "python"
     elif settings.streams.enabled and setting == "native":
         log.warning("feed.hot_path native: the derived streams receive no ticks")
     return select_hot_path(setting)
+
+
+def _ha_controller(settings: Settings, parts: FeedParts, gate: StandbyGate) -> HaController:
+    from alphapanda.ha.controller import HaController, instance_name
+
+    api = settings.api
+    derived = parts.derived
+    controller = HaController(
+        settings,
+        gate,
+        parts.producer,
+        parts.topic,
+        instance=instance_name(api.port),
+        api_url=f"http://{api.host}:{api.port}",
+        connect=parts.client.set_subscriptions,
+        streaming=parts.client.is_streaming,
+        emit=derived.emit if derived is not None else None,
+        request_stop=parts.lifecycle.request_stop,
+    )
+    if derived is not None:
+        # A standby's own feed events are not published: the active's are the group's.
+        derived.publishing = lambda: controller.active
+    return controller
 
 
 @contextlib.asynccontextmanager

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import msgspec
 
@@ -33,6 +33,9 @@ from alphapanda.pipeline.spool import Spool
 from alphapanda.settings import Settings
 from alphapanda.streams.runner import DerivedStreams
 from alphapanda.wal.ingest import WalIngest
+
+if TYPE_CHECKING:  # the hot-standby modules are imported only by a group member
+    from alphapanda.ha.controller import HaController
 
 
 class BackgroundService(Protocol):
@@ -99,6 +102,8 @@ class FeedParts:
     instruments: InstrumentSource
     wal: WalIngest | None = None
     derived: DerivedStreams | None = None
+    # This feed's part in its hot-standby group (``ha.group`` set); also in ``services``.
+    ha: HaController | None = None
     # Ships the figures to Redis (``Overrides(metrics=True)``); also in ``services``.
     collector: PipelineMetricsCollector | None = None
     # Run beside the pipeline, in this order (the derived streams, the registry
@@ -115,7 +120,12 @@ class FeedParts:
         """``(ready, reasons)``: ready when a Kite connection is streaming AND the broker
         accepts writes (topic exists, nothing being spooled)."""
         reasons = []
-        if not self.client.is_streaming():
+        ha = self.ha
+        if ha is not None and not ha.active:
+            # A standby publishes nothing: not ready (``standby_ready`` says whether
+            # it could take over); a cold one has no connection of its own either.
+            reasons.append(f"standby in hot-standby group {ha.group} (not publishing)")
+        if not self.client.is_streaming() and (ha is None or ha.active):
             reasons.append("no Kite connection is streaming")
         if not self.lifecycle.topic_ready:
             reasons.append(f"topic {self.topic} not created yet (broker unreachable?)")
@@ -149,6 +159,7 @@ class FeedParts:
                 "latency_p99_seconds": p99,
             },
             "wal": self.wal.status() if self.wal is not None else {"enabled": False},
+            "ha": self.ha.status() if self.ha is not None else {"group": None},
             "connections": [msgspec.to_builtins(s) for s in self.client.statuses()],
             "subscriptions": len(self.client.subscriptions()),
         }

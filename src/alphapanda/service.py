@@ -37,6 +37,7 @@ from alphapanda.metrics import catalog
 from alphapanda.metrics.samples import Sample
 from alphapanda.parts import FeedParts
 from alphapanda.pipeline.accounting import DROP_SPOOL_CORRUPT
+from alphapanda.pipeline.spool import Spool
 from alphapanda.pipeline.topics_admin import TopicSetupError, ensure_topic
 from alphapanda.wal.ingest import WalIngest
 
@@ -100,6 +101,17 @@ class MarketFeedService:
             parts.wal.open()
             await parts.wal.prepare()
         lost = parts.spool.lost_at_open
+        if recovered and parts.ha is not None:
+            # What a previous run of this instance spooled was either published or is
+            # published by the active that took over after it: replaying it would
+            # duplicate it (and a standby must not publish).
+            await asyncio.to_thread(_discard_spool, parts.spool)
+            log.warning(
+                "hot standby: discarded %d spooled messages of a previous run (the group's "
+                "active published what followed its last tick)",
+                recovered,
+            )
+            recovered = 0
         if recovered and parts.wal is not None and parts.wal.has_backlog:
             # What the WAL recovers is older than what the spool holds (it was in
             # librdkafka's queue or in memory at the crash, the spool got newer ticks):
@@ -116,7 +128,9 @@ class MarketFeedService:
                 f" ({lost} damaged records lost)" if lost else "",
             )
         subscriptions = await parts.instruments.load()
-        await parts.client.set_subscriptions(subscriptions)
+        # A cold standby connects only when it takes over.
+        if parts.ha is None or parts.ha.plan(subscriptions):
+            await parts.client.set_subscriptions(subscriptions)
         log.info(
             "streaming %d instruments to topic %s (buffer %s/%d)",
             len(subscriptions),
@@ -247,6 +261,15 @@ class MarketFeedService:
         )
         if accounting.imbalance():
             log.error("accounting imbalance of %d ticks (a bug)", accounting.imbalance())
+
+
+def _discard_spool(spool: Spool) -> None:
+    """Move a spool's cursor past everything it holds (hot standby: not replayed)."""
+    while spool.pending:
+        window = spool.read_window(10_000)
+        if not window.messages and not window.lost:
+            break
+        spool.commit_window()
 
 
 class FeedFigures:

@@ -319,6 +319,31 @@ class StreamsSettings(_Group):
     queue_capacity: int = Field(100_000, ge=1000)
 
 
+class HaSettings(_Group):
+    """Hot standby: several feeds in one group, exactly one of them publishing."""
+
+    # The group's name; empty: no group, this feed publishes on its own.
+    group: str = ""
+    # warm: a standby keeps its own subscribed connection and holds what it receives, so
+    # a takeover has no gap; cold: it connects only on takeover (the gap is published as
+    # a feed event); auto: warm when the key's connections leave room for it.
+    standby: Literal["auto", "warm", "cold"] = "auto"
+    # Leadership lease: an active that has not renewed it for this long (paused, cut
+    # off from the database) loses it. SIGKILL frees it at once.
+    lease_ms: int = Field(3000, ge=200)
+    # How often a standby tries to take the lease.
+    poll_ms: int = Field(200, ge=20)
+    # transactions: the ticks are written in Kafka transactions, so a deposed active
+    # that wakes up cannot add a record a read_committed consumer sees (costs up to
+    # commit_interval_ms of latency for such consumers); lease: the lease only (a
+    # deposed active may publish for up to lease_ms before it notices).
+    fencing: Literal["transactions", "lease"] = "transactions"
+    commit_interval_ms: int = Field(100, ge=5)
+    # What a warm standby holds per instrument to replay after the active's last
+    # published tick (seconds of history).
+    window_seconds: float = Field(30.0, gt=0)
+
+
 class Settings(BaseSettings):
     """Everything the service can be told, grouped as the operator thinks of it."""
 
@@ -347,6 +372,7 @@ class Settings(BaseSettings):
     candles: CandlesSettings = CandlesSettings()
     quotes: QuotesSettings = QuotesSettings()
     streams: StreamsSettings = StreamsSettings()
+    ha: HaSettings = HaSettings()
 
     @classmethod
     def settings_customise_sources(

@@ -63,6 +63,7 @@ class FakeFeed:
     subscribed: dict[int, str] = field(default_factory=dict)
     ready: bool = True
     reasons: list[str] = field(default_factory=list)
+    standby: bool | None = None  # in a hot-standby group, while standby
     shards: list[dict[str, Any]] = field(default_factory=list)
     sources: list[MetricsSource] = field(default_factory=list)
     added: list[tuple[list[int], str]] = field(default_factory=list)
@@ -73,6 +74,9 @@ class FakeFeed:
 
     def readiness(self) -> tuple[bool, list[str]]:
         return self.ready, list(self.reasons)
+
+    def standby_ready(self) -> bool | None:
+        return self.standby
 
     def subscriptions(self) -> dict[int, str]:
         return dict(self.subscribed)

@@ -104,6 +104,15 @@ async def test_ready_is_503_with_the_feeds_reasons_when_it_is_not() -> None:
     }
 
 
+@pytest.mark.parametrize("able", [True, False])
+async def test_ready_of_a_standby_is_503_and_says_whether_it_could_take_over(able: bool) -> None:
+    reason = "standby in hot-standby group g (not publishing)"
+    feed = FakeFeed(ready=False, reasons=[reason], standby=able)
+    response = await _get(feed, "/ready")
+    assert response.status_code == 503
+    assert response.json() == {"ready": False, "reasons": [reason], "standby_ready": able}
+
+
 async def test_the_monitor_role_has_no_ready_or_subscription_routes() -> None:
     async with client_of(build_app(None)) as http:
         assert (await http.get("/ready")).status_code == 404

@@ -12,6 +12,8 @@ import pytest
 from alphapanda.api import ApiServer
 from alphapanda.assembly import Overrides, build
 from alphapanda.auth import AuthService
+from alphapanda.ha.controller import HaController
+from alphapanda.ha.gate import StandbyGate
 from alphapanda.instruments.sources import (
     CsvInstrumentSource,
     RegistryFollower,
@@ -109,6 +111,42 @@ def test_derived_streams_run_first_and_pin_auto_to_the_python_path(
     assert parts.derived in parts.sources
     assert parts.hot_path.impl == "python"
     assert parts.records.observer == parts.derived.offer
+
+
+def test_a_hot_standby_member_is_gated_transactional_python_and_without_a_wal(
+    tmp_path: Path, built: list[FeedParts]
+) -> None:
+    settings = _settings(
+        tmp_path,
+        ha={"group": "g1"},
+        streams={"enabled": True},
+        feed={"hot_path": "native", "wal_enabled": True},
+    )
+    parts = _build(built, settings, services=[marker := object()])
+    ha = parts.ha
+    assert isinstance(ha, HaController) and isinstance(ha.gate, StandbyGate)
+    # Its own feed events wait while it is standby; the controller runs after them.
+    assert parts.services == [parts.derived, ha, marker] and ha in parts.sources
+    assert parts.derived is not None and parts.derived.publishing() is False
+    # The gate (matching by fields only the Python path fills) sits before the buffer.
+    assert parts.hot_path.impl == "python"
+    assert ha.gate._sink is parts.buffer
+    assert all(shard._sink is ha.gate for shard in parts.client._shards)
+    # Fenced by the group's transactional id; a standby does not republish its own log.
+    assert parts.producer.transactional and parts.wal is None
+    ready, reasons = parts.readiness()
+    assert not ready and reasons[0] == "standby in hot-standby group g1 (not publishing)"
+    assert "no Kite connection is streaming" not in reasons
+    assert parts.status()["ha"]["role"] == "standby"
+
+
+def test_outside_a_group_there_is_no_gate_and_no_transaction(
+    tmp_path: Path, built: list[FeedParts]
+) -> None:
+    parts = _build(built, _settings(tmp_path, streams={"enabled": False}))
+    assert parts.ha is None and not parts.producer.transactional
+    assert all(shard._sink is parts.buffer for shard in parts.client._shards)
+    assert parts.status()["ha"] == {"group": None}
 
 
 def test_a_fatal_producer_error_makes_the_feed_unhealthy_and_stops_it(

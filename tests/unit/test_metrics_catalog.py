@@ -127,15 +127,16 @@ def test_the_redis_layout_reads_only_declared_metrics() -> None:
     assert not undeclared, f"DEFAULT_RULES maps names the catalog does not declare: {undeclared}"
 
 
-def _settings(tmp_path: Path) -> Settings:
+def _settings(tmp_path: Path, **groups: object) -> Settings:
     # Nothing listens on these: the components are built and asked for samples, no more.
-    return Settings(
+    return Settings(  # type: ignore[arg-type]
         _env_file=None,
         feed={"spool_dir": tmp_path / "spool", "wal_dir": tmp_path / "wal", "wal_enabled": True},
         streams={"enabled": True},
         kafka={"bootstrap_servers": "127.0.0.1:9"},
         redis={"url": "redis://127.0.0.1:9/0"},
         database={"url": "postgresql://nobody@127.0.0.1:9/none"},
+        **groups,
     )
 
 
@@ -188,6 +189,12 @@ async def test_real_components_emit_only_declared_metrics(tmp_path: Path) -> Non
             parts.wal.close()
         parts.spool.close()
 
+    emitted = _check_declared(samples)
+    # Every metric the Redis layout reads was among them: the check saw the real thing.
+    assert {rule.sample for rule in redis_layout.DEFAULT_RULES} <= emitted
+
+
+def _check_declared(samples: list[Sample]) -> set[str]:
     emitted = {sample.name for sample in samples}
     undeclared = sorted(emitted - set(catalog.BY_NAME))
     assert not undeclared, f"emitted but not declared in the catalog: {undeclared}"
@@ -195,8 +202,17 @@ async def test_real_components_emit_only_declared_metrics(tmp_path: Path) -> Non
         metric = catalog.BY_NAME[sample.name]
         assert sample.kind == metric.kind, sample
         assert tuple(name for name, _ in sample.labels) == metric.labels, sample
-    # Every metric the Redis layout reads was among them: the check saw the real thing.
-    assert {rule.sample for rule in redis_layout.DEFAULT_RULES} <= emitted
+    return emitted
+
+
+async def test_a_hot_standby_members_figures_are_declared(tmp_path: Path) -> None:
+    parts = build(_settings(tmp_path, ha={"group": "g1"}))
+    try:
+        assert parts.ha is not None
+        emitted = _check_declared(_real_samples(parts.sources))
+    finally:
+        parts.spool.close()
+    assert {"ha_info", "ha_standby_held", "ha_commits_total"} <= emitted
 
 
 def test_per_connection_samples_fill_the_status_connection_rows() -> None:

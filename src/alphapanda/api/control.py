@@ -70,6 +70,11 @@ class FeedControl(Protocol):
         AND the broker accepts writes; ``reasons`` say what is missing."""
         ...
 
+    def standby_ready(self) -> bool | None:
+        """In a hot-standby group, while standby: whether it could take over now;
+        ``None`` when not in a group or active."""
+        ...
+
     def subscriptions(self) -> dict[int, str]:
         """Every subscribed token and its mode."""
         ...
@@ -133,6 +138,10 @@ class ServiceControl:
     def unhealthy(self) -> str | None:
         """Why the feed must be restarted (``None``: it is healthy)."""
         return self._parts.lifecycle.unhealthy
+
+    def standby_ready(self) -> bool | None:
+        ha = self._parts.ha
+        return None if ha is None or ha.active else ha.standby_ready
 
     def subscriptions(self) -> dict[int, str]:
         return self._client.subscriptions()

@@ -73,6 +73,9 @@ class ThreadedControl:
     def readiness(self) -> tuple[bool, list[str]]:
         return self._on_feed_loop(self._control.readiness)
 
+    def standby_ready(self) -> bool | None:
+        return self._on_feed_loop(self._control.standby_ready)
+
     def subscriptions(self) -> dict[int, str]:
         return self._on_feed_loop(lambda: dict(self._control.subscriptions()))
 

@@ -55,6 +55,9 @@ class Health(BaseModel):
 class Readiness(BaseModel):
     ready: bool
     reasons: list[str]
+    # Hot standby: a standby is not ready (it does not publish) but can be ready to take
+    # over. Left out of the body outside a hot-standby group and while active.
+    standby_ready: bool | None = None
 
 
 class Problem(BaseModel):
@@ -105,6 +108,25 @@ class WalView(BaseModel):
     corrupt: int | None = None
 
 
+class HaView(BaseModel):
+    """The hot-standby group this feed is in (all None: not in a group)."""
+
+    group: str | None = None
+    instance: str | None = None
+    role: str | None = Field(None, description="'active' (publishing) or 'standby'")
+    standby_mode: str | None = Field(None, description="'warm' or 'cold'")
+    active_since: float | None = Field(None, description="unix time this instance became active")
+    epoch: int | None = Field(None, description="leadership epoch held (grows at each change)")
+    standby_ready: bool | None = Field(
+        None, description="standby able to take over (warm: its connection streams)"
+    )
+    held: int | None = Field(None, description="ticks a warm standby holds for a takeover")
+    last_received_at: float | None = Field(None, description="unix time of the newest tick")
+    takeover_seconds: float | None = Field(
+        None, description="lease taken -> publishing, at this instance's takeover"
+    )
+
+
 class AuthView(BaseModel):
     token_valid: bool | None = Field(None, description="a usable access token is known")
     source: str | None = Field(None, description="where it came from: database or settings")
@@ -133,5 +155,6 @@ class StatusView(BaseModel):
     spool: SpoolView = SpoolView()
     auth: AuthView = AuthView()
     wal: WalView = WalView()
+    ha: HaView = HaView()
     connections: list[ConnectionView] = []
     subscriptions: dict[str, int] = Field(default={}, description="mode → instruments")

@@ -193,10 +193,11 @@ async def ready(ctx: Ctx) -> Any:
     """200 only when a ticker connection is streaming AND the broker accepts writes."""
     assert ctx.control is not None
     is_ready, reasons = ctx.control.readiness()
-    body = Readiness(ready=is_ready, reasons=list(reasons))
-    if is_ready:
-        return body
-    return JSONResponse(body.model_dump(), status_code=503)
+    body = Readiness(
+        ready=is_ready, reasons=list(reasons), standby_ready=ctx.control.standby_ready()
+    )
+    # ``standby_ready`` only in a hot-standby group, while standby.
+    return JSONResponse(body.model_dump(exclude_none=True), status_code=200 if is_ready else 503)
 
 
 def _subscriptions_view(subscriptions: dict[int, str]) -> SubscriptionsView:

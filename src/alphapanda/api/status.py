@@ -17,6 +17,7 @@ from alphapanda.api.models import (
     AuthView,
     BufferView,
     ConnectionView,
+    HaView,
     LatencyView,
     SpoolView,
     StatusView,
@@ -157,7 +158,36 @@ def _figures(samples: Iterable[Sample]) -> dict[str, Any]:
         ),
         "auth": _auth_view(collected),
         "wal": _wal_view(collected),
+        "ha": _ha_view(collected),
     }
+
+
+def _ha_view(samples: list[Sample]) -> HaView:
+    """The hot-standby state, from the controller's samples (absent: not in a group)."""
+    info = next((s for s in samples if s.name == "ha_info"), None)
+    if info is None:
+        return HaView()
+    labels = dict(info.labels)
+    values = {s.name: s.value for s in samples if s.name.startswith("ha_")}
+
+    def positive(name: str) -> float | None:
+        value = values.get(name)
+        return value if value else None
+
+    epoch = positive("ha_epoch")
+    held = values.get("ha_standby_held")
+    return HaView(
+        group=labels.get("group"),
+        instance=labels.get("instance"),
+        role=labels.get("role"),
+        standby_mode=labels.get("standby_mode"),
+        active_since=positive("ha_active_since_timestamp"),
+        epoch=None if epoch is None else int(epoch),
+        standby_ready=bool(values.get("ha_standby_ready", 0)),
+        held=None if held is None else int(held),
+        last_received_at=positive("ha_last_received_timestamp"),
+        takeover_seconds=positive("ha_takeover_seconds"),
+    )
 
 
 _WAL_PAUSED = (

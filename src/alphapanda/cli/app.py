@@ -71,6 +71,7 @@ COMMAND_MODULES: dict[str, tuple[str, ...]] = {
     "db": ("db_cmd",),
     "doctor": ("doctor_cmd",),
     "feed": ("feed_cmd",),
+    "ha": ("ha_cmd",),
     "instruments": ("instruments_cmd",),
     "record": ("record_cmd",),
     "replay": ("record_cmd",),

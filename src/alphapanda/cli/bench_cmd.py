@@ -248,7 +248,8 @@ def chaos(
             help="Faults to run, comma-separated, in this order: kill, pause, drops, "
             "malformed, stall, redis, token, diskfull, spoolcorrupt, twoprocs, flap, fatal "
             "(diskfull needs root: it mounts a small tmpfs for the spool); feedkill (a feed "
-            "process killed with SIGKILL 10 times) runs last. "
+            "process killed with SIGKILL 10 times) and failover (the active of a hot-standby "
+            "pair killed 10 times) run last. "
             "[default: kill,pause,drops,malformed,stall,redis,token]",
             show_default=False,
         ),
@@ -277,9 +278,13 @@ def chaos(
     # feedkill SIGKILLs the feed process, so it runs with a feed of its own (see
     # alphapanda.bench.feedkill), after the faults that share the in-process feed.
     feedkill = "feedkill" in names
-    names = [name for name in names if name != "feedkill"]
-    if feedkill and not names:
-        _feedkill(ctx, console, rate)
+    failover = "failover" in names
+    names = [name for name in names if name not in ("feedkill", "failover")]
+    if (feedkill or failover) and not names:
+        if feedkill:
+            _feedkill(ctx, console, rate, exit_on_failure=not failover)
+        if failover:
+            _failover(ctx, console, rate)
         return
     try:
         result = asyncio.run(
@@ -302,12 +307,40 @@ def chaos(
     for line in summary_lines(result):
         console.print(line, highlight=False)
     if feedkill:
-        _feedkill(ctx, console, rate, failed=not result.passed)
+        _feedkill(ctx, console, rate, failed=not result.passed, exit_on_failure=not failover)
+    if failover:
+        _failover(ctx, console, rate)
     if not result.passed:
         raise typer.Exit(1)
 
 
-def _feedkill(ctx: typer.Context, console: Console, rate: float, failed: bool = False) -> None:
+def _failover(ctx: typer.Context, console: Console, rate: float) -> None:
+    """The ``failover`` fault: 10 SIGKILLs of the active of a hot-standby pair."""
+    from alphapanda.bench.failover import run_failover
+    from alphapanda.bench.failover import summary_lines as failover_lines
+
+    def show(takeover: Any) -> None:
+        console.print(
+            f"failover: killed {takeover.killed}; the standby was active after "
+            f"{takeover.to_active_seconds:.2f} s and published after "
+            f"{takeover.to_publish_seconds:.2f} s; ledger gaps {takeover.gaps}",
+            highlight=False,
+        )
+
+    result = asyncio.run(run_failover(settings_from(ctx), rate=rate, on_takeover=show))
+    for line in failover_lines(result):
+        console.print(line, highlight=False)
+    if not result.passed:
+        raise typer.Exit(1)
+
+
+def _feedkill(
+    ctx: typer.Context,
+    console: Console,
+    rate: float,
+    failed: bool = False,
+    exit_on_failure: bool = True,
+) -> None:
     """The ``feedkill`` fault: 10 SIGKILLs of a feed process at random moments."""
     from alphapanda.bench.feedkill import run_feedkill
     from alphapanda.bench.feedkill import summary_lines as feedkill_lines
@@ -322,7 +355,7 @@ def _feedkill(ctx: typer.Context, console: Console, rate: float, failed: bool = 
     result = asyncio.run(run_feedkill(settings_from(ctx), rate=rate, on_kill=show))
     for line in feedkill_lines(result):
         console.print(line, highlight=False)
-    if failed or not result.passed:
+    if exit_on_failure and (failed or not result.passed):
         raise typer.Exit(1)
 
 

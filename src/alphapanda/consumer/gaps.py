@@ -17,6 +17,8 @@ from alphapanda.streams.records import (
     FEED_STARTED,
     FEED_STOPPED,
     GAP,
+    GAP_POSSIBLE,
+    HA_ACTIVE,
     FeedEvent,
 )
 
@@ -38,13 +40,15 @@ class GapTracker:
             self._down[event.shard] = set(event.instruments or ())
         elif kind == CONNECTION_UP and event.shard is not None:
             self._down.pop(event.shard, None)
-        elif kind == GAP and event.start is not None and event.end is not None:
+        elif kind in (GAP, GAP_POSSIBLE) and event.start is not None and event.end is not None:
             for token in event.instruments or ():
                 gaps = self._gaps.setdefault(token, deque(maxlen=MAX_GAPS))
                 gaps.append((event.start, event.end))
         elif kind == FEED_STOPPED:
             self._feed_stopped = True
-        elif kind == FEED_STARTED:
+        elif kind in (FEED_STARTED, HA_ACTIVE):
+            # HA_ACTIVE: another instance of a hot-standby group now publishes; what the
+            # old one reported about its connections no longer applies.
             self._feed_stopped = False
             self._down.clear()
 

@@ -381,5 +381,45 @@ RECORDER_DROPPED_FRAMES = counter(
 REPLAY_FRAMES = counter("replay_frames_total", "Frames replayed")
 REPLAY_TICKS = counter("replay_ticks_total", "Ticks replayed")
 
+# Hot standby (``HaController`` and its ``StandbyGate``; only in a group).
+
+HA_INFO = gauge(
+    "ha_info",
+    "This feed's hot-standby group and role.",
+    "group",
+    "instance",
+    "role",
+    "standby_mode",
+)
+HA_ACTIVE = gauge("ha_active", "1 while this instance is the group's active.")
+HA_EPOCH = gauge("ha_epoch", "Leadership epoch held.")
+HA_ACTIVE_SINCE_TIMESTAMP = gauge("ha_active_since_timestamp", "Unix time it became active.")
+HA_STANDBY_READY = gauge("ha_standby_ready", "1 while a standby is able to take over.")
+HA_LAST_RECEIVED_TIMESTAMP = gauge(
+    "ha_last_received_timestamp", "Unix time of the newest tick this instance received."
+)
+HA_TAKEOVER_SECONDS = gauge(
+    "ha_takeover_seconds", "Lease taken -> publishing, at this instance's takeover."
+)
+HA_COMMITS = counter("ha_commits_total", "Transactions committed.")
+HA_COMMIT_P50_SECONDS = gauge("ha_commit_p50_seconds", "Transaction commit time, p50.")
+HA_COMMIT_P99_SECONDS = gauge("ha_commit_p99_seconds", "Transaction commit time, p99.")
+HA_STANDBY_HELD = gauge("ha_standby_held", "Ticks a standby holds.")
+HA_STANDBY_RECEIVED = counter(
+    "ha_standby_received_total",
+    "Ticks received while standby (held, never published by this instance).",
+)
+HA_TAKEOVER_SKIPPED_LIVE = counter(
+    "ha_takeover_skipped_live_total",
+    "Live ticks after a takeover that the old active had already published.",
+)
+HA_STANDBY_EXPIRED = counter(
+    "ha_standby_expired_total", "Held ticks that left the standby's window while it was standby."
+)
+DERIVED_EVENTS_SUPPRESSED = counter(
+    "derived_events_suppressed_total",
+    "Feed events a standby did not publish (the group's active publishes its own).",
+)
+
 # Every entry above by name (the API fills in help texts from it, tests check against it).
 BY_NAME: Mapping[str, Metric] = MappingProxyType(_declared)

@@ -181,6 +181,9 @@ class MessageProducer:
         client_id: str = "alphapanda-feed",
         message_timeout_ms: int | None = None,
         clock: Clock = SYSTEM_CLOCK,
+        transactional_id: str | None = None,
+        commit_interval: float = 0.1,
+        commit_timeout: float = 10.0,
     ) -> None:
         """``message_timeout_ms`` replaces the settings' librdkafka message timeout
         (see ``backstop_timeout_ms``)."""
@@ -200,11 +203,34 @@ class MessageProducer:
         config = producer_config(settings, client_id)
         if message_timeout_ms is not None:
             config["message.timeout.ms"] = message_timeout_ms
+        if transactional_id is not None:
+            # Hot standby: every tick is written inside a transaction; a new owner of
+            # the same id fences this producer (see ``start_transactions``).
+            config["transactional.id"] = transactional_id
+            # librdkafka requires message.timeout.ms <= transaction.timeout.ms. A longer
+            # transaction timeout costs nothing at a takeover: the new owner's
+            # ``init_transactions`` aborts the dead owner's open transaction at once.
+            config["transaction.timeout.ms"] = max(
+                int(commit_timeout * 1000) * 2, 60_000, int(config["message.timeout.ms"])
+            )
         self._producer = Producer(
             config
             # librdkafka's own log lines go through logging (served by poll()), not stderr.
             | {"error_cb": self._error, "logger": logging.getLogger("alphapanda.kafka")}
         )
+        self.transactional = transactional_id is not None
+        self.commit_interval = commit_interval
+        self._commit_timeout = commit_timeout
+        self._in_transaction = False
+        self._committing = False
+        self._uncommitted = 0
+        self._last_commit = self._monotonic()
+        self.commits = 0
+        self.commit_latency = LatencyReservoir(1024)
+        # Set when a transaction could not be committed (fenced by a newer owner of the
+        # transactional id, or aborted): nothing of it is visible to read_committed
+        # consumers, and this producer must not be used for ticks again.
+        self.transaction_error: str | None = None
         self._stopping = asyncio.Event()
         self.pending = 0
         self.sent = 0
@@ -224,6 +250,8 @@ class MessageProducer:
 
         ``context`` comes back to the delivery handler with the outcome.
         """
+        if self._committing:
+            return False
         try:
             self._producer.produce(
                 self.topic,
@@ -240,11 +268,14 @@ class MessageProducer:
             return False
         self.pending += 1
         self.sent += 1
+        self._uncommitted += 1
         return True
 
     def produce_many(self, messages: list[EncodedMessage], start: int = 0) -> int:
         """``try_produce`` for ``messages[start:]`` in one tight loop (the hot path);
         returns how many were accepted before librdkafka's queue filled up."""
+        if self._committing:
+            return 0
         produce = self._producer.produce
         topic = self.topic
         index = start
@@ -277,6 +308,7 @@ class MessageProducer:
         accepted = index - start
         self.pending += accepted
         self.sent += accepted
+        self._uncommitted += accepted
         return accepted
 
     async def produce(self, message: EncodedMessage, context: object = None) -> None:
@@ -385,8 +417,76 @@ class MessageProducer:
         """Serve delivery reports until ``stop()``; one supervised task."""
         while not self._stopping.is_set():
             self._poll()
+            if (
+                self._in_transaction
+                and self._uncommitted
+                and self._monotonic() - self._last_commit >= self.commit_interval
+            ):
+                await self.commit()
             await asyncio.sleep(POLL_INTERVAL_BUSY if self.pending else POLL_INTERVAL_IDLE)
         self._poll()
+        if self._in_transaction:
+            await self.commit()
+
+    # -- transactions (hot standby) -----------------------------------------------------
+
+    async def start_transactions(self, wait_seconds: float) -> None:
+        """Take ownership of the transactional id and open the first transaction.
+
+        ``init_transactions`` bumps the id's epoch at the transaction coordinator: a
+        previous owner (a deposed active, even one that is merely paused) is fenced —
+        its open transaction is aborted and every later write or commit of it fails.
+        """
+        if not self.transactional:
+            raise RuntimeError("not a transactional producer")
+        await asyncio.to_thread(self._producer.init_transactions, wait_seconds)
+        self._producer.begin_transaction()
+        self._in_transaction = True
+        self._last_commit = self._monotonic()
+
+    @property
+    def committing(self) -> bool:
+        """True while a transaction commit pauses producing."""
+        return self._committing
+
+    async def commit(self) -> bool:
+        """Commit the open transaction and open the next; ``False`` once transactions
+        failed (fenced by a newer owner of the id, or the broker did not ack in time).
+
+        The event loop never blocks on it: producing pauses (the publisher sees a full
+        queue and waits; ticks wait in the TickBuffer), every delivery report is served
+        here, and only then the commit itself (one round trip to the transaction
+        coordinator, nothing left to flush) runs in a worker thread.
+        """
+        if not self._in_transaction:
+            return self.transaction_error is None
+        self._committing = True
+        started = self._monotonic()
+        try:
+            deadline = self._monotonic() + self._commit_timeout
+            while self.pending:
+                if self._monotonic() > deadline:
+                    raise KafkaException(
+                        KafkaError(KafkaError._TIMED_OUT, "acks not received in time")
+                    )
+                self._poll()
+                await asyncio.sleep(POLL_INTERVAL_BUSY)
+            await asyncio.to_thread(self._producer.commit_transaction, self._commit_timeout)
+            self._producer.begin_transaction()
+        except KafkaException as exc:
+            self._in_transaction = False
+            error = exc.args[0] if exc.args else None
+            self.transaction_error = error.str() if isinstance(error, KafkaError) else str(exc)
+            self.fatal_error = self.fatal_error or self.transaction_error
+            log.critical("transaction commit failed: %s", self.transaction_error)
+            return False
+        finally:
+            self._committing = False
+        self.commit_latency.add(int((self._monotonic() - started) * 1e9))
+        self.commits += 1
+        self._uncommitted = 0
+        self._last_commit = self._monotonic()
+        return True
 
     def stop(self) -> None:
         self._stopping.set()
@@ -398,6 +498,8 @@ class MessageProducer:
         while self.pending and self._monotonic() < deadline:
             await asyncio.sleep(POLL_INTERVAL_BUSY)
             self._poll()
+        if self._in_transaction and self._uncommitted and not self.pending:
+            await self.commit()
         return self.pending
 
     def purge_queued(self) -> None:

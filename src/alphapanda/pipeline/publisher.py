@@ -325,7 +325,12 @@ class Publisher:
                 case Produce(messages, start):
                     accepted = self.producer.produce_many(messages, start)
                     self._check_fatal()
-                    core.on_produced(accepted, self._clock())
+                    if not accepted and self.producer.committing:
+                        # A Kafka transaction is being committed (hot standby): produce
+                        # is paused, the queue is not full, so no reason to spool.
+                        core.on_produce_paused(self._clock())
+                    else:
+                        core.on_produced(accepted, self._clock())
                 case ProduceReplay(window, items):
                     for index, message in items:
                         if not self.producer.try_produce(message, (window, index)):

@@ -413,6 +413,14 @@ class PublisherCore:
                 self._full_since = now
         self._advance()
 
+    def on_produce_paused(self, now: float) -> None:
+        """The producer took nothing because it is paused on purpose (a transaction
+        commit): try again shortly, without counting it as a full queue."""
+        self.now = now
+        self._producing = False
+        self._produce_retry_at = now + PRODUCE_RETRY
+        self._advance()
+
     def on_direct_acked(self, n: int) -> None:
         """Delivery reports said success for ``n`` direct messages."""
         self._progress_at = self.now

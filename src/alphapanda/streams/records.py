@@ -42,6 +42,11 @@ AUTH_RESTORED: Final = "auth_restored"
 SUBSCRIPTIONS_CHANGED: Final = "subscriptions_changed"
 SPOOLING_STARTED: Final = "spooling_started"
 SPOOLING_STOPPED: Final = "spooling_stopped"
+# Hot standby: which instance of the group became active (and its epoch); instruments
+# whose takeover could not be matched exactly (a tick may be missing between the old
+# active's last and the new active's first).
+HA_ACTIVE: Final = "ha_active"
+GAP_POSSIBLE: Final = "gap_possible"
 FEED_EVENT_KINDS: Final = (
     FEED_STARTED,
     FEED_STOPPED,
@@ -53,6 +58,8 @@ FEED_EVENT_KINDS: Final = (
     SUBSCRIPTIONS_CHANGED,
     SPOOLING_STARTED,
     SPOOLING_STOPPED,
+    HA_ACTIVE,
+    GAP_POSSIBLE,
 )
 
 
@@ -76,6 +83,8 @@ class FeedEvent(msgspec.Struct, frozen=True, omit_defaults=True):
     start: datetime | None = None
     end: datetime | None = None
     accounting: dict[str, Any] | None = None
+    instance: str | None = None
+    epoch: int | None = None
 
     @property
     def key(self) -> bytes:

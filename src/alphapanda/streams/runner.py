@@ -148,6 +148,11 @@ class DerivedStreams:
         self._recent_orders: set[bytes] = set()
         self._recent_order_list: deque[bytes] = deque()
         self.tracker_counts: dict[str, int] = {}
+        # Hot standby: while this returns False (a standby), the feed's own events are
+        # not published (the active's are the group's); ``emit()`` ones always are.
+        self.publishing: Callable[[], bool] = lambda: True
+        self.events_suppressed = 0
+        self._emitted: deque[FeedEvent] = deque(maxlen=1000)
 
     # -- called from the tick path (synchronous, O(1)) ---------------------------------
 
@@ -213,6 +218,7 @@ class DerivedStreams:
                 await self._loop()
                 self._drain_inbox()
                 self._send_orders()
+                self._send_emitted()
                 self._sample_events()  # the sockets closed by the shutdown
                 self._send_event(
                     FeedEvent(
@@ -235,6 +241,7 @@ class DerivedStreams:
             self._wake.clear()
             processed = self._process(CHUNK)
             self._send_orders()
+            self._send_emitted()
             now = wall()
             if now >= next_candles:
                 next_candles = now + TIMER_STEP
@@ -312,7 +319,21 @@ class DerivedStreams:
                 STREAM_QUOTES, self.quotes_topic, wire.key(tick.instrument_token), value, headers
             )
 
-    def _send_event(self, event: FeedEvent) -> None:
+    def emit(self, event: FeedEvent) -> None:
+        """Publish ``event`` on the feed events topic soon (bounded; from the event loop)."""
+        self._emitted.append(event)
+        self._wake.set()
+
+    def _send_emitted(self) -> None:
+        if self._producer is None:
+            return
+        while self._emitted:
+            self._send_event(self._emitted.popleft(), force=True)
+
+    def _send_event(self, event: FeedEvent, *, force: bool = False) -> None:
+        if not force and not self.publishing():
+            self.events_suppressed += 1
+            return
         self.tracker_counts[event.kind] = self.tracker_counts.get(event.kind, 0) + 1
         producer = self._producer
         assert producer is not None
@@ -396,6 +417,7 @@ class DerivedStreams:
         yield catalog.ORDERS_RECEIVED.sample(self.orders_received)
         yield catalog.ORDERS_LOST.sample(self.orders_lost)
         yield catalog.ORDERS_DUPLICATE.sample(self.orders_duplicate)
+        yield catalog.DERIVED_EVENTS_SUPPRESSED.sample(self.events_suppressed)
         for kind, n in self.tracker_counts.items():
             yield catalog.FEED_EVENTS.sample(n, (("kind", kind),))
         for agg in self.aggregators:

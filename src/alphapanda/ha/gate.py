@@ -1,0 +1,229 @@
+"""Between the Kite connections and the tick buffer: what a standby does with its ticks.
+
+Active: ticks go straight to the buffer (one attribute test per batch). Standby: they
+are held per instrument for ``window`` seconds (warm standby), never published. On
+takeover ``promote()`` receives the active's last published tick per instrument and,
+per instrument, hands the buffer every held tick after it, then lets live ticks
+through; batches arriving meanwhile wait, so the order per instrument is kept.
+
+Finding "after it": the exchange sends the same snapshot to every connection subscribed
+to an instrument, so the active's last tick is looked up in the held ticks by the fields
+that identify a snapshot (exchange timestamp, last trade time, cumulative volume, last
+price, open interest). Not found (it is older than the window, or the two connections
+saw different snapshots): the held ticks with a newer exchange timestamp are published
+and the instrument is reported as ``gap_possible``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import time
+from collections import deque
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Final, Protocol
+
+from alphapanda.kite.protocol import Tick
+from alphapanda.market_tick import MarketTick
+from alphapanda.metrics import catalog
+from alphapanda.metrics.samples import Sample
+from alphapanda.pipeline.accounting import SOURCE_SOCKET
+
+# A hard bound per instrument whatever the window (memory stays bounded at any rate).
+MAX_HELD_PER_INSTRUMENT: Final = 50_000
+
+Identity = tuple[int | None, int | None, int | None, float, int | None]
+
+
+class Sink(Protocol):
+    async def put_many(self, ticks: Sequence[Tick], source: str = SOURCE_SOCKET) -> None: ...
+
+
+def _epoch(value: datetime | None) -> int | None:
+    return None if value is None else int(value.timestamp())
+
+
+def tick_identity(tick: Tick, *, with_oi: bool = True) -> Identity:
+    return (
+        tick.exchange_timestamp,
+        tick.last_trade_time,
+        tick.volume_traded,
+        tick.last_price,
+        tick.oi if with_oi else None,
+    )
+
+
+def published_identity(tick: MarketTick) -> Identity:
+    return (
+        _epoch(tick.exchange_timestamp),
+        _epoch(tick.last_trade_time),
+        tick.volume_traded,
+        tick.last_price,
+        tick.oi,
+    )
+
+
+def _newer(tick: Tick, target: Identity) -> bool:
+    """``tick`` is later than the snapshot ``target``: a newer exchange timestamp, or the
+    same one with more cumulative volume (the day's volume only grows)."""
+    exchange, _, volume, _, _ = target
+    if exchange is None:
+        return True
+    tick_exchange = tick.exchange_timestamp or 0
+    if tick_exchange != exchange:
+        return tick_exchange > exchange
+    return volume is not None and (tick.volume_traded or 0) > volume
+
+
+@dataclass(slots=True)
+class Takeover:
+    """What ``promote()`` did."""
+
+    replayed: int = 0  # held ticks handed to the buffer (after the active's last one)
+    matched: int = 0  # instruments whose last published tick was found
+    gap_possible: list[int] = field(default_factory=list)  # not found: newer exchange time
+    not_in_topic: int = 0  # instruments with no record in the tail window: all held
+
+
+def plan_takeover(
+    held: Mapping[int, Sequence[Tick]],
+    last: Mapping[int, MarketTick],
+    covered_from_ns: int = 0,
+) -> tuple[list[Tick], Takeover]:
+    """Pure: which held ticks to publish, per instrument after the active's last one.
+
+    ``covered_from_ns``: the tail was read completely from this receive time on (0: the
+    whole topic), so an instrument absent from ``last`` published nothing the active
+    received after it; its held ticks received before it are not republished (the two
+    hosts' clocks are compared here: keep them in sync).
+    """
+    out: list[Tick] = []
+    report = Takeover()
+    for token, ticks in held.items():
+        if not ticks:
+            continue
+        published = last.get(token)
+        if published is None:
+            report.not_in_topic += 1
+            out.extend(t for t in ticks if t.received_at_ns > covered_from_ns)
+            continue
+        target = published_identity(published)
+        with_oi = target[4] is not None
+        found = -1
+        for i in range(len(ticks) - 1, -1, -1):
+            if tick_identity(ticks[i], with_oi=with_oi) == target:
+                found = i
+                break
+        if found >= 0:
+            report.matched += 1
+            out.extend(itertools.islice(ticks, found + 1, None))
+            continue
+        report.gap_possible.append(token)
+        out.extend(t for t in ticks if _newer(t, target))
+    report.replayed = len(out)
+    return out, report
+
+
+class StandbyGate:
+    """The ``TickSink`` of the Kite connections in a hot-standby group."""
+
+    def __init__(
+        self, sink: Sink, window_seconds: float, clock_ns: Callable[[], int] | None = None
+    ) -> None:
+        self._sink = sink
+        self._window_ns = int(window_seconds * 1e9)
+        self._clock_ns = clock_ns or time.time_ns
+        self.active = False
+        self._held: dict[int, deque[Tick]] = {}
+        self._lock = asyncio.Lock()
+        self.held_total = 0  # ticks received while standby
+        self.expired = 0  # held ticks that left the window unpublished
+        self.last_received_ns = 0
+        # Instruments whose last published tick was not among the held ones: live ticks
+        # up to it (this connection was behind the active's) were published already.
+        self._not_before: dict[int, Identity] = {}
+        self.skipped_live = 0
+
+    async def put_many(self, ticks: Sequence[Tick], source: str = SOURCE_SOCKET) -> None:
+        if self.active:
+            if ticks:
+                self.last_received_ns = ticks[-1].received_at_ns
+            if self._not_before:
+                ticks = self._skip_published(ticks)
+            await self._sink.put_many(ticks, source)
+            return
+        async with self._lock:
+            if self.active:
+                await self._sink.put_many(ticks, source)
+                return
+            self._hold(ticks)
+
+    def _hold(self, ticks: Sequence[Tick]) -> None:
+        held = self._held
+        for tick in ticks:
+            queue = held.get(tick.instrument_token)
+            if queue is None:
+                queue = held[tick.instrument_token] = deque(maxlen=MAX_HELD_PER_INSTRUMENT)
+            elif len(queue) == MAX_HELD_PER_INSTRUMENT:
+                self.expired += 1
+            queue.append(tick)
+        self.held_total += len(ticks)
+        if ticks:
+            self.last_received_ns = ticks[-1].received_at_ns
+            self._expire(self.last_received_ns - self._window_ns)
+
+    def _expire(self, before_ns: int) -> None:
+        for queue in self._held.values():
+            while queue and queue[0].received_at_ns < before_ns:
+                queue.popleft()
+                self.expired += 1
+
+    def _skip_published(self, ticks: Sequence[Tick]) -> list[Tick]:
+        waiting = self._not_before
+        out: list[Tick] = []
+        for tick in ticks:
+            target = waiting.get(tick.instrument_token)
+            if target is None:
+                out.append(tick)
+                continue
+            if tick_identity(tick, with_oi=target[4] is not None) == target:
+                del waiting[tick.instrument_token]  # the active's last tick: after it, all
+                self.skipped_live += 1
+            elif _newer(tick, target):
+                del waiting[tick.instrument_token]
+                out.append(tick)
+            else:
+                self.skipped_live += 1
+        return out
+
+    @property
+    def holding(self) -> int:
+        return sum(len(q) for q in self._held.values())
+
+    def held(self) -> dict[int, list[Tick]]:
+        return {token: list(q) for token, q in self._held.items()}
+
+    async def promote(self, last: Mapping[int, MarketTick], covered_from_ns: int = 0) -> Takeover:
+        """Publish what follows the active's last tick (``last``: per instrument, read
+        from the topic after the old active was fenced), then let live ticks through."""
+        async with self._lock:
+            replay, report = plan_takeover(self._held, last, covered_from_ns)
+            for token in report.gap_possible:
+                newest = self._held[token][-1] if self._held.get(token) else None
+                target = published_identity(last[token])
+                if newest is None or not _newer(newest, target):
+                    # Nothing held is newer: this connection is behind the active's.
+                    self._not_before[token] = target
+            self._held.clear()
+            if replay:
+                await self._sink.put_many(replay, SOURCE_SOCKET)
+            self.active = True
+            return report
+
+    def samples(self) -> Iterator[Sample]:
+        yield catalog.HA_STANDBY_HELD.sample(self.holding)
+        yield catalog.HA_STANDBY_RECEIVED.sample(self.held_total)
+        yield catalog.HA_TAKEOVER_SKIPPED_LIVE.sample(self.skipped_live)
+        yield catalog.HA_STANDBY_EXPIRED.sample(self.expired)

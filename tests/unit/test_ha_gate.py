@@ -1,0 +1,148 @@
+"""The standby gate's takeover plan: what follows the active's last published tick."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Sequence
+
+from alphapanda.ha.gate import StandbyGate, plan_takeover
+from alphapanda.kite.protocol import Tick, decode_message, encode_message, encode_tick
+from alphapanda.pipeline.formatter import MarketTick, TickFormatter
+from alphapanda.pipeline.wire import WireDecoder, WireEncoder, content_type_of
+from alphapanda.sim.market import Market
+from tests.support.sim import default_instruments
+
+NOW = int(time.time())  # the formatter refuses implausible exchange times
+BASE_NS = NOW * 1_000_000_000
+
+
+def stream(count: int, tokens: int = 3) -> list[Tick]:
+    """Ticks as a connection decodes them (through the Kite wire format)."""
+    instruments = [i for i in default_instruments() if i.segment != "INDICES"][:tokens]
+    market = Market(instruments, seed=7)
+    out: list[Tick] = []
+    for i in range(count):
+        token = instruments[i % tokens].instrument_token
+        frame = encode_message([encode_tick(market.advance(token, NOW + i // 10))])
+        out.extend(decode_message(frame, BASE_NS + i).ticks)
+    return out
+
+
+def published(ticks: Sequence[Tick], fmt: str = "json") -> dict[int, MarketTick]:
+    """The last tick per instrument as it comes back from the topic."""
+    formatter, wire, decoder = TickFormatter(), WireEncoder(fmt), WireDecoder()  # type: ignore[arg-type]
+    last: dict[int, MarketTick] = {}
+    for tick in ticks:
+        market_tick = formatter.format(tick)
+        assert market_tick is not None
+        _, value, headers = wire.encode(market_tick, 1)
+        last[tick.instrument_token] = decoder.decode(value, content_type_of(headers)).data
+    return last
+
+
+def by_token(ticks: Sequence[Tick]) -> dict[int, list[Tick]]:
+    held: dict[int, list[Tick]] = {}
+    for tick in ticks:
+        held.setdefault(tick.instrument_token, []).append(tick)
+    return held
+
+
+def test_replays_exactly_what_follows_the_active_last_tick() -> None:
+    ticks = stream(300)
+    # The active published the first 200; the standby holds ticks 50..299.
+    replay, report = plan_takeover(by_token(ticks[50:]), published(ticks[:200]))
+    assert replay and sorted(replay, key=lambda t: t.received_at_ns) == ticks[200:]
+    assert report.matched == 3 and not report.gap_possible and report.not_in_topic == 0
+
+
+def test_matching_works_through_msgpack_too() -> None:
+    ticks = stream(90)
+    replay, report = plan_takeover(by_token(ticks), published(ticks[:60], "msgpack"))
+    assert len(replay) == 30 and report.matched == 3
+
+
+def test_not_found_falls_back_to_newer_exchange_time_and_says_gap_possible() -> None:
+    ticks = stream(300)
+    # The standby's window starts after the active's last tick: not found.
+    replay, report = plan_takeover(by_token(ticks[250:]), published(ticks[:200]))
+    assert sorted(report.gap_possible) == sorted({t.instrument_token for t in ticks})
+    # Newer than the last published: a later exchange time, or the same with more
+    # volume; here every held tick is (the held window starts after the last one).
+    assert sorted(replay, key=lambda t: t.received_at_ns) == ticks[250:]
+
+
+def test_not_found_never_replays_an_older_snapshot() -> None:
+    ticks = stream(300)
+    # A standby behind the active: its held ticks end before the active's last one.
+    replay, report = plan_takeover(by_token(ticks[:150]), published(ticks[:200]))
+    assert len(report.gap_possible) == 3 and replay == []
+
+
+def test_instrument_absent_from_the_topic_replays_all_held() -> None:
+    ticks = stream(30)
+    replay, report = plan_takeover(by_token(ticks), {})
+    assert len(replay) == 30 and report.not_in_topic == 3
+
+
+class Sink:
+    def __init__(self) -> None:
+        self.got: list[Tick] = []
+
+    async def put_many(self, ticks: Sequence[Tick], source: str = "socket") -> None:
+        self.got.extend(ticks)
+
+
+def test_gate_holds_while_standby_then_replays_then_passes_live() -> None:
+    ticks = stream(120)
+
+    async def scenario() -> list[Tick]:
+        sink = Sink()
+        gate = StandbyGate(sink, window_seconds=60, clock_ns=lambda: 0)
+        await gate.put_many(ticks[:100])
+        assert not sink.got and gate.holding == 100
+        report = await gate.promote(published(ticks[:80]))
+        assert report.replayed == 20
+        await gate.put_many(ticks[100:])
+        return sink.got
+
+    got = asyncio.run(scenario())
+    # Replayed (per instrument, in order), then live: each instrument's order is kept.
+    assert sorted(got, key=lambda t: t.received_at_ns) == ticks[80:]
+    assert by_token(got) == by_token(ticks[80:])
+
+
+def test_window_expires_old_ticks() -> None:
+    ticks = stream(100)
+
+    async def scenario() -> StandbyGate:
+        gate = StandbyGate(Sink(), window_seconds=20e-9)
+        await gate.put_many(ticks)
+        return gate
+
+    gate = asyncio.run(scenario())
+    assert gate.holding < 100 and gate.expired == 100 - gate.holding
+
+
+def test_absent_instrument_replays_only_what_the_tail_read_covered() -> None:
+    ticks = stream(60)
+    # The tail was read completely from tick 40's receive time on, and none of these
+    # instruments was in it: their ticks received before that were published.
+    replay, report = plan_takeover(by_token(ticks), {}, ticks[40].received_at_ns)
+    assert report.not_in_topic == 3
+    assert sorted(replay, key=lambda t: t.received_at_ns) == ticks[41:]
+
+
+def test_a_standby_behind_the_active_skips_live_ticks_up_to_its_last() -> None:
+    ticks = stream(300)
+
+    async def scenario() -> list[Tick]:
+        sink = Sink()
+        gate = StandbyGate(sink, window_seconds=60)
+        await gate.put_many(ticks[:150])
+        await gate.promote(published(ticks[:200]))
+        await gate.put_many(ticks[150:])  # arrives late on this connection
+        return sink.got
+
+    got = asyncio.run(scenario())
+    assert sorted(got, key=lambda t: t.received_at_ns) == ticks[200:]
