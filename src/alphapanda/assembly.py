@@ -275,6 +275,7 @@ def _ha_controller(settings: Settings, parts: FeedParts, gate: StandbyGate) -> H
     if derived is not None:
         # A standby's own feed events are not published: the active's are the group's.
         derived.publishing = lambda: controller.active
+    parts.lifecycle.on_producer_failed = controller.producer_failed
     return controller
 
 

@@ -14,6 +14,7 @@ read from it, so none of them needs a reference to the service.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -63,6 +64,9 @@ class FeedLifecycle:
         self.ready = asyncio.Event()
         # Set by ``request_stop()``: the graceful shutdown begins.
         self.stop_requested = asyncio.Event()
+        # Told first of a fatal producer error (a hot-standby member: its producer was
+        # fenced by the group's new active, so it is deposed rather than shut down).
+        self.on_producer_failed: Callable[[str], None] | None = None
 
     @property
     def stopping(self) -> bool:
@@ -80,6 +84,8 @@ class FeedLifecycle:
     def producer_failed(self, reason: str) -> None:
         # The producer will never send again: everything is spooled for the next run,
         # the feed reports unhealthy (a supervisor restarts it) and shuts down, exit 1.
+        if self.on_producer_failed is not None:
+            self.on_producer_failed(reason)
         self.unhealthy = f"Kafka producer failed fatally: {reason}"
         self.part_failed("kafka producer (fatal error)")
 

@@ -12,7 +12,7 @@ import pytest
 from alphapanda.api import ApiServer
 from alphapanda.assembly import Overrides, build
 from alphapanda.auth import AuthService
-from alphapanda.ha.controller import HaController
+from alphapanda.ha.controller import EXIT_DEPOSED, HaController
 from alphapanda.ha.gate import StandbyGate
 from alphapanda.instruments.sources import (
     CsvInstrumentSource,
@@ -138,6 +138,22 @@ def test_a_hot_standby_member_is_gated_transactional_python_and_without_a_wal(
     assert not ready and reasons[0] == "standby in hot-standby group g1 (not publishing)"
     assert "no Kite connection is streaming" not in reasons
     assert parts.status()["ha"]["role"] == "standby"
+
+
+def test_a_fenced_active_is_deposed_at_once_not_shut_down_gracefully(
+    tmp_path: Path, built: list[FeedParts]
+) -> None:
+    parts = _build(built, _settings(tmp_path, ha={"group": "g1"}, streams={"enabled": False}))
+    ha = parts.ha
+    assert ha is not None
+    exits: list[int] = []
+    ha._exit = exits.append
+    # A standby's producer has no transaction yet: a failure is the ordinary one.
+    parts.lifecycle.producer_failed("_FATAL: broken")
+    assert exits == [] and parts.lifecycle.stopping
+    ha.role = "active"
+    parts.lifecycle.producer_failed("_FATAL: fenced by a newer instance")
+    assert exits == [EXIT_DEPOSED] and ha.role == "deposed"
 
 
 def test_outside_a_group_there_is_no_gate_and_no_transaction(

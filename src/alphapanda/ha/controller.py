@@ -283,6 +283,14 @@ class HaController:
                 )
             )
 
+    def producer_failed(self, reason: str) -> None:
+        """The producer failed fatally. A transactional one fails so when the group's new
+        active fenced it: this instance was deposed while it could not notice (paused,
+        cut off). Nothing it wrote since can be read committed; it exits at once instead
+        of spooling for a next run that would join as a standby and discard the spool."""
+        if self.producer.transactional and self.role == "active":
+            self._depose(f"producer fenced or failed: {reason}")
+
     def _depose(self, why: str) -> None:
         self.role = "deposed"
         log.critical(
