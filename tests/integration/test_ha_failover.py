@@ -21,12 +21,15 @@ from collections.abc import Iterator
 from datetime import datetime, timedelta
 from pathlib import Path
 
+import httpx
 import pytest
 from confluent_kafka import Consumer, KafkaError, TopicPartition
+from playwright.async_api import async_playwright
 
 from alphapanda.pipeline.wire import WireDecoder, content_type_of
 from alphapanda.streams.records import ns_to_datetime
 from alphapanda.testing import eventually
+from tests.integration.test_status_page import CHROMIUM, CHROMIUM_ARGS
 from tests.integration.test_wal_crash import FeedProcess
 from tests.support.ledger import TickRecord, check_ledger
 from tests.support.services import ROOT, SHARED_DATABASE, SHARED_KAFKA
@@ -218,6 +221,38 @@ async def test_a_paused_active_is_fenced_when_it_wakes_up(tmp_path: Path, unique
     _assert_no_gap_no_duplicate(records)
 
 
+async def _api_and_page_say_who_is_active(active: HaFeed, standby: HaFeed, group: str) -> None:
+    async with httpx.AsyncClient(timeout=10) as http:
+        ready = await http.get(f"http://127.0.0.1:{active.api_port}/ready")
+        assert ready.status_code == 200 and "standby_ready" not in ready.json()
+        ready = await http.get(f"http://127.0.0.1:{standby.api_port}/ready")
+        assert ready.status_code == 503
+        assert ready.json()["standby_ready"] is True, ready.json()
+        views = [
+            (await http.get(f"http://127.0.0.1:{feed.api_port}/status")).json()["ha"]
+            for feed in (active, standby)
+        ]
+    assert [(v["group"], v["role"], v["standby_mode"]) for v in views] == [
+        (group, "active", "warm"),
+        (group, "standby", "warm"),
+    ]
+    assert views[0]["active_since"] > 0 and views[0]["epoch"] >= 1
+    async with async_playwright() as p:
+        browser = await p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            page = await browser.new_page()
+            for feed, expected in (
+                (active, f"active in {group} since "),
+                (standby, f"warm standby in {group} · ready to take over"),
+            ):
+                await page.goto(f"http://127.0.0.1:{feed.api_port}/")
+                badge = page.locator("#ha")
+                await badge.wait_for(state="visible", timeout=15_000)
+                assert (await badge.inner_text()).startswith(expected)
+        finally:
+            await browser.close()
+
+
 async def test_deliberate_handover_has_no_gap(tmp_path: Path, unique: str) -> None:
     prefix = f"test.{unique}."
     group = f"t-{unique}"
@@ -236,6 +271,7 @@ async def test_deliberate_handover_has_no_gap(tmp_path: Path, unique: str) -> No
         status = json.loads(done.stdout)
         assert [m["role"] for m in status["members"]] == ["active", "standby"], status
         assert status["members"][1]["lag_seconds"] is not None
+        await _api_and_page_say_who_is_active(a, b, group)
         done = await asyncio.to_thread(
             subprocess.run,
             [sys.executable, "-m", "alphapanda", "ha", "handover"],

@@ -77,6 +77,7 @@ async def test_status_page_shows_connections_and_live_ticks_per_second(
 
             assert (await page.locator("#ready").inner_text()) == "ready"
             assert (await page.locator("#source").inner_text()) == "live feed"
+            assert await page.locator("#ha").is_hidden()  # not in a hot-standby group
             received = int((await page.locator("#received").inner_text()).replace(",", ""))
             assert received > 0
             assert not await page.locator("#error.show").count()

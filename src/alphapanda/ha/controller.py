@@ -135,7 +135,7 @@ class HaController:
         self._stop.set()
 
     async def run(self) -> None:
-        keeper = _LeaseKeeper(self.lease, self._settings.ha.poll_ms / 1000)
+        keeper = _LeaseKeeper(self.lease, self._settings.ha.poll_ms / 1000, self._lease_lost)
         follower = TailFollower(self._settings.kafka.bootstrap_servers, self.topic, TAIL_WINDOW)
         self._follower = follower
         async with asyncio.TaskGroup() as tg:
@@ -283,6 +283,13 @@ class HaController:
                 )
             )
 
+    def _lease_lost(self, why: str) -> None:
+        # Called from the lease's own thread: a resumed or cut-off active exits from
+        # there, whatever its event loop is busy with (a backlog of frames after a
+        # pause, a shutdown already under way).
+        if self.role != "deposed":
+            self._depose(why)
+
     def producer_failed(self, reason: str) -> None:
         """The producer failed fatally. A transactional one fails so when the group's new
         active fenced it: this instance was deposed while it could not notice (paused,
@@ -361,9 +368,11 @@ class _LeaseKeeper:
     it would lose the lease of an active that is merely slow. A paused process pauses
     this thread too, so a paused active still loses it."""
 
-    def __init__(self, lease: PgLease, poll: float) -> None:
+    def __init__(self, lease: PgLease, poll: float, on_lost: Callable[[str], None]) -> None:
         self.lease = lease
         self.poll = poll
+        # Told (from this thread) when a held lease is lost; it deposes the instance.
+        self.on_lost = on_lost
         self.stop = threading.Event()
         self.finished = threading.Event()
         self.term: Term | None = None
@@ -371,6 +380,12 @@ class _LeaseKeeper:
         self.last_ok = 0.0
         self.lost = False
         self.handover = False
+
+    def _lose(self, why: str) -> None:
+        log.warning("ha %s: %s", self.lease.group, why)
+        self.lost = True
+        if not self.stop.is_set():
+            self.on_lost(why)
 
     def run(self) -> None:
         try:
@@ -397,12 +412,16 @@ class _LeaseKeeper:
                     break
                 await asyncio.sleep(self.poll)
             while not self.stop.is_set():
+                if time.monotonic() - self.last_ok > lease_s * 0.75:
+                    # Woken after a pause longer than the lease: another member may
+                    # hold it already, whatever a renewal would say now.
+                    self._lose("lease not renewed in time (paused, or cut off)")
+                    return
                 try:
                     self.handover = await asyncio.wait_for(self.lease.renew(), lease_s * 0.75)
                     self.last_ok = time.monotonic()
                 except Exception as exc:
-                    log.warning("ha %s: lease renewal failed: %r", self.lease.group, exc)
-                    self.lost = True
+                    self._lose(f"lease renewal failed: {exc!r}")
                     return
                 await asyncio.sleep(lease_s / 4)
         finally:
