@@ -19,6 +19,7 @@ from typing import Any, Protocol
 
 import msgspec
 
+from alphapanda.clock import SYSTEM_CLOCK, Clock
 from alphapanda.instruments.sources import InstrumentSource
 from alphapanda.kite.client import TickerClient
 from alphapanda.metrics.collector import PipelineMetricsCollector
@@ -99,6 +100,8 @@ class FeedParts:
     instruments: InstrumentSource
     wal: WalIngest | None = None
     derived: DerivedStreams | None = None
+    # The time every part reads (``Overrides(clock=...)``).
+    clock: Clock = SYSTEM_CLOCK
     # Ships the figures to Redis (``Overrides(metrics=True)``); also in ``services``.
     collector: PipelineMetricsCollector | None = None
     # Run beside the pipeline, in this order (the derived streams, the registry
