@@ -168,10 +168,11 @@ def build(settings: Settings, overrides: Overrides | None = None) -> FeedParts:
             # What a previous run spooled is replayed by the spool: not by the WAL.
             spool_dir=feed.spool_dir,
             decode=hot_path.decode,
+            clock=clock,
         )
         publisher.producer.ack_listener = wal.resolved
     # Candles, latest quotes, feed events, order updates: fed after the tick path.
-    derived = DerivedStreams(settings) if settings.streams.enabled else None
+    derived = DerivedStreams(settings, clock=clock) if settings.streams.enabled else None
     records.observer = derived.offer if derived is not None else None
     tokens = overrides.tokens
     if overrides.auth is not None:
@@ -207,6 +208,7 @@ def build(settings: Settings, overrides: Overrides | None = None) -> FeedParts:
         instruments=instruments,
         wal=wal,
         derived=derived,
+        clock=clock,
     )
     parts.sources.extend(
         [accounting, buffer, publisher, publisher.producer, spool, formatter, hot_path, client]

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import msgspec
 
+from alphapanda.clock import SYSTEM_CLOCK, Clock
 from alphapanda.instruments.sources import InstrumentSource
 from alphapanda.kite.client import TickerClient
 from alphapanda.metrics.collector import PipelineMetricsCollector
@@ -110,6 +111,8 @@ class FeedParts:
     derived: DerivedStreams | None = None
     # This feed's part in its hot-standby group (``ha.group`` set); also in ``services``.
     ha: HaController | None = None
+    # The time every part reads (``Overrides(clock=...)``).
+    clock: Clock = SYSTEM_CLOCK
     # Ships the figures to Redis (``Overrides(metrics=True)``); also in ``services``.
     collector: PipelineMetricsCollector | None = None
     # Run beside the pipeline, in this order (the derived streams, the registry

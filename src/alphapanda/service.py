@@ -29,8 +29,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Coroutine
 from typing import Any, Final
 
 from alphapanda.metrics import catalog
@@ -221,8 +220,9 @@ class MarketFeedService:
         if not client.sessions_open():
             return
         await client.set_subscriptions({})
-        deadline = time.monotonic() + QUIESCE_MAX
-        while client.sessions_open() and time.monotonic() < deadline:  # noqa: ASYNC110 (a count over shards, not one event)
+        monotonic = self._parts.clock.monotonic
+        deadline = monotonic() + QUIESCE_MAX
+        while client.sessions_open() and monotonic() < deadline:  # noqa: ASYNC110 (a count over shards, not one event)
             await asyncio.sleep(0.02)
 
     async def _stop_quietly(self, what: str, awaitable: Any) -> None:
@@ -275,9 +275,9 @@ def _discard_spool(spool: Spool) -> None:
 class FeedFigures:
     """Feed-level gauges (readiness, topic, time of the last tick)."""
 
-    def __init__(self, parts: FeedParts, wall: Callable[[], float] = time.time) -> None:
+    def __init__(self, parts: FeedParts) -> None:
         self._parts = parts
-        self._wall = wall
+        self._wall_ns = parts.clock.wall_ns
         self._seen_received = 0
         self._last_tick_at = 0.0
 
@@ -288,7 +288,7 @@ class FeedFigures:
         received = self._parts.accounting.received_socket
         if received != self._seen_received:
             self._seen_received = received
-            self._last_tick_at = self._wall()
+            self._last_tick_at = self._wall_ns() / 1e9
         return self._last_tick_at
 
     def samples(self) -> list[Sample]:

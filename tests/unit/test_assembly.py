@@ -23,7 +23,9 @@ from alphapanda.kite.protocol import Tick
 from alphapanda.metrics.collector import PipelineMetricsCollector
 from alphapanda.parts import FeedParts
 from alphapanda.registry import InstrumentRegistryService
+from alphapanda.service import FeedFigures
 from alphapanda.settings import Settings
+from alphapanda.streams.records import FEED_STARTED, FeedEvent
 from alphapanda.streams.runner import DerivedStreams
 from alphapanda.testing import VirtualClock
 
@@ -202,3 +204,21 @@ async def test_every_part_reads_the_injected_clock(tmp_path: Path, built: list[F
     assert json.loads(record.value)["emitted_at"].startswith("2026-01-01T00:00:00")
     await parts.client.set_subscriptions({408065: "ltp"})
     assert [status.since for status in parts.client.statuses()] == [clock.now()]
+    # The feed's own figures: the time of the last tick is read from the same clock.
+    parts.accounting.accept(1)
+    clock.advance(2.5)
+    (figures,) = [source for source in parts.sources if isinstance(source, FeedFigures)]
+    assert figures.samples()[0].value == clock.wall_ns() / 1e9
+
+
+def test_the_derived_streams_and_the_wal_read_the_injected_clock(
+    tmp_path: Path, built: list[FeedParts]
+) -> None:
+    clock = VirtualClock(wall_ns=1_767_225_600_000_000_000, monotonic=40.0)
+    parts = _build(built, _settings(tmp_path, streams={"enabled": True}), clock=clock)
+    assert parts.derived is not None and parts.wal is not None
+    event = FeedEvent(FEED_STARTED, clock.now())
+    _, value, _ = parts.derived._envelopes.feed_event(event)
+    assert json.loads(value)["emitted_at"].startswith("2026-01-01T00:00:00")
+    assert parts.wal.wal._clock_ns == clock.wall_ns
+    assert parts.wal.wal._monotonic == clock.monotonic

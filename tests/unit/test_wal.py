@@ -24,7 +24,7 @@ class Clock:
         self.ns = start
         self.mono = 0.0
 
-    def now_ns(self) -> int:
+    def wall_ns(self) -> int:
         return self.ns
 
     def monotonic(self) -> float:
@@ -34,8 +34,7 @@ class Clock:
 def make_wal(directory: Path, clock: Clock, **kwargs: object) -> WriteAheadLog:
     return WriteAheadLog(
         directory,
-        clock_ns=clock.now_ns,
-        monotonic=clock.monotonic,
+        clock=clock,
         **kwargs,  # type: ignore[arg-type]
     )
 

@@ -13,13 +13,12 @@ does. Layouts: ``schemas/*.v1.schema.json`` and ``docs/schema.md``.
 from __future__ import annotations
 
 import secrets
-import time
-from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final
 
 import msgspec
 
+from alphapanda.clock import SYSTEM_CLOCK, Clock
 from alphapanda.pipeline.wire import BROKER_SHARED, DEFAULT_SOURCE
 from alphapanda.streams.candles import Candle
 
@@ -132,11 +131,9 @@ def ns_to_datetime(ns: int) -> datetime:
 class EnvelopeEncoder:
     """Wraps derived records in the envelope: ``(key, value, headers)``."""
 
-    def __init__(
-        self, source: str = DEFAULT_SOURCE, clock: Callable[[], int] = time.time_ns
-    ) -> None:
+    def __init__(self, source: str = DEFAULT_SOURCE, clock: Clock = SYSTEM_CLOCK) -> None:
         self._encode = msgspec.json.Encoder().encode
-        self._clock = clock
+        self._clock = clock.wall_ns
         self._source = source.encode()
         rand = secrets.randbits(26)
         self._id_mid = f"7{rand >> 14:03x}-{0x8000 | (rand & 0x3FFF):04x}"

@@ -18,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
 from collections import deque
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
@@ -26,6 +25,7 @@ from typing import TYPE_CHECKING, Any, Final, Protocol
 
 import msgspec
 
+from alphapanda.clock import SYSTEM_CLOCK, Clock
 from alphapanda.kite.state import ConnectionStatus
 from alphapanda.market_tick import MarketTick
 from alphapanda.metrics import catalog
@@ -105,12 +105,12 @@ class DerivedStreams:
         settings: Settings,
         state: FeedState | None = None,
         *,
-        wall: Callable[[], float] = time.time,
+        clock: Clock = SYSTEM_CLOCK,
     ) -> None:
         prefix = settings.kafka.topic_prefix
         self._settings = settings
         self._state = state
-        self._wall = wall
+        self._wall_ns = clock.wall_ns
         sessions = SessionTable(settings.candles.session_opens)
         grace = settings.candles.grace_ms / 1000
         self.aggregators = [
@@ -131,7 +131,7 @@ class DerivedStreams:
         self.quotes = LatestQuotes()
         self.tracker = FeedEventTracker()
         self._quote_wire = WireEncoder(settings.feed.wire_format)
-        self._envelopes = EnvelopeEncoder()
+        self._envelopes = EnvelopeEncoder(clock=clock)
         self._capacity = settings.streams.queue_capacity
         self._inbox: deque[list[MarketTick] | _Gap] = deque()
         self._queued = 0
@@ -234,7 +234,7 @@ class DerivedStreams:
                 producer_stop.set()
 
     async def _loop(self) -> None:
-        wall = self._wall
+        wall_ns = self._wall_ns
         quotes_every = self._settings.quotes.interval_ms / 1000
         next_quotes = next_events = next_candles = 0.0
         while not self._stop.is_set():
@@ -242,7 +242,7 @@ class DerivedStreams:
             processed = self._process(CHUNK)
             self._send_orders()
             self._send_emitted()
-            now = wall()
+            now = wall_ns() / 1e9
             if now >= next_candles:
                 next_candles = now + TIMER_STEP
                 # Never close a bar ahead of ticks still waiting in the inbox: the timer
@@ -310,7 +310,7 @@ class DerivedStreams:
         dirty = self.quotes.take_dirty()
         if not dirty:
             return
-        now_ns = time.time_ns()
+        now_ns = self._wall_ns()
         wire = self._quote_wire
         values = wire.encode_values(dirty, now_ns)
         headers = wire.headers()
@@ -405,7 +405,7 @@ class DerivedStreams:
             return
 
     def _now(self) -> datetime:
-        return datetime.fromtimestamp(self._wall(), UTC)
+        return datetime.fromtimestamp(self._wall_ns() / 1e9, UTC)
 
     def _accounting(self) -> dict[str, Any]:
         return self._feed_state().accounting()

@@ -23,12 +23,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Final
 
+from alphapanda.clock import SYSTEM_CLOCK, Clock
 from alphapanda.kite.connection import FrameDecoder
 from alphapanda.kite.protocol import Tick, decode_message
 from alphapanda.metrics import catalog
@@ -77,11 +77,13 @@ class WalIngest:
         spool_dir: Path | None = None,
         tail_reader: TailReader = read_tail_positions,
         decode: FrameDecoder = decode_message,
+        clock: Clock = SYSTEM_CLOCK,
     ) -> None:
         feed = settings.feed
         self.wal = WriteAheadLog(
-            feed.wal_dir, fsync_ms=feed.wal_fsync_ms, max_bytes=feed.wal_max_bytes
+            feed.wal_dir, fsync_ms=feed.wal_fsync_ms, max_bytes=feed.wal_max_bytes, clock=clock
         )
+        self._monotonic = clock.monotonic
         self._kafka_config = consumer_config(settings.kafka)
         self._topic = topic
         self._buffer = buffer
@@ -188,7 +190,7 @@ class WalIngest:
         watermark = self.wal.watermark_ns
         oldest_ns = max(watermark + 1, self._old_segments[0][0])
         self.recovery_state = "reading the topic's tails"
-        started = time.monotonic()
+        started = self._monotonic()
         while True:
             try:
                 tails = await asyncio.to_thread(
@@ -209,7 +211,7 @@ class WalIngest:
                     "are logged and held until it answers (%.0f s so far)",
                     self._topic,
                     exc,
-                    time.monotonic() - started,
+                    self._monotonic() - started,
                 )
             try:
                 async with asyncio.timeout(TAILS_RETRY_DELAY):

@@ -22,12 +22,12 @@ from __future__ import annotations
 import bisect
 import logging
 import shutil
-import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
+from alphapanda.clock import SYSTEM_CLOCK, Clock
 from alphapanda.metrics import catalog
 from alphapanda.metrics.samples import Sample
 from alphapanda.wal.segments import RECORD_OVERHEAD, list_segments, read_watermark, segment_name
@@ -62,18 +62,17 @@ class WriteAheadLog:
         max_bytes: int = 4 << 30,
         segment_bytes: int = SEGMENT_BYTES,
         min_free_bytes: int = 64 << 20,
-        clock_ns: Callable[[], int] = time.time_ns,
-        monotonic: Callable[[], float] = time.monotonic,
+        clock: Clock = SYSTEM_CLOCK,
         disk_free: Callable[[Path], int] | None = None,
     ) -> None:
         self.directory = directory
         self.max_bytes = max_bytes
         self.segment_bytes = segment_bytes
         self.min_free_bytes = min_free_bytes
-        self._clock_ns = clock_ns
-        self._monotonic = monotonic
+        self._clock_ns = clock.wall_ns
+        self._monotonic = clock.monotonic
         self._disk_free = disk_free or (lambda path: shutil.disk_usage(path).free)
-        self._thread = WalWriterThread(directory, fsync_ms, monotonic=monotonic)
+        self._thread = WalWriterThread(directory, fsync_ms, monotonic=clock.monotonic)
         self._segments: list[_Segment] = []
         self._starts: list[int] = []  # first_ns of each segment, for bisect
         self._current: _Segment | None = None
