@@ -6,7 +6,9 @@ import asyncio
 import time
 from collections.abc import Sequence
 
+from alphapanda.ha.controller import covers
 from alphapanda.ha.gate import StandbyGate, plan_takeover
+from alphapanda.ha.tail import TailFollower
 from alphapanda.kite.protocol import Tick, decode_message, encode_message, encode_tick
 from alphapanda.pipeline.formatter import MarketTick, TickFormatter
 from alphapanda.pipeline.wire import WireDecoder, WireEncoder, content_type_of
@@ -146,3 +148,26 @@ def test_a_standby_behind_the_active_skips_live_ticks_up_to_its_last() -> None:
 
     got = asyncio.run(scenario())
     assert sorted(got, key=lambda t: t.received_at_ns) == ticks[200:]
+
+
+def test_a_standby_is_ready_once_its_window_reaches_back_to_the_actives_frontier() -> None:
+    async def scenario() -> None:
+        ticks = stream(100)  # received 1 ns apart from BASE_NS on
+        gate = StandbyGate(Sink(), window_seconds=30e-9)
+        follower = TailFollower("127.0.0.1:9", "t", 10)  # never run: its frontier is set
+        assert gate.held_since_ns == 0 and covers(gate.held_since_ns, follower)
+        await gate.put_many(ticks[:10])
+        assert gate.held_since_ns == BASE_NS
+        # The active has published up to a tick it received before the standby held
+        # anything: what it received in between is lost by a takeover now.
+        follower.frontier_ns = BASE_NS - 1
+        assert not covers(gate.held_since_ns, follower)
+        assert not covers(gate.held_since_ns, None)
+        follower.frontier_ns = BASE_NS + 5
+        assert covers(gate.held_since_ns, follower)
+        # The window moves on: what left it is no longer covered.
+        await gate.put_many(ticks[10:])
+        assert gate.held_since_ns == ticks[-1].received_at_ns - int(30e-9 * 1e9)
+        assert not covers(gate.held_since_ns, follower)
+
+    asyncio.run(scenario())

@@ -55,6 +55,17 @@ def instance_name(api_port: int) -> str:
     return f"{socket.gethostname()}:{api_port}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
 
 
+def covers(held_since_ns: int, follower: TailFollower | None) -> bool:
+    """Whether a warm standby's window (held since ``held_since_ns``, its receive time)
+    reaches back to the newest tick the active has published (the follower's frontier,
+    the active's receive time: the two hosts' clocks are compared, so a skew between
+    them shifts the rule by as much). Holding nothing yet (a quiet market) there is
+    nothing to cover."""
+    if not held_since_ns:
+        return True
+    return follower is not None and follower.frontier_ns >= held_since_ns
+
+
 def choose_standby(settings: Settings, instruments: int) -> Literal["warm", "cold"]:
     """Warm when the key's connections hold the streaming set twice (active + standby)."""
     mode = settings.ha.standby
@@ -334,10 +345,12 @@ class HaController:
 
     @property
     def standby_ready(self) -> bool:
-        """A standby able to take over: warm, its own connection streams; cold, the
+        """A standby able to take over: warm, its own connection streams and what it
+        holds reaches back to the active's last published tick (else a takeover now
+        would miss what the active received but had not published yet); cold, the
         lease's database session is up."""
         if self.standby == "warm":
-            return self._streaming()
+            return self._streaming() and covers(self.gate.held_since_ns, self._follower)
         return self.lease.connected
 
     def samples(self) -> Iterator[Sample]:

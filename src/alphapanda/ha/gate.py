@@ -141,6 +141,9 @@ class StandbyGate:
         self.held_total = 0  # ticks received while standby
         self.expired = 0  # held ticks that left the window unpublished
         self.last_received_ns = 0
+        # Receive time from which on everything received is held (the window's start):
+        # 0 while nothing is held.
+        self.held_since_ns = 0
         # Instruments whose last published tick was not among the held ones: live ticks
         # up to it (this connection was behind the active's) were published already.
         self._not_before: dict[int, Identity] = {}
@@ -171,8 +174,12 @@ class StandbyGate:
             queue.append(tick)
         self.held_total += len(ticks)
         if ticks:
+            if not self.held_since_ns:
+                self.held_since_ns = ticks[0].received_at_ns
             self.last_received_ns = ticks[-1].received_at_ns
-            self._expire(self.last_received_ns - self._window_ns)
+            cutoff = self.last_received_ns - self._window_ns
+            self.held_since_ns = max(self.held_since_ns, cutoff)
+            self._expire(cutoff)
 
     def _expire(self, before_ns: int) -> None:
         for queue in self._held.values():

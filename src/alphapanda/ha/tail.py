@@ -155,6 +155,9 @@ class TailFollower:
         self.result: LastPublished | None = None
         self.error: BaseException | None = None
         self.records = 0
+        # The active's receive time of the newest record read so far (0: none yet): how
+        # far its publishing has got.
+        self.frontier_ns = 0
 
     def run(self) -> None:
         try:
@@ -200,6 +203,7 @@ class TailFollower:
                             TopicPartition(self.topic, partition), timeout=10, cached=False
                         )
                         ends[partition] = high
+                newest = None
                 for message in consumer.consume(10_000, timeout=0.05):
                     error = message.error()
                     partition = message.partition() or 0
@@ -213,6 +217,12 @@ class TailFollower:
                     last[message.key() or b""] = record
                     first.setdefault(partition, record)
                     self.records += 1
+                    newest = record
+                if newest is not None:
+                    # One decode per poll (the batch's last record), not per record.
+                    tick = _decode(decoder, *newest)
+                    if tick is not None:
+                        self.frontier_ns = max(self.frontier_ns, tick.received_at_ns)
                 if ends is not None:
                     for partition in partitions:
                         if partition in reached:
