@@ -6,6 +6,9 @@ import asyncio
 import time
 from collections.abc import Sequence
 
+import msgspec
+import pytest
+
 from alphapanda.ha.controller import covers
 from alphapanda.ha.gate import StandbyGate, plan_takeover
 from alphapanda.ha.tail import TailFollower
@@ -171,3 +174,60 @@ def test_a_standby_is_ready_once_its_window_reaches_back_to_the_actives_frontier
         assert not covers(gate.held_since_ns, follower)
 
     asyncio.run(scenario())
+
+
+def _index_ticks(prices: Sequence[float], token: int = 256265) -> list[Tick]:
+    """An index (no volume) ticking several times within one exchange second."""
+    return [
+        Tick(
+            instrument_token=token,
+            mode="full",
+            tradable=False,
+            last_price=price,
+            exchange_timestamp=NOW,
+            received_at_ns=BASE_NS + i * 100_000_000,  # 100 ms apart
+        )
+        for i, price in enumerate(prices)
+    ]
+
+
+@pytest.mark.parametrize("last_published", [1, 2])
+def test_a_repeated_index_snapshot_is_told_apart_by_receive_time(last_published: int) -> None:
+    # Ticks 1 and 2 have the same content (same second, same price): only the receive
+    # time says which of them the active published last.
+    active = _index_ticks([100.0, 100.5, 100.5, 101.0, 100.5])
+    stocks = stream(30)
+    skew = 3_000_000  # the standby receives each frame 3 ms after the active
+    standby = [msgspec.structs.replace(t, received_at_ns=t.received_at_ns + skew) for t in active]
+    held = by_token(
+        [msgspec.structs.replace(t, received_at_ns=t.received_at_ns + skew) for t in stocks]
+    )
+    held[256265] = standby
+    last = published([*stocks[:20], *active[: last_published + 1]])
+    replay, report = plan_takeover(held, last)
+    replayed_index = [t for t in replay if t.instrument_token == 256265]
+    assert replayed_index == standby[last_published + 1 :]
+    assert report.matched == 4 and report.ambiguous == 1 and not report.gap_possible
+
+
+@pytest.mark.parametrize("last_published", [1, 2])
+def test_the_ticks_before_a_repeated_snapshot_decide_over_a_misleading_receive_time(
+    last_published: int,
+) -> None:
+    # The standby lags the active by 150 ms (more than the 100 ms between the index's
+    # ticks) and no other instrument shows it: receive times point at the wrong tick,
+    # what the active published before its last one points at the right one.
+    active = _index_ticks([100.0, 100.5, 100.5, 101.0])
+    standby = [
+        msgspec.structs.replace(t, received_at_ns=t.received_at_ns + 150_000_000) for t in active
+    ]
+    formatter = TickFormatter()
+    history = [formatter.format(t) for t in active[: last_published + 1]]
+    assert all(t is not None for t in history)
+    replay, report = plan_takeover(
+        {256265: standby},
+        {256265: history[-1]},  # type: ignore[dict-item]
+        recent={256265: history},  # type: ignore[dict-item]
+    )
+    assert replay == standby[last_published + 1 :]
+    assert report.ambiguous == 1

@@ -43,12 +43,17 @@ class FailoverResult:
     takeovers: list[Takeover]
     ledger: LedgerFigures
     sent: int
+    # Instruments whose consumed count differs from what the simulator sent: token ->
+    # (sent, consumed). Catches what the volume ledger cannot see: indices carry no
+    # volume, so a lost or repeated index tick makes no gap.
+    miscounted: dict[int, tuple[int, int]] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
 
     @property
     def passed(self) -> bool:
         return (
-            self.ledger.duplicates_or_reordered == 0
+            not self.miscounted
+            and self.ledger.duplicates_or_reordered == 0
             and self.ledger.undecodable == 0
             and self.ledger.gaps == 0
             and all(t.to_publish_seconds <= 3.0 for t in self.takeovers)
@@ -173,7 +178,12 @@ async def run_failover(
                     consumed, still_since = now_consumed, time.monotonic()
                 await asyncio.sleep(0.2)
             ledger.stop()
-            return FailoverResult(takeovers, ledger.figures(), int(stats["total_ticks_sent"]))
+            return FailoverResult(
+                takeovers,
+                ledger.figures(),
+                int(stats["total_ticks_sent"]),
+                ledger.missing_against(stats["ticks_sent"]),
+            )
     finally:
         # An interrupted run must not leave feeds behind (they would hold the lease).
         for feed in feeds.values():
@@ -196,6 +206,18 @@ def summary_lines(result: FailoverResult) -> list[str]:
         ),
         f"  ledger: gaps {result.ledger.gaps}, duplicates or reordered "
         f"{result.ledger.duplicates_or_reordered}, undecodable {result.ledger.undecodable}",
+        f"  per instrument, sent != consumed: {len(result.miscounted)} instruments, "
+        f"{sum(s - c for s, c in result.miscounted.values()):+,} ticks missing"
+        + (
+            " (e.g. "
+            + ", ".join(
+                f"{token}: sent {s}, consumed {c}"
+                for token, (s, c) in sorted(result.miscounted.items())[:5]
+            )
+            + ")"
+            if result.miscounted
+            else ""
+        ),
         *result.notes,
         "PASS" if result.passed else "FAIL",
     ]

@@ -228,7 +228,9 @@ class HaController:
         tail_read = time.monotonic()
         now = datetime.now(UTC)
         if self.standby == "warm":
-            self.takeover = await self.gate.promote(tail.ticks, tail.oldest_received_at_ns)
+            self.takeover = await self.gate.promote(
+                tail.ticks, tail.oldest_received_at_ns, tail.recent
+            )
         else:
             self.gate.active = True
             await self._connect(self._subscriptions)
@@ -251,7 +253,8 @@ class HaController:
             "connecting now"
             if report is None
             else f"replayed {report.replayed} held ticks ({report.matched} instruments matched, "
-            f"{len(report.gap_possible)} gap_possible, {report.not_in_topic} not in the tail)",
+            f"{report.ambiguous} of them repeated snapshots, {len(report.gap_possible)} "
+            f"gap_possible, {report.not_in_topic} not in the tail)",
         )
         emit = self._emit
         if emit is None:
@@ -336,6 +339,7 @@ class HaController:
             else {
                 "replayed": report.replayed,
                 "matched": report.matched,
+                "matched_repeated": report.ambiguous,
                 "gap_possible": len(report.gap_possible),
                 "not_in_topic": report.not_in_topic,
             },

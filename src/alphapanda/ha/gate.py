@@ -85,14 +85,43 @@ class Takeover:
     matched: int = 0  # instruments whose last published tick was found
     gap_possible: list[int] = field(default_factory=list)  # not found: newer exchange time
     not_in_topic: int = 0  # instruments with no record in the tail window: all held
+    # Matched, but the same snapshot was held more than once (an index whose price did
+    # not change within one exchange second): told apart by the ticks before it.
+    ambiguous: int = 0
+
+
+def _agreeing(
+    ticks: Sequence[Tick], index: int, recent: Sequence[MarketTick], with_oi: bool
+) -> int:
+    """How many of the published ticks before the last one the held ticks before
+    ``index`` repeat, counting back from it."""
+    n = 0
+    while (
+        n + 1 < len(recent)
+        and index - n - 1 >= 0
+        and tick_identity(ticks[index - n - 1], with_oi=with_oi)
+        == published_identity(recent[-n - 2])
+    ):
+        n += 1
+    return n
 
 
 def plan_takeover(
     held: Mapping[int, Sequence[Tick]],
     last: Mapping[int, MarketTick],
     covered_from_ns: int = 0,
+    recent: Mapping[int, Sequence[MarketTick]] | None = None,
 ) -> tuple[list[Tick], Takeover]:
     """Pure: which held ticks to publish, per instrument after the active's last one.
+
+    The active's last tick is found among the held ones by content. A snapshot can repeat
+    (an index carries no volume: the same price in the same exchange second is the same
+    content), so where several held ticks match, the one whose predecessors repeat the
+    most of the ticks published before the last (``recent``: per instrument, the last
+    few in the topic, oldest first) is taken; between equals, the one received closest
+    to when the active received its tick, the two receive clocks aligned by the offset
+    the unambiguous matches show (both connections get each frame at about the same
+    time).
 
     ``covered_from_ns``: the tail was read completely from this receive time on (0: the
     whole topic), so an instrument absent from ``last`` published nothing the active
@@ -101,6 +130,19 @@ def plan_takeover(
     """
     out: list[Tick] = []
     report = Takeover()
+    candidates: dict[int, list[int]] = {}
+    offsets: list[int] = []
+    for token, ticks in held.items():
+        published = last.get(token)
+        if not ticks or published is None:
+            continue
+        target = published_identity(published)
+        with_oi = target[4] is not None
+        found = [i for i, t in enumerate(ticks) if tick_identity(t, with_oi=with_oi) == target]
+        candidates[token] = found
+        if len(found) == 1:
+            offsets.append(ticks[found[0]].received_at_ns - published.received_at_ns)
+    offset = sorted(offsets)[len(offsets) // 2] if offsets else 0
     for token, ticks in held.items():
         if not ticks:
             continue
@@ -109,18 +151,26 @@ def plan_takeover(
             report.not_in_topic += 1
             out.extend(t for t in ticks if t.received_at_ns > covered_from_ns)
             continue
-        target = published_identity(published)
-        with_oi = target[4] is not None
-        found = -1
-        for i in range(len(ticks) - 1, -1, -1):
-            if tick_identity(ticks[i], with_oi=with_oi) == target:
-                found = i
-                break
-        if found >= 0:
+        found = candidates[token]
+        if found:
             report.matched += 1
-            out.extend(itertools.islice(ticks, found + 1, None))
+            index = found[0]
+            if len(found) > 1:
+                report.ambiguous += 1
+                expected = published.received_at_ns + offset
+                history = (recent or {}).get(token, ())
+                with_oi = published.oi is not None
+                index = max(
+                    found,
+                    key=lambda i: (
+                        _agreeing(ticks, i, history, with_oi),
+                        -abs(ticks[i].received_at_ns - expected),
+                    ),
+                )
+            out.extend(itertools.islice(ticks, index + 1, None))
             continue
         report.gap_possible.append(token)
+        target = published_identity(published)
         out.extend(t for t in ticks if _newer(t, target))
     report.replayed = len(out)
     return out, report
@@ -212,11 +262,17 @@ class StandbyGate:
     def held(self) -> dict[int, list[Tick]]:
         return {token: list(q) for token, q in self._held.items()}
 
-    async def promote(self, last: Mapping[int, MarketTick], covered_from_ns: int = 0) -> Takeover:
+    async def promote(
+        self,
+        last: Mapping[int, MarketTick],
+        covered_from_ns: int = 0,
+        recent: Mapping[int, Sequence[MarketTick]] | None = None,
+    ) -> Takeover:
         """Publish what follows the active's last tick (``last``: per instrument, read
-        from the topic after the old active was fenced), then let live ticks through."""
+        from the topic after the old active was fenced; ``recent``: the few before it),
+        then let live ticks through."""
         async with self._lock:
-            replay, report = plan_takeover(self._held, last, covered_from_ns)
+            replay, report = plan_takeover(self._held, last, covered_from_ns, recent)
             for token in report.gap_possible:
                 newest = self._held[token][-1] if self._held.get(token) else None
                 target = published_identity(last[token])

@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import threading
 import time
+from collections import deque
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Final
 
 import msgspec
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
@@ -20,12 +21,21 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 from alphapanda.market_tick import MarketTick
 from alphapanda.pipeline.wire import WireDecoder, content_type_of
 
+# Records kept per instrument: the last one and those before it, so that a takeover can
+# tell apart snapshots of the same content by what came before them.
+RECENT: Final = 8
+
+_Record = tuple[bytes, Any]
+
 
 @dataclass(slots=True)
 class LastPublished:
     """Per instrument, the last tick in the topic; how the read went."""
 
     ticks: dict[int, MarketTick] = field(default_factory=dict)
+    # Per instrument, up to ``RECENT`` last ticks in the topic, oldest first (the last is
+    # the one in ``ticks``).
+    recent: dict[int, list[MarketTick]] = field(default_factory=dict)
     records: int = 0
     unreadable: int = 0
     newest_received_at_ns: int = 0  # the newest receive time seen (the active's clock)
@@ -95,8 +105,8 @@ def _read(
     # are decoded: a takeover must not spend its time parsing the whole window.
     deadline = time.monotonic() + timeout
     open_partitions = set(partitions)
-    last: dict[bytes, tuple[bytes, Any]] = {}
-    first: dict[int, tuple[bytes, Any]] = {}
+    last: dict[bytes, deque[_Record]] = {}
+    first: dict[int, _Record] = {}
     while open_partitions:
         if time.monotonic() > deadline:
             raise TimeoutError(
@@ -110,15 +120,35 @@ def _read(
                     continue
                 raise KafkaException(error)
             record = (message.value() or b"", message.headers())
-            last[message.key() or b""] = record
+            _keep(last, message.key() or b"", record)
             first.setdefault(message.partition() or 0, record)
             result.records += 1
-    for value, headers in last.values():
-        tick = _decode(decoder, value, headers)
-        if tick is None:
+    _fill(result, decoder, last, first)
+
+
+def _keep(last: dict[bytes, deque[_Record]], key: bytes, record: _Record) -> None:
+    kept = last.get(key)
+    if kept is None:
+        kept = last[key] = deque(maxlen=RECENT)
+    kept.append(record)
+
+
+def _fill(
+    result: LastPublished,
+    decoder: WireDecoder,
+    last: dict[bytes, deque[_Record]],
+    first: dict[int, _Record],
+) -> None:
+    """Decode the kept records into ``result``."""
+    for kept in last.values():
+        ticks = [t for t in (_decode(decoder, v, h) for v, h in kept) if t is not None]
+        if len(ticks) < len(kept):
             result.unreadable += 1
+        if not ticks:
             continue
+        tick = ticks[-1]
         result.ticks[tick.instrument_token] = tick
+        result.recent[tick.instrument_token] = ticks
         result.newest_received_at_ns = max(result.newest_received_at_ns, tick.received_at_ns)
     oldest = [t for t in (_decode(decoder, v, h) for v, h in first.values()) if t is not None]
     if oldest:
@@ -170,8 +200,8 @@ class TailFollower:
     def _run(self) -> None:
         consumer = Consumer(self._config)
         decoder = WireDecoder()
-        last: dict[bytes, tuple[bytes, Any]] = {}
-        first: dict[int, tuple[bytes, Any]] = {}
+        last: dict[bytes, deque[_Record]] = {}
+        first: dict[int, _Record] = {}
         try:
             # Short metadata waits: a catch-up request must be noticed quickly.
             described = consumer.list_topics(self.topic, timeout=1).topics.get(self.topic)
@@ -214,7 +244,7 @@ class TailFollower:
                             reached.add(partition)
                         continue
                     record = (message.value() or b"", message.headers())
-                    last[message.key() or b""] = record
+                    _keep(last, message.key() or b"", record)
                     first.setdefault(partition, record)
                     self.records += 1
                     newest = record
@@ -235,18 +265,7 @@ class TailFollower:
             if ends is None:
                 return
             result = LastPublished(records=self.records)
-            for value, headers in last.values():
-                tick = _decode(decoder, value, headers)
-                if tick is None:
-                    result.unreadable += 1
-                    continue
-                result.ticks[tick.instrument_token] = tick
-                result.newest_received_at_ns = max(
-                    result.newest_received_at_ns, tick.received_at_ns
-                )
-            oldest = [t for t in (_decode(decoder, v, h) for v, h in first.values()) if t]
-            if oldest:
-                result.oldest_received_at_ns = max(t.received_at_ns for t in oldest)
+            _fill(result, decoder, last, first)
             self.result = result
         finally:
             consumer.close()
