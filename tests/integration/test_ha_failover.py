@@ -26,12 +26,12 @@ import pytest
 from confluent_kafka import Consumer, KafkaError, TopicPartition
 from playwright.async_api import async_playwright
 
-from alphapanda.pipeline.wire import WireDecoder, content_type_of
+from alphapanda.pipeline.wire import WireDecoder
 from alphapanda.streams.records import ns_to_datetime
 from alphapanda.testing import eventually
 from tests.integration.test_status_page import CHROMIUM, CHROMIUM_ARGS
 from tests.integration.test_wal_crash import FeedProcess
-from tests.support.ledger import TickRecord, check_ledger
+from tests.support.ledger import TickRecord, check_ledger, tick_record
 from tests.support.services import ROOT, SHARED_DATABASE, SHARED_KAFKA
 from tests.support.sim import SimHandle, running_simulator
 
@@ -62,24 +62,7 @@ def read_committed(bootstrap: str, topic: str, timeout: float = 60.0) -> list[Ti
                     assert error.code() == KafkaError._PARTITION_EOF, str(error)
                     done.add(message.partition() or 0)
                     continue
-                value = message.value()
-                assert isinstance(value, bytes)
-                event = decoder.decode(value, content_type_of(message.headers()))  # type: ignore[arg-type]
-                tick = event.data
-                records.append(
-                    TickRecord(
-                        partition=message.partition() or 0,
-                        offset=message.offset() or 0,
-                        key=message.key() or b"",  # type: ignore[arg-type]
-                        event_id=event.id,
-                        instrument_token=tick.instrument_token,
-                        volume_traded=tick.volume_traded,
-                        last_traded_quantity=tick.last_traded_quantity,
-                        last_price=tick.last_price,
-                        received_at_ns=tick.received_at_ns,
-                        tick=tick,
-                    )
-                )
+                records.append(tick_record(message, decoder))
     finally:
         consumer.close()
     records.sort(key=lambda r: (r.partition, r.offset))

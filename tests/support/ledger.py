@@ -24,6 +24,7 @@ import time
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from confluent_kafka import Consumer, TopicPartition
 
@@ -98,27 +99,30 @@ def read_topic(bootstrap: str, topic: str, timeout: float = 60.0) -> list[TickRe
                 if offset >= highs.get(partition, 0):
                     continue
                 positions[partition] = offset
-                value = message.value()
-                assert isinstance(value, bytes)
-                event = decoder.decode(value, content_type_of(message.headers()))  # type: ignore[arg-type]
-                tick = event.data
-                records.append(
-                    TickRecord(
-                        partition=partition,
-                        offset=offset,
-                        key=message.key() or b"",  # type: ignore[arg-type]
-                        event_id=event.id,
-                        instrument_token=tick.instrument_token,
-                        volume_traded=tick.volume_traded,
-                        last_traded_quantity=tick.last_traded_quantity,
-                        last_price=tick.last_price,
-                        received_at_ns=tick.received_at_ns,
-                        tick=tick,
-                    )
-                )
+                records.append(tick_record(message, decoder))
     finally:
         consumer.close()
     return records
+
+
+def tick_record(message: Any, decoder: WireDecoder) -> TickRecord:
+    """One consumed ``market.ticks`` message as the ledger checks it."""
+    value = message.value()
+    assert isinstance(value, bytes)
+    event = decoder.decode(value, content_type_of(message.headers()))
+    tick = event.data
+    return TickRecord(
+        partition=message.partition() or 0,
+        offset=message.offset() or 0,
+        key=message.key() or b"",
+        event_id=event.id,
+        instrument_token=tick.instrument_token,
+        volume_traded=tick.volume_traded,
+        last_traded_quantity=tick.last_traded_quantity,
+        last_price=tick.last_price,
+        received_at_ns=tick.received_at_ns,
+        tick=tick,
+    )
 
 
 @dataclass

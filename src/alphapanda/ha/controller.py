@@ -147,7 +147,7 @@ class HaController:
 
     async def run(self) -> None:
         keeper = _LeaseKeeper(self.lease, self._settings.ha.poll_ms / 1000, self._lease_lost)
-        follower = TailFollower(self._settings.kafka.bootstrap_servers, self.topic, TAIL_WINDOW)
+        follower = TailFollower(self._settings.kafka, self.topic, TAIL_WINDOW)
         self._follower = follower
         async with asyncio.TaskGroup() as tg:
             thread = tg.create_task(asyncio.to_thread(keeper.run), name="ha-lease")
@@ -220,7 +220,7 @@ class HaController:
             if caught is not None
             else await asyncio.to_thread(
                 read_last_published,
-                self._settings.kafka.bootstrap_servers,
+                self._settings.kafka,
                 self.topic,
                 window=TAIL_WINDOW,
             )

@@ -20,6 +20,8 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
 from alphapanda.market_tick import MarketTick
 from alphapanda.pipeline.wire import WireDecoder, content_type_of
+from alphapanda.settings import KafkaSettings
+from alphapanda.wal.tails import consumer_config
 
 # Records kept per instrument: the last one and those before it, so that a takeover can
 # tell apart snapshots of the same content by what came before them.
@@ -44,25 +46,24 @@ class LastPublished:
     oldest_received_at_ns: int = 0
 
 
+def tail_config(kafka: KafkaSettings | str, group: str) -> dict[str, Any]:
+    """A read_committed consumer of assigned ranges (never committed), with the Kafka
+    security settings, that a takeover does not wait on: no fetch batching delays."""
+    return consumer_config(kafka) | {
+        "group.id": group,
+        "isolation.level": "read_committed",
+        "fetch.wait.max.ms": 10,
+        "fetch.error.backoff.ms": 10,
+        "max.partition.fetch.bytes": 16 * 1024 * 1024,
+    }
+
+
 def read_last_published(
-    bootstrap_servers: str, topic: str, *, window: int, timeout: float = 10.0
+    kafka: KafkaSettings | str, topic: str, *, window: int, timeout: float = 10.0
 ) -> LastPublished:
     """Blocking (run it in a thread). All partitions are read at once, each from
     ``window`` records before its end up to its end (end of partition event)."""
-    consumer = Consumer(
-        {
-            "bootstrap.servers": bootstrap_servers,
-            "group.id": "alphapanda-ha-takeover",  # assign() only, never committed
-            "enable.auto.commit": False,
-            "enable.partition.eof": True,
-            "isolation.level": "read_committed",
-            # A takeover waits on this read: no batching delays.
-            "fetch.wait.max.ms": 10,
-            "fetch.error.backoff.ms": 10,
-            "max.partition.fetch.bytes": 16 * 1024 * 1024,
-            "log_level": 2,
-        }
-    )
+    consumer = Consumer(tail_config(kafka, "alphapanda-ha-takeover"))
     decoder = WireDecoder()
     result = LastPublished()
     try:
@@ -165,18 +166,8 @@ class TailFollower:
     instrument. ``run()`` blocks until ``stop`` is set or ``catch_up()`` returned.
     """
 
-    def __init__(self, bootstrap_servers: str, topic: str, window: int) -> None:
-        self._config = {
-            "bootstrap.servers": bootstrap_servers,
-            "group.id": "alphapanda-ha-follower",  # assign() only, never committed
-            "enable.auto.commit": False,
-            "enable.partition.eof": True,
-            "isolation.level": "read_committed",
-            "fetch.wait.max.ms": 10,
-            "fetch.error.backoff.ms": 10,
-            "max.partition.fetch.bytes": 16 * 1024 * 1024,
-            "log_level": 2,
-        }
+    def __init__(self, kafka: KafkaSettings | str, topic: str, window: int) -> None:
+        self._config = tail_config(kafka, "alphapanda-ha-follower")
         self.topic = topic
         self.window = window
         self.stop = threading.Event()
