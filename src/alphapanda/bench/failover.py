@@ -60,6 +60,30 @@ class FailoverResult:
         )
 
 
+def _group_env(
+    base: Settings, sim: SimProcess, prefix: str, group: str, namespace: str
+) -> dict[str, str]:
+    """The environment of a feed process in hot-standby ``group`` streaming from ``sim``."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ALPHAPANDA_")}
+    env.update(
+        ALPHAPANDA_KITE__WS_URL=sim.ws_url,
+        ALPHAPANDA_KITE__API_KEY=sim.api_key,
+        ALPHAPANDA_KITE__ACCESS_TOKEN=sim.access_token,
+        ALPHAPANDA_KAFKA__BOOTSTRAP_SERVERS=base.kafka.bootstrap_servers,
+        ALPHAPANDA_KAFKA__TOPIC_PREFIX=prefix,
+        ALPHAPANDA_KAFKA__TOPIC_PARTITIONS="3",
+        ALPHAPANDA_FEED__INSTRUMENTS_CSV=str(
+            (base.feed.instruments_csv or SimConfig().instruments).resolve()
+        ),
+        ALPHAPANDA_FEED__MODE=base.feed.mode,
+        ALPHAPANDA_REDIS__URL=base.redis.url.get_secret_value(),
+        ALPHAPANDA_DATABASE__URL=base.database.url.get_secret_value(),
+        ALPHAPANDA_METRICS__NAMESPACE=namespace,
+        ALPHAPANDA_HA__GROUP=group,
+    )
+    return env
+
+
 async def _figure(feed: _Feed, name: str) -> float:
     try:
         return (await feed.metrics()).get(name, 0.0)
@@ -84,24 +108,8 @@ async def run_failover(
     feeds: dict[str, _Feed] = {}
     try:
         async with SimProcess(ticks_per_second=rate) as sim:
-            env = {k: v for k, v in os.environ.items() if not k.startswith("ALPHAPANDA_")}
-            env.update(
-                ALPHAPANDA_KITE__WS_URL=sim.ws_url,
-                ALPHAPANDA_KITE__API_KEY=sim.api_key,
-                ALPHAPANDA_KITE__ACCESS_TOKEN=sim.access_token,
-                ALPHAPANDA_KAFKA__BOOTSTRAP_SERVERS=bootstrap,
-                ALPHAPANDA_KAFKA__TOPIC_PREFIX=prefix,
-                ALPHAPANDA_KAFKA__TOPIC_PARTITIONS="3",
-                ALPHAPANDA_FEED__INSTRUMENTS_CSV=str(
-                    (base.feed.instruments_csv or SimConfig().instruments).resolve()
-                ),
-                ALPHAPANDA_FEED__MODE=base.feed.mode,
-                ALPHAPANDA_REDIS__URL=base.redis.url.get_secret_value(),
-                ALPHAPANDA_DATABASE__URL=base.database.url.get_secret_value(),
-                ALPHAPANDA_METRICS__NAMESPACE=f"failover{run}",
-                ALPHAPANDA_HA__GROUP=f"failover-{run}",
-                ALPHAPANDA_HA__STANDBY="warm",
-            )
+            env = _group_env(base, sim, prefix, f"failover-{run}", f"failover{run}")
+            env["ALPHAPANDA_HA__STANDBY"] = "warm"
             for name in ("a", "b"):
                 (workdir / name).mkdir()
                 feeds[name] = _Feed(
@@ -221,4 +229,98 @@ def summary_lines(result: FailoverResult) -> list[str]:
         *result.notes,
         "PASS" if result.passed else "FAIL",
     ]
+    return lines
+
+
+@dataclass
+class FencingPhase:
+    """One steady run of a lone group member with one fencing mode."""
+
+    fencing: str
+    consumed: int
+    delay_p50_ms: float  # frame receipt -> a read_committed consumer has the tick
+    delay_p99_ms: float
+    commit_p50_ms: float  # the active's transaction commits (0 with fencing=lease)
+    commit_p99_ms: float
+
+
+async def run_fencing_cost(
+    base: Settings, *, rate: float = 2000.0, seconds: float = 20.0, rounds: int = 2
+) -> list[FencingPhase]:
+    """What ``fencing=transactions`` costs a read_committed consumer, against
+    ``fencing=lease``: phases alternate lease/transactions ``rounds`` times against one
+    simulator and broker, each a lone group member (the active) streaming ``seconds``."""
+    run = uuid.uuid4().hex[:8]
+    workdir = Path(tempfile.mkdtemp(prefix="alphapanda-fencing-"))
+    phases: list[FencingPhase] = []
+    feed: _Feed | None = None
+    try:
+        async with SimProcess(ticks_per_second=rate) as sim:
+            for index, fencing in enumerate(["lease", "transactions"] * rounds):
+                prefix = f"fencing.{run}.{index}."
+                env = _group_env(base, sim, prefix, f"fencing-{run}-{index}", f"fencing{run}")
+                env.update(
+                    ALPHAPANDA_HA__FENCING=fencing,
+                    ALPHAPANDA_FEED__SPOOL_DIR=str(workdir / str(index) / "spool"),
+                )
+                feed = _Feed(env, workdir / f"feed-{index}.log")
+                await feed.start()
+                await feed.until(
+                    lambda m: m.get("ha_active") == 1 and m.get("ticks_published_total", 0) > 0,
+                    f"the {fencing} member to publish",
+                )
+                ledger = StreamLedger(
+                    base.kafka.bootstrap_servers, f"{prefix}market.ticks", keep_delays=True
+                )
+                ledger.start()
+                await asyncio.sleep(seconds)
+                figures = await feed.metrics()
+                ledger.stop()
+                await feed.stop()
+                feed = None
+                p50, p99 = ledger.delay_percentiles_ms(0.5, 0.99)
+                phases.append(
+                    FencingPhase(
+                        fencing,
+                        ledger.figures().consumed,
+                        p50,
+                        p99,
+                        figures.get("ha_commit_p50_seconds", 0.0) * 1000,
+                        figures.get("ha_commit_p99_seconds", 0.0) * 1000,
+                    )
+                )
+    finally:
+        if feed is not None and feed.proc is not None and feed.proc.returncode is None:
+            feed.proc.kill()
+            await feed.proc.wait()
+        shutil.rmtree(workdir, ignore_errors=True)
+    return phases
+
+
+def fencing_lines(phases: list[FencingPhase]) -> list[str]:
+    """One line per phase, then the median p50/p99 of each mode and their ratio."""
+    lines = [
+        f"{p.fencing:>12}: consumed {p.consumed:,}, receipt -> read_committed consumer "
+        f"p50 {p.delay_p50_ms:.1f} ms, p99 {p.delay_p99_ms:.1f} ms; commits p50 "
+        f"{p.commit_p50_ms:.1f} ms, p99 {p.commit_p99_ms:.1f} ms"
+        for p in phases
+    ]
+
+    def median(values: list[float]) -> float:
+        ordered = sorted(values)
+        return ordered[len(ordered) // 2] if ordered else 0.0
+
+    by_mode = {
+        mode: (
+            median([p.delay_p50_ms for p in phases if p.fencing == mode]),
+            median([p.delay_p99_ms for p in phases if p.fencing == mode]),
+        )
+        for mode in ("lease", "transactions")
+    }
+    (lease50, lease99), (txn50, txn99) = by_mode["lease"], by_mode["transactions"]
+    if lease50 and lease99:
+        lines.append(
+            f"transactions / lease: p50 {txn50 / lease50:.1f}x ({txn50 - lease50:+.1f} ms), "
+            f"p99 {txn99 / lease99:.1f}x ({txn99 - lease99:+.1f} ms)"
+        )
     return lines

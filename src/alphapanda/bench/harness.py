@@ -167,7 +167,14 @@ class StreamLedger:
     called from any thread while it runs.
     """
 
-    def __init__(self, bootstrap: str, topic: str, security: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        bootstrap: str,
+        topic: str,
+        security: dict[str, Any] | None = None,
+        *,
+        keep_delays: bool = False,
+    ) -> None:
         self._bootstrap = bootstrap
         self._topic = topic
         # librdkafka security keys (``alphapanda.kafka_security.security_config``).
@@ -177,6 +184,8 @@ class StreamLedger:
         self._last_volume: dict[int, int] = {}
         # received second -> max delay (ns) of the ticks received in it
         self._delay_by_second: dict[int, int] = {}
+        # Every receipt -> consumer delay (ns), for percentiles (``keep_delays``).
+        self._delays: list[int] | None = [] if keep_delays else None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.error: str | None = None
@@ -208,6 +217,17 @@ class StreamLedger:
         with self._lock:
             delays = [d for s, d in self._delay_by_second.items() if first <= s <= last]
         return max(delays, default=0) / 1e6
+
+    def delay_percentiles_ms(self, *quantiles: float) -> list[float]:
+        """Receipt -> consumer delay at ``quantiles`` of every tick consumed so far (needs
+        ``keep_delays``)."""
+        if self._delays is None:
+            raise RuntimeError("StreamLedger(keep_delays=True) keeps the delays")
+        with self._lock:
+            delays = sorted(self._delays)
+        if not delays:
+            return [0.0 for _ in quantiles]
+        return [delays[min(len(delays) - 1, int(q * len(delays)))] / 1e6 for q in quantiles]
 
     def missing_against(self, sent: dict[str, int]) -> dict[int, tuple[int, int]]:
         """Instruments whose consumed count differs from the simulator's ``ticks_sent``."""
@@ -290,6 +310,8 @@ class StreamLedger:
         delay = now - data.received_at_ns
         if delay > self._delay_by_second.get(second, -1):
             self._delay_by_second[second] = delay
+        if self._delays is not None:
+            self._delays.append(delay)
         volume, quantity = data.volume_traded, data.last_traded_quantity
         if volume is None or quantity is None:
             return  # indices carry no volume: counted only

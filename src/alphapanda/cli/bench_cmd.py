@@ -314,6 +314,36 @@ def chaos(
         raise typer.Exit(1)
 
 
+@bench_app.command(
+    "fencing",
+    epilog="Examples:\n\n"
+    "  alphapanda bench fencing\n\n"
+    "  alphapanda bench fencing --rate 5000 --seconds 30 --rounds 3",
+)
+def fencing(
+    ctx: typer.Context,
+    rate: Annotated[float, typer.Option("--rate", min=1, help="Simulator ticks/s.")] = 2000.0,
+    seconds: Annotated[
+        float, typer.Option("--seconds", min=1, help="Length of each phase.")
+    ] = 20.0,
+    rounds: Annotated[
+        int, typer.Option("--rounds", min=1, help="How many lease/transactions pairs.")
+    ] = 2,
+) -> None:
+    """What hot-standby fencing with Kafka transactions costs a read_committed consumer:
+    a lone group member streams from the simulator with ALPHAPANDA_HA__FENCING=lease and
+    =transactions in turn (the broker and PostgreSQL of the settings); prints the frame
+    receipt -> consumer latency of each phase and the ratio."""
+    from alphapanda.bench.failover import fencing_lines, run_fencing_cost
+
+    console = Console(width=140)
+    phases = asyncio.run(
+        run_fencing_cost(settings_from(ctx), rate=rate, seconds=seconds, rounds=rounds)
+    )
+    for line in fencing_lines(phases):
+        console.print(line, highlight=False)
+
+
 def _failover(ctx: typer.Context, console: Console, rate: float) -> None:
     """The ``failover`` fault: 10 SIGKILLs of the active of a hot-standby pair."""
     from alphapanda.bench.failover import run_failover
