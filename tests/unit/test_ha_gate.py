@@ -231,3 +231,27 @@ def test_the_ticks_before_a_repeated_snapshot_decide_over_a_misleading_receive_t
     )
     assert replay == standby[last_published + 1 :]
     assert report.ambiguous == 1
+
+
+def test_a_standby_behind_the_active_skips_every_repeat_of_its_last_snapshot() -> None:
+    # The active published A, B, B (the same index snapshot twice); this connection is
+    # behind: it held only an older tick, and A, B, B, C arrive after the takeover.
+    live = _index_ticks([100.0, 100.5, 100.5, 101.0])
+    older = msgspec.structs.replace(live[0], exchange_timestamp=NOW - 1, last_price=99.5)
+    formatter = TickFormatter()
+    history = [formatter.format(t) for t in live[:3]]
+
+    async def scenario() -> tuple[list[Tick], int]:
+        sink = Sink()
+        gate = StandbyGate(sink, window_seconds=60)
+        await gate.put_many([older])
+        report = await gate.promote(
+            {256265: history[-1]},  # type: ignore[dict-item]
+            recent={256265: history},  # type: ignore[dict-item]
+        )
+        assert report.gap_possible == [256265] and report.replayed == 0
+        await gate.put_many(live)
+        return sink.got, gate.skipped_live
+
+    got, skipped = asyncio.run(scenario())
+    assert got == live[3:] and skipped == 3

@@ -106,6 +106,20 @@ def _agreeing(
     return n
 
 
+def _trailing_repeats(recent: Mapping[int, Sequence[MarketTick]] | None, token: int) -> int:
+    """How many of the last published ticks of ``token`` have the content of the last."""
+    history = (recent or {}).get(token, ())
+    if not history:
+        return 1
+    last = published_identity(history[-1])
+    count = 0
+    for tick in reversed(history):
+        if published_identity(tick) != last:
+            break
+        count += 1
+    return count
+
+
 def plan_takeover(
     held: Mapping[int, Sequence[Tick]],
     last: Mapping[int, MarketTick],
@@ -196,7 +210,9 @@ class StandbyGate:
         self.held_since_ns = 0
         # Instruments whose last published tick was not among the held ones: live ticks
         # up to it (this connection was behind the active's) were published already.
-        self._not_before: dict[int, Identity] = {}
+        # With each, how many times its content is still to come (a snapshot repeated at
+        # the end of what the active published arrives that many times).
+        self._not_before: dict[int, tuple[Identity, int]] = {}
         self.skipped_live = 0
 
     async def put_many(self, ticks: Sequence[Tick], source: str = SOURCE_SOCKET) -> None:
@@ -241,13 +257,18 @@ class StandbyGate:
         waiting = self._not_before
         out: list[Tick] = []
         for tick in ticks:
-            target = waiting.get(tick.instrument_token)
-            if target is None:
+            token = tick.instrument_token
+            entry = waiting.get(token)
+            if entry is None:
                 out.append(tick)
                 continue
+            target, repeats = entry
             if tick_identity(tick, with_oi=target[4] is not None) == target:
-                del waiting[tick.instrument_token]  # the active's last tick: after it, all
                 self.skipped_live += 1
+                if repeats > 1:
+                    waiting[token] = (target, repeats - 1)
+                else:
+                    del waiting[token]  # the active's last tick: after it, all
             elif _newer(tick, target):
                 del waiting[tick.instrument_token]
                 out.append(tick)
@@ -278,7 +299,7 @@ class StandbyGate:
                 target = published_identity(last[token])
                 if newest is None or not _newer(newest, target):
                     # Nothing held is newer: this connection is behind the active's.
-                    self._not_before[token] = target
+                    self._not_before[token] = (target, _trailing_repeats(recent, token))
             self._held.clear()
             if replay:
                 await self._sink.put_many(replay, SOURCE_SOCKET)
