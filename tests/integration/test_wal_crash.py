@@ -28,7 +28,7 @@ from tests.support.ledger import TickRecord, check_ledger, read_topic
 from tests.support.services import ROOT, SHARED_KAFKA, PrivateService, free_port
 from tests.support.sim import INSTRUMENTS_CSV, SimHandle, running_simulator
 
-_SAMPLE = re.compile(r"^([a-z_]+)(?:\{[^}]*\})? ([0-9.e+-]+)$", re.M)
+_SAMPLE = re.compile(r"^([a-z0-9_]+)(?:\{[^}]*\})? ([0-9.e+-]+)$", re.M)
 
 
 class FeedProcess:

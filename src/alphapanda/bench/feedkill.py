@@ -45,7 +45,7 @@ from alphapanda.sim.config import SimConfig
 from alphapanda.wal.segments import ReadReport, read_wal
 
 TOPIC_PREFIX: Final = "feedkill."
-_SAMPLE = re.compile(r"^alphapanda_([a-z_]+)(?:\{[^}]*\})? ([0-9.e+-]+)$", re.M)
+_SAMPLE = re.compile(r"^alphapanda_([a-z0-9_]+)(?:\{[^}]*\})? ([0-9.e+-]+)$", re.M)
 
 
 @dataclass

@@ -184,8 +184,9 @@ class StreamLedger:
         self._last_volume: dict[int, int] = {}
         # received second -> max delay (ns) of the ticks received in it
         self._delay_by_second: dict[int, int] = {}
-        # Every receipt -> consumer delay (ns), for percentiles (``keep_delays``).
-        self._delays: list[int] | None = [] if keep_delays else None
+        # Every (receive time, receipt -> consumer delay) in ns, for percentiles
+        # (``keep_delays``).
+        self._delays: list[tuple[int, int]] | None = [] if keep_delays else None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.error: str | None = None
@@ -218,13 +219,13 @@ class StreamLedger:
             delays = [d for s, d in self._delay_by_second.items() if first <= s <= last]
         return max(delays, default=0) / 1e6
 
-    def delay_percentiles_ms(self, *quantiles: float) -> list[float]:
-        """Receipt -> consumer delay at ``quantiles`` of every tick consumed so far (needs
-        ``keep_delays``)."""
+    def delay_percentiles_ms(self, *quantiles: float, since_ns: int = 0) -> list[float]:
+        """Receipt -> consumer delay at ``quantiles`` of the ticks consumed so far that
+        were received at or after ``since_ns`` (needs ``keep_delays``)."""
         if self._delays is None:
             raise RuntimeError("StreamLedger(keep_delays=True) keeps the delays")
         with self._lock:
-            delays = sorted(self._delays)
+            delays = sorted(d for received, d in self._delays if received >= since_ns)
         if not delays:
             return [0.0 for _ in quantiles]
         return [delays[min(len(delays) - 1, int(q * len(delays)))] / 1e6 for q in quantiles]
@@ -311,7 +312,7 @@ class StreamLedger:
         if delay > self._delay_by_second.get(second, -1):
             self._delay_by_second[second] = delay
         if self._delays is not None:
-            self._delays.append(delay)
+            self._delays.append((data.received_at_ns, delay))
         volume, quantity = data.volume_traded, data.last_traded_quantity
         if volume is None or quantity is None:
             return  # indices carry no volume: counted only
