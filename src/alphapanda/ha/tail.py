@@ -21,7 +21,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 from alphapanda.market_tick import MarketTick
 from alphapanda.pipeline.wire import WireDecoder, content_type_of
 from alphapanda.settings import KafkaSettings
-from alphapanda.wal.tails import consumer_config
+from alphapanda.wal.tails import consumer_config, watermarks
 
 # Records kept per instrument: the last one and those before it, so that a takeover can
 # tell apart snapshots of the same content by what came before them.
@@ -73,9 +73,8 @@ def read_last_published(
             raise KafkaException(described.error if described is not None else "no metadata")
         assignment = []
         for partition in sorted(described.partitions):
-            low, high = consumer.get_watermark_offsets(
-                TopicPartition(topic, partition), timeout=timeout
-            )
+            # A just-created topic may have no leader yet: asked again until ``timeout``.
+            low, high = watermarks(consumer, TopicPartition(topic, partition), timeout)
             if high > low:
                 assignment.append(TopicPartition(topic, partition, max(low, high - window)))
         if assignment:
@@ -207,9 +206,7 @@ class TailFollower:
             partitions = sorted(described.partitions)
             assignment = []
             for partition in partitions:
-                low, high = consumer.get_watermark_offsets(
-                    TopicPartition(self.topic, partition), timeout=10
-                )
+                low, high = watermarks(consumer, TopicPartition(self.topic, partition), 10)
                 assignment.append(
                     TopicPartition(self.topic, partition, max(low, high - self.window))
                 )
@@ -220,9 +217,7 @@ class TailFollower:
                 if ends is None and self._catch_up.is_set():
                     ends = {}
                     for partition in partitions:
-                        _, high = consumer.get_watermark_offsets(
-                            TopicPartition(self.topic, partition), timeout=10, cached=False
-                        )
+                        _, high = watermarks(consumer, TopicPartition(self.topic, partition), 10)
                         ends[partition] = high
                 newest = None
                 for message in consumer.consume(10_000, timeout=0.05):
