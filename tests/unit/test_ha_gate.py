@@ -103,7 +103,7 @@ def test_gate_holds_while_standby_then_replays_then_passes_live() -> None:
 
     async def scenario() -> list[Tick]:
         sink = Sink()
-        gate = StandbyGate(sink, window_seconds=60, clock_ns=lambda: 0)
+        gate = StandbyGate(sink, window_seconds=60)
         await gate.put_many(ticks[:100])
         assert not sink.got and gate.holding == 100
         report = await gate.promote(published(ticks[:80]))

@@ -18,9 +18,8 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import time
 from collections import deque
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Final, Protocol
@@ -193,12 +192,9 @@ def plan_takeover(
 class StandbyGate:
     """The ``TickSink`` of the Kite connections in a hot-standby group."""
 
-    def __init__(
-        self, sink: Sink, window_seconds: float, clock_ns: Callable[[], int] | None = None
-    ) -> None:
+    def __init__(self, sink: Sink, window_seconds: float) -> None:
         self._sink = sink
         self._window_ns = int(window_seconds * 1e9)
-        self._clock_ns = clock_ns or time.time_ns
         self.active = False
         self._held: dict[int, deque[Tick]] = {}
         self._lock = asyncio.Lock()
