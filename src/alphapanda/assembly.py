@@ -244,16 +244,11 @@ def build(settings: Settings, overrides: Overrides | None = None) -> FeedParts:
 
 
 def _hot_path(settings: Settings) -> HotPath:
-    # The derived streams read formatted MarketTicks, which only the Python path
-    # builds: with them on, "auto" means the Python path (known gap: the native
-    # encoder does not feed them yet; with "native" they receive nothing).
     # The hot-standby gate matches ticks by fields (last trade time) that native ticks
-    # do not carry either: a group member runs on the Python path.
+    # do not carry: a group member runs on the Python path.
     setting = settings.feed.hot_path
-    if settings.ha.group or (settings.streams.enabled and setting == "auto"):
+    if settings.ha.group:
         setting = "python"
-    elif settings.streams.enabled and setting == "native":
-        log.warning("feed.hot_path native: the derived streams receive no ticks")
     return select_hot_path(setting)
 
 

@@ -7,6 +7,8 @@ import asyncio
 import json
 from datetime import datetime
 
+import pytest
+
 from alphapanda.testing import eventually
 from alphapanda.topics import TopicNames
 from tests.support.candles import recompute
@@ -18,15 +20,18 @@ from tests.support.sim import running_simulator
 INTERVAL = "5s"
 
 
-async def test_candles_match_recomputation_from_ticks(settings_for) -> None:  # type: ignore[no-untyped-def]
+# Both hot paths: on the native one the derived streams format its ticks themselves.
+@pytest.mark.parametrize("hot_path", ["native", "python"])
+async def test_candles_match_recomputation_from_ticks(settings_for, hot_path: str) -> None:  # type: ignore[no-untyped-def]
     async with running_simulator(ticks_per_second=400) as sim:
-        settings = feed_settings(settings_for, sim)
+        settings = feed_settings(settings_for, sim, hot_path=hot_path)
         settings = settings.model_copy(
             update={
                 "candles": settings.candles.model_copy(update={"intervals": INTERVAL}),
             }
         )
         feed, service = new_feed(settings)
+        assert feed.hot_path.impl == hot_path
         derived = feed.derived
         assert derived is not None
         (agg,) = derived.aggregators

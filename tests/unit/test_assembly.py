@@ -22,6 +22,7 @@ from alphapanda.instruments.sources import (
 from alphapanda.kite.protocol import Tick
 from alphapanda.metrics.collector import PipelineMetricsCollector
 from alphapanda.parts import FeedParts
+from alphapanda.pipeline.hotpath import load_native
 from alphapanda.registry import InstrumentRegistryService
 from alphapanda.service import FeedFigures
 from alphapanda.settings import Settings
@@ -99,7 +100,7 @@ def test_the_database_services_bring_tokens_instruments_follower_and_figures(
     assert auth in parts.sources and registry in parts.sources and follower in parts.sources
 
 
-def test_derived_streams_run_first_and_pin_auto_to_the_python_path(
+def test_derived_streams_run_first_and_leave_the_hot_path_to_the_setting(
     tmp_path: Path, built: list[FeedParts]
 ) -> None:
     marker = object()
@@ -111,7 +112,8 @@ def test_derived_streams_run_first_and_pin_auto_to_the_python_path(
     assert isinstance(parts.derived, DerivedStreams)
     assert parts.services == [parts.derived, marker]
     assert parts.derived in parts.sources
-    assert parts.hot_path.impl == "python"
+    # The native path feeds them too (they format its ticks in their own loop).
+    assert parts.hot_path.impl == ("python" if load_native()[0] is None else "native")
     assert parts.records.observer == parts.derived.offer
 
 

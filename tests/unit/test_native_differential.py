@@ -12,17 +12,26 @@ malformed counts per instrument and reason, and leave the id counter in the same
 from __future__ import annotations
 
 import struct
+from pathlib import Path
+from typing import TYPE_CHECKING, cast
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from alphapanda.kite.protocol import Tick, decode_message
+from alphapanda.kite.protocol.encoder import encode_message, encode_tick
 from alphapanda.pipeline.accounting import Accounting
-from alphapanda.pipeline.formatter import TickFormatter
-from alphapanda.pipeline.hotpath import FrameRecordBuilder, HotPath, load_native
+from alphapanda.pipeline.formatter import TickFormatter, format_all
+from alphapanda.pipeline.hotpath import FrameRecordBuilder, HotPath, load_native, market_ticks
 from alphapanda.pipeline.publisher import RecordBuilder
 from alphapanda.pipeline.wire import WireEncoder
+from alphapanda.settings import Settings
+from alphapanda.streams.candles import Candle
+from alphapanda.streams.runner import DerivedStreams
+
+if TYPE_CHECKING:
+    from alphapanda._native import NativeTick
 
 pytestmark = pytest.mark.unit
 
@@ -183,3 +192,80 @@ def test_python_frame_encoder_is_today_s_pipeline() -> None:
     assert b'"last_price":24150.0' in record.value
     assert b'"tradable":false' in record.value
     assert record.headers is wire.shared_headers
+
+
+# -- the derived streams on the native path ---------------------------------------------
+
+frame_runs = st.lists(st.tuples(frames(), received_times), min_size=1, max_size=4)
+
+
+@requires_native
+@settings(max_examples=300, deadline=None)
+@given(runs=frame_runs, include_depth=st.booleans(), include_oi=st.booleans())
+def test_native_ticks_format_to_the_python_path_s_market_ticks(
+    runs: list[tuple[bytes, int]], include_depth: bool, include_oi: bool
+) -> None:
+    # One batch of several frames (as the buffer hands them over), malformed ones too.
+    hot_path = HotPath(native)
+    batch = [tick for frame, received in runs for tick in hot_path.decode(frame, received).ticks]
+    reference = TickFormatter(include_depth=include_depth, include_oi=include_oi)
+    expected = [
+        market_tick
+        for frame, received in runs
+        for market_tick in format_all(reference, decode_message(frame, received).ticks)
+    ]
+    formatter = TickFormatter(include_depth=include_depth, include_oi=include_oi)
+    got = market_ticks(formatter, cast("list[NativeTick]", batch))
+    assert got == expected
+    assert formatter.malformed_by_instrument() == reference.malformed_by_instrument()
+
+
+def _derived(tmp_path: Path) -> tuple[DerivedStreams, list[Candle]]:
+    settings = Settings(
+        _env_file=None,
+        feed={"spool_dir": tmp_path / "spool", "wal_dir": tmp_path / "wal"},
+        candles={"intervals": "1s,1m"},
+    )
+    derived = DerivedStreams(settings)
+    closed: list[Candle] = []
+    derived._send_candles = closed.extend  # type: ignore[method-assign,assignment]
+    return derived, closed
+
+
+@requires_native
+def test_derived_streams_see_the_same_ticks_on_both_paths(tmp_path: Path) -> None:
+    # As the feed runs: the socket reader decodes, the RecordBuilder encodes and hands
+    # the batch to the derived streams (their observer), which work on it later.
+    packets = []
+    for second in range(5):
+        for token, price in ((738561, 250_000), (256265, 2_415_000), (5633, 180_000)):
+            tick = Tick(
+                instrument_token=token,
+                mode="full" if token != 256265 else "quote",
+                tradable=token != 256265,
+                last_price=(price + 500 * second) / 100,
+                received_at_ns=0,
+                volume_traded=1000 + 10 * second if token != 256265 else None,
+                exchange_timestamp=1_764_556_000 + second if token != 256265 else None,
+            )
+            packets.append((second, encode_tick(tick)))
+    frames_ = [
+        (encode_message([p for s, p in packets if s == second]), RECEIVED + second * 10**9)
+        for second in range(5)
+    ]
+    seen: dict[str, tuple[DerivedStreams, list[Candle]]] = {}
+    for path, decoder in (("python", HotPath(None)), ("native", HotPath(native))):
+        derived, closed = _derived(tmp_path / path)
+        records = RecordBuilder(TickFormatter(), WireEncoder("json"), Accounting())
+        records.observer = derived.offer
+        for frame, received in frames_:
+            records.encode(decoder.decode(frame, received).ticks)
+        assert derived.ticks_offered == 15
+        derived._process(1_000)
+        seen[path] = derived, closed
+    (python, python_closed), (fast, fast_closed) = seen["python"], seen["native"]
+    assert len(python_closed) >= 8 and fast_closed == python_closed
+    assert fast.quotes.many(fast.quotes.tokens()) == python.quotes.many(python.quotes.tokens())
+    for agg_native, agg_python in zip(fast.aggregators, python.aggregators, strict=True):
+        for token in (738561, 256265, 5633):
+            assert agg_native.open_bar(token) == agg_python.open_bar(token) is not None

@@ -18,6 +18,11 @@ them together):
 
 ``FrameRecordBuilder`` puts either behind one call per frame (frame bytes in, records out),
 for the benchmarks and the differential tests.
+
+The derived streams (candles, latest quotes) read ``MarketTick``s. On the native path
+they receive the batch of ``NativeTick``s instead, and ``market_ticks`` turns it into the
+``MarketTick``s the Python path would have formatted, in their own loop, after the batch
+was handed to Kafka: the tick topic's latency never waits for them.
 """
 
 from __future__ import annotations
@@ -25,19 +30,30 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator, Sequence
 from types import ModuleType
-from typing import Literal, NamedTuple, cast
+from typing import TYPE_CHECKING, Literal, NamedTuple, TypeAlias, cast
 
 from alphapanda.kite.protocol import DecodedMessage, SkippedPacket, Tick, decode_message
+from alphapanda.kite.protocol.encoder import encode_message
+from alphapanda.market_tick import MarketTick
 from alphapanda.metrics import catalog
 from alphapanda.metrics.samples import Sample
 from alphapanda.pipeline.formatter import TickFormatter, format_all
 from alphapanda.pipeline.producer import EncodedMessage
 from alphapanda.pipeline.wire import WireEncoder
 
+if TYPE_CHECKING:
+    from alphapanda._native import NativeTick
+
 log = logging.getLogger(__name__)
+
+# A Kite message holds at most this many packets (its count is a uint16).
+_MAX_PACKETS = 0xFFFF
 
 HotPathSetting = Literal["auto", "native", "python"]
 HotPathImpl = Literal["native", "python"]
+#: What the derived streams are handed per encoded batch: formatted ticks (Python path)
+#: or the batch's ``NativeTick``s (native path), see ``market_ticks``.
+TickBatch: TypeAlias = "list[MarketTick] | list[NativeTick]"
 
 
 class NativeUnavailable(RuntimeError):
@@ -126,6 +142,29 @@ def encode_native_ticks(
         record._replace(headers=position(int(record.key), record.received_at_ns))
         for record in cast("list[EncodedMessage]", records)
     ]
+
+
+def market_ticks(formatter: TickFormatter, ticks: Sequence[NativeTick]) -> list[MarketTick]:
+    """The ``MarketTick``s the Python path formats from the same packets, in order.
+
+    Each run of ticks that share a receive time (a frame, or part of one) is framed
+    again and decoded and formatted by the reference, so the derived streams see exactly
+    what they see on the Python path. ``formatter`` should be the caller's own: the
+    feed's formatter has already counted these ticks (and their malformed fields).
+    """
+    out: list[MarketTick] = []
+    start = 0
+    n = len(ticks)
+    while start < n:
+        received_at_ns = ticks[start].received_at_ns
+        end = start + 1
+        limit = min(n, start + _MAX_PACKETS)
+        while end < limit and ticks[end].received_at_ns == received_at_ns:
+            end += 1
+        frame = encode_message([tick.packet for tick in ticks[start:end]])
+        out.extend(format_all(formatter, decode_message(frame, received_at_ns).ticks))
+        start = end
+    return out
 
 
 class FrameRecords(NamedTuple):

@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable, Iterator, Sequence
-from typing import Final
+from typing import TYPE_CHECKING, Final, cast
 
 from confluent_kafka import KafkaError, KafkaException
 
@@ -30,7 +30,7 @@ from alphapanda.pipeline.accounting import (
 )
 from alphapanda.pipeline.buffer import TickBuffer
 from alphapanda.pipeline.formatter import TickFormatter
-from alphapanda.pipeline.hotpath import encode_native_ticks, is_native_batch
+from alphapanda.pipeline.hotpath import TickBatch, encode_native_ticks, is_native_batch
 from alphapanda.pipeline.producer import DeliveryHandler, EncodedMessage, MessageProducer
 from alphapanda.pipeline.publisher_core import (
     REPLAY_RETRY_DELAY,
@@ -51,6 +51,9 @@ from alphapanda.pipeline.publisher_core import (
 )
 from alphapanda.pipeline.spool import Spool
 from alphapanda.pipeline.wire import WireEncoder
+
+if TYPE_CHECKING:
+    from alphapanda._native import NativeTick
 
 log = logging.getLogger(__name__)
 
@@ -100,15 +103,20 @@ class RecordBuilder:
         self.wire = wire
         self._accounting = accounting
         self._clock = clock.wall_ns  # the batch's emitted_at stamp
-        # Derived streams (candles, quotes) see each formatted batch: an O(1) hand-over;
-        # they work on it only after the publisher has handed the batch to Kafka.
-        self.observer: Callable[[list[MarketTick]], None] | None = None
+        # Derived streams (candles, quotes) see each batch: an O(1) hand-over; they work
+        # on it only after the publisher has handed the batch to Kafka. The Python path
+        # hands over its formatted MarketTicks, the native path its NativeTicks (which
+        # the derived streams format in their own loop: ``hotpath.market_ticks``).
+        self.observer: Callable[[TickBatch], None] | None = None
 
     def encode(self, ticks: Sequence[Tick]) -> list[EncodedMessage]:
         """Encoded messages for ``ticks``, in order (ticks in stage ``encoding``)."""
         emitted_at_ns = self._clock()
         if is_native_batch(ticks):
-            return encode_native_ticks(self.formatter, self.wire, ticks, emitted_at_ns)
+            records = encode_native_ticks(self.formatter, self.wire, ticks, emitted_at_ns)
+            if self.observer is not None:
+                self.observer(cast("list[NativeTick]", ticks))
+            return records
         fmt = self.formatter.format
         wire = self.wire
         formatted: list[MarketTick] = []

@@ -1,8 +1,10 @@
 """``DerivedStreams``: the thin shell around the candle, quote, event and order cores.
 
-The publisher hands every encoded batch of ``MarketTick``s to ``offer()`` — a deque
-append, nothing more — and only then sends them; this task works on them when the
-publisher yields, i.e. after the batch went to the tick producer. The inbox is
+The publisher hands every encoded batch of ticks to ``offer()`` — a deque append,
+nothing more — and only then sends them; this task works on them when the publisher
+yields, i.e. after the batch went to the tick producer. On the native hot path a batch
+is ``NativeTick``s, formatted here (``hotpath.market_ticks``) into the ``MarketTick``s
+the Python path would have handed over. The inbox is
 bounded by ``ALPHAPANDA_STREAMS__QUEUE_CAPACITY`` ticks: a batch that does not fit is
 dropped and counted, and the candles of its instruments are marked incomplete. The
 tick path never waits for this task.
@@ -21,7 +23,7 @@ import logging
 from collections import deque
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, Final, Protocol
+from typing import TYPE_CHECKING, Any, Final, Protocol, cast
 
 import msgspec
 
@@ -30,6 +32,8 @@ from alphapanda.kite.state import ConnectionStatus
 from alphapanda.market_tick import MarketTick
 from alphapanda.metrics import catalog
 from alphapanda.metrics.samples import Sample
+from alphapanda.pipeline.formatter import TickFormatter
+from alphapanda.pipeline.hotpath import TickBatch, market_ticks
 from alphapanda.pipeline.wire import WireEncoder
 from alphapanda.settings import Settings
 from alphapanda.streams.candles import Candle, CandleAggregator
@@ -50,6 +54,7 @@ from alphapanda.streams.sink import DerivedProducer, ensure_topics
 from alphapanda.topics import TopicNames
 
 if TYPE_CHECKING:
+    from alphapanda._native import NativeTick
     from alphapanda.kite.client import TickerClient
     from alphapanda.pipeline.accounting import Accounting
     from alphapanda.pipeline.publisher import Publisher
@@ -133,7 +138,12 @@ class DerivedStreams:
         self._quote_wire = WireEncoder(settings.feed.wire_format)
         self._envelopes = EnvelopeEncoder(clock=clock)
         self._capacity = settings.streams.queue_capacity
-        self._inbox: deque[list[MarketTick] | _Gap] = deque()
+        self._inbox: deque[TickBatch | _Gap] = deque()
+        # Formats native batches; its malformed counts are not reported (the feed's own
+        # formatter counted these ticks already).
+        self._formatter = TickFormatter(
+            include_depth=settings.feed.include_depth, include_oi=settings.feed.include_oi
+        )
         self._queued = 0
         self._orders: deque[OrderUpdate] = deque()
         self._wake = asyncio.Event()
@@ -156,8 +166,8 @@ class DerivedStreams:
 
     # -- called from the tick path (synchronous, O(1)) ---------------------------------
 
-    def offer(self, ticks: list[MarketTick]) -> None:
-        """Take a batch of ticks already formatted for the tick topic."""
+    def offer(self, ticks: TickBatch) -> None:
+        """Take a batch of ticks just encoded for the tick topic (formatted, or native)."""
         n = len(ticks)
         if not n:
             return
@@ -281,9 +291,14 @@ class DerivedStreams:
                 continue
             self._queued -= len(item)
             done += len(item)
-            self.quotes.update(item)
+            ticks = (
+                cast("list[MarketTick]", item)
+                if type(item[0]) is MarketTick
+                else market_ticks(self._formatter, cast("list[NativeTick]", item))
+            )
+            self.quotes.update(ticks)
             for agg in self.aggregators:
-                self._send_candles(agg.add_many(item))
+                self._send_candles(agg.add_many(ticks))
         return done
 
     def _drain_inbox(self) -> None:
