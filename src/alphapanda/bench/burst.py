@@ -93,6 +93,7 @@ class BurstResult:
     ledger_problems: int
     errors: list[str] = field(default_factory=list)
     wal: bool = True
+    derived: bool = True
 
     @property
     def ratio(self) -> float:
@@ -203,6 +204,7 @@ def _feed_env(
     hot_path: str,
     connections: int,
     wal: bool,
+    derived: bool,
 ) -> dict[str, str]:
     env = {key: value for key, value in os.environ.items() if not key.startswith("ALPHAPANDA_")}
     env.update(
@@ -221,6 +223,7 @@ def _feed_env(
             "ALPHAPANDA_FEED__SPOOL_DIR": str(spool),
             "ALPHAPANDA_FEED__WAL_DIR": str(spool.parent / "wal"),
             "ALPHAPANDA_FEED__WAL_ENABLED": "true" if wal else "false",
+            "ALPHAPANDA_STREAMS__ENABLED": "true" if derived else "false",
             "ALPHAPANDA_FEED__INSTRUMENTS_CSV": str(csv),
             "ALPHAPANDA_FEED__MODE": "full",
             "ALPHAPANDA_FEED__HOT_PATH": hot_path,
@@ -247,6 +250,7 @@ async def run_burst(
     hot_path: str = "auto",
     with_reference: bool = True,
     wal: bool = True,
+    derived: bool = True,
 ) -> BurstResult:
     """Run the burst benchmark against ``settings``' Kafka and Redis (module doc)."""
     run_id = uuid.uuid4().hex[:8]
@@ -288,6 +292,7 @@ async def run_burst(
                 hot_path=hot_path,
                 connections=connections,
                 wal=wal,
+                derived=derived,
             )
             log_path = work / "feed.log"
             with log_path.open("w") as log_file:
@@ -398,6 +403,7 @@ async def run_burst(
         ledger_problems=ledger_problems,
         errors=errors,
         wal=wal,
+        derived=derived,
     )
 
 
@@ -459,7 +465,8 @@ def summary_lines(result: BurstResult) -> list[str]:
         f"burst: {result.instruments:,} instruments over {result.connections} connection(s), "
         f"one full-mode frame per connection every {result.frame_interval:g} s, "
         f"{result.seconds:g} s measured, hot path {result.hot_path}, "
-        f"WAL {'on' if result.wal else 'off'}, records ~{result.record_bytes} B",
+        f"WAL {'on' if result.wal else 'off'}, "
+        f"derived streams {'on' if result.derived else 'off'}, records ~{result.record_bytes} B",
         f"feed      frame -> consumer: p50 {f.p50:.1f}  p90 {f.p90:.1f}  p99 {f.p99:.1f}  "
         f"max {f.max:.1f} ms over {f.ticks:,} ticks",
     ]

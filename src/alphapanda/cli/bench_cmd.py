@@ -123,6 +123,13 @@ def burst(
         bool,
         typer.Option(help="The feed's write-ahead log (on by default, as in production)."),
     ] = True,
+    derived: Annotated[
+        bool,
+        typer.Option(
+            help="The feed's derived streams: candles, latest quotes (on by default, as in "
+            "production)."
+        ),
+    ] = True,
 ) -> None:
     """Kite's cadence end to end: the simulator sends one frame per connection per
     interval → `alphapanda feed` → Kafka → a consumer process. Reports the frame →
@@ -141,6 +148,7 @@ def burst(
             hot_path=hot_path,
             with_reference=reference,
             wal=wal,
+            derived=derived,
         )
     )
     console = Console(width=160)

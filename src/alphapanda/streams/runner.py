@@ -292,7 +292,7 @@ class DerivedStreams:
             self._queued -= len(item)
             done += len(item)
             ticks = (
-                cast("list[MarketTick]", item)
+                item
                 if type(item[0]) is MarketTick
                 else market_ticks(self._formatter, cast("list[NativeTick]", item))
             )
