@@ -151,6 +151,9 @@ def build(settings: Settings, overrides: Overrides | None = None) -> FeedParts:
         on_fatal=lifecycle.producer_failed,
         clock=clock,
     )
+    # Candles, latest quotes, feed events, order updates: fed after the tick path.
+    derived = DerivedStreams(settings, clock=clock) if settings.streams.enabled else None
+    records.observer = derived.offer if derived is not None else None
     # The write-ahead log of raw frames: what a crash of this process cannot lose.
     wal: WalIngest | None = None
     if feed.wal_enabled and ha.group:
@@ -168,12 +171,11 @@ def build(settings: Settings, overrides: Overrides | None = None) -> FeedParts:
             # What a previous run spooled is replayed by the spool: not by the WAL.
             spool_dir=feed.spool_dir,
             decode=hot_path.decode,
+            # What recovery at start found: a crash_recovery feed event.
+            emit=derived.emit if derived is not None else None,
             clock=clock,
         )
         publisher.producer.ack_listener = wal.resolved
-    # Candles, latest quotes, feed events, order updates: fed after the tick path.
-    derived = DerivedStreams(settings, clock=clock) if settings.streams.enabled else None
-    records.observer = derived.offer if derived is not None else None
     tokens = overrides.tokens
     if overrides.auth is not None:
         tokens = BrokerAuthenticator(settings.kite.api_key, overrides.auth)

@@ -4,30 +4,37 @@ Every tick of every frame the feed had read before the kill must be in the topic
 exactly once, in order per instrument. Checked two ways: against the WAL as the killed
 process left it (each of its ticks is in the topic, once) and by the volume ledger (no
 duplicate, no reordering; a gap only where the kill cut a socket, at most one per
-instrument and kill).
+instrument and kill). And the restart says so on ``market.feed.events``: one
+``crash_recovery`` event with recovery's figures; a clean restart has none.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import re
 import shutil
 import signal
 import sys
 from collections.abc import AsyncIterator, Callable
+from datetime import datetime
 from pathlib import Path
 
 import httpx
 import pytest
 
 from alphapanda.kite.protocol import decode_message
+from alphapanda.streams.records import ns_to_datetime
 from alphapanda.testing import eventually
+from alphapanda.topics import TopicNames
 from alphapanda.wal.segments import ReadReport, read_wal
+from tests.support.derived import read_raw
 from tests.support.ledger import TickRecord, check_ledger, read_topic
 from tests.support.services import ROOT, SHARED_KAFKA, PrivateService, free_port
 from tests.support.sim import INSTRUMENTS_CSV, SimHandle, running_simulator
 
+LIFECYCLE = {"feed_started", "feed_stopped", "crash_recovery"}
 _SAMPLE = re.compile(r"^([a-z0-9_]+)(?:\{[^}]*\})? ([0-9.e+-]+)$", re.M)
 
 
@@ -139,6 +146,35 @@ def wal_ticks(wal_dir: Path) -> set[tuple[int, int]]:
     return ticks
 
 
+def wal_span(wal_dir: Path) -> tuple[datetime, datetime]:
+    """Receive times of the first and last frame in the WAL (at the microsecond, as
+    feed events carry them)."""
+    stamps = [frame.received_at_ns for frame in read_wal(wal_dir, ReadReport())]
+    return ns_to_datetime(min(stamps)), ns_to_datetime(max(stamps))
+
+
+async def feed_lifecycle_events(
+    bootstrap: str, prefix: str, until: Callable[[list[str]], bool]
+) -> list[dict[str, object]]:
+    """The ``data`` of the feed's start, stop and crash recovery events on
+    ``market.feed.events`` (key ``feed``: one partition, in order), once their kinds
+    satisfy ``until``."""
+    topic = TopicNames.market_feed_events(prefix)
+
+    def read() -> list[dict[str, object]]:
+        records = sorted(read_raw(bootstrap, topic), key=lambda r: (r.partition, r.offset))
+        data = [json.loads(r.value)["data"] for r in records if r.key == b"feed"]
+        events = [e for e in data if e["kind"] in LIFECYCLE]
+        kinds = [str(e["kind"]) for e in events]
+        assert until(kinds), kinds
+        return events
+
+    async def check() -> list[dict[str, object]]:
+        return await asyncio.to_thread(read)
+
+    return await eventually(check, timeout=60, interval=0.5, what=f"feed events on {topic}")
+
+
 def assert_exactly_once(
     records: list[TickRecord],
     in_wal: set[tuple[int, int]],
@@ -194,10 +230,36 @@ async def test_recovery_publishes_nothing_twice_after_everything_was_acked(
         assert figures["wal_already_published_total"] >= len(in_wal)
         await feed.sigterm()
         stats = await sim.stats()
+        # A clean restart: the stop above left nothing to recover.
+        await feed.start()
+        await feed.wait_for(lambda m: m.get("wal_recovery_done", 0) == 1, 60, "clean restart")
+        await feed.sigterm()
     records = await asyncio.to_thread(read_topic, SHARED_KAFKA, f"{prefix}market.ticks")
     assert len(records) == stats["total_ticks_sent"]
     assert_exactly_once(records, in_wal, stats["total_ticks_sent"], kills=1)
     assert "wal_recovered=0" in feed.tail()
+    # Run 1 (killed: no feed_stopped), run 2 (recovered, stopped), run 3 (clean).
+    events = await feed_lifecycle_events(
+        SHARED_KAFKA, prefix, lambda kinds: kinds.count("feed_stopped") == 2
+    )
+    assert [e["kind"] for e in events] == [
+        "feed_started",
+        "feed_started",
+        "crash_recovery",
+        "feed_stopped",
+        "feed_started",
+        "feed_stopped",
+    ]
+    crash = events[2]
+    assert crash["reason"] == "completed"
+    recovery = crash["recovery"]
+    assert isinstance(recovery, dict)
+    assert recovery["frames"] > 0
+    assert recovery["wal_recovered"] == 0
+    assert recovery["wal_already_published"] == figures["wal_already_published_total"]
+    assert recovery["wal_corrupt"] == 0
+    # Nothing was published again: no span.
+    assert "start" not in crash and "end" not in crash
 
 
 async def test_sigkill_while_the_broker_is_paused_then_restart_both_broker_last(
@@ -273,6 +335,7 @@ async def test_sigkill_while_spooling_then_restart_spool_and_wal_give_exactly_on
         offline.sigkill()
         await offline.wait()
         in_wal = wal_ticks(tmp_path / "wal")
+        wal_span_at_kill = wal_span(tmp_path / "wal")
         # Run 2: the broker is there. The spool replays what it holds, the WAL adds
         # exactly what is in neither the topic nor the spool.
         online = FeedProcess(sim, SHARED_KAFKA, prefix, tmp_path)
@@ -298,3 +361,21 @@ async def test_sigkill_while_spooling_then_restart_spool_and_wal_give_exactly_on
     assert_exactly_once(records, in_wal, stats["total_ticks_sent"], kills=1)
     assert figures["wal_already_published_total"] >= 2000  # the spooled ones
     assert figures["wal_recovered_total"] > 0  # what librdkafka's queue held at the kill
+    # Run 1 had no broker: only run 2's events reach the topic.
+    events = await feed_lifecycle_events(
+        SHARED_KAFKA, prefix, lambda kinds: kinds.count("feed_stopped") == 1
+    )
+    assert [e["kind"] for e in events] == ["feed_started", "crash_recovery", "feed_stopped"]
+    crash = events[1]
+    assert crash["reason"] == "completed"
+    recovery = crash["recovery"]
+    assert isinstance(recovery, dict)
+    assert recovery["wal_recovered"] == figures["wal_recovered_total"]
+    assert recovery["wal_already_published"] == figures["wal_already_published_total"]
+    assert recovery["wal_corrupt"] == figures["wal_corrupt_total"] == 0
+    assert recovery["frames"] > 0
+    # The ticks published again came from frames the killed run had logged.
+    first, last = wal_span_at_kill
+    start = datetime.fromisoformat(str(crash["start"]))
+    end = datetime.fromisoformat(str(crash["end"]))
+    assert first <= start <= end <= last

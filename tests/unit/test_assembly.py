@@ -117,6 +117,17 @@ def test_derived_streams_run_first_and_leave_the_hot_path_to_the_setting(
     assert parts.records.observer == parts.derived.offer
 
 
+def test_the_wal_hands_its_crash_recovery_event_to_the_derived_streams(
+    tmp_path: Path, built: list[FeedParts]
+) -> None:
+    parts = _build(built, _settings(tmp_path, streams={"enabled": True}))
+    assert parts.wal is not None and parts.derived is not None
+    assert parts.wal._emit == parts.derived.emit
+    # Without derived streams there is nowhere to publish it.
+    off = _build(built, _settings(tmp_path / "off", streams={"enabled": False}))
+    assert off.wal is not None and off.wal._emit is None
+
+
 def test_a_hot_standby_member_is_gated_transactional_python_and_without_a_wal(
     tmp_path: Path, built: list[FeedParts]
 ) -> None:

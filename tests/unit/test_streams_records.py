@@ -60,6 +60,29 @@ def test_feed_event_records_satisfy_their_schema() -> None:
     document = json.loads(value)
     validate(document, schema, schema)
     assert "shard" not in document["data"]  # absent fields are omitted
+    recovery = {
+        "frames": 3,
+        "wal_recovered": 4,
+        "wal_already_published": 3,
+        "wal_corrupt": 0,
+        "wal_torn": 1,
+    }
+    crash = FeedEvent(
+        "crash_recovery",
+        T0,
+        reason="completed",
+        start=T0 - timedelta(seconds=5),
+        end=T0 - timedelta(seconds=1),
+        recovery=recovery,
+    )
+    key, value, _ = encoder.feed_event(crash)
+    assert key == b"feed"
+    document = json.loads(value)
+    validate(document, schema, schema)
+    recovery_schema = schema["properties"]["data"]["properties"]["recovery"]
+    assert set(recovery_schema["required"]) == set(recovery_schema["properties"]) == set(recovery)
+    assert document["data"]["recovery"] == recovery
+    assert document["data"]["start"] == "2026-12-01T03:59:55Z"
 
 
 def test_order_update_record_keeps_the_order_as_sent() -> None:

@@ -46,6 +46,10 @@ SPOOLING_STOPPED: Final = "spooling_stopped"
 # active's last and the new active's first).
 HA_ACTIVE: Final = "ha_active"
 GAP_POSSIBLE: Final = "gap_possible"
+# The write-ahead log held frames of a previous run that had not been resolved (a
+# crash, a kill, a power cut): what recovery at this start found and published again,
+# or that it was abandoned (the feed stopped before the broker answered).
+CRASH_RECOVERY: Final = "crash_recovery"
 FEED_EVENT_KINDS: Final = (
     FEED_STARTED,
     FEED_STOPPED,
@@ -59,6 +63,7 @@ FEED_EVENT_KINDS: Final = (
     SPOOLING_STOPPED,
     HA_ACTIVE,
     GAP_POSSIBLE,
+    CRASH_RECOVERY,
 )
 
 
@@ -70,7 +75,10 @@ class FeedEvent(msgspec.Struct, frozen=True, omit_defaults=True):
     ``instruments`` (tokens affected: connection events, gap, subscription changes
     — the added ones), ``removed`` (subscription changes), ``start``/``end`` (gap: the
     interval in which those instruments could not have been received), ``accounting``
-    (``feed_started``/``feed_stopped``: the tick accounting at that moment).
+    (``feed_started``/``feed_stopped``: the tick accounting at that moment),
+    ``recovery`` (``crash_recovery``: what the write-ahead log recovery found and did;
+    its ``start``/``end`` are the receive times of the first and last frame whose ticks
+    were published again).
     """
 
     kind: str
@@ -84,6 +92,7 @@ class FeedEvent(msgspec.Struct, frozen=True, omit_defaults=True):
     accounting: dict[str, Any] | None = None
     instance: str | None = None
     epoch: int | None = None
+    recovery: dict[str, int] | None = None
 
     @property
     def key(self) -> bytes:

@@ -13,6 +13,10 @@ Start-up, before any tick of this run is decoded:
    only then are frames decoded as they arrive. So per instrument the recovered ticks
    always go out before any tick of this run.
 
+When recovery read anything past the watermark, or when it is abandoned because the
+feed stops before the broker answered, a ``crash_recovery`` feed event says so through
+``emit`` (the derived streams' ``emit``; none when they are off).
+
 Then, until the feed stops: retention. Acks reach ``resolved()`` through the
 producer's ack listener; a moment when the tick path holds nothing (``in_flight == 0``)
 resolves everything decoded so far (ticks that left by a drop or into the spool); every
@@ -25,6 +29,7 @@ import asyncio
 import logging
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import Final
 
@@ -37,8 +42,14 @@ from alphapanda.pipeline.accounting import SOURCE_WAL, Accounting
 from alphapanda.pipeline.buffer import TickBuffer
 from alphapanda.pipeline.wire import WireEncoder
 from alphapanda.settings import Settings
+from alphapanda.streams.records import FeedEvent, ns_to_datetime
 from alphapanda.wal.log import WriteAheadLog
-from alphapanda.wal.recovery import RecoveryCounts, RecoveryFilter
+from alphapanda.wal.recovery import (
+    RecoveryCounts,
+    RecoveryFilter,
+    abandoned_recovery_event,
+    crash_recovery_event,
+)
 from alphapanda.wal.segments import ReadReport, parse_segment
 from alphapanda.wal.spooled import spooled_positions
 from alphapanda.wal.tails import (
@@ -77,6 +88,7 @@ class WalIngest:
         spool_dir: Path | None = None,
         tail_reader: TailReader = read_tail_positions,
         decode: FrameDecoder = decode_message,
+        emit: Callable[[FeedEvent], None] | None = None,
         clock: Clock = SYSTEM_CLOCK,
     ) -> None:
         feed = settings.feed
@@ -84,6 +96,9 @@ class WalIngest:
             feed.wal_dir, fsync_ms=feed.wal_fsync_ms, max_bytes=feed.wal_max_bytes, clock=clock
         )
         self._monotonic = clock.monotonic
+        self._wall_ns = clock.wall_ns
+        # Publishes a feed event (the ``crash_recovery`` one); None: not published.
+        self._emit = emit
         self._kafka_config = consumer_config(settings.kafka)
         self._topic = topic
         self._buffer = buffer
@@ -221,6 +236,7 @@ class WalIngest:
             # Stopping before the broker ever answered: the WAL keeps everything (the
             # old segments and this run's frames); the next start recovers it all.
             self.recovery_state = "abandoned (stopped before the broker answered)"
+            self._announce(abandoned_recovery_event(self._now()))
             return False
         newest = dict(tails.positions)
         # Spooled messages are published by the spool's own replay, before the buffer:
@@ -285,7 +301,16 @@ class WalIngest:
             spooled,
             len(newest),
         )
+        if self.counts.found_anything:
+            self._announce(crash_recovery_event(self.counts, self._now()))
         return True
+
+    def _now(self) -> datetime:
+        return ns_to_datetime(self._wall_ns())
+
+    def _announce(self, event: FeedEvent) -> None:
+        if self._emit is not None:
+            self._emit(event)
 
     async def _release_held(self) -> None:
         # Frames read while recovery ran, in order; new ones keep arriving meanwhile and

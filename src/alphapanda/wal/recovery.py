@@ -13,20 +13,29 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Final
 
 from alphapanda.kite.protocol import DecodedMessage, decode_message
 from alphapanda.kite.protocol.ticks import Tick
+from alphapanda.streams.records import CRASH_RECOVERY, FeedEvent, ns_to_datetime
 from alphapanda.wal.segments import WalFrame
 from alphapanda.wal.tails import Position
 
 _BEFORE_ANY: Position = (-1, -1)
 _AFTER_ANY: Position = (1 << 63, 1 << 31)
 
+#: ``reason`` of the ``crash_recovery`` feed event.
+RECOVERY_COMPLETED: Final = "completed"
+RECOVERY_ABANDONED: Final = "abandoned"
+
 
 @dataclass(slots=True)
 class RecoveryCounts:
     """``wal_recovered``: ticks published again; ``wal_already_published``: ticks of the
-    WAL the topic already held; ``wal_corrupt``: WAL records lost to corruption."""
+    WAL the topic already held; ``wal_corrupt``: WAL records lost to corruption.
+    ``first_recovered_ns``/``last_recovered_ns``: receive times of the first and last
+    frame with a tick published again (0: none)."""
 
     frames: int = 0
     wal_recovered: int = 0
@@ -35,6 +44,41 @@ class RecoveryCounts:
     wal_torn: int = 0
     skipped_packets: int = 0
     per_instrument: dict[int, int] = field(default_factory=dict)
+    first_recovered_ns: int = 0
+    last_recovered_ns: int = 0
+
+    @property
+    def found_anything(self) -> bool:
+        """The log held something past the watermark: frames, or corrupt records (which
+        may have been such frames). An empty log, or one whose frames were all resolved
+        before the previous run ended, has nothing to report."""
+        return self.frames > 0 or self.wal_corrupt > 0
+
+
+def crash_recovery_event(counts: RecoveryCounts, at: datetime) -> FeedEvent:
+    """The ``crash_recovery`` feed event of a recovery that ran to its end."""
+    recovered = counts.wal_recovered > 0
+    return FeedEvent(
+        CRASH_RECOVERY,
+        at,
+        reason=RECOVERY_COMPLETED,
+        start=ns_to_datetime(counts.first_recovered_ns) if recovered else None,
+        end=ns_to_datetime(counts.last_recovered_ns) if recovered else None,
+        recovery={
+            "frames": counts.frames,
+            "wal_recovered": counts.wal_recovered,
+            "wal_already_published": counts.wal_already_published,
+            "wal_corrupt": counts.wal_corrupt,
+            "wal_torn": counts.wal_torn,
+        },
+    )
+
+
+def abandoned_recovery_event(at: datetime) -> FeedEvent:
+    """The ``crash_recovery`` feed event of a recovery given up before it read the log
+    (the feed stopped before the broker answered): nothing was published again; the
+    log is kept whole and the next start recovers it."""
+    return FeedEvent(CRASH_RECOVERY, at, reason=RECOVERY_ABANDONED)
 
 
 class RecoveryFilter:
@@ -94,6 +138,9 @@ class RecoveryFilter:
                     keep.append(tick)
                 counts.per_instrument[token] = counts.per_instrument.get(token, 0) + 1
                 counts.wal_recovered += 1
+                if not counts.first_recovered_ns:
+                    counts.first_recovered_ns = received_at_ns
+                counts.last_recovered_ns = received_at_ns
             else:
                 counts.wal_already_published += 1
         return keep
