@@ -82,7 +82,16 @@ fn change(last: f64, close: f64, raw_close: u32) -> f64 {
     }
 }
 
-fn timestamp(
+/// The latest exchange time a tick received at `received_at_ns` may carry.
+pub fn ts_max(received_at_ns: i64) -> i64 {
+    if received_at_ns > 0 {
+        received_at_ns.div_euclid(1_000_000_000) + TIMESTAMP_MAX_AHEAD
+    } else {
+        TIMESTAMP_MAX_FALLBACK
+    }
+}
+
+pub fn timestamp(
     epoch: u32,
     ts_max: i64,
     token: u32,
@@ -126,11 +135,7 @@ pub fn format_packet(
     let div = divisor(token);
     let tradable = token & 0xFF != SEGMENT_INDICES;
     let last = be32(p, 4) as f64 / div;
-    let ts_max = if received_at_ns > 0 {
-        received_at_ns.div_euclid(1_000_000_000) + TIMESTAMP_MAX_AHEAD
-    } else {
-        TIMESTAMP_MAX_FALLBACK
-    };
+    let ts_max = ts_max(received_at_ns);
     let mut t = Formatted {
         token,
         div: divisor_int(token),

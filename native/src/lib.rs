@@ -95,6 +95,33 @@ impl NativeTick {
         self.received_at_ns
     }
 
+    /// What a candle reads of this tick, as its record carries it:
+    /// `(instrument_token, last_price, volume_traded, oi, exchange_timestamp,
+    /// received_at_ns)`, the exchange time in epoch seconds and `None` when the record
+    /// has none (absent, 0, or out of range), `oi` only with `include_oi`.
+    fn candle_fields(
+        &self,
+        include_oi: bool,
+    ) -> (u32, f64, Option<u32>, Option<u32>, Option<i64>, i64) {
+        let mut malformed = Vec::new(); // counted by the encoder, not here
+        let exchange = self.exchange_timestamp().and_then(|epoch| {
+            format::timestamp(
+                epoch,
+                format::ts_max(self.received_at_ns),
+                self.instrument_token(),
+                &mut malformed,
+            )
+        });
+        (
+            self.instrument_token(),
+            self.last_price(),
+            self.volume_traded(),
+            if include_oi { self.oi() } else { None },
+            exchange,
+            self.received_at_ns,
+        )
+    }
+
     /// The packet's bytes as they came in the frame.
     #[getter]
     fn packet<'py>(&self, py: Python<'py>) -> Bound<'py, PyBytes> {

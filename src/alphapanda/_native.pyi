@@ -21,6 +21,9 @@ class NativeTick:
     def received_at_ns(self) -> int: ...
     @property
     def packet(self) -> bytes: ...
+    def candle_fields(
+        self, include_oi: bool
+    ) -> tuple[int, float, int | None, int | None, int | None, int]: ...
 
 def decode_frame(
     data: bytes, received_at_ns: int

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
-from datetime import datetime
 
 import msgspec
 from confluent_kafka.admin import AdminClient, ConfigResource
@@ -66,21 +65,24 @@ async def test_latest_quotes_topic_and_api(settings_for: SettingsFor, unique: st
 
     records = await asyncio.to_thread(read_raw, bootstrap, topic)
     last: dict[bytes, dict[str, object]] = {}
-    writes: dict[bytes, list[datetime]] = {}
+    writes: dict[bytes, list[float]] = {}
     for record in sorted(records, key=lambda r: (r.partition, r.offset)):
         assert record.key is not None
         envelope = json.loads(record.value)
         assert envelope["event_type"] == "market_tick" and envelope["schema_version"] == 1
         last[record.key] = envelope["data"]
-        writes.setdefault(record.key, []).append(datetime.fromisoformat(envelope["emitted_at"]))
+        # When it was written (the producer's time): a quote's emitted_at is its tick's.
+        writes.setdefault(record.key, []).append(record.timestamp_ms / 1000)
     # A fresh reader keeping the last value per key has exactly one current value for
     # every streaming instrument: the feed's own latest tick.
     assert set(last) == {str(t).encode() for t in streaming}
     for t in streaming:
         assert last[str(t).encode()] == msgspec.to_builtins(latest[t])
+    # Each quote record is its tick's market.ticks record, byte for byte.
+    ticks_topic = TopicNames.market_ticks(feed.settings.kafka.topic_prefix)
+    tick_values = {r.value for r in await asyncio.to_thread(read_raw, bootstrap, ticks_topic)}
+    assert all(record.value in tick_values for record in records)
     # Conflated: never two writes of one instrument within the interval.
-    gaps = [
-        (b - a).total_seconds() for times in writes.values() for a, b in itertools.pairwise(times)
-    ]
+    gaps = [b - a for times in writes.values() for a, b in itertools.pairwise(times)]
     assert gaps and min(gaps) >= INTERVAL_MS / 1000 * 0.95
     assert derived.quotes.conflated > 0

@@ -16,6 +16,8 @@ class RawRecord:
     key: bytes | None
     value: bytes
     headers: dict[str, bytes]
+    # The record's Kafka timestamp (the producer's create time), ms since the epoch.
+    timestamp_ms: int = 0
 
 
 def read_raw(bootstrap: str, topic: str, timeout: float = 30.0) -> list[RawRecord]:
@@ -55,7 +57,10 @@ def read_raw(bootstrap: str, topic: str, timeout: float = 30.0) -> list[RawRecor
                 value = message.value()
                 assert isinstance(value, bytes)
                 headers = {k: v for k, v in (message.headers() or []) if isinstance(v, bytes)}
-                out.append(RawRecord(partition, offset, message.key(), value, headers))
+                _, timestamp_ms = message.timestamp()
+                out.append(
+                    RawRecord(partition, offset, message.key(), value, headers, timestamp_ms)
+                )
     finally:
         consumer.close()
     return out

@@ -11,6 +11,7 @@ import pytest
 from alphapanda.api.quotes import MAX_TOKENS
 from alphapanda.streams.quotes import LatestQuotes
 from tests.support.api import FakeFeed, build_app, client_of
+from tests.support.quotes import update
 from tests.unit.test_candles import OPEN_NSE, tick
 
 pytestmark = pytest.mark.unit
@@ -44,7 +45,7 @@ class UnderivedFeed(QuotingFeed):
 
 def _feed_with_quotes(*prices: tuple[int, float]) -> QuotingFeed:
     feed = QuotingFeed()
-    feed.quotes.update(tick(token, OPEN_NSE, price) for token, price in prices)
+    update(feed.quotes, (tick(token, OPEN_NSE, price) for token, price in prices))
     return feed
 
 

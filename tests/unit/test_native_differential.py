@@ -220,6 +220,31 @@ def test_native_ticks_format_to_the_python_path_s_market_ticks(
     assert formatter.malformed_by_instrument() == reference.malformed_by_instrument()
 
 
+@requires_native
+@settings(max_examples=300, deadline=None)
+@given(runs=frame_runs, include_oi=st.booleans())
+def test_candle_fields_are_what_the_python_path_s_market_ticks_carry(
+    runs: list[tuple[bytes, int]], include_oi: bool
+) -> None:
+    # Candles on the native path read these instead of formatting every tick.
+    hot_path = HotPath(native)
+    reference = TickFormatter(include_oi=include_oi)
+    for frame, received in runs:
+        ticks = cast("list[NativeTick]", hot_path.decode(frame, received).ticks)
+        expected = [
+            (
+                mt.instrument_token,
+                mt.last_price,
+                mt.volume_traded,
+                mt.oi,
+                None if mt.exchange_timestamp is None else int(mt.exchange_timestamp.timestamp()),
+                mt.received_at_ns,
+            )
+            for mt in format_all(reference, decode_message(frame, received).ticks)
+        ]
+        assert [tick.candle_fields(include_oi) for tick in ticks] == expected
+
+
 def _derived(tmp_path: Path) -> tuple[DerivedStreams, list[Candle]]:
     settings = Settings(
         _env_file=None,
@@ -254,9 +279,13 @@ def test_derived_streams_see_the_same_ticks_on_both_paths(tmp_path: Path) -> Non
         for second in range(5)
     ]
     seen: dict[str, tuple[DerivedStreams, list[Candle]]] = {}
+    wire = WireEncoder("json")
     for path, decoder in (("python", HotPath(None)), ("native", HotPath(native))):
         derived, closed = _derived(tmp_path / path)
-        records = RecordBuilder(TickFormatter(), WireEncoder("json"), Accounting())
+        twin = WireEncoder("json")
+        twin._id_mid = wire._id_mid  # the same random id bits, so records can be compared
+        records = RecordBuilder(TickFormatter(), twin, Accounting())
+        records._clock = lambda: RECEIVED + 5  # type: ignore[method-assign]
         records.observer = derived.offer
         for frame, received in frames_:
             records.encode(decoder.decode(frame, received).ticks)
@@ -266,6 +295,10 @@ def test_derived_streams_see_the_same_ticks_on_both_paths(tmp_path: Path) -> Non
     (python, python_closed), (fast, fast_closed) = seen["python"], seen["native"]
     assert len(python_closed) >= 8 and fast_closed == python_closed
     assert fast.quotes.many(fast.quotes.tokens()) == python.quotes.many(python.quotes.tokens())
+    # The quote records are the ticks' own records: equal byte for byte on both paths.
+    native_quotes = sorted(fast.quotes.take_dirty(), key=lambda r: r.key)
+    assert native_quotes == sorted(python.quotes.take_dirty(), key=lambda r: r.key)
+    assert len(native_quotes) == 3
     for agg_native, agg_python in zip(fast.aggregators, python.aggregators, strict=True):
         for token in (738561, 256265, 5633):
             assert agg_native.open_bar(token) == agg_python.open_bar(token) is not None

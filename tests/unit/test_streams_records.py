@@ -19,6 +19,7 @@ from alphapanda.streams.records import (
     FeedEvent,
     OrderUpdate,
 )
+from tests.support.quotes import records_for, update
 from tests.unit.test_candles import NSE_TOKEN, OPEN_NSE, tick
 from tests.unit.test_wire import validate
 
@@ -98,13 +99,18 @@ def test_order_update_record_keeps_the_order_as_sent() -> None:
 
 def test_latest_quotes_conflate_per_instrument() -> None:
     quotes = LatestQuotes()
-    quotes.update(
-        [tick(NSE_TOKEN, OPEN_NSE, 1.0), tick(NSE_TOKEN, OPEN_NSE, 2.0), tick(7, OPEN_NSE, 3.0)]
+    update(
+        quotes,
+        [tick(NSE_TOKEN, OPEN_NSE, 1.0), tick(NSE_TOKEN, OPEN_NSE, 2.0), tick(7, OPEN_NSE, 3.0)],
     )
-    quotes.update([tick(NSE_TOKEN, OPEN_NSE, 4.0)])
-    dirty = {t.instrument_token: t.last_price for t in quotes.take_dirty()}
+    latest = [tick(NSE_TOKEN, OPEN_NSE, 4.0)]
+    quotes.update(latest, records := records_for(latest))
+    # What is written is each instrument's latest market.ticks record itself.
+    dirty = {int(r.key): json.loads(r.value)["data"]["last_price"] for r in quotes.take_dirty()}
     assert dirty == {NSE_TOKEN: 4.0, 7: 3.0}
-    assert quotes.conflated == 2 and quotes.updates == 4
+    quotes.update(latest, records)
+    assert quotes.take_dirty() == records
+    assert quotes.conflated == 2 and quotes.updates == 5
     assert quotes.take_dirty() == []  # nothing changed since
     quote = quotes.get(NSE_TOKEN)
     assert quote is not None and quote.last_price == 4.0

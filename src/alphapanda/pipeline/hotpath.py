@@ -19,10 +19,10 @@ them together):
 ``FrameRecordBuilder`` puts either behind one call per frame (frame bytes in, records out),
 for the benchmarks and the differential tests.
 
-The derived streams (candles, latest quotes) read ``MarketTick``s. On the native path
-they receive the batch of ``NativeTick``s instead, and ``market_ticks`` turns it into the
-``MarketTick``s the Python path would have formatted, in their own loop, after the batch
-was handed to Kafka: the tick topic's latency never waits for them.
+The derived streams (candles, latest quotes) get each batch with its records. On the
+native path the batch is ``NativeTick``s: candles read ``NativeTick.candle_fields`` (the
+values the record carries), and ``market_ticks`` formats a tick as the Python path
+would when a quote is asked for on the API.
 """
 
 from __future__ import annotations
@@ -51,8 +51,8 @@ _MAX_PACKETS = 0xFFFF
 
 HotPathSetting = Literal["auto", "native", "python"]
 HotPathImpl = Literal["native", "python"]
-#: What the derived streams are handed per encoded batch: formatted ticks (Python path)
-#: or the batch's ``NativeTick``s (native path), see ``market_ticks``.
+#: What the derived streams are handed per encoded batch (with its records): formatted
+#: ticks (Python path) or the batch's ``NativeTick``s (native path).
 TickBatch: TypeAlias = "list[MarketTick] | list[NativeTick]"
 
 

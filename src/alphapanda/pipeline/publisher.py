@@ -103,11 +103,11 @@ class RecordBuilder:
         self.wire = wire
         self._accounting = accounting
         self._clock = clock.wall_ns  # the batch's emitted_at stamp
-        # Derived streams (candles, quotes) see each batch: an O(1) hand-over; they work
-        # on it only after the publisher has handed the batch to Kafka. The Python path
-        # hands over its formatted MarketTicks, the native path its NativeTicks (which
-        # the derived streams format in their own loop: ``hotpath.market_ticks``).
-        self.observer: Callable[[TickBatch], None] | None = None
+        # Derived streams (candles, quotes) see each batch and its records: an O(1)
+        # hand-over; they work on it only after the publisher has handed the batch to
+        # Kafka. The Python path hands over its formatted MarketTicks, the native path
+        # its NativeTicks; both with the records built for them, one per tick.
+        self.observer: Callable[[TickBatch, list[EncodedMessage]], None] | None = None
 
     def encode(self, ticks: Sequence[Tick]) -> list[EncodedMessage]:
         """Encoded messages for ``ticks``, in order (ticks in stage ``encoding``)."""
@@ -115,7 +115,7 @@ class RecordBuilder:
         if is_native_batch(ticks):
             records = encode_native_ticks(self.formatter, self.wire, ticks, emitted_at_ns)
             if self.observer is not None:
-                self.observer(cast("list[NativeTick]", ticks))
+                self.observer(cast("list[NativeTick]", ticks), records)
             return records
         fmt = self.formatter.format
         wire = self.wire
@@ -135,9 +135,7 @@ class RecordBuilder:
         headers = wire.position_headers
         new = tuple.__new__  # a NamedTuple's own __new__ is a Python-level call
         self._accounting.drop("encoding", DROP_MALFORMED, malformed)
-        if self.observer is not None:
-            self.observer(formatted)
-        return [
+        encoded: list[EncodedMessage] = [
             new(
                 EncodedMessage,
                 (
@@ -149,6 +147,9 @@ class RecordBuilder:
             )
             for mt, value in zip(formatted, values, strict=True)
         ]
+        if self.observer is not None:
+            self.observer(formatted, encoded)
+        return encoded
 
     def _encode_one_by_one(
         self, formatted: list[MarketTick], emitted_at_ns: int

@@ -37,6 +37,10 @@ _EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
 SOURCE_EXCHANGE: Final = "exchange"
 SOURCE_RECEIVE: Final = "receive"
 
+#: A tick as candles read it: ``(instrument_token, last_price, volume_traded, oi,
+#: exchange time in epoch seconds or None, received_at_ns)``.
+CandleRow = tuple[int, float, int | None, int | None, int | None, int]
+
 
 class Candle(msgspec.Struct, frozen=True):
     """One closed bar (``schemas/candle.v1.schema.json``)."""
@@ -116,13 +120,42 @@ class CandleAggregator:
 
     def add(self, tick: MarketTick) -> list[Candle]:
         """Take one tick; returns bars it closed (a tick of a later bucket closes the open one)."""
-        if tick.exchange_timestamp is not None:
-            t = tick.exchange_timestamp.timestamp()
+        ets = tick.exchange_timestamp
+        return self._add(
+            tick.instrument_token,
+            tick.last_price,
+            tick.volume_traded,
+            tick.oi,
+            None if ets is None else ets.timestamp(),
+            tick.received_at_ns,
+        )
+
+    def add_rows(self, rows: Iterable[CandleRow]) -> list[Candle]:
+        """``add_many`` for ticks given as ``CandleRow``s (what ``NativeTick.candle_fields``
+        gives: the values the tick's record carries, exchange time in epoch seconds)."""
+        closed: list[Candle] = []
+        add = self._add
+        for token, price, volume, oi, ets, received_at_ns in rows:
+            closed.extend(
+                add(token, price, volume, oi, None if ets is None else float(ets), received_at_ns)
+            )
+        return closed
+
+    def _add(
+        self,
+        token: int,
+        price: float,
+        volume: int | None,
+        oi: int | None,
+        exchange_time: float | None,
+        received_at_ns: int,
+    ) -> list[Candle]:
+        if exchange_time is not None:
+            t = exchange_time
             self.ticks_by_source[SOURCE_EXCHANGE] += 1
         else:
-            t = tick.received_at_ns / 1e9
+            t = received_at_ns / 1e9
             self.ticks_by_source[SOURCE_RECEIVE] += 1
-        token = tick.instrument_token
         series = self._series.get(token)
         if series is None:
             series = self._series[token] = _Series()
@@ -132,7 +165,6 @@ class CandleAggregator:
         if start < series.closed_until or (bar is not None and start < bar.start):
             self.late += 1
             return closed
-        volume = tick.volume_traded
         if bar is not None and start > bar.start:
             closed.append(self._close(token, series))
             bar = None
@@ -140,21 +172,20 @@ class CandleAggregator:
             day = ist_day(start)
             previous = series.last_volume if day == series.day else None
             if volume is None:
-                bar = _Bar(start, tick.last_price, None, True)
+                bar = _Bar(start, price, None, True)
             elif previous is None:
-                bar = _Bar(start, tick.last_price, volume, False)
+                bar = _Bar(start, price, volume, False)
             else:
-                bar = _Bar(start, tick.last_price, previous, True)
+                bar = _Bar(start, price, previous, True)
             series.bar = bar
             series.day = day
-        price = tick.last_price
         if price > bar.high:
             bar.high = price
         if price < bar.low:
             bar.low = price
         bar.close = price
         bar.ticks += 1
-        bar.oi = tick.oi
+        bar.oi = oi
         if volume is not None:
             if bar.base is None:
                 # Volume appeared mid-bar (mode change): count it from here, incomplete.

@@ -6,8 +6,8 @@ Every record has the shape of the ``market.ticks`` envelope::
      "emitted_at": "<ISO 8601 UTC>", "data": {...}}
 
 with headers ``schema_version``, ``source``, ``content-type`` and ``event_type``.
-``market.quotes.latest`` carries ``market_tick`` envelopes exactly as ``market.ticks``
-does. Layouts: ``schemas/*.v1.schema.json`` and ``docs/schema.md``.
+``market.quotes.latest`` carries ``market_tick`` envelopes: each the very
+``market.ticks`` record of that tick (``streams.quotes``). Layouts: ``schemas/*.v1.schema.json`` and ``docs/schema.md``.
 """
 
 from __future__ import annotations

@@ -1,13 +1,13 @@
 """``DerivedStreams``: the thin shell around the candle, quote, event and order cores.
 
-The publisher hands every encoded batch of ticks to ``offer()`` — a deque append,
-nothing more — and only then sends them; this task works on them when the publisher
-yields, i.e. after the batch went to the tick producer. On the native hot path a batch
-is ``NativeTick``s, formatted here (``hotpath.market_ticks``) into the ``MarketTick``s
-the Python path would have handed over. The inbox is
-bounded by ``ALPHAPANDA_STREAMS__QUEUE_CAPACITY`` ticks: a batch that does not fit is
-dropped and counted, and the candles of its instruments are marked incomplete. The
-tick path never waits for this task.
+The publisher hands every encoded batch of ticks and their records to ``offer()`` — a
+deque append, nothing more — and only then sends them; this task works on them when the
+publisher yields, i.e. after the batch went to the tick producer. On the native hot
+path the ticks are ``NativeTick``s: candles read ``candle_fields()`` from the extension,
+and latest quotes keep the records as they are. The inbox is bounded by
+``ALPHAPANDA_STREAMS__QUEUE_CAPACITY`` ticks: a batch that does not fit is dropped and
+counted, and the candles of its instruments are marked incomplete. The tick path never
+waits for this task.
 
 Timers (wall clock): candles are closed every ``TIMER_STEP`` once their bucket end +
 grace has passed; latest quotes are written every ``ALPHAPANDA_QUOTES__INTERVAL_MS``;
@@ -23,7 +23,7 @@ import logging
 from collections import deque
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, Final, Protocol, cast
+from typing import TYPE_CHECKING, Any, Final, NamedTuple, Protocol, cast
 
 import msgspec
 
@@ -32,8 +32,8 @@ from alphapanda.kite.state import ConnectionStatus
 from alphapanda.market_tick import MarketTick
 from alphapanda.metrics import catalog
 from alphapanda.metrics.samples import Sample
-from alphapanda.pipeline.formatter import TickFormatter
-from alphapanda.pipeline.hotpath import TickBatch, market_ticks
+from alphapanda.pipeline.hotpath import TickBatch
+from alphapanda.pipeline.producer import EncodedMessage
 from alphapanda.pipeline.wire import WireEncoder
 from alphapanda.settings import Settings
 from alphapanda.streams.candles import Candle, CandleAggregator
@@ -102,6 +102,13 @@ class _Gap:
         self.tokens = tokens
 
 
+class _Batch(NamedTuple):
+    """Inbox entry: ticks just encoded for the tick topic and their records, in order."""
+
+    ticks: TickBatch
+    records: list[EncodedMessage]
+
+
 class DerivedStreams:
     """Candles, latest quotes, feed events and order updates (``BackgroundService``)."""
 
@@ -133,17 +140,17 @@ class DerivedStreams:
         charted = "1m" if "1m" in self.candle_topics else self.aggregators[0].interval
         self.history = CandleHistory(charted)
         self.charted = next(a for a in self.aggregators if a.interval == charted)
-        self.quotes = LatestQuotes()
-        self.tracker = FeedEventTracker()
-        self._quote_wire = WireEncoder(settings.feed.wire_format)
-        self._envelopes = EnvelopeEncoder(clock=clock)
-        self._capacity = settings.streams.queue_capacity
-        self._inbox: deque[TickBatch | _Gap] = deque()
-        # Formats native batches; its malformed counts are not reported (the feed's own
-        # formatter counted these ticks already).
-        self._formatter = TickFormatter(
+        self.quotes = LatestQuotes(
             include_depth=settings.feed.include_depth, include_oi=settings.feed.include_oi
         )
+        self.tracker = FeedEventTracker()
+        # A quote record is the tick's own market.ticks record, sent with the headers
+        # every record carries (not the tick topic's per-record position header).
+        self._quote_headers = WireEncoder(settings.feed.wire_format).headers()
+        self._envelopes = EnvelopeEncoder(clock=clock)
+        self._capacity = settings.streams.queue_capacity
+        self._inbox: deque[_Batch | _Gap] = deque()
+        self._include_oi = settings.feed.include_oi
         self._queued = 0
         self._orders: deque[OrderUpdate] = deque()
         self._wake = asyncio.Event()
@@ -166,8 +173,9 @@ class DerivedStreams:
 
     # -- called from the tick path (synchronous, O(1)) ---------------------------------
 
-    def offer(self, ticks: TickBatch) -> None:
-        """Take a batch of ticks just encoded for the tick topic (formatted, or native)."""
+    def offer(self, ticks: TickBatch, records: list[EncodedMessage]) -> None:
+        """Take a batch of ticks just encoded for the tick topic (formatted ones, or the
+        native path's) with their records, one per tick."""
         n = len(ticks)
         if not n:
             return
@@ -181,7 +189,7 @@ class DerivedStreams:
             else:
                 self._inbox.append(_Gap(tokens))
             return
-        self._inbox.append(ticks)
+        self._inbox.append(_Batch(ticks, records))
         self._queued += n
         self._wake.set()
 
@@ -277,7 +285,7 @@ class DerivedStreams:
     def _oldest_waiting(self, default: float) -> float:
         for item in self._inbox:
             if not isinstance(item, _Gap):
-                return item[0].received_at_ns / 1e9
+                return item.ticks[0].received_at_ns / 1e9
         return default
 
     def _process(self, budget: int) -> int:
@@ -289,16 +297,19 @@ class DerivedStreams:
                 for agg in self.aggregators:
                     agg.mark_gap(item.tokens)
                 continue
-            self._queued -= len(item)
-            done += len(item)
-            ticks = (
-                item
-                if type(item[0]) is MarketTick
-                else market_ticks(self._formatter, cast("list[NativeTick]", item))
-            )
-            self.quotes.update(ticks)
+            ticks = item.ticks
+            self._queued -= len(ticks)
+            done += len(ticks)
+            self.quotes.update(ticks, item.records)
+            if type(ticks[0]) is MarketTick:
+                for agg in self.aggregators:
+                    self._send_candles(agg.add_many(ticks))
+                continue
+            # Native ticks: the values their records carry, read in the extension.
+            include_oi = self._include_oi
+            rows = [tick.candle_fields(include_oi) for tick in cast("list[NativeTick]", ticks)]
             for agg in self.aggregators:
-                self._send_candles(agg.add_many(ticks))
+                self._send_candles(agg.add_rows(rows))
         return done
 
     def _drain_inbox(self) -> None:
@@ -322,17 +333,9 @@ class DerivedStreams:
     def _send_quotes(self) -> None:
         producer = self._producer
         assert producer is not None
-        dirty = self.quotes.take_dirty()
-        if not dirty:
-            return
-        now_ns = self._wall_ns()
-        wire = self._quote_wire
-        values = wire.encode_values(dirty, now_ns)
-        headers = wire.headers()
-        for tick, value in zip(dirty, values, strict=True):
-            producer.send(
-                STREAM_QUOTES, self.quotes_topic, wire.key(tick.instrument_token), value, headers
-            )
+        headers = self._quote_headers
+        for record in self.quotes.take_dirty():
+            producer.send(STREAM_QUOTES, self.quotes_topic, record.key, record.value, headers)
 
     def emit(self, event: FeedEvent) -> None:
         """Publish ``event`` on the feed events topic soon (bounded; from the event loop)."""
