@@ -36,7 +36,6 @@ from alphapanda.metrics import catalog
 from alphapanda.metrics.samples import Sample
 from alphapanda.parts import FeedParts
 from alphapanda.pipeline.accounting import DROP_SPOOL_CORRUPT
-from alphapanda.pipeline.spool import Spool
 from alphapanda.pipeline.topics_admin import TopicSetupError, ensure_topic
 from alphapanda.wal.ingest import WalIngest
 
@@ -104,7 +103,7 @@ class MarketFeedService:
             # What a previous run of this instance spooled was either published or is
             # published by the active that took over after it: replaying it would
             # duplicate it (and a standby must not publish).
-            await asyncio.to_thread(_discard_spool, parts.spool)
+            await asyncio.to_thread(parts.spool.discard_pending)
             log.warning(
                 "hot standby: discarded %d spooled messages of a previous run (the group's "
                 "active published what followed its last tick)",
@@ -261,15 +260,6 @@ class MarketFeedService:
         )
         if accounting.imbalance():
             log.error("accounting imbalance of %d ticks (a bug)", accounting.imbalance())
-
-
-def _discard_spool(spool: Spool) -> None:
-    """Move a spool's cursor past everything it holds (hot standby: not replayed)."""
-    while spool.pending:
-        window = spool.read_window(10_000)
-        if not window.messages and not window.lost:
-            break
-        spool.commit_window()
 
 
 class FeedFigures:

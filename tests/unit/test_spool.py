@@ -73,6 +73,22 @@ def test_written_records_survive_a_reopen(tmp_path: Path) -> None:
     again.close()
 
 
+def test_discarded_records_are_not_replayed_also_after_a_reopen(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(spool_module, "SEGMENT_MAX_BYTES", 1000)
+    spool = opened(tmp_path, 1 << 30)
+    assert spool.extend(msg(i) for i in range(25_000)) == 25_000  # several read windows
+    spool.discard_pending()
+    assert spool.pending == 0 and segments(tmp_path) == []
+    spool.extend([msg(-1)])  # what comes after is kept
+    spool.close()
+    again = Spool(tmp_path, 1 << 30)
+    assert again.open() == 1
+    assert again.read_window(10).messages == [msg(-1)]
+    again.close()
+
+
 def test_torn_tail_is_counted_as_lost_and_not_truncated(tmp_path: Path) -> None:
     spool = opened(tmp_path)
     spool.extend(msg(i) for i in range(3))

@@ -560,6 +560,15 @@ class Spool:
             rest -= take
         return records
 
+    def discard_pending(self) -> None:
+        """Move the cursor past everything the spool holds: none of it is replayed (a
+        hot-standby member whose group's active published what followed). Blocking."""
+        while self.pending:
+            window = self.read_window(10_000)
+            if not window.messages and not window.lost:
+                break
+            self.commit_window()
+
     def commit_window(self, count: int | None = None) -> str | None:
         """The first ``count`` records of the last window (all by default) were acked:
         move past them for good. A partial commit is for shutdown, where the rest of
