@@ -118,7 +118,10 @@ class HaView(BaseModel):
     active_since: float | None = Field(None, description="unix time this instance became active")
     epoch: int | None = Field(None, description="leadership epoch held (grows at each change)")
     standby_ready: bool | None = Field(
-        None, description="standby able to take over (warm: its connection streams)"
+        None,
+        description="standby able to take over without a gap (warm: its connections stream "
+        "and the ticks it holds reach back to the newest one the active published; cold: "
+        "its database session to the lease is up)",
     )
     held: int | None = Field(None, description="ticks a warm standby holds for a takeover")
     last_received_at: float | None = Field(None, description="unix time of the newest tick")
