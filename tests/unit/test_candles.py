@@ -120,6 +120,22 @@ def test_timer_closes_after_grace_only() -> None:
     assert agg.next_due() is None
 
 
+def test_timer_closes_a_bar_opened_after_a_later_one() -> None:
+    # The timer skips its scan until the earliest open bar is due: a bar opened later
+    # in an earlier bucket (another instrument, its tick held up) must move that bound.
+    agg = CandleAggregator("5s", grace=0.5)
+    second_bucket = OPEN_NSE + timedelta(seconds=6)
+    agg.add(tick(NSE_TOKEN, second_bucket, 10.0))
+    first_end = (OPEN_NSE + timedelta(seconds=5)).timestamp()
+    assert agg.close_due(first_end + 0.5) == []
+    agg.add(tick(NSE_TOKEN + 256, OPEN_NSE + timedelta(seconds=1), 20.0))
+    (bar,) = agg.close_due(first_end + 0.5)
+    assert bar.instrument_token == NSE_TOKEN + 256
+    (bar,) = agg.close_due(first_end + 5.5)
+    assert bar.instrument_token == NSE_TOKEN
+    assert agg.close_due(first_end + 100) == []
+
+
 def test_late_tick_is_counted_and_never_reopens() -> None:
     agg = CandleAggregator("5s", grace=0.5)
     agg.add(tick(NSE_TOKEN, OPEN_NSE + timedelta(seconds=1), 10.0, 100))

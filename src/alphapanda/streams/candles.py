@@ -113,6 +113,10 @@ class CandleAggregator:
         self.grace = grace
         self._sessions = sessions or SessionTable()
         self._series: dict[int, _Series] = {}
+        # No open bar starts before this (a lower bound): until the close limit reaches
+        # it, ``close_due`` has nothing to scan for (it runs every few ms, on every
+        # instrument otherwise).
+        self._earliest_start = math.inf
         self.ticks_by_source = {SOURCE_EXCHANGE: 0, SOURCE_RECEIVE: 0}
         self.late = 0
         self.emitted = 0
@@ -179,6 +183,8 @@ class CandleAggregator:
                 bar = _Bar(start, price, previous, True)
             series.bar = bar
             series.day = day
+            if start < self._earliest_start:
+                self._earliest_start = start
         if price > bar.high:
             bar.high = price
         if price < bar.low:
@@ -204,11 +210,19 @@ class CandleAggregator:
     def close_due(self, now: float) -> list[Candle]:
         """Close every open bar whose bucket ended ``grace`` seconds or more before ``now``."""
         limit = now - self.grace - self.seconds
-        closed = []
+        closed: list[Candle] = []
+        if limit < self._earliest_start:
+            return closed
+        earliest = math.inf
         for token, series in self._series.items():
             bar = series.bar
-            if bar is not None and bar.start <= limit:
+            if bar is None:
+                continue
+            if bar.start <= limit:
                 closed.append(self._close(token, series))
+            elif bar.start < earliest:
+                earliest = bar.start
+        self._earliest_start = earliest
         return closed
 
     def next_due(self) -> float | None:
