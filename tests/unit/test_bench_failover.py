@@ -6,8 +6,17 @@ from __future__ import annotations
 
 import pytest
 
-from alphapanda.bench.failover import FencingPhase, fencing_lines
-from alphapanda.bench.harness import StreamLedger
+from alphapanda.bench.failover import (
+    KILL,
+    PAUSE,
+    FailoverResult,
+    FencingPhase,
+    Takeover,
+    fencing_lines,
+    summary_lines,
+)
+from alphapanda.bench.harness import LedgerFigures, StreamLedger
+from alphapanda.ha.controller import EXIT_DEPOSED
 
 
 def test_the_fencing_report_compares_the_median_of_each_mode() -> None:
@@ -33,3 +42,28 @@ def test_delay_percentiles_need_the_delays_kept() -> None:
     with pytest.raises(RuntimeError, match="keep_delays"):
         StreamLedger("127.0.0.1:9", "t").delay_percentiles_ms(0.5)
     assert StreamLedger("127.0.0.1:9", "t", keep_delays=True).delay_percentiles_ms(0.5) == [0.0]
+
+
+def _result(fault: str, *takeovers: Takeover) -> FailoverResult:
+    return FailoverResult(fault, 3000, list(takeovers), LedgerFigures(consumed=900), 900)
+
+
+def test_a_paused_active_that_does_not_exit_deposed_fails_the_run() -> None:
+    deposed = Takeover("a", 2.5, 2.7, 0, EXIT_DEPOSED)
+    assert _result(PAUSE, deposed).passed
+    lines = summary_lines(_result(PAUSE, deposed))
+    assert lines[0].startswith("failover-pause: 1 SIGSTOPs (paused, resumed after) of the active")
+    assert "lease 3000 ms" in lines[0] and lines[1].startswith("  pause -> publishing: min 2.70 s")
+    assert any(line.endswith(f"exited with: {EXIT_DEPOSED} (75 = deposed)") for line in lines)
+    # Still running a minute after it was resumed (killed), or exited otherwise: a failure.
+    assert not _result(PAUSE, deposed, Takeover("b", 2.5, 2.7, 0, None)).passed
+    assert not _result(PAUSE, Takeover("b", 2.5, 2.7, 0, 0)).passed
+
+
+def test_a_takeover_slower_than_three_seconds_fails_the_run() -> None:
+    assert _result(KILL, Takeover("a", 1.0, 1.4, 0)).passed
+    assert not _result(KILL, Takeover("a", 1.0, 3.1, 0)).passed
+    assert not _result(PAUSE, Takeover("a", 3.0, 3.4, 0, EXIT_DEPOSED)).passed
+    assert summary_lines(_result(KILL, Takeover("a", 1.0, 1.4, 0)))[0].startswith(
+        "failover: 1 SIGKILLs of the active"
+    )

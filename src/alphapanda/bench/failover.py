@@ -1,12 +1,20 @@
-"""The ``failover`` chaos fault: SIGKILL of the active feed of a hot-standby group.
+"""The ``failover`` chaos faults: the active feed of a hot-standby group dies.
 
 Two ``alphapanda feed`` processes in one group (warm standby) stream from the simulator
 into the broker of the settings (a topic prefix of their own). ``kills`` times, the
-active one is SIGKILLed at a random moment; the benchmark measures how long the other
-takes to publish (from the kill to its first published tick, read from its /metrics
-every 20 ms, so the figure is exact to that), then restarts the killed one as the new
-standby. The volume ledger follows the topic (read_committed) throughout: gaps are
-ticks missing across takeovers, duplicates or reordering would be the fencing failing.
+active one is hit at a random moment; the benchmark measures how long the other takes
+to publish (from the fault to its first published tick, read from its /metrics every
+20 ms, so the figure is exact to that), then restarts the hit one as the new standby.
+The volume ledger follows the topic (read_committed) throughout: gaps are ticks missing
+across takeovers, duplicates or reordering would be the fencing failing.
+
+``failover`` SIGKILLs the active: the operating system closes its database session at
+once, which frees the lease. ``failover-pause`` SIGSTOPs it instead: its sockets stay
+open and nothing answers on them, which is what the database, the broker and Kite see of
+a host cut off from the network, so the lease is freed only when the database ends the
+idle session (``ALPHAPANDA_HA__LEASE_MS`` after the last renewal). After the takeover the
+paused one is resumed and must exit by itself, deposed (exit code 75), without a record
+a read_committed consumer sees; then it is restarted as the standby.
 """
 
 from __future__ import annotations
@@ -24,22 +32,32 @@ from pathlib import Path
 
 from alphapanda.bench.feedkill import _Feed
 from alphapanda.bench.harness import LedgerFigures, SimProcess, StreamLedger
+from alphapanda.ha.controller import EXIT_DEPOSED
 from alphapanda.settings import Settings
 from alphapanda.sim.config import SimConfig
+
+#: The faults: SIGKILL of the active, or SIGSTOP (resumed after the takeover).
+KILL = "failover"
+PAUSE = "failover-pause"
 
 
 @dataclass
 class Takeover:
-    """One SIGKILL of the active and what it cost."""
+    """One fault of the active and what it cost."""
 
     killed: str
-    to_active_seconds: float  # kill -> the standby reports itself active
-    to_publish_seconds: float  # kill -> the standby's first published tick
+    to_active_seconds: float  # fault -> the standby reports itself active
+    to_publish_seconds: float  # fault -> the standby's first published tick
     gaps: int  # ledger gaps that appeared around this takeover
+    # failover-pause: the paused active's exit code once resumed (75: deposed; None:
+    # it did not exit within a minute and was killed).
+    resumed_exit: int | None = None
 
 
 @dataclass
 class FailoverResult:
+    fault: str
+    lease_ms: int
     takeovers: list[Takeover]
     ledger: LedgerFigures
     sent: int
@@ -57,6 +75,7 @@ class FailoverResult:
             and self.ledger.undecodable == 0
             and self.ledger.gaps == 0
             and all(t.to_publish_seconds <= 3.0 for t in self.takeovers)
+            and all(t.resumed_exit == EXIT_DEPOSED for t in self.takeovers if self.fault == PAUSE)
         )
 
 
@@ -80,6 +99,10 @@ def _group_env(
         ALPHAPANDA_DATABASE__URL=base.database.url.get_secret_value(),
         ALPHAPANDA_METRICS__NAMESPACE=namespace,
         ALPHAPANDA_HA__GROUP=group,
+        # The lease and the standby's poll as the bench was told (they set the
+        # takeover time after a pause).
+        ALPHAPANDA_HA__LEASE_MS=str(base.ha.lease_ms),
+        ALPHAPANDA_HA__POLL_MS=str(base.ha.poll_ms),
     )
     return env
 
@@ -97,8 +120,11 @@ async def run_failover(
     kills: int = 10,
     rate: float = 5000.0,
     seed: int | None = None,
+    fault: str = KILL,
     on_takeover: Callable[[Takeover], None] | None = None,
 ) -> FailoverResult:
+    if fault not in (KILL, PAUSE):
+        raise ValueError(f"unknown failover fault {fault!r}")
     rng = random.Random(seed)
     workdir = Path(tempfile.mkdtemp(prefix="alphapanda-failover-"))
     run = uuid.uuid4().hex[:8]
@@ -141,7 +167,10 @@ async def run_failover(
                 gaps_before = ledger.figures().gaps
                 published_before = await _figure(feeds[standby], "ticks_published_total")
                 killed_at = time.monotonic()
-                await feeds[active].kill()
+                if fault == PAUSE:
+                    feeds[active].pause()
+                else:
+                    await feeds[active].kill()
                 to_active = to_publish = 0.0
                 while True:
                     figures = {}
@@ -158,6 +187,10 @@ async def run_failover(
                     if now > 60:
                         raise TimeoutError("no takeover within 60 s")
                     await asyncio.sleep(0.02)
+                resumed_exit = None
+                if fault == PAUSE:
+                    # Awake again, it must find itself deposed and exit, fenced.
+                    resumed_exit = await feeds[active].resume_until_exit()
                 await feeds[active].start()
                 await feeds[active].until(
                     lambda m: (
@@ -167,7 +200,11 @@ async def run_failover(
                 )
                 await asyncio.sleep(1.0)  # the ledger catches up
                 takeover = Takeover(
-                    active, to_active, to_publish, ledger.figures().gaps - gaps_before
+                    active,
+                    to_active,
+                    to_publish,
+                    ledger.figures().gaps - gaps_before,
+                    resumed_exit,
                 )
                 takeovers.append(takeover)
                 if on_takeover is not None:
@@ -187,6 +224,8 @@ async def run_failover(
                 await asyncio.sleep(0.2)
             ledger.stop()
             return FailoverResult(
+                fault,
+                base.ha.lease_ms,
                 takeovers,
                 ledger.figures(),
                 int(stats["total_ticks_sent"]),
@@ -203,10 +242,12 @@ async def run_failover(
 
 def summary_lines(result: FailoverResult) -> list[str]:
     times = sorted(t.to_publish_seconds for t in result.takeovers)
+    what = "SIGSTOPs (paused, resumed after)" if result.fault == PAUSE else "SIGKILLs"
     lines = [
-        f"failover: {len(result.takeovers)} SIGKILLs of the active; simulator sent "
-        f"{result.sent:,}, consumed {result.ledger.consumed:,} (read_committed)",
-        "  kill -> publishing: "
+        f"{result.fault}: {len(result.takeovers)} {what} of the active, lease "
+        f"{result.lease_ms} ms; simulator sent {result.sent:,}, consumed "
+        f"{result.ledger.consumed:,} (read_committed)",
+        f"  {'pause' if result.fault == PAUSE else 'kill'} -> publishing: "
         + (
             f"min {times[0]:.2f} s, median {times[len(times) // 2]:.2f} s, max {times[-1]:.2f} s"
             if times
@@ -225,6 +266,15 @@ def summary_lines(result: FailoverResult) -> list[str]:
             + ")"
             if result.miscounted
             else ""
+        ),
+        *(
+            [
+                "  resumed after the takeover, the paused active exited with: "
+                + ", ".join(str(t.resumed_exit) for t in result.takeovers)
+                + f" ({EXIT_DEPOSED} = deposed)"
+            ]
+            if result.fault == PAUSE
+            else []
         ),
         *result.notes,
         "PASS" if result.passed else "FAIL",

@@ -137,6 +137,24 @@ class _Feed:
         self.proc.send_signal(signal.SIGKILL)
         await self.proc.wait()
 
+    def pause(self) -> None:
+        """SIGSTOP: the process holds its sockets but answers nothing (to the database,
+        the broker and Kite, like a host cut off from the network)."""
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGSTOP)
+
+    async def resume_until_exit(self, within: float = 60) -> int | None:
+        """SIGCONT, then its exit code once it exits by itself (None: it did not, and
+        was killed)."""
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGCONT)
+        try:
+            async with asyncio.timeout(within):
+                return await self.proc.wait()
+        except TimeoutError:
+            await self.kill()
+            return None
+
     async def stop(self) -> int:
         assert self.proc is not None
         if self.proc.returncode is None:

@@ -256,8 +256,9 @@ def chaos(
             help="Faults to run, comma-separated, in this order: kill, pause, drops, "
             "malformed, stall, redis, token, diskfull, spoolcorrupt, twoprocs, flap, fatal "
             "(diskfull needs root: it mounts a small tmpfs for the spool); feedkill (a feed "
-            "process killed with SIGKILL 10 times) and failover (the active of a hot-standby "
-            "pair killed 10 times) run last. "
+            "process killed with SIGKILL 10 times), failover (the active of a hot-standby "
+            "pair killed 10 times) and failover-pause (that active paused with SIGSTOP, as a "
+            "host cut off from the network looks, and resumed after the takeover) run last. "
             "[default: kill,pause,drops,malformed,stall,redis,token]",
             show_default=False,
         ),
@@ -286,13 +287,13 @@ def chaos(
     # feedkill SIGKILLs the feed process, so it runs with a feed of its own (see
     # alphapanda.bench.feedkill), after the faults that share the in-process feed.
     feedkill = "feedkill" in names
-    failover = "failover" in names
-    names = [name for name in names if name not in ("feedkill", "failover")]
+    failovers = [name for name in names if name in ("failover", "failover-pause")]
+    failover = bool(failovers)
+    names = [name for name in names if name != "feedkill" and name not in failovers]
     if (feedkill or failover) and not names:
         if feedkill:
             _feedkill(ctx, console, rate, exit_on_failure=not failover)
-        if failover:
-            _failover(ctx, console, rate)
+        _failovers(ctx, console, rate, failovers)
         return
     try:
         result = asyncio.run(
@@ -316,8 +317,7 @@ def chaos(
         console.print(line, highlight=False)
     if feedkill:
         _feedkill(ctx, console, rate, failed=not result.passed, exit_on_failure=not failover)
-    if failover:
-        _failover(ctx, console, rate)
+    _failovers(ctx, console, rate, failovers)
     if not result.passed:
         raise typer.Exit(1)
 
@@ -352,23 +352,35 @@ def fencing(
         console.print(line, highlight=False)
 
 
-def _failover(ctx: typer.Context, console: Console, rate: float) -> None:
-    """The ``failover`` fault: 10 SIGKILLs of the active of a hot-standby pair."""
+def _failovers(ctx: typer.Context, console: Console, rate: float, faults: list[str]) -> None:
+    """The ``failover`` faults, in order: 10 SIGKILLs (``failover``) or SIGSTOPs
+    (``failover-pause``) of the active of a hot-standby pair. Exit code 1 if one failed."""
     from alphapanda.bench.failover import run_failover
     from alphapanda.bench.failover import summary_lines as failover_lines
 
-    def show(takeover: Any) -> None:
-        console.print(
-            f"failover: killed {takeover.killed}; the standby was active after "
-            f"{takeover.to_active_seconds:.2f} s and published after "
-            f"{takeover.to_publish_seconds:.2f} s; ledger gaps {takeover.gaps}",
-            highlight=False,
-        )
+    failed = False
+    for fault in faults:
 
-    result = asyncio.run(run_failover(settings_from(ctx), rate=rate, on_takeover=show))
-    for line in failover_lines(result):
-        console.print(line, highlight=False)
-    if not result.passed:
+        def show(takeover: Any, fault: str = fault) -> None:
+            resumed = (
+                f"; resumed, it exited with {takeover.resumed_exit}"
+                if takeover.resumed_exit is not None or fault == "failover-pause"
+                else ""
+            )
+            console.print(
+                f"{fault}: hit {takeover.killed}; the standby was active after "
+                f"{takeover.to_active_seconds:.2f} s and published after "
+                f"{takeover.to_publish_seconds:.2f} s; ledger gaps {takeover.gaps}{resumed}",
+                highlight=False,
+            )
+
+        result = asyncio.run(
+            run_failover(settings_from(ctx), rate=rate, fault=fault, on_takeover=show)
+        )
+        for line in failover_lines(result):
+            console.print(line, highlight=False)
+        failed = failed or not result.passed
+    if failed:
         raise typer.Exit(1)
 
 
