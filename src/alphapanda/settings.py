@@ -329,8 +329,10 @@ class HaSettings(_Group):
     # a feed event); auto: warm when the key's connections leave room for it.
     standby: Literal["auto", "warm", "cold"] = "auto"
     # Leadership lease: an active that has not renewed it for this long (paused, cut
-    # off from the database) loses it. SIGKILL frees it at once.
-    lease_ms: int = Field(3000, ge=200)
+    # off from the database) loses it. SIGKILL frees it at once. It bounds the takeover
+    # after a host is cut off (one lease + the takeover: under 3 s with 1.5 s); the
+    # active deposes itself if it could not renew for 3/4 of it.
+    lease_ms: int = Field(1500, ge=200)
     # How often a standby tries to take the lease.
     poll_ms: int = Field(200, ge=20)
     # transactions: the ticks are written in Kafka transactions, so a deposed active
