@@ -191,6 +191,8 @@ def build(settings: Settings, overrides: Overrides | None = None) -> FeedParts:
         frame_log=wal,
         clock=clock,
     )
+    if wal is not None:
+        wal.instruments = client.subscriptions
     csv = CsvInstrumentSource(feed.instruments_csv, feed.mode, settings.kite.capacity)
     registry = overrides.registry
     from_registry = RegistryInstruments(registry, csv) if registry is not None else None

@@ -379,3 +379,16 @@ async def test_sigkill_while_spooling_then_restart_spool_and_wal_give_exactly_on
     start = datetime.fromisoformat(str(crash["start"]))
     end = datetime.fromisoformat(str(crash["end"]))
     assert first <= start <= end <= last
+    # The restart's hole: from the killed run's last frame to run 2's first one.
+    topic = TopicNames.market_feed_events(prefix)
+    raw = await asyncio.to_thread(read_raw, SHARED_KAFKA, topic)
+    gaps = [
+        data
+        for data in (json.loads(r.value)["data"] for r in raw if r.key == b"feed")
+        if data["kind"] == "gap"
+    ]
+    (gap,) = gaps
+    assert gap["reason"] == "feed restarted after a crash"
+    assert datetime.fromisoformat(str(gap["start"])) == last
+    assert datetime.fromisoformat(str(gap["end"])) > last
+    assert gap["instruments"] and set(gap["instruments"]) <= {r.instrument_token for r in records}

@@ -16,11 +16,12 @@ from typing import Any
 
 import pytest
 
+from alphapanda.consumer.gaps import GapTracker
 from alphapanda.pipeline.accounting import Accounting
 from alphapanda.pipeline.buffer import TickBuffer
 from alphapanda.pipeline.wire import WireEncoder
 from alphapanda.settings import Settings
-from alphapanda.streams.records import CRASH_RECOVERY, FeedEvent, ns_to_datetime
+from alphapanda.streams.records import CRASH_RECOVERY, GAP, FeedEvent, ns_to_datetime
 from alphapanda.testing import VirtualClock, eventually
 from alphapanda.wal.ingest import WalIngest
 from alphapanda.wal.recovery import (
@@ -211,3 +212,68 @@ async def test_without_derived_streams_nothing_is_emitted(
     handle = await running(_tails({}), None)
     await eventually(handle.ingest.recovered.is_set, what="recovery done")
     assert handle.ingest.counts.wal_recovered == 7
+
+
+# -- the restart gap ---------------------------------------------------------------------
+
+
+def _gaps(emitted: list[FeedEvent]) -> list[FeedEvent]:
+    return [event for event in emitted if event.kind == GAP]
+
+
+async def test_the_first_frame_after_a_crash_closes_a_gap_from_the_last_frame_logged(
+    tmp_path: Path, running: Callable[..., Any]
+) -> None:
+    _write_segment(tmp_path / "wal", torn=True)
+    emitted: list[FeedEvent] = []
+    handle = await running(_tails({A: (300, 0), B: (300, 0)}), emitted)
+    handle.ingest.instruments = lambda: {B: "full", A: "ltp"}
+    await eventually(handle.ingest.recovered.is_set, what="recovery done")
+    assert _gaps(emitted) == []  # this run has not received anything yet
+    first = handle.ingest.append(0, WAL[0].frame)
+    handle.ingest.append(0, WAL[1].frame)
+    (gap,) = _gaps(emitted)
+    # From the crashed run's last frame (300; the torn record after it never counted)
+    # to this run's first: no subscribed instrument could have been received in between.
+    assert (gap.start, gap.end) == (ns_to_datetime(300), ns_to_datetime(first))
+    assert gap.instruments == [A, B] and gap.key == b"feed"
+    assert gap.reason == "feed restarted after a crash"
+
+
+async def test_a_frame_received_while_recovery_runs_closes_the_gap_when_it_ends(
+    tmp_path: Path, running: Callable[..., Any]
+) -> None:
+    # Everything was resolved before the crash: the watermark dates the last frame.
+    _write_segment(tmp_path / "wal")
+    write_watermark(tmp_path / "wal", WAL[-1].received_at_ns)
+    emitted: list[FeedEvent] = []
+    handle = await running(_tails({}), emitted)
+    first = handle.ingest.append(0, WAL[0].frame)  # before the recovery task ran
+    await eventually(handle.ingest.recovered.is_set, what="recovery done")
+    (gap,) = emitted  # and no crash_recovery: nothing to recover
+    assert gap.kind == GAP and gap.start == ns_to_datetime(WAL[-1].received_at_ns)
+    assert gap.end == ns_to_datetime(first) and gap.instruments == []
+
+
+async def test_after_a_clean_stop_there_is_no_restart_gap(
+    tmp_path: Path, running: Callable[..., Any]
+) -> None:
+    # A clean stop leaves an empty log: the feed_stopped event told the strategies.
+    emitted: list[FeedEvent] = []
+    handle = await running(_tails({}), emitted)
+    await eventually(handle.ingest.recovered.is_set, what="recovery done")
+    handle.ingest.append(0, WAL[0].frame)
+    assert emitted == []
+
+
+def test_the_sdk_s_gap_tracker_records_the_restart_gap() -> None:
+    tracker = GapTracker()
+    start, end = ns_to_datetime(NOW_NS - 5 * 10**9), ns_to_datetime(NOW_NS)
+    tracker.observe(
+        FeedEvent(
+            GAP, end, reason="feed restarted after a crash", instruments=[A], start=start, end=end
+        )
+    )
+    assert tracker.gaps(A) == [(start, end)] and tracker.gaps(B) == []
+    # A one-minute candle that started before the crash overlaps the hole.
+    assert tracker.overlaps(A, ns_to_datetime(NOW_NS - 60 * 10**9), ns_to_datetime(NOW_NS))

@@ -15,7 +15,10 @@ Start-up, before any tick of this run is decoded:
 
 When recovery read anything past the watermark, or when it is abandoned because the
 feed stops before the broker answered, a ``crash_recovery`` feed event says so through
-``emit`` (the derived streams' ``emit``; none when they are off).
+``emit`` (the derived streams' ``emit``; none when they are off). A log left by an
+earlier run (a clean stop leaves it empty) also dates that run's last frame, so once this
+run's first frame is logged a ``gap`` event names the interval in between, in which no
+subscribed instrument could have been received.
 
 Then, until the feed stops: retention. Acks reach ``resolved()`` through the
 producer's ack listener; a moment when the tick path holds nothing (``in_flight == 0``)
@@ -28,7 +31,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterable, Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import Final
@@ -42,7 +45,7 @@ from alphapanda.pipeline.accounting import SOURCE_WAL, Accounting
 from alphapanda.pipeline.buffer import TickBuffer
 from alphapanda.pipeline.wire import WireEncoder
 from alphapanda.settings import Settings
-from alphapanda.streams.records import FeedEvent, ns_to_datetime
+from alphapanda.streams.records import GAP, FeedEvent, ns_to_datetime
 from alphapanda.wal.log import WriteAheadLog
 from alphapanda.wal.recovery import (
     RecoveryCounts,
@@ -125,6 +128,12 @@ class WalIngest:
         # (the publisher replays an earlier run's spool only after those ticks).
         self.on_recovered: Callable[[], Awaitable[None]] | None = None
         self._deferred: list[Tick] = []
+        # The instruments this run streams (set by ``build``): the restart gap's.
+        self.instruments: Callable[[], Iterable[int]] = tuple
+        # Receive times of the earlier run's last frame (set by recovery) and of this
+        # run's first frame: the restart gap, announced once both are known.
+        self._restart_gap_start_ns = 0
+        self._first_frame_ns = 0
 
     # -- FrameLog (the socket readers' side) ----------------------------------------------
 
@@ -133,7 +142,11 @@ class WalIngest:
         return self._holding
 
     def append(self, shard: int, frame: bytes) -> int:
-        return self.wal.append(shard, frame)
+        received_at_ns = self.wal.append(shard, frame)
+        if not self._first_frame_ns:
+            self._first_frame_ns = received_at_ns
+            self._announce_restart_gap()
+        return received_at_ns
 
     async def hold(self, received_at_ns: int, frame: bytes) -> None:
         self._held.append((received_at_ns, frame))
@@ -259,6 +272,7 @@ class WalIngest:
             decode=self._decode,
         )
         report = self.read_report
+        last_frame_ns = 0
         for first_ns, path in self._old_segments:
             try:
                 data = await asyncio.to_thread(path.read_bytes)
@@ -267,6 +281,7 @@ class WalIngest:
                 continue
             corrupt_before = len(report.corrupt)
             for frame in parse_segment(data, path.name, report, watermark):
+                last_frame_ns = frame.received_at_ns
                 deferred_before = len(selector.deferred)
                 ticks = selector.select(frame.received_at_ns, frame.frame)
                 kept = len(ticks) + len(selector.deferred) - deferred_before
@@ -303,7 +318,27 @@ class WalIngest:
         )
         if self.counts.found_anything:
             self._announce(crash_recovery_event(self.counts, self._now()))
+        # Frames are logged in receive order: the last one read, or (all resolved) the
+        # watermark, is when the earlier run last received anything.
+        self._restart_gap_start_ns = max(last_frame_ns, watermark)
+        self._announce_restart_gap()
         return True
+
+    def _announce_restart_gap(self) -> None:
+        start, end = self._restart_gap_start_ns, self._first_frame_ns
+        if not (start and end):
+            return
+        self._restart_gap_start_ns = 0
+        self._announce(
+            FeedEvent(
+                GAP,
+                ns_to_datetime(end),
+                reason="feed restarted after a crash",
+                instruments=sorted(self.instruments()),
+                start=ns_to_datetime(start),
+                end=ns_to_datetime(max(start, end)),
+            )
+        )
 
     def _now(self) -> datetime:
         return ns_to_datetime(self._wall_ns())
