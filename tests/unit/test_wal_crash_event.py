@@ -92,6 +92,12 @@ def _write_segment(wal_dir: Path, *, torn: bool = False) -> None:
     (wal_dir / segment_name(WAL[0].received_at_ns)).write_bytes(data)
 
 
+def _resolved_log(wal_dir: Path) -> None:
+    # Segments left (a crash), but the watermark says every frame was resolved.
+    _write_segment(wal_dir)
+    write_watermark(wal_dir, WAL[-1].received_at_ns)
+
+
 def _tails(positions: dict[int, Position]) -> Callable[..., TailReport]:
     def read(config: dict[str, Any], topic: str, **_: object) -> TailReport:
         return TailReport(positions=dict(positions), records=len(positions))
@@ -180,9 +186,7 @@ async def test_an_empty_log_emits_nothing(tmp_path: Path, running: Callable[...,
 async def test_a_log_resolved_up_to_its_last_frame_emits_nothing(
     tmp_path: Path, running: Callable[..., Any]
 ) -> None:
-    # Segments left, but the watermark says every frame in them was resolved.
-    _write_segment(tmp_path / "wal")
-    write_watermark(tmp_path / "wal", WAL[-1].received_at_ns)
+    _resolved_log(tmp_path / "wal")
     emitted: list[FeedEvent] = []
     handle = await running(_tails({}), emitted)
     await eventually(handle.ingest.recovered.is_set, what="recovery done")
@@ -244,8 +248,7 @@ async def test_a_frame_received_while_recovery_runs_closes_the_gap_when_it_ends(
     tmp_path: Path, running: Callable[..., Any]
 ) -> None:
     # Everything was resolved before the crash: the watermark dates the last frame.
-    _write_segment(tmp_path / "wal")
-    write_watermark(tmp_path / "wal", WAL[-1].received_at_ns)
+    _resolved_log(tmp_path / "wal")
     emitted: list[FeedEvent] = []
     handle = await running(_tails({}), emitted)
     first = handle.ingest.append(0, WAL[0].frame)  # before the recovery task ran
