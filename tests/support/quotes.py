@@ -21,5 +21,4 @@ def records_for(ticks: list[MarketTick], emitted_at_ns: int = 0) -> list[Encoded
 
 
 def update(quotes: LatestQuotes, ticks: Iterable[MarketTick]) -> None:
-    batch = list(ticks)
-    quotes.update(batch, records_for(batch))
+    quotes.update(records_for(list(ticks)))

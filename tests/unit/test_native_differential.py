@@ -23,7 +23,7 @@ from alphapanda.kite.protocol import Tick, decode_message
 from alphapanda.kite.protocol.encoder import encode_message, encode_tick
 from alphapanda.pipeline.accounting import Accounting
 from alphapanda.pipeline.formatter import TickFormatter, format_all
-from alphapanda.pipeline.hotpath import FrameRecordBuilder, HotPath, load_native, market_ticks
+from alphapanda.pipeline.hotpath import FrameRecordBuilder, HotPath, load_native
 from alphapanda.pipeline.publisher import RecordBuilder
 from alphapanda.pipeline.wire import WireEncoder
 from alphapanda.settings import Settings
@@ -197,27 +197,6 @@ def test_python_frame_encoder_is_today_s_pipeline() -> None:
 # -- the derived streams on the native path ---------------------------------------------
 
 frame_runs = st.lists(st.tuples(frames(), received_times), min_size=1, max_size=4)
-
-
-@requires_native
-@settings(max_examples=300, deadline=None)
-@given(runs=frame_runs, include_depth=st.booleans(), include_oi=st.booleans())
-def test_native_ticks_format_to_the_python_path_s_market_ticks(
-    runs: list[tuple[bytes, int]], include_depth: bool, include_oi: bool
-) -> None:
-    # One batch of several frames (as the buffer hands them over), malformed ones too.
-    hot_path = HotPath(native)
-    batch = [tick for frame, received in runs for tick in hot_path.decode(frame, received).ticks]
-    reference = TickFormatter(include_depth=include_depth, include_oi=include_oi)
-    expected = [
-        market_tick
-        for frame, received in runs
-        for market_tick in format_all(reference, decode_message(frame, received).ticks)
-    ]
-    formatter = TickFormatter(include_depth=include_depth, include_oi=include_oi)
-    got = market_ticks(formatter, cast("list[NativeTick]", batch))
-    assert got == expected
-    assert formatter.malformed_by_instrument() == reference.malformed_by_instrument()
 
 
 @requires_native

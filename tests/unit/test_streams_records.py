@@ -104,11 +104,11 @@ def test_latest_quotes_conflate_per_instrument() -> None:
         [tick(NSE_TOKEN, OPEN_NSE, 1.0), tick(NSE_TOKEN, OPEN_NSE, 2.0), tick(7, OPEN_NSE, 3.0)],
     )
     latest = [tick(NSE_TOKEN, OPEN_NSE, 4.0)]
-    quotes.update(latest, records := records_for(latest))
+    quotes.update(records := records_for(latest))
     # What is written is each instrument's latest market.ticks record itself.
     dirty = {int(r.key): json.loads(r.value)["data"]["last_price"] for r in quotes.take_dirty()}
     assert dirty == {NSE_TOKEN: 4.0, 7: 3.0}
-    quotes.update(latest, records)
+    quotes.update(records)
     assert quotes.take_dirty() == records
     assert quotes.conflated == 2 and quotes.updates == 5
     assert quotes.take_dirty() == []  # nothing changed since

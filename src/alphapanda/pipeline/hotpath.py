@@ -21,8 +21,7 @@ for the benchmarks and the differential tests.
 
 The derived streams (candles, latest quotes) get each batch with its records. On the
 native path the batch is ``NativeTick``s: candles read ``NativeTick.candle_fields`` (the
-values the record carries), and ``market_ticks`` formats a tick as the Python path
-would when a quote is asked for on the API.
+values the record carries); latest quotes keep the records as they are.
 """
 
 from __future__ import annotations
@@ -33,7 +32,6 @@ from types import ModuleType
 from typing import TYPE_CHECKING, Literal, NamedTuple, TypeAlias, cast
 
 from alphapanda.kite.protocol import DecodedMessage, SkippedPacket, Tick, decode_message
-from alphapanda.kite.protocol.encoder import encode_message
 from alphapanda.market_tick import MarketTick
 from alphapanda.metrics import catalog
 from alphapanda.metrics.samples import Sample
@@ -45,9 +43,6 @@ if TYPE_CHECKING:
     from alphapanda._native import NativeTick
 
 log = logging.getLogger(__name__)
-
-# A Kite message holds at most this many packets (its count is a uint16).
-_MAX_PACKETS = 0xFFFF
 
 HotPathSetting = Literal["auto", "native", "python"]
 HotPathImpl = Literal["native", "python"]
@@ -142,29 +137,6 @@ def encode_native_ticks(
         record._replace(headers=position(int(record.key), record.received_at_ns))
         for record in cast("list[EncodedMessage]", records)
     ]
-
-
-def market_ticks(formatter: TickFormatter, ticks: Sequence[NativeTick]) -> list[MarketTick]:
-    """The ``MarketTick``s the Python path formats from the same packets, in order.
-
-    Each run of ticks that share a receive time (a frame, or part of one) is framed
-    again and decoded and formatted by the reference, so the derived streams see exactly
-    what they see on the Python path. ``formatter`` should be the caller's own: the
-    feed's formatter has already counted these ticks (and their malformed fields).
-    """
-    out: list[MarketTick] = []
-    start = 0
-    n = len(ticks)
-    while start < n:
-        received_at_ns = ticks[start].received_at_ns
-        end = start + 1
-        limit = min(n, start + _MAX_PACKETS)
-        while end < limit and ticks[end].received_at_ns == received_at_ns:
-            end += 1
-        frame = encode_message([tick.packet for tick in ticks[start:end]])
-        out.extend(format_all(formatter, decode_message(frame, received_at_ns).ticks))
-        start = end
-    return out
 
 
 class FrameRecords(NamedTuple):

@@ -140,9 +140,7 @@ class DerivedStreams:
         charted = "1m" if "1m" in self.candle_topics else self.aggregators[0].interval
         self.history = CandleHistory(charted)
         self.charted = next(a for a in self.aggregators if a.interval == charted)
-        self.quotes = LatestQuotes(
-            include_depth=settings.feed.include_depth, include_oi=settings.feed.include_oi
-        )
+        self.quotes = LatestQuotes()
         self.tracker = FeedEventTracker()
         # A quote record is the tick's own market.ticks record, sent with the headers
         # every record carries (not the tick topic's per-record position header).
@@ -300,7 +298,7 @@ class DerivedStreams:
             ticks = item.ticks
             self._queued -= len(ticks)
             done += len(ticks)
-            self.quotes.update(ticks, item.records)
+            self.quotes.update(item.records)
             if type(ticks[0]) is MarketTick:
                 for agg in self.aggregators:
                     self._send_candles(agg.add_many(ticks))
