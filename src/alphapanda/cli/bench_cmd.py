@@ -364,7 +364,7 @@ def _failovers(ctx: typer.Context, console: Console, rate: float, faults: list[s
         def show(takeover: Any, fault: str = fault) -> None:
             resumed = (
                 f"; resumed, it exited with {takeover.resumed_exit}"
-                if takeover.resumed_exit is not None or fault == "failover-pause"
+                if fault == "failover-pause"
                 else ""
             )
             console.print(
