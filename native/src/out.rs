@@ -23,8 +23,8 @@ fn hex(buf: &mut Vec<u8>, value: u64, width: usize) {
     }
 }
 
-/// The event id: UUIDv7-shaped, as ``WireEncoder.next_id`` builds it.
-fn event_id(buf: &mut Vec<u8>, emitted_at_ns: i64, id_mid: &str, seq: u64) {
+/// The event id up to its sequence: UUIDv7-shaped, as ``WireEncoder.next_id`` builds it.
+fn event_id_head(buf: &mut Vec<u8>, emitted_at_ns: i64, id_mid: &str) {
     let ms = emitted_at_ns.div_euclid(1_000_000) as u64;
     hex(buf, ms >> 16, 8);
     buf.push(b'-');
@@ -32,22 +32,76 @@ fn event_id(buf: &mut Vec<u8>, emitted_at_ns: i64, id_mid: &str, seq: u64) {
     buf.push(b'-');
     buf.extend_from_slice(id_mid.as_bytes());
     buf.push(b'-');
+}
+
+fn event_id(buf: &mut Vec<u8>, emitted_at_ns: i64, id_mid: &str, seq: u64) {
+    event_id_head(buf, emitted_at_ns, id_mid);
     hex(buf, seq, 12);
 }
 
-fn uint(buf: &mut Vec<u8>, value: u64) {
-    let mut digits = [0u8; 20];
-    let mut i = 20;
-    let mut n = value;
-    loop {
-        i -= 1;
-        digits[i] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
+/// Bytes rendered for one key, reused while the key repeats: within a batch the emit
+/// time is the same for every record, a frame's receive time for each of its packets,
+/// and exchange times repeat across the packets of a frame.
+#[derive(Default)]
+struct Memo {
+    key: Option<i64>,
+    bytes: Vec<u8>,
+}
+
+impl Memo {
+    fn put(&mut self, buf: &mut Vec<u8>, key: i64, render: impl FnOnce(&mut Vec<u8>)) {
+        if self.key != Some(key) {
+            self.bytes.clear();
+            render(&mut self.bytes);
+            self.key = Some(key);
         }
+        buf.extend_from_slice(&self.bytes);
     }
-    buf.extend_from_slice(&digits[i..]);
+}
+
+/// What `json_event` keeps between the records of one batch.
+#[derive(Default)]
+pub struct JsonMemo {
+    head: Memo,
+    emitted: Memo,
+    received: Memo,
+    exchange: Memo,
+    last_trade: Memo,
+}
+
+/// Two decimal digits per step, from a table ("00" to "99"), as the `itoa` crate does.
+const DIGIT_PAIRS: &[u8; 200] = b"0001020304050607080910111213141516171819\
+2021222324252627282930313233343536373839\
+4041424344454647484950515253545556575859\
+6061626364656667686970717273747576777879\
+8081828384858687888990919293949596979899";
+
+/// Written in place at the end of ``buf`` (no intermediate copy: a variable-length copy
+/// is a call to ``memmove``, which cost more than the digits themselves).
+fn uint(buf: &mut Vec<u8>, value: u64) {
+    let len = value.checked_ilog10().map_or(1, |log| log as usize + 1);
+    buf.reserve(len);
+    let start = buf.len();
+    let digits = &mut buf.spare_capacity_mut()[..len];
+    let mut n = value;
+    let mut i = len;
+    while n >= 100 {
+        let pair = (n % 100) as usize * 2;
+        n /= 100;
+        i -= 2;
+        digits[i].write(DIGIT_PAIRS[pair]);
+        digits[i + 1].write(DIGIT_PAIRS[pair + 1]);
+    }
+    if n >= 10 {
+        let pair = n as usize * 2;
+        digits[0].write(DIGIT_PAIRS[pair]);
+        digits[1].write(DIGIT_PAIRS[pair + 1]);
+    } else {
+        digits[0].write(b'0' + n as u8);
+    }
+    // SAFETY: the loop wrote digits[0..len] (i reaches 2 or 1, then the head fills it),
+    // and reserve() made room for them.
+    unsafe { buf.set_len(start + len) };
 }
 
 fn int(buf: &mut Vec<u8>, value: i64) {
@@ -173,9 +227,9 @@ fn json_opt_f64(buf: &mut Vec<u8>, value: Option<f64>) {
     }
 }
 
-fn json_opt_ts(buf: &mut Vec<u8>, value: Option<i64>) {
+fn json_opt_ts(buf: &mut Vec<u8>, memo: &mut Memo, value: Option<i64>) {
     match value {
-        Some(v) => json_datetime(buf, v, 0),
+        Some(v) => memo.put(buf, v, |b| json_datetime(b, v, 0)),
         None => buf.extend_from_slice(b"null"),
     }
 }
@@ -199,19 +253,25 @@ fn json_levels(buf: &mut Vec<u8>, levels: &[Level], div: u32) {
 
 pub fn json_event(
     buf: &mut Vec<u8>,
+    memo: &mut JsonMemo,
     t: &Formatted,
     emitted_at_ns: i64,
     id_mid: &str,
     seq: u64,
     received_at_ns: i64,
 ) {
-    buf.extend_from_slice(
-        b"{\"schema_version\":1,\"event_type\":\"market_tick\",\"broker\":\"shared\",\"id\":\"",
-    );
-    event_id(buf, emitted_at_ns, id_mid, seq);
+    memo.head.put(buf, emitted_at_ns, |b| {
+        b.extend_from_slice(
+            b"{\"schema_version\":1,\"event_type\":\"market_tick\",\"broker\":\"shared\",\"id\":\"",
+        );
+        event_id_head(b, emitted_at_ns, id_mid);
+    });
+    hex(buf, seq, 12);
     buf.extend_from_slice(b"\",\"emitted_at\":");
-    let (secs, micros) = split_ns(emitted_at_ns);
-    json_datetime(buf, secs, micros);
+    memo.emitted.put(buf, emitted_at_ns, |b| {
+        let (secs, micros) = split_ns(emitted_at_ns);
+        json_datetime(b, secs, micros);
+    });
     buf.extend_from_slice(b",\"data\":{\"instrument_token\":");
     uint(buf, t.token as u64);
     buf.extend_from_slice(b",\"mode\":\"");
@@ -250,7 +310,7 @@ pub fn json_event(
     buf.extend_from_slice(b",\"change\":");
     json_opt_f64(buf, t.change);
     buf.extend_from_slice(b",\"last_trade_time\":");
-    json_opt_ts(buf, t.last_trade_time);
+    json_opt_ts(buf, &mut memo.last_trade, t.last_trade_time);
     let [oi, oih, oil] = match t.oi {
         Some([a, b, c]) => [Some(a), Some(b), Some(c)],
         None => [None, None, None],
@@ -262,7 +322,7 @@ pub fn json_event(
     buf.extend_from_slice(b",\"oi_day_low\":");
     json_opt_u32(buf, oil);
     buf.extend_from_slice(b",\"exchange_timestamp\":");
-    json_opt_ts(buf, t.exchange_timestamp);
+    json_opt_ts(buf, &mut memo.exchange, t.exchange_timestamp);
     buf.extend_from_slice(b",\"depth\":");
     match &t.depth {
         Some(levels) => {
@@ -275,10 +335,12 @@ pub fn json_event(
         None => buf.extend_from_slice(b"null"),
     }
     buf.extend_from_slice(b",\"received_at\":");
-    let (secs, micros) = split_ns(received_at_ns);
-    json_datetime(buf, secs, micros);
-    buf.extend_from_slice(b",\"received_at_ns\":");
-    int(buf, received_at_ns);
+    memo.received.put(buf, received_at_ns, |b| {
+        let (secs, micros) = split_ns(received_at_ns);
+        json_datetime(b, secs, micros);
+        b.extend_from_slice(b",\"received_at_ns\":");
+        int(b, received_at_ns);
+    });
     buf.extend_from_slice(b"}}");
 }
 
