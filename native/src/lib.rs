@@ -198,6 +198,7 @@ struct Encoder<'py> {
     headers: Bound<'py, PyAny>,
     message_type: Bound<'py, PyType>,
     buf: Vec<u8>,
+    memo: out::JsonMemo,
     malformed: Vec<(u32, &'static str)>,
     out: Bound<'py, PyList>,
 }
@@ -220,6 +221,7 @@ impl<'py> Encoder<'py> {
         } else {
             out::json_event(
                 &mut self.buf,
+                &mut self.memo,
                 &formatted,
                 self.emitted_at_ns,
                 &self.id_mid,
@@ -318,7 +320,8 @@ fn make_encoder<'py>(
         seq,
         headers,
         message_type,
-        buf: Vec::with_capacity(1024),
+        buf: Vec::with_capacity(2048),
+        memo: out::JsonMemo::default(),
         malformed: Vec::new(),
         out: PyList::empty(py),
     }
@@ -389,8 +392,14 @@ fn encode_frame<'py>(
     Ok((enc.out, enc.seq, enc.malformed, heartbeat, skipped))
 }
 
+/// The interface this build offers; `alphapanda.pipeline.hotpath.NATIVE_API_VERSION`
+/// must say the same, so a build from older sources is refused rather than half used.
+/// Raise both when a function or a method is added or changed.
+const API_VERSION: u32 = 2;
+
 #[pymodule]
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add("API_VERSION", API_VERSION)?;
     m.add_class::<NativeTick>()?;
     m.add_function(wrap_pyfunction!(decode_frame, m)?)?;
     m.add_function(wrap_pyfunction!(encode_ticks, m)?)?;

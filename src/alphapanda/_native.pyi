@@ -2,6 +2,8 @@
 
 from typing import Any
 
+API_VERSION: int
+
 class NativeTick:
     """One packet of a frame, its bytes kept; decoded when encoded."""
 

@@ -4,7 +4,9 @@ WARNING and ``hot_path{impl="python"}``), and a clear error when native is deman
 from __future__ import annotations
 
 import logging
+import os
 import sys
+import types
 
 import pytest
 
@@ -55,3 +57,27 @@ def test_auto_falls_back_to_python_with_one_warning(
 def test_native_setting_without_the_extension_fails_clearly(no_extension: None) -> None:
     with pytest.raises(NativeUnavailable, match="make venv"):
         select_hot_path("native")
+
+
+def test_a_stale_build_of_the_extension_is_not_used(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    # An editable install not rebuilt after a pull: the module imports, but offers an
+    # older interface (here, none at all), so it must not be half used.
+    stale = types.ModuleType("alphapanda._native")
+    monkeypatch.setitem(sys.modules, "alphapanda._native", stale)
+    monkeypatch.setattr(alphapanda, "_native", stale, raising=False)
+    native, why = load_native()
+    assert native is None and "stale" in why and "make venv" in why
+    with caplog.at_level(logging.WARNING, logger="alphapanda.pipeline.hotpath"):
+        assert select_hot_path("auto").impl == "python"
+    with pytest.raises(NativeUnavailable, match="stale"):
+        select_hot_path("native")
+
+
+@pytest.mark.skipif(not os.environ.get("CI"), reason="only CI promises a fresh build")
+def test_ci_runs_the_native_extension() -> None:
+    # The native tests skip without the extension; in CI it is always built, so a skip
+    # there would hide a broken build.
+    native, why = load_native()
+    assert native is not None, why

@@ -29,7 +29,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator, Sequence
 from types import ModuleType
-from typing import TYPE_CHECKING, Literal, NamedTuple, TypeAlias, cast
+from typing import TYPE_CHECKING, Final, Literal, NamedTuple, TypeAlias, cast
 
 from alphapanda.kite.protocol import DecodedMessage, SkippedPacket, Tick, decode_message
 from alphapanda.market_tick import MarketTick
@@ -44,6 +44,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+# The extension's interface this code needs (its API_VERSION): an editable install run
+# without rebuilding after a pull has an older one, and falls back to the Python path.
+NATIVE_API_VERSION: Final = 2
+
 HotPathSetting = Literal["auto", "native", "python"]
 HotPathImpl = Literal["native", "python"]
 #: What the derived streams are handed per encoded batch (with its records): formatted
@@ -56,11 +60,17 @@ class NativeUnavailable(RuntimeError):
 
 
 def load_native() -> tuple[ModuleType | None, str]:
-    """The extension module, or ``None`` and why it cannot be imported."""
+    """The extension module, or ``None`` and why it cannot be used."""
     try:
         from alphapanda import _native
     except ImportError as exc:
         return None, str(exc)
+    built = getattr(_native, "API_VERSION", None)
+    if built != NATIVE_API_VERSION:
+        return None, (
+            f"the built extension is stale (interface {built}, this code needs "
+            f"{NATIVE_API_VERSION}): rebuild it with `make venv` or `pip install -e .`"
+        )
     return _native, ""
 
 
