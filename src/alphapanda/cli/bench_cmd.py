@@ -19,6 +19,7 @@ from rich.table import Table
 
 from alphapanda.bench.decode import run_decode_benchmark
 from alphapanda.cli.app import app, settings_from
+from alphapanda.heap import keep_freed_memory
 
 bench_app = typer.Typer(
     name="bench",
@@ -51,10 +52,18 @@ def decode(
             "--per-message", min=1, max=3000, help="Packets per frame (Kite's cadence: 3000)."
         ),
     ] = 50,
+    feed_heap: Annotated[
+        bool,
+        typer.Option(
+            "--feed-heap/--default-heap",
+            help="Keep freed C heap memory as the feed process does, or glibc's default.",
+        ),
+    ] = True,
 ) -> None:
     """Full-mode packets per second: our decoder and both hot paths (frame bytes to Kafka
     records, native and Python) against the official kiteconnect parser, on the same
     frames. No services needed."""
+    heap = "feed" if feed_heap and keep_freed_memory() else "default"
     result = run_decode_benchmark(
         packets=packets, repeat=repeat, seed=seed, per_message=per_message
     )
@@ -83,8 +92,8 @@ def decode(
     console.print(table)
     console.print(
         f"python {platform.python_version()} on {platform.machine()}, "
-        f"{os.cpu_count()} CPUs; the hot paths do more than decode (format, envelope, "
-        "JSON): the ratio is conservative"
+        f"{os.cpu_count()} CPUs, {heap} C heap; the hot paths do more than decode "
+        "(format, envelope, JSON): the ratio is conservative"
     )
 
 

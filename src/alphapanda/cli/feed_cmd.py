@@ -13,6 +13,7 @@ import typer
 
 from alphapanda.assembly import open_feed
 from alphapanda.cli.app import app, settings_from
+from alphapanda.heap import keep_freed_memory
 from alphapanda.logs import configure_logging, flush_suppressed, secrets_of
 from alphapanda.ops.preflight import feed_preflight
 from alphapanda.parts import FeedParts
@@ -135,6 +136,7 @@ async def run_feed(
 ) -> FeedParts:
     """Build the parts (``open_feed``), wire signals, run the feed to completion; returns
     the parts (for figures)."""
+    keep_freed_memory()
     async with open_feed(settings, metrics=metrics, api=api, registry=registry) as parts:
         await _run(MarketFeedService(parts), run_for)
         log.info("feed stopped: %s", parts.accounting.snapshot())
