@@ -39,6 +39,7 @@ from alphapanda.assembly import build
 from alphapanda.bench.baseline import BaselineError, BaselineResult, run_baseline
 from alphapanda.bench.ceiling import CeilingResult, run_ceiling
 from alphapanda.bench.harness import SimProcess, StreamLedger, until
+from alphapanda.heap import keep_freed_memory
 from alphapanda.instruments import load_instrument_dump
 from alphapanda.kafka_security import security_config
 from alphapanda.pipeline.producer import LatencyReservoir
@@ -206,6 +207,7 @@ async def run_e2e(
                     ),
                 }
             )
+            keep_freed_memory()  # as `alphapanda feed` does
             feed = build(feed_settings)
             acct = feed.accounting
             async with asyncio.TaskGroup() as tg:
@@ -231,9 +233,17 @@ async def run_e2e(
                 throughput_sent = (sent1 - sent0) / (t1 - t0)
                 throughput_acked = (acked1 - acked0) / (t1 - t0)
 
-                # 2. Latency at a fixed, lower rate (after the backlog of phase 1 drained).
+                # 2. Latency at a fixed, lower rate. Phase 1's backlog is drained with the
+                # stream paused first: at the new rate a feed slower than phase 1's rate
+                # would drain it only at the difference between its speed and that rate.
+                await sim.set_rate(0)
+                paused = (await sim.stats())["total_ticks_sent"]
+                await until(
+                    lambda: acct.received_socket >= paused and len(feed.buffer) < 1000,
+                    120,
+                    "backlog drained",
+                )
                 await sim.set_rate(latency_rate)
-                await until(lambda: len(feed.buffer) < 1000, 60, "backlog drained")
                 await asyncio.sleep(1.0)  # settle at the new rate before measuring
                 feed.producer.latency = LatencyReservoir(_LATENCY_SAMPLES)
                 l_sent0, l_t0 = (await sim.stats())["total_ticks_sent"], time.monotonic()
