@@ -61,6 +61,9 @@ class _QuietFeed:
     def accounting(self) -> dict[str, Any]:
         return {}
 
+    def tick_path_busy(self) -> bool:
+        return False
+
 
 def _frames(tokens: Sequence[int], seconds: int) -> list[bytes]:
     start = int(time.time())

@@ -211,6 +211,8 @@ class Publisher:
         self._hold_replay = False
         self._release_wanted = False
         self._released = asyncio.Event()
+        # Ticks of the batch in hand not yet encoded and handed to the producer.
+        self._unsent = 0
 
     # Figures kept under their old names (metrics, status, tests).
     @property
@@ -228,6 +230,11 @@ class Publisher:
     @property
     def unresolved_at_shutdown(self) -> int:
         return self.core.unresolved_at_shutdown
+
+    @property
+    def busy(self) -> bool:
+        """Ticks are waiting to be encoded and produced (in the buffer or in hand)."""
+        return self._unsent > 0 or len(self._buffer) > 0
 
     def hold_replay(self) -> None:
         """Before ``run``: crash recovery will put older ticks than the spool holds into
@@ -289,6 +296,7 @@ class Publisher:
                 if position < len(ticks) and core.wants_input:
                     chunk = ticks[position : position + CHUNK]
                     position += len(chunk)
+                    self._unsent = len(ticks) - position
                     core.on_batch(self._encoder.encode(chunk), self._clock())
                     await self._execute(tg)
                     # Serve delivery reports and let the socket readers run between
@@ -310,6 +318,7 @@ class Publisher:
                         self._batch_max, _BUSY_WAIT if busy else _IDLE_WAIT
                     )
                     position = 0
+                    self._unsent = len(ticks)
                     if not ticks and self._buffer.closed and not len(self._buffer):
                         self.begin_shutdown()
                         assert self._shutdown_started is not None

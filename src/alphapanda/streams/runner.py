@@ -9,6 +9,10 @@ and latest quotes keep the records as they are. The inbox is bounded by
 counted, and the candles of its instruments are marked incomplete. The tick path never
 waits for this task.
 
+The tick path goes first: while the publisher still holds ticks to send (a Kite frame
+brings thousands at once) this task waits, for at most ``MAX_DEFER``, so the derived
+work on a frame does not delay the frame's own records. Order updates never wait.
+
 Timers (wall clock): candles are closed every ``TIMER_STEP`` once their bucket end +
 grace has passed; latest quotes are written every ``ALPHAPANDA_QUOTES__INTERVAL_MS``;
 the feed's state is sampled for events every ``EVENT_STEP``. Records go through a
@@ -65,6 +69,10 @@ TIMER_STEP: Final = 0.05
 EVENT_STEP: Final = 0.1
 # Ticks processed between two yields to the event loop.
 CHUNK: Final = 2000
+# While the tick path is busy: how often to look again, and the longest wait (under a
+# sustained load it is always busy, and the streams must not fall behind for it).
+DEFER_STEP: Final = 0.002
+MAX_DEFER: Final = 0.25
 TOPIC_RETRY_DELAY: Final = 5.0
 # Order updates waiting to be produced (they are few; beyond this something is badly
 # wrong with the broker, and each one lost is logged at ERROR with its order id).
@@ -91,6 +99,8 @@ class FeedState(Protocol):
     def spooling(self) -> bool: ...
 
     def accounting(self) -> dict[str, Any]: ...
+
+    def tick_path_busy(self) -> bool: ...
 
 
 class _Gap:
@@ -168,6 +178,8 @@ class DerivedStreams:
         self.publishing: Callable[[], bool] = lambda: True
         self.events_suppressed = 0
         self._emitted: deque[FeedEvent] = deque(maxlen=1000)
+        self._deferring_since: float | None = None
+        self.deferrals = 0
 
     # -- called from the tick path (synchronous, O(1)) ---------------------------------
 
@@ -255,9 +267,12 @@ class DerivedStreams:
         next_quotes = next_events = next_candles = 0.0
         while not self._stop.is_set():
             self._wake.clear()
-            processed = self._process(CHUNK)
             self._send_orders()
             self._send_emitted()
+            if self._defer(wall_ns() / 1e9):
+                await asyncio.sleep(DEFER_STEP)
+                continue
+            processed = self._process(CHUNK)
             now = wall_ns() / 1e9
             if now >= next_candles:
                 next_candles = now + TIMER_STEP
@@ -279,6 +294,16 @@ class DerivedStreams:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(TIMER_STEP):
                     await self._wake.wait()
+
+    def _defer(self, now: float) -> bool:
+        """True while the tick path is busy, for at most ``MAX_DEFER`` in a row."""
+        if not self._feed_state().tick_path_busy():
+            self._deferring_since = None
+            return False
+        if self._deferring_since is None:
+            self._deferring_since = now
+            self.deferrals += 1
+        return now - self._deferring_since < MAX_DEFER
 
     def _oldest_waiting(self, default: float) -> float:
         for item in self._inbox:
@@ -465,3 +490,6 @@ class ServiceState:
 
     def accounting(self) -> dict[str, Any]:
         return self._accounting.snapshot()
+
+    def tick_path_busy(self) -> bool:
+        return self._publisher.busy
