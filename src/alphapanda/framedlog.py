@@ -54,12 +54,21 @@ class Damage(NamedTuple):
 
 def encode(payload: bytes) -> bytes:
     """One framed record carrying ``payload``."""
-    length = len(payload)
+    return b"".join(encode_parts(payload))
+
+
+def encode_parts(*parts: bytes) -> list[bytes]:
+    """The record whose payload is ``parts`` joined, as the buffers to write in order
+    (its header, then the parts themselves): a large payload is never copied, and its
+    CRC runs without holding the interpreter lock."""
+    length = sum(map(len, parts))
     if length > MAX_PAYLOAD:
         raise ValueError(f"record of {length} bytes exceeds the maximum of {MAX_PAYLOAD}")
     head = MAGIC + length.to_bytes(4, "big")
-    crc = zlib.crc32(payload, zlib.crc32(head))
-    return head + crc.to_bytes(4, "big") + payload
+    crc = zlib.crc32(head)
+    for part in parts:
+        crc = zlib.crc32(part, crc)
+    return [head + crc.to_bytes(4, "big"), *parts]
 
 
 def _check(view: memoryview, offset: int) -> int | None:

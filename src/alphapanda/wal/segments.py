@@ -74,7 +74,12 @@ class ReadReport:
 
 def encode_frame(received_at_ns: int, shard: int, frame: bytes) -> bytes:
     """One WAL record (framed-log record of receive time, shard and frame)."""
-    return framedlog.encode(FRAME_HEAD.pack(received_at_ns, shard & 0xFF) + frame)
+    return b"".join(frame_buffers(received_at_ns, shard, frame))
+
+
+def frame_buffers(received_at_ns: int, shard: int, frame: bytes) -> list[bytes]:
+    """``encode_frame`` as buffers to write in order, the frame itself not copied."""
+    return framedlog.encode_parts(FRAME_HEAD.pack(received_at_ns, shard & 0xFF), frame)
 
 
 def segment_name(first_ns: int) -> str:

@@ -25,13 +25,16 @@ from pathlib import Path
 
 from alphapanda.wal.segments import (
     RECORD_OVERHEAD,
-    encode_frame,
+    frame_buffers,
     fsync_dir,
     segment_name,
     write_watermark,
 )
 
 log = logging.getLogger(__name__)
+
+# Buffers per writev() call (Linux's IOV_MAX is 1024).
+WRITEV_MAX = 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,39 +138,37 @@ class WalWriterThread:
         return max(0.0, self._last_sync + self._fsync_s - self._monotonic())
 
     def _execute(self, ops: list[Op]) -> None:
-        chunks: list[bytes] = []
+        buffers: list[bytes] = []
+        frames = 0
         newest = 0
         for op in ops:
             if isinstance(op, Append):
                 if self._fd is None or self.error is not None:
                     self.discarded_frames += 1
                     continue
-                chunks.append(encode_frame(op.received_at_ns, op.shard, op.frame))
+                buffers.extend(frame_buffers(op.received_at_ns, op.shard, op.frame))
+                frames += 1
                 newest = op.received_at_ns
                 continue
-            self._write(chunks, newest)
-            chunks, newest = [], 0
+            self._write(buffers, frames, newest)
+            buffers, frames, newest = [], 0, 0
             if isinstance(op, Rotate):
                 self._rotate(op.first_ns)
             else:
                 self._delete(op)
-        self._write(chunks, newest)
+        self._write(buffers, frames, newest)
 
-    def _write(self, chunks: list[bytes], newest_ns: int) -> None:
-        if not chunks or self._fd is None or self.error is not None:
+    def _write(self, buffers: list[bytes], frames: int, newest_ns: int) -> None:
+        if not frames or self._fd is None or self.error is not None:
             return
-        data = b"".join(chunks)
         try:
-            view = memoryview(data)
-            while view:
-                written = os.write(self._fd, view)
-                view = view[written:]
+            size = write_all(self._fd, buffers)
         except OSError as exc:
             self._fail("write", exc)
-            self.discarded_frames += len(chunks)
+            self.discarded_frames += frames
             return
-        self.written_frames += len(chunks)
-        self.written_bytes += len(data)
+        self.written_frames += frames
+        self.written_bytes += size
         self._dirty = True
         self._pending_ns = newest_ns
 
@@ -232,3 +233,19 @@ class WalWriterThread:
             self.error = f"{what} failed: {exc.strerror or exc}"
 
     _pending_ns = 0
+
+
+def write_all(fd: int, buffers: list[bytes]) -> int:
+    """Write ``buffers`` in order with ``writev`` (no joined copy; the system call runs
+    without the interpreter lock), resuming after short writes; returns the bytes written."""
+    views = [memoryview(b) for b in buffers]
+    total = sum(len(v) for v in views)
+    first = 0
+    while first < len(views):
+        written = os.writev(fd, views[first : first + WRITEV_MAX])
+        while first < len(views) and written >= len(views[first]):
+            written -= len(views[first])
+            first += 1
+        if written:
+            views[first] = views[first][written:]
+    return total
