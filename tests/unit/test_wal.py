@@ -258,3 +258,27 @@ def test_inspect_describes_segments_and_damage(tmp_path: Path) -> None:
     lines = describe(tmp_path)
     assert "2 frames, 4 ticks" in lines[1]
     assert lines[2].strip().startswith("corrupt at offset")
+
+
+def test_acks_of_the_segment_being_written_settle_in_one_step_like_one_by_one(
+    tmp_path: Path,
+) -> None:
+    # One frame per segment. Acks all from the segment being written take the bulk
+    # path, others the per-tick one; both count each ack once and never below zero.
+    clock = Clock()
+    bulk, single = (make_wal(tmp_path / name, clock, segment_bytes=150) for name in "ab")
+    for wal in (bulk, single):
+        wal.open()
+    stamps = [(bulk.append(0, f), single.append(0, f)) for f in frames(3)]
+    for ours, theirs in stamps:
+        bulk.decoded(ours, 4)
+        single.decoded(theirs, 4)
+    calls = [[0, 0, 0], [2] * 9, [1, 2]]  # an old segment; the current one, too many; both
+    for frames_acked in calls:
+        bulk.resolved([stamps[i][0] for i in frames_acked])
+        for i in frames_acked:
+            single.resolved([stamps[i][1]])
+    assert [s.unresolved for s in bulk._segments] == [1, 3, 0]
+    assert [s.unresolved for s in single._segments] == [1, 3, 0]
+    for wal in (bulk, single):
+        wal.close()

@@ -173,6 +173,12 @@ class WriteAheadLog:
         """Ticks decoded from frames with these receive times were acked."""
         current = self._current
         start = current.first_ns if current is not None else None
+        if start is not None and received_at_ns and min(received_at_ns) >= start:
+            # The common case: all from frames of the segment being written (one C-level
+            # pass instead of a Python step per tick).
+            assert current is not None
+            current.unresolved = max(0, current.unresolved - len(received_at_ns))
+            return
         for ns in received_at_ns:
             if start is not None and ns >= start:
                 segment: _Segment | None = current
