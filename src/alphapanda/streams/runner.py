@@ -67,8 +67,9 @@ log = logging.getLogger(__name__)
 
 TIMER_STEP: Final = 0.05
 EVENT_STEP: Final = 0.1
-# Ticks processed between two yields to the event loop.
-CHUNK: Final = 2000
+# Ticks processed between two yields to the event loop (~15 ms of work at Kite's
+# cadence): a frame arriving meanwhile waits at most that, then goes first.
+CHUNK: Final = 500
 # While the tick path is busy: how often to look again, and the longest wait (under a
 # sustained load it is always busy, and the streams must not fall behind for it).
 DEFER_STEP: Final = 0.002
