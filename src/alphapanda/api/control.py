@@ -94,6 +94,13 @@ class FeedControl(Protocol):
         ...
 
 
+def unhealthy_of(control: object) -> str | None:
+    """Why ``control``'s feed must be restarted (None: healthy, or it cannot tell)."""
+    check = getattr(control, "unhealthy", None)
+    result: str | None = check() if callable(check) else None
+    return result
+
+
 def check_subscription_request(
     current: Mapping[int, str],
     tokens: Sequence[int],

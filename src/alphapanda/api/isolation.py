@@ -26,7 +26,7 @@ from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future
 from typing import Any, TypeVar
 
-from alphapanda.api.control import FeedControl
+from alphapanda.api.control import FeedControl, unhealthy_of
 from alphapanda.metrics.samples import MetricsSource, Sample
 
 T = TypeVar("T")
@@ -75,6 +75,10 @@ class ThreadedControl:
 
     def standby_ready(self) -> bool | None:
         return self._on_feed_loop(self._control.standby_ready)
+
+    def unhealthy(self) -> str | None:
+        # A plain attribute of the feed, set once (atomic under the GIL).
+        return unhealthy_of(self._control)
 
     def subscriptions(self) -> dict[int, str]:
         return self._on_feed_loop(lambda: dict(self._control.subscriptions()))

@@ -19,6 +19,7 @@ from fastapi.security import APIKeyHeader
 from redis.exceptions import RedisError
 
 from alphapanda.api.app import ApiContext, context_of, now_epoch
+from alphapanda.api.control import unhealthy_of
 from alphapanda.api.models import (
     Health,
     Problem,
@@ -80,8 +81,7 @@ async def health(ctx: Ctx) -> Any:
     """Liveness: 200 while the process serves requests and can still do its job; 503
     with the reason once it cannot (a fatal producer error: restart it). Never rate
     limited."""
-    unhealthy = getattr(ctx.control, "unhealthy", None)
-    reason = unhealthy() if callable(unhealthy) else None
+    reason = unhealthy_of(ctx.control)
     if reason is not None:
         return JSONResponse(
             status_code=503, content={"status": "failing", "role": "feed", "reason": reason}
