@@ -1,5 +1,10 @@
 """The control API on a thread and event loop of its own, away from the tick path.
 
+The feed serves its API from a child process by default (``alphapanda.api.process``);
+this thread variant remains for ``ALPHAPANDA_API__ISOLATION=thread`` and for comparison
+(the isolation test measures both). ``FrozenSource`` and ``CALL_TIMEOUT`` serve the
+process's bridge too.
+
 Inside the feed process the API used to share the event loop with the socket readers:
 whatever a client made the loop do (parse a huge body, answer a flood of requests) was
 time the readers did not read, and a long enough stall tripped the liveness watchdog.

@@ -23,6 +23,11 @@ from alphapanda.pipeline.wire import WireDecoder, content_type_of
 _decoder = WireDecoder()
 
 
+def decode_quote(value: bytes, content_type: str) -> MarketTick:
+    """The quote a ``market.ticks`` record value carries."""
+    return _decoder.decode(value, content_type).data
+
+
 class LatestQuotes:
     """The newest record of every instrument seen, and which changed since the last write."""
 
@@ -57,7 +62,7 @@ class LatestQuotes:
         record = self._latest.get(token)
         if record is None:
             return None
-        return _decoder.decode(record.value, content_type_of(record.headers)).data
+        return decode_quote(record.value, content_type_of(record.headers))
 
     def many(self, tokens: Iterable[int]) -> dict[int, MarketTick]:
         out: dict[int, MarketTick] = {}
@@ -69,6 +74,16 @@ class LatestQuotes:
 
     def tokens(self) -> list[int]:
         return sorted(self._latest)
+
+    def encoded(self, tokens: Iterable[int]) -> list[tuple[int, bytes, str]]:
+        """``(token, record value, content type)`` of each of ``tokens`` that has a quote:
+        what another process (the API's) decodes with ``decode_quote``."""
+        latest = self._latest
+        return [
+            (token, record.value, content_type_of(record.headers))
+            for token in tokens
+            if (record := latest.get(token)) is not None
+        ]
 
     def forget(self, tokens: Iterable[int]) -> None:
         for token in tokens:
