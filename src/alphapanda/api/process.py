@@ -16,7 +16,8 @@ over its stdin, and supervises it:
   ``MAX_RESTART_DELAY`` while new ones die before serving), unless the feed is
   stopping; the ``api_process_restarts_total`` and ``api_process_up`` samples show it;
 * ``stop()`` closes the child's stdin: it stops serving gracefully and exits; it is
-  killed if it has not exited ``STOP_TIMEOUT`` seconds later.
+  killed if it has not exited ``STOP_TIMEOUT`` seconds later, and at once if it does
+  not serve yet (still starting).
 
 The child never outlives the feed: the end of its stdin (the feed's ``stop()``, or the
 feed's death, even by SIGKILL, closes the pipe) stops it, and the kernel kills it if
@@ -107,7 +108,7 @@ class ApiProcess:
         self._port = port
         self._feed_stopping = feed_stopping
         self._stopping = False
-        self._stdin: asyncio.StreamWriter | None = None
+        self._proc: asyncio.subprocess.Process | None = None
         self.restarts = 0
         # Control calls the feed answered, by name: the only work the API costs it.
         self.calls: Counter[str] = Counter()
@@ -146,8 +147,16 @@ class ApiProcess:
         pairs = [socket.socketpair() for _ in range(bridge.CHANNELS)]
         ours = [a for a, _ in pairs]
         theirs = [b for _, b in pairs]
+        fds = tuple(sock.fileno() for sock in theirs)  # the same numbers in the child
         try:
-            proc = await self._spawn(theirs)
+            proc = await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-c",
+                _CHILD_MAIN,
+                stdin=asyncio.subprocess.PIPE,
+                stdout=asyncio.subprocess.PIPE,
+                pass_fds=fds,
+            )
         except BaseException:
             for sock in ours:
                 sock.close()
@@ -155,50 +164,37 @@ class ApiProcess:
         finally:
             for sock in theirs:
                 sock.close()
+        self._proc, self.pid = proc, proc.pid
         try:
             async with asyncio.TaskGroup() as tg:
                 channels = [
                     tg.create_task(bridge.serve_channel(self._control, sock, self.calls))
                     for sock in ours
                 ]
+                await self._configure(proc, fds)
                 run = await self._watch(proc)
                 # The child's ends closed as it exited; a channel still answering ends now.
                 for task in channels:
                     task.cancel()
             return run
         finally:
-            self.up = False
-            self._stdin = None
             await self._end(proc)
+            self.up = False
+            self._proc = None
 
-    async def _spawn(self, theirs: list[socket.socket]) -> asyncio.subprocess.Process:
-        fds = tuple(sock.fileno() for sock in theirs)  # the same numbers in the child
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-c",
-            _CHILD_MAIN,
-            stdin=asyncio.subprocess.PIPE,
-            stdout=asyncio.subprocess.PIPE,
-            pass_fds=fds,
-        )
-        self.pid = proc.pid
+    async def _configure(self, proc: asyncio.subprocess.Process, fds: tuple[int, ...]) -> None:
+        """Hand the child its settings (or stop it, if the feed stopped meanwhile)."""
         assert proc.stdin is not None
+        serves_quotes = quote_book(self._control) is not None
         config = ChildConfig(
-            self._settings,
-            self._host,
-            self._port,
-            fds,
-            os.getpid(),
-            quote_book(self._control) is not None,
+            self._settings, self._host, self._port, fds, os.getpid(), serves_quotes
         )
         payload = pickle.dumps(config)
         proc.stdin.write(_LENGTH.pack(len(payload)) + payload)
         with contextlib.suppress(ConnectionError):
             await proc.stdin.drain()
-        self._stdin = proc.stdin
         if self._stopping:
-            proc.stdin.close()
-        return proc
+            self._stop_child(proc)
 
     async def _watch(self, proc: asyncio.subprocess.Process) -> _Run:
         """Follow what the child says until it exits."""
@@ -216,11 +212,10 @@ class ApiProcess:
         return run
 
     async def _end(self, proc: asyncio.subprocess.Process) -> None:
-        """Stop the child (stdin closed), kill it if it does not exit in time."""
+        """Stop the child, kill it if it does not exit in time."""
         if proc.returncode is not None:
             return
-        if proc.stdin is not None:
-            proc.stdin.close()
+        self._stop_child(proc)
         try:
             async with asyncio.timeout(STOP_TIMEOUT):
                 await proc.wait()
@@ -231,8 +226,17 @@ class ApiProcess:
 
     def stop(self) -> None:
         self._stopping = True
-        if self._stdin is not None:
-            self._stdin.close()
+        if self._proc is not None:
+            self._stop_child(self._proc)
+
+    def _stop_child(self, proc: asyncio.subprocess.Process) -> None:
+        # A child still starting serves no one: it is killed rather than left to finish
+        # importing before it can see its stdin end (the feed's exit would wait for it).
+        if not self.up:
+            with contextlib.suppress(ProcessLookupError):
+                proc.kill()
+        elif proc.stdin is not None:
+            proc.stdin.close()
 
 
 # --- the child -----------------------------------------------------------------------
