@@ -17,7 +17,6 @@ from typing import TYPE_CHECKING, Any, Protocol
 import msgspec
 
 from alphapanda.api.status import ConnectionFigures
-from alphapanda.instruments.catalogs import InstrumentCatalog
 from alphapanda.kite.sharding import CapacityError
 from alphapanda.metrics.samples import MetricsSource
 from alphapanda.streams.quotes import LatestQuotes
@@ -27,6 +26,7 @@ log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     # Only for annotations: the API must not import the whole feed to be built.
+    from alphapanda.instruments.catalogs import InstrumentCatalog
     from alphapanda.parts import FeedParts
 
 

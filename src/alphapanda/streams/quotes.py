@@ -12,12 +12,16 @@ when it is asked for. Pure: no I/O.
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
+from typing import TYPE_CHECKING
 
 from alphapanda.market_tick import MarketTick
 from alphapanda.metrics import catalog
 from alphapanda.metrics.samples import Sample
-from alphapanda.pipeline.producer import EncodedMessage
 from alphapanda.pipeline.wire import WireDecoder, content_type_of
+
+if TYPE_CHECKING:
+    # Only for annotations: the API process decodes quotes without the Kafka client.
+    from alphapanda.pipeline.producer import EncodedMessage
 
 # Decoders hold no state between calls: shared by the API's thread and the feed's.
 _decoder = WireDecoder()
