@@ -141,7 +141,16 @@ async def test_the_routes_answer_through_the_bridge_as_they_do_in_process() -> N
     feed.known = {7, 9, 11}
     with bridged(feed) as (remote, calls):
         async with client_of(build_app(feed)) as direct, client_of(build_app(remote)) as bridged_:
-            for path in ["/quotes/7", "/quotes", "/quotes?tokens=9,7,12", "/candles/7?limit=5"]:
+            for path in [
+                "/quotes/7",
+                "/quotes",
+                "/quotes?tokens=9,7,12",
+                "/candles/7?limit=5",
+                # Integers no instrument can have: no quote, no candles, as in process.
+                f"/quotes/{2**64}",
+                "/quotes?tokens=7,9999999999",
+                f"/candles/{-(2**70)}",
+            ]:
                 here, there = await direct.get(path), await bridged_.get(path)
                 assert (there.status_code, there.json()) == (here.status_code, here.json()), path
             assert (await bridged_.get("/quotes/12")).status_code == 404

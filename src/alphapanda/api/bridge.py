@@ -47,7 +47,7 @@ from alphapanda.api.control import (
 )
 from alphapanda.api.isolation import CALL_TIMEOUT, FrozenSource
 from alphapanda.api.models import MAX_TOKENS_PER_REQUEST
-from alphapanda.api.quotes import MAX_TOKENS, quote_book
+from alphapanda.api.quotes import quote_book
 from alphapanda.market_tick import MarketTick
 from alphapanda.metrics.reader import samples_from_rows
 from alphapanda.metrics.samples import MetricsSource, gather
@@ -71,8 +71,14 @@ _encoder = msgspec.msgpack.Encoder()
 _requests = msgspec.msgpack.Decoder(tuple[int, str, list[Any]])
 _answers = msgspec.msgpack.Decoder(list[Any])
 
-Token = Annotated[int, msgspec.Meta(ge=0, lt=2**32)]
-Tokens = Annotated[list[Token], msgspec.Meta(max_length=max(MAX_TOKENS, MAX_TOKENS_PER_REQUEST))]
+# Kite instrument tokens are unsigned 32-bit integers. A route may be asked about any
+# integer; one outside that range has no quote and no candles, and crosses as
+# NO_INSTRUMENT (or not at all).
+TOKEN_RANGE = range(2**32)
+NO_INSTRUMENT = -1
+Token = Annotated[int, msgspec.Meta(ge=TOKEN_RANGE.start, lt=TOKEN_RANGE.stop)]
+SubscriptionTokens = Annotated[list[Token], msgspec.Meta(max_length=MAX_TOKENS_PER_REQUEST)]
+CandleToken = Annotated[int, msgspec.Meta(ge=NO_INSTRUMENT, lt=TOKEN_RANGE.stop)]
 CandleLimit = Annotated[int, msgspec.Meta(ge=1, le=60)]
 
 
@@ -124,15 +130,18 @@ CALLS: dict[str, _Call] = {
     "unhealthy": _Call(unhealthy_of),
     "subscriptions": _Call(lambda control: dict(control.subscriptions())),
     "add_subscriptions": _Call(
-        lambda control, tokens, mode: control.add_subscriptions(tokens, mode), Tokens, Mode
+        lambda control, tokens, mode: control.add_subscriptions(tokens, mode),
+        SubscriptionTokens,
+        Mode,
     ),
     "remove_subscriptions": _Call(
-        lambda control, tokens: control.remove_subscriptions(tokens), Tokens
+        lambda control, tokens: control.remove_subscriptions(tokens), SubscriptionTokens
     ),
     "samples": _Call(lambda control: gather(control.metrics_sources())),
     "quote_tokens": _Call(_quote_tokens),
-    "quote_records": _Call(_quote_records, Tokens),
-    "recent_candles": _Call(_recent_candles, Token, CandleLimit),
+    # As many tokens as fit in a request (GET /quotes without tokens asks for all).
+    "quote_records": _Call(_quote_records, list[Token]),
+    "recent_candles": _Call(_recent_candles, CandleToken, CandleLimit),
 }
 
 
@@ -327,7 +336,8 @@ class RemoteControl:
         return self._quotes
 
     def recent_candles(self, token: int, limit: int) -> dict[str, Any] | None:
-        result: dict[str, Any] | None = self.call("recent_candles", token, limit)
+        asked = token if token in TOKEN_RANGE else NO_INSTRUMENT
+        result: dict[str, Any] | None = self.call("recent_candles", asked, limit)
         return result
 
 
@@ -341,7 +351,7 @@ class RemoteQuotes:
         return self.many([token]).get(token)
 
     def many(self, tokens: Iterable[int]) -> dict[int, MarketTick]:
-        rows = self._call("quote_records", list(tokens))
+        rows = self._call("quote_records", [t for t in tokens if t in TOKEN_RANGE])
         return {
             int(token): decode_quote(value, content_type) for token, value, content_type in rows
         }
