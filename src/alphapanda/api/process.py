@@ -73,8 +73,6 @@ class ChildConfig:
     """What the child needs; pickled over its stdin (a pipe only the feed holds)."""
 
     settings: Settings
-    host: str | None
-    port: int | None
     channel_fds: tuple[int, ...]
     feed_pid: int
     quotes: bool  # the feed keeps latest quotes (derived streams on)
@@ -98,14 +96,10 @@ class ApiProcess:
         settings: Settings,
         control: FeedControl,
         *,
-        host: str | None = None,
-        port: int | None = None,
         feed_stopping: Callable[[], bool] = lambda: False,
     ) -> None:
         self._settings = settings
         self._control = control
-        self._host = host
-        self._port = port
         self._feed_stopping = feed_stopping
         self._stopping = False
         self._proc: asyncio.subprocess.Process | None = None
@@ -186,9 +180,7 @@ class ApiProcess:
         """Hand the child its settings (or stop it, if the feed stopped meanwhile)."""
         assert proc.stdin is not None
         serves_quotes = quote_book(self._control) is not None
-        config = ChildConfig(
-            self._settings, self._host, self._port, fds, os.getpid(), serves_quotes
-        )
+        config = ChildConfig(self._settings, fds, os.getpid(), serves_quotes)
         payload = pickle.dumps(config)
         proc.stdin.write(_LENGTH.pack(len(payload)) + payload)
         with contextlib.suppress(ConnectionError):
@@ -289,8 +281,6 @@ async def _child(config: ChildConfig) -> int:
                     config.settings,
                     control,
                     stop=stop,
-                    host=config.host,
-                    port=config.port,
                     on_started=lambda: _say("ready"),
                     process_of=config.feed_pid,
                 )

@@ -193,18 +193,22 @@ class ApiServer:
         port: int | None = None,
         feed_stopping: Callable[[], bool] = lambda: False,
     ) -> None:
+        if host is not None or port is not None:
+            served_at = {
+                "host": host or settings.api.host,
+                "port": settings.api.port if port is None else port,
+            }
+            settings = settings.model_copy(
+                update={"api": settings.api.model_copy(update=served_at)}
+            )
         self._settings = settings
         self._control = control
         self._reader = metrics_reader
-        self._host = host
-        self._port = port
         self._process: ApiProcess | None = None
         if settings.api.isolation == "process" and control is not None:
             if metrics_reader is not None:
                 raise ValueError("the API process reads Redis with a client of its own")
-            self._process = ApiProcess(
-                settings, control, host=host, port=port, feed_stopping=feed_stopping
-            )
+            self._process = ApiProcess(settings, control, feed_stopping=feed_stopping)
         self._thread = ApiThread(self._serve, name="alphapanda-api")
         self._feed_loop: asyncio.AbstractEventLoop | None = None
 
@@ -227,14 +231,7 @@ class ApiServer:
         control = (
             ThreadedControl(self._control, self._feed_loop) if self._control is not None else None
         )
-        await serve_api(
-            self._settings,
-            control,
-            metrics_reader=self._reader,
-            stop=stop,
-            host=self._host,
-            port=self._port,
-        )
+        await serve_api(self._settings, control, metrics_reader=self._reader, stop=stop)
 
     def stop(self) -> None:
         if self._process is not None:
