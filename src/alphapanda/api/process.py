@@ -196,7 +196,8 @@ class ApiProcess:
             line = raw.decode(errors="replace").strip()
             if line == "ready":
                 run.ready = self.up = True
-                log.info("API process %d serving", proc.pid)
+                # uvicorn's own "Started server process [pid]" says it at INFO.
+                log.debug("API process %d serving", proc.pid)
             elif line.startswith("startup-error "):
                 run.message = line.removeprefix("startup-error ")
         run.code = await proc.wait()
