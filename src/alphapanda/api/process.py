@@ -23,9 +23,10 @@ The child never outlives the feed: the end of its stdin (the feed's ``stop()``, 
 feed's death, even by SIGKILL, closes the pipe) stops it, and the kernel kills it if
 its parent dies first (``PR_SET_PDEATHSIG``). It ignores SIGINT and SIGTERM: a Ctrl-C
 in a terminal, or a service manager signalling the whole group, reaches it too, and the
-feed must keep its API up while it drains; the feed decides when the API stops. It
-runs ``NICENESS`` steps below the feed in the CPU scheduler, so that a flood that
-saturates the CPU slows the API, not the tick path.
+feed must keep its API up while it drains; the feed decides when the API stops. Once
+it listens it runs ``NICENESS`` steps below the feed in the CPU scheduler, so that a
+flood that saturates the CPU slows the API, not the tick path (it starts at the feed's
+priority, so that it comes up promptly on a busy machine).
 """
 
 from __future__ import annotations
@@ -267,6 +268,14 @@ def _say(line: str) -> None:
     print(line, flush=True)
 
 
+def _serving() -> None:
+    # Below the feed in the CPU scheduler from now on: when the machine is short of CPU
+    # (a flood of requests is exactly that), the kernel serves the tick path first. Not
+    # before: on a busy machine a niced start-up could take minutes.
+    os.nice(NICENESS)
+    _say("ready")
+
+
 async def _child(config: ChildConfig) -> int:
     from alphapanda.api.server import ApiStartupError, serve_api
 
@@ -282,7 +291,7 @@ async def _child(config: ChildConfig) -> int:
                     config.settings,
                     control,
                     stop=stop,
-                    on_started=lambda: _say("ready"),
+                    on_started=_serving,
                     process_of=config.feed_pid,
                 )
             finally:
@@ -301,9 +310,6 @@ def main() -> None:
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     config = _read_config()
     _die_with(config.feed_pid)
-    # Below the feed in the CPU scheduler: when the machine is short of CPU (a flood of
-    # requests is exactly that), the kernel serves the tick path first.
-    os.nice(NICENESS)
     from alphapanda.logs import configure_logging, flush_suppressed, secrets_of
 
     handler = configure_logging(config.settings.log, secrets=secrets_of(config.settings))
