@@ -239,11 +239,17 @@ def build(settings: Settings, overrides: Overrides | None = None) -> FeedParts:
         catalog = RegistryInstrumentCatalog(registry, catalog)
     parts.services.extend(overrides.services)
     control = ServiceControl(parts, catalog)
+    api = None
+    if overrides.api:
+        api = ApiServer(settings, control, feed_stopping=lambda: lifecycle.stopping)
+        if api.process is not None:
+            # Its restarts and the control calls it made, beside the feed's own figures.
+            parts.sources.append(api.process)
     if overrides.metrics:
         parts.collector = PipelineMetricsCollector(settings, control.metrics_sources())
         parts.services.append(parts.collector)
-    if overrides.api:
-        parts.services.append(ApiServer(settings, control))
+    if api is not None:
+        parts.services.append(api)
     return parts
 
 

@@ -255,6 +255,9 @@ class ApiSettings(_Group):
     max_body_bytes: int = Field(64 * 1024, ge=1024)
     # Open connections beyond this are answered 503 at once (uvicorn limit_concurrency).
     max_connections: int = Field(64, ge=1)
+    # Where the feed serves its API: a supervised child process (no client can cost the
+    # tick path the interpreter lock), or a thread of the feed process.
+    isolation: Literal["process", "thread"] = "process"
 
 
 class MetricsSettings(_Group):

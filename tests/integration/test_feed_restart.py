@@ -1,6 +1,7 @@
 """Stopping and starting the feed loses nothing: SIGTERM of the real
 ``alphapanda feed`` process mid-stream, and a spool left by a run whose broker was
-unreachable, replayed first by the next run."""
+unreachable, replayed first by the next run. A feed killed outright leaves no API
+process behind."""
 
 from __future__ import annotations
 
@@ -20,7 +21,14 @@ from tests.support.feed import (
     settled_sent,
 )
 from tests.support.ledger import check_ledger, read_topic
-from tests.support.services import ROOT, SHARED_KAFKA, free_port
+from tests.support.services import (
+    ROOT,
+    SHARED_KAFKA,
+    children_of,
+    free_port,
+    port_open,
+    process_alive,
+)
 from tests.support.sim import INSTRUMENTS_CSV, SimHandle, running_simulator
 
 _FINAL = re.compile(
@@ -48,11 +56,9 @@ def feed_env(sim: SimHandle, prefix: str, spool_dir: Path, unique: str) -> dict[
     return env
 
 
-async def run_until_sigterm(sim: SimHandle, env: dict[str, str], more_ticks: int) -> list[int]:
-    """Start ``alphapanda feed``, let the simulator send ``more_ticks`` more, SIGTERM it;
-    returns the final figures it logged (received, published, dropped, spooled, in_flight)."""
-    start = (await sim.stats())["total_ticks_sent"]
-    proc = await asyncio.create_subprocess_exec(
+async def start_feed(env: dict[str, str], stderr: int) -> asyncio.subprocess.Process:
+    """``alphapanda feed`` in a process of its own, with ``env``."""
+    return await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
         "alphapanda",
@@ -60,8 +66,15 @@ async def run_until_sigterm(sim: SimHandle, env: dict[str, str], more_ticks: int
         cwd=ROOT,
         env=env,
         stdout=asyncio.subprocess.DEVNULL,
-        stderr=asyncio.subprocess.PIPE,
+        stderr=stderr,
     )
+
+
+async def run_until_sigterm(sim: SimHandle, env: dict[str, str], more_ticks: int) -> list[int]:
+    """Start ``alphapanda feed``, let the simulator send ``more_ticks`` more, SIGTERM it;
+    returns the final figures it logged (received, published, dropped, spooled, in_flight)."""
+    start = (await sim.stats())["total_ticks_sent"]
+    proc = await start_feed(env, asyncio.subprocess.PIPE)
     try:
         await sim.wait_for(lambda s: s["total_ticks_sent"] >= start + more_ticks, within=60)
         proc.send_signal(signal.SIGTERM)
@@ -93,6 +106,25 @@ async def test_sigterm_mid_stream_then_restart_is_complete(settings_for, unique,
     records = await asyncio.to_thread(read_topic, SHARED_KAFKA, topic)
     assert len(records) == stats["total_ticks_sent"]
     check_ledger(records).assert_complete(sent=stats["ticks_sent"])
+
+
+async def test_a_killed_feed_leaves_no_api_process_behind(unique, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    async with running_simulator(ticks_per_second=200) as sim:
+        env = feed_env(sim, f"test.{unique}.", tmp_path / "spool", unique)
+        port = int(env["ALPHAPANDA_API__PORT"])
+        feed = await start_feed(env, asyncio.subprocess.DEVNULL)
+        try:
+            # The API is served by the feed's one child process.
+            await eventually(lambda: port_open(port), timeout=60.0, what="the API")
+            [api] = children_of(feed.pid)
+            feed.kill()
+            await feed.wait()
+            await eventually(lambda: not process_alive(api), timeout=30.0, what="API gone")
+        finally:
+            if feed.returncode is None:
+                feed.kill()
+                await feed.wait()
+    assert not port_open(port)
 
 
 async def test_spool_of_a_run_without_broker_is_replayed_first(settings_for) -> None:  # type: ignore[no-untyped-def]

@@ -237,7 +237,7 @@ async def test_recovery_publishes_nothing_twice_after_everything_was_acked(
     records = await asyncio.to_thread(read_topic, SHARED_KAFKA, f"{prefix}market.ticks")
     assert len(records) == stats["total_ticks_sent"]
     assert_exactly_once(records, in_wal, stats["total_ticks_sent"], kills=1)
-    assert "wal_recovered=0" in feed.tail()
+    assert "wal_recovered=0" in feed.log.read_text(errors="replace"), feed.tail()
     # Run 1 (killed: no feed_stopped), run 2 (recovered, stopped), run 3 (clean).
     events = await feed_lifecycle_events(
         SHARED_KAFKA, prefix, lambda kinds: kinds.count("feed_stopped") == 2

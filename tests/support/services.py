@@ -24,9 +24,11 @@ __all__ = [
     "SHARED_KAFKA",
     "SHARED_REDIS",
     "PrivateService",
+    "children_of",
     "drop_schema",
     "free_port",
     "port_open",
+    "process_alive",
 ]
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -56,3 +58,30 @@ def port_open(port: int, host: str = "127.0.0.1") -> bool:
     with socket.socket() as s:
         s.settimeout(0.5)
         return s.connect_ex((host, port)) == 0
+
+
+def _stat(pid: int) -> list[str] | None:
+    """The fields of ``/proc/PID/stat`` after the command name (state first, then the
+    parent's pid); None for a process that is gone."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+
+
+def process_alive(pid: int) -> bool:
+    """Running (a zombie, exited but not yet reaped, is not)."""
+    fields = _stat(pid)
+    return fields is not None and fields[0] != "Z"
+
+
+def children_of(pid: int) -> list[int]:
+    """The live processes whose parent is ``pid``."""
+    return [
+        int(entry.name)
+        for entry in Path("/proc").iterdir()
+        if entry.name.isdigit()
+        and (fields := _stat(int(entry.name))) is not None
+        and fields[0] != "Z"
+        and int(fields[1]) == pid
+    ]

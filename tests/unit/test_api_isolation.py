@@ -19,7 +19,7 @@ from alphapanda.api.control import UnknownInstruments
 from alphapanda.api.isolation import ApiThread, ThreadedControl
 from alphapanda.metrics import catalog
 from alphapanda.streams.quotes import LatestQuotes
-from tests.support.api import BASE_URL, FakeFeed, StaticSource, build_app
+from tests.support.api import BASE_URL, FailingFeed, FakeFeed, StaticSource, build_app, client_of
 
 pytestmark = pytest.mark.unit
 
@@ -122,6 +122,15 @@ async def test_metric_sources_are_read_once_on_the_feed_loop_and_frozen() -> Non
     frozen = await asyncio.to_thread(threaded.metrics_sources)
     source.figures = [catalog.TICKS_RECEIVED.sample(6)]
     assert [[s.value for s in f.samples()] for f in frozen] == [[5]]
+
+
+async def test_health_on_the_api_thread_reports_the_feeds_failure() -> None:
+    threaded = ThreadedControl(FailingFeed(), asyncio.get_running_loop())
+    async with client_of(build_app(threaded)) as http:
+        reply = await http.get("/health")
+    assert reply.status_code == 503
+    assert reply.json()["reason"] == "producer fatal error: _FENCED"
+    assert ThreadedControl(FakeFeed(), asyncio.get_running_loop()).unhealthy() is None
 
 
 async def test_quotes_and_candles_are_none_when_the_feed_has_no_such_state() -> None:

@@ -48,6 +48,8 @@ class ApiContext:
     limiter: RateLimiter
     rate_meter: RateMeter = field(default_factory=RateMeter)
     secrets: tuple[str, ...] = ()
+    # The feed's pid when the API serves it from another process (None: this one).
+    process_of: int | None = None
 
     @property
     def role(self) -> str:
@@ -127,8 +129,10 @@ def create_app(
     metrics_reader: MetricsReader | None,
     *,
     limiter: RateLimiter | None = None,
+    process_of: int | None = None,
 ) -> FastAPI:
-    """Build the API. ``control`` None makes the read-only monitoring API.
+    """Build the API. ``control`` None makes the read-only monitoring API; ``process_of``
+    is the feed's pid when this is not the feed's process.
 
     ``metrics_reader`` reads the Redis snapshot for the monitoring routes (and for
     ``/status`` and ``/metrics`` in the monitor role); the caller owns its Redis client.
@@ -147,6 +151,7 @@ def create_app(
         control=control,
         reader=metrics_reader,
         limiter=limiter,
+        process_of=process_of,
         secrets=secret_values(
             settings.kite.access_token,
             settings.kite.api_secret,

@@ -17,7 +17,6 @@ from typing import TYPE_CHECKING, Any, Protocol
 import msgspec
 
 from alphapanda.api.status import ConnectionFigures
-from alphapanda.instruments.catalogs import InstrumentCatalog
 from alphapanda.kite.sharding import CapacityError
 from alphapanda.metrics.samples import MetricsSource
 from alphapanda.streams.quotes import LatestQuotes
@@ -27,6 +26,7 @@ log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     # Only for annotations: the API must not import the whole feed to be built.
+    from alphapanda.instruments.catalogs import InstrumentCatalog
     from alphapanda.parts import FeedParts
 
 
@@ -92,6 +92,13 @@ class FeedControl(Protocol):
     def metrics_sources(self) -> Iterable[MetricsSource]:
         """Every component's metrics source."""
         ...
+
+
+def unhealthy_of(control: object) -> str | None:
+    """Why ``control``'s feed must be restarted (None: healthy, or it cannot tell)."""
+    check = getattr(control, "unhealthy", None)
+    result: str | None = check() if callable(check) else None
+    return result
 
 
 def check_subscription_request(

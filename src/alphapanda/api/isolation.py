@@ -1,5 +1,10 @@
 """The control API on a thread and event loop of its own, away from the tick path.
 
+The feed serves its API from a child process by default (``alphapanda.api.process``);
+this thread variant remains for ``ALPHAPANDA_API__ISOLATION=thread`` and for comparison
+(the isolation test measures both). ``FrozenSource`` and ``CALL_TIMEOUT`` serve the
+process's bridge too.
+
 Inside the feed process the API used to share the event loop with the socket readers:
 whatever a client made the loop do (parse a huge body, answer a flood of requests) was
 time the readers did not read, and a long enough stall tripped the liveness watchdog.
@@ -26,7 +31,7 @@ from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future
 from typing import Any, TypeVar
 
-from alphapanda.api.control import FeedControl
+from alphapanda.api.control import FeedControl, unhealthy_of
 from alphapanda.metrics.samples import MetricsSource, Sample
 
 T = TypeVar("T")
@@ -75,6 +80,10 @@ class ThreadedControl:
 
     def standby_ready(self) -> bool | None:
         return self._on_feed_loop(self._control.standby_ready)
+
+    def unhealthy(self) -> str | None:
+        # A plain attribute of the feed, set once (atomic under the GIL).
+        return unhealthy_of(self._control)
 
     def subscriptions(self) -> dict[int, str]:
         return self._on_feed_loop(lambda: dict(self._control.subscriptions()))

@@ -9,6 +9,7 @@ serves the vendored charting library the status page loads (no CDN: works offlin
 from __future__ import annotations
 
 import functools
+from collections.abc import Iterable
 from importlib import resources
 from typing import Annotated, Any, Protocol, runtime_checkable
 
@@ -18,7 +19,7 @@ from fastapi.responses import JSONResponse, Response
 
 from alphapanda.api.app import ApiContext, context_of
 from alphapanda.api.models import Problem
-from alphapanda.streams.quotes import LatestQuotes
+from alphapanda.market_tick import MarketTick
 
 Ctx = Annotated[ApiContext, Depends(context_of)]
 # Tokens one GET /quotes may ask for (the feed streams at most 9,000 instruments).
@@ -33,9 +34,20 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
 }
 
 
+class QuoteBook(Protocol):
+    """The latest quotes as the routes read them: the feed's ``LatestQuotes``, or the
+    API process's view of them (``alphapanda.api.bridge``)."""
+
+    def get(self, token: int) -> MarketTick | None: ...
+
+    def many(self, tokens: Iterable[int]) -> dict[int, MarketTick]: ...
+
+    def tokens(self) -> list[int]: ...
+
+
 @runtime_checkable
 class QuoteSource(Protocol):
-    def latest_quotes(self) -> LatestQuotes | None: ...
+    def latest_quotes(self) -> QuoteBook | None: ...
 
     def recent_candles(self, token: int, limit: int) -> dict[str, Any] | None: ...
 
@@ -43,9 +55,13 @@ class QuoteSource(Protocol):
 _CHART_JS = "lightweight-charts.standalone.production.js"
 
 
-def _quotes(ctx: ApiContext) -> LatestQuotes:
-    control = ctx.control
-    quotes = control.latest_quotes() if isinstance(control, QuoteSource) else None
+def quote_book(control: object) -> QuoteBook | None:
+    """``control``'s latest quotes (None: it has none, or derived streams are off)."""
+    return control.latest_quotes() if isinstance(control, QuoteSource) else None
+
+
+def _quotes(ctx: ApiContext) -> QuoteBook:
+    quotes = quote_book(ctx.control)
     if quotes is None:
         raise HTTPException(status_code=503, detail="derived streams are turned off")
     return quotes

@@ -19,6 +19,7 @@ from fastapi.security import APIKeyHeader
 from redis.exceptions import RedisError
 
 from alphapanda.api.app import ApiContext, context_of, now_epoch
+from alphapanda.api.control import unhealthy_of
 from alphapanda.api.models import (
     Health,
     Problem,
@@ -34,7 +35,7 @@ from alphapanda.api.status import by_mode, status_from_samples, status_from_snap
 from alphapanda.metrics import catalog
 from alphapanda.metrics.prometheus import build_registry, render_latest
 from alphapanda.metrics.reader import samples_of
-from alphapanda.metrics.samples import Sample
+from alphapanda.metrics.samples import Sample, gather
 
 log = logging.getLogger(__name__)
 
@@ -80,8 +81,7 @@ async def health(ctx: Ctx) -> Any:
     """Liveness: 200 while the process serves requests and can still do its job; 503
     with the reason once it cannot (a fatal producer error: restart it). Never rate
     limited."""
-    unhealthy = getattr(ctx.control, "unhealthy", None)
-    reason = unhealthy() if callable(unhealthy) else None
+    reason = unhealthy_of(ctx.control)
     if reason is not None:
         return JSONResponse(
             status_code=503, content={"status": "failing", "role": "feed", "reason": reason}
@@ -109,16 +109,9 @@ async def read_snapshot(ctx: ApiContext) -> dict[str, Any] | None:
 
 def _live_samples(ctx: ApiContext) -> list[Sample]:
     assert ctx.control is not None
-    gathered: list[Sample] = []
-    for source in ctx.control.metrics_sources():
-        try:
-            # list() first: a generator failing halfway must not leave half its figures.
-            gathered.extend(list(source.samples()))
-        except Exception:
-            # One component's bug must not take /status and /metrics down with it; the
-            # metrics collector counts and logs the same failure on its next flush.
-            log.debug("metrics source %s failed", type(source).__name__, exc_info=True)
-    return gathered
+    # One component's bug must not take /status and /metrics down with it; the metrics
+    # collector counts and logs the same failure on its next flush.
+    return gather(ctx.control.metrics_sources())
 
 
 @common.get(
@@ -178,7 +171,9 @@ async def metrics(ctx: Ctx) -> Response:
     samples = [*base, *ctx.limiter.samples()]
     # process_* figures (RSS, CPU, fds) of the feed itself; in the monitor role they would
     # describe the monitor, not the feed, so they are left out there.
-    registry = build_registry(lambda: samples, process_metrics=ctx.control is not None)
+    registry = build_registry(
+        lambda: samples, process_metrics=ctx.control is not None, pid=ctx.process_of
+    )
     body, content_type = render_latest(registry)
     return Response(body, media_type=content_type)
 

@@ -13,7 +13,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Generator
+import socket
+from collections.abc import Callable, Generator
 
 import uvicorn
 from fastapi import FastAPI
@@ -21,6 +22,7 @@ from fastapi import FastAPI
 from alphapanda.api.app import ApiContext, create_app
 from alphapanda.api.control import FeedControl
 from alphapanda.api.isolation import ApiThread, ThreadedControl
+from alphapanda.api.process import ApiProcess
 from alphapanda.metrics.collector import redis_from_url
 from alphapanda.metrics.reader import MetricsReader
 from alphapanda.settings import Settings
@@ -36,7 +38,16 @@ class ApiStartupError(RuntimeError):
 
 
 class EmbeddedServer(uvicorn.Server):
-    """uvicorn without signal handling; the host process decides when it stops."""
+    """uvicorn without signal handling; the host process decides when it stops.
+
+    ``on_started`` (optional) is called once it listens."""
+
+    on_started: Callable[[], None] | None = None
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets)
+        if self.started and self.on_started is not None:
+            self.on_started()
 
     @contextlib.contextmanager
     def capture_signals(self) -> Generator[None, None, None]:
@@ -75,13 +86,16 @@ async def serve_app(
     *,
     stop: asyncio.Event | None = None,
     shutdown_grace: float = 1.0,
+    on_started: Callable[[], None] | None = None,
 ) -> None:
-    """Serve an already built app until ``stop`` is set or the task is cancelled."""
+    """Serve an already built app until ``stop`` is set or the task is cancelled;
+    ``on_started`` is called once it listens."""
     ctx = app.state.ctx
     assert isinstance(ctx, ApiContext)
     server = EmbeddedServer(
         server_config(app, host, port, shutdown_grace, ctx.settings.api.max_connections)
     )
+    server.on_started = on_started
     try:
         async with asyncio.TaskGroup() as tg:
             tg.create_task(_serve(server, host, port))
@@ -128,23 +142,28 @@ async def serve_api(
     stop: asyncio.Event | None = None,
     host: str | None = None,
     port: int | None = None,
+    on_started: Callable[[], None] | None = None,
+    process_of: int | None = None,
 ) -> None:
     """Build and serve the API on ``settings.api.host:port`` until stopped or cancelled.
 
     ``control`` is the running feed (None for the read-only monitoring API). Without a
     ``metrics_reader`` one is created on ``settings.redis.url`` and closed on exit.
+    ``on_started`` is called once it listens; ``process_of``: the feed's pid, when the
+    API serves it from another process (its ``process_*`` figures on ``/metrics``).
     """
     own_redis = None
     if metrics_reader is None:
         own_redis = redis_from_url(settings.redis.url.get_secret_value(), timeout=_READER_TIMEOUT)
         metrics_reader = MetricsReader(own_redis, settings.metrics.namespace)
     try:
-        app = create_app(settings, control, metrics_reader)
+        app = create_app(settings, control, metrics_reader, process_of=process_of)
         await serve_app(
             app,
             host or settings.api.host,
             settings.api.port if port is None else port,
             stop=stop,
+            on_started=on_started,
         )
     finally:
         if own_redis is not None:
@@ -155,7 +174,13 @@ class ApiServer:
     """The API as a background service of the feed (``build`` adds it with
     ``Overrides(api=True)``, over the feed's ``ServiceControl``).
 
-    ``run()`` serves until ``stop()``; the service calls both.
+    ``run()`` serves until ``stop()``; the service calls both. With
+    ``settings.api.isolation`` ``process`` (the default) the API runs in a supervised
+    child process (``alphapanda.api.process``): HTTP parsing, the key check, body limits
+    and rate limiting then cost the feed nothing, not even the interpreter lock.
+    ``thread`` serves it from a thread of this process instead (its own loop, the
+    interpreter lock shared; ``alphapanda.api.isolation``); so does an API without a
+    feed to control.
     """
 
     def __init__(
@@ -166,16 +191,36 @@ class ApiServer:
         metrics_reader: MetricsReader | None = None,
         host: str | None = None,
         port: int | None = None,
+        feed_stopping: Callable[[], bool] = lambda: False,
     ) -> None:
+        if host is not None or port is not None:
+            served_at = {
+                "host": host or settings.api.host,
+                "port": settings.api.port if port is None else port,
+            }
+            settings = settings.model_copy(
+                update={"api": settings.api.model_copy(update=served_at)}
+            )
         self._settings = settings
         self._control = control
         self._reader = metrics_reader
-        self._host = host
-        self._port = port
+        self._process: ApiProcess | None = None
+        if settings.api.isolation == "process" and control is not None:
+            if metrics_reader is not None:
+                raise ValueError("the API process reads Redis with a client of its own")
+            self._process = ApiProcess(settings, control, feed_stopping=feed_stopping)
         self._thread = ApiThread(self._serve, name="alphapanda-api")
         self._feed_loop: asyncio.AbstractEventLoop | None = None
 
+    @property
+    def process(self) -> ApiProcess | None:
+        """The supervised API process (None when the API runs on a thread)."""
+        return self._process
+
     async def run(self) -> None:
+        if self._process is not None:
+            await self._process.run()
+            return
         # The API gets its own thread and loop so no client can stall the tick path
         # (see alphapanda.api.isolation); feed calls hop back to this loop.
         self._feed_loop = asyncio.get_running_loop()
@@ -186,14 +231,10 @@ class ApiServer:
         control = (
             ThreadedControl(self._control, self._feed_loop) if self._control is not None else None
         )
-        await serve_api(
-            self._settings,
-            control,
-            metrics_reader=self._reader,
-            stop=stop,
-            host=self._host,
-            port=self._port,
-        )
+        await serve_api(self._settings, control, metrics_reader=self._reader, stop=stop)
 
     def stop(self) -> None:
-        self._thread.stop()
+        if self._process is not None:
+            self._process.stop()
+        else:
+            self._thread.stop()

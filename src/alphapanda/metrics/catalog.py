@@ -368,6 +368,16 @@ RATE_LIMIT_STORAGE_ERRORS = counter(
     "rate_limit_storage_errors_total", "rate-limit checks that could not reach Redis", "route_class"
 )
 
+# The control API's own process, as the feed supervises it.
+
+API_PROCESS_UP = gauge("api_process_up", "1 while the control API process serves requests.")
+API_PROCESS_RESTARTS = counter(
+    "api_process_restarts_total", "Times the control API process died and was restarted."
+)
+API_CONTROL_CALLS = counter(
+    "api_control_calls_total", "Control calls the feed answered for the API process.", "call"
+)
+
 # Recording raw frames to a file.
 
 RECORDER_FRAMES = counter("recorder_frames_total", "Frames recorded")

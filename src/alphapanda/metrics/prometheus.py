@@ -111,16 +111,19 @@ def _build(base: str, family: _Family) -> Metric:
     return metric
 
 
-def build_registry(gather: Gather, *, process_metrics: bool = False) -> CollectorRegistry:
+def build_registry(
+    gather: Gather, *, process_metrics: bool = False, pid: int | None = None
+) -> CollectorRegistry:
     """A dedicated registry holding a ``SamplesCollector`` over ``gather``.
 
     ``process_metrics`` adds the standard ``process_*``/``python_info`` collectors (RSS,
-    CPU, open fds), which is what an operator expects next to the feed's own figures.
+    CPU, open fds), which is what an operator expects next to the feed's own figures:
+    those of process ``pid`` (default: this one).
     """
     registry = CollectorRegistry(auto_describe=False)
     registry.register(SamplesCollector(gather))
     if process_metrics:
-        ProcessCollector(registry=registry)
+        ProcessCollector(registry=registry, pid=lambda: "self" if pid is None else pid)
         PlatformCollector(registry=registry)
     return registry
 

@@ -7,7 +7,7 @@ historic ``pipeline:market_ticks:market:*`` layout.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any, Literal
 
@@ -129,6 +129,21 @@ def samples_of(snapshot: Mapping[str, Any]) -> list[Sample]:
         help_text = "" if metric is None else metric.help
         out.append(Sample(name, kind, float(item["value"]), labels, help_text))
     return out
+
+
+def samples_from_rows(rows: Iterable[Sequence[Any]]) -> list[Sample]:
+    """Samples sent as plain rows ``(name, kind, value, labels, help)`` from another
+    process (the feed answering its API process), rebuilt."""
+    return [
+        Sample(
+            str(name),
+            "counter" if kind == "counter" else "gauge",
+            float(value),
+            tuple((str(label), str(text)) for label, text in labels),
+            str(help_text),
+        )
+        for name, kind, value, labels, help_text in rows
+    ]
 
 
 def status_rows(snapshot: Mapping[str, Any] | None) -> list[tuple[str, str]]:

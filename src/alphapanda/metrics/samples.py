@@ -13,8 +13,11 @@ Components do not build ``Sample``s by hand: every metric is declared once in
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable
 from typing import Literal, NamedTuple, Protocol, runtime_checkable
+
+log = logging.getLogger(__name__)
 
 SampleKind = Literal["counter", "gauge"]
 
@@ -35,3 +38,16 @@ class MetricsSource(Protocol):
     """Anything that can report its figures. Must be cheap and must not block."""
 
     def samples(self) -> Iterable[Sample]: ...
+
+
+def gather(sources: Iterable[MetricsSource]) -> list[Sample]:
+    """Every source's samples; a source that fails is left out (logged at debug), so one
+    component's bug cannot take the others' figures down with it."""
+    gathered: list[Sample] = []
+    for source in sources:
+        try:
+            # list() first: a generator failing halfway must not leave half its figures.
+            gathered.extend(list(source.samples()))
+        except Exception:
+            log.debug("metrics source %s failed", type(source).__name__, exc_info=True)
+    return gathered

@@ -132,6 +132,7 @@ DESCRIPTIONS: Final[dict[str, str]] = {
     "ALPHAPANDA_API__TRUSTED_PROXIES": "proxies whose `X-Forwarded-For` is believed",
     "ALPHAPANDA_API__MAX_BODY_BYTES": "largest request body",
     "ALPHAPANDA_API__MAX_CONNECTIONS": "open connections before 503",
+    "ALPHAPANDA_API__ISOLATION": "`process`: the API in a child process the feed supervises; `thread`: on a thread of the feed",
     # Metrics, logs
     "ALPHAPANDA_METRICS__NAMESPACE": "Redis key namespace (one per feed)",
     "ALPHAPANDA_METRICS__FLUSH_INTERVAL_MS": "how often metrics go to Redis, ms",

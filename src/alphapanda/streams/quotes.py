@@ -12,15 +12,24 @@ when it is asked for. Pure: no I/O.
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
+from typing import TYPE_CHECKING
 
 from alphapanda.market_tick import MarketTick
 from alphapanda.metrics import catalog
 from alphapanda.metrics.samples import Sample
-from alphapanda.pipeline.producer import EncodedMessage
 from alphapanda.pipeline.wire import WireDecoder, content_type_of
+
+if TYPE_CHECKING:
+    # Only for annotations: the API process decodes quotes without the Kafka client.
+    from alphapanda.pipeline.producer import EncodedMessage
 
 # Decoders hold no state between calls: shared by the API's thread and the feed's.
 _decoder = WireDecoder()
+
+
+def decode_quote(value: bytes, content_type: str) -> MarketTick:
+    """The quote a ``market.ticks`` record value carries."""
+    return _decoder.decode(value, content_type).data
 
 
 class LatestQuotes:
@@ -57,7 +66,7 @@ class LatestQuotes:
         record = self._latest.get(token)
         if record is None:
             return None
-        return _decoder.decode(record.value, content_type_of(record.headers)).data
+        return decode_quote(record.value, content_type_of(record.headers))
 
     def many(self, tokens: Iterable[int]) -> dict[int, MarketTick]:
         out: dict[int, MarketTick] = {}
@@ -69,6 +78,16 @@ class LatestQuotes:
 
     def tokens(self) -> list[int]:
         return sorted(self._latest)
+
+    def encoded(self, tokens: Iterable[int]) -> list[tuple[int, bytes, str]]:
+        """``(token, record value, content type)`` of each of ``tokens`` that has a quote:
+        what another process (the API's) decodes with ``decode_quote``."""
+        latest = self._latest
+        return [
+            (token, record.value, content_type_of(record.headers))
+            for token in tokens
+            if (record := latest.get(token)) is not None
+        ]
 
     def forget(self, tokens: Iterable[int]) -> None:
         for token in tokens:
