@@ -22,7 +22,7 @@ from alphapanda.service import MarketFeedService
 from alphapanda.settings import Settings
 from alphapanda.testing import eventually
 from tests.support.feed import feed_settings
-from tests.support.services import free_port
+from tests.support.services import free_port, port_open
 from tests.support.sim import running_simulator
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -118,6 +118,8 @@ async def test_every_metric_used_is_exported_by_a_running_feed(
             tg.create_task(service.run())
             await eventually(lambda: feed.readiness()[0], timeout=60, what="feed ready")
             await eventually(lambda: feed.accounting.dropped_total > 0, timeout=30)
+            # The API serves from its own process, which may still be starting.
+            await eventually(lambda: port_open(settings.api.port), timeout=60, what="the API")
             url = f"http://127.0.0.1:{settings.api.port}/metrics"
             async with httpx.AsyncClient() as http:
                 text = (await http.get(url)).text
