@@ -8,6 +8,7 @@ Blocking methods: call them through ``asyncio.to_thread`` from async code.
 from __future__ import annotations
 
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -18,9 +19,34 @@ from typing import Final
 DEVSTACK: Final = Path(__file__).resolve().parents[3] / "scripts" / "devstack.sh"
 
 
+# Ports below the kernel's range for outgoing connections are tried in this window.
+_BELOW_EPHEMERAL: Final = 12_000
+
+
+def _ephemeral_start() -> int:
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768  # Linux's default
+
+
 def free_port() -> int:
-    """A TCP port nobody listens on right now."""
-    with socket.socket() as s:
+    """A TCP port nobody listens on right now, below the kernel's range for outgoing
+    connections. A private service is stopped and started again on its port (chaos
+    runs, tests killing their broker); a port from that range can be taken meanwhile by
+    any outgoing connection, even by a client retrying the stopped service itself (TCP's
+    self-connect), and the restart then fails with the port in use."""
+    high = _ephemeral_start()
+    low = max(1024, high - _BELOW_EPHEMERAL)
+    for _ in range(200):
+        port = random.randrange(low, high)
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    with socket.socket() as s:  # all taken: any free port, as the kernel picks one
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
 
