@@ -36,9 +36,14 @@ if [ "$workers" -le 1 ]; then
     .venv/bin/pytest
     exit $?
 fi
-.venv/bin/pytest -m "not serial" -n "$workers" --dist loadfile
-parallel=$?
-.venv/bin/pytest -m serial
-serial=$?
+# Each part's output is kept, so that the names of what failed can be repeated at the
+# very end, where a CI log that shows only its last lines still has them.
+logs=$(mktemp -d)
+.venv/bin/pytest -m "not serial" -n "$workers" --dist loadfile | tee "$logs/parallel.log"
+parallel=${PIPESTATUS[0]}
+.venv/bin/pytest -m serial | tee "$logs/serial.log"
+serial=${PIPESTATUS[0]}
+grep -hE '^(FAILED|ERROR) ' "$logs/parallel.log" "$logs/serial.log" >&2
+rm -rf "$logs"
 echo "[test] parallel part exit $parallel, serial part exit $serial" >&2
 [ "$parallel" -eq 0 ] && [ "$serial" -eq 0 ]
