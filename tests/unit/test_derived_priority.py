@@ -77,3 +77,15 @@ def test_the_bound_starts_again_after_the_tick_path_was_idle(tmp_path: Path) -> 
     assert derived._defer(later)
     assert derived._defer(later + MAX_DEFER / 2)
     assert derived.deferrals == 2
+
+
+def test_the_waits_are_exported_as_a_metric(tmp_path: Path) -> None:
+    derived, feed = _streams(tmp_path)
+    feed.busy = True
+    derived._defer(100.0)
+    feed.busy = False
+    derived._defer(100.1)
+    feed.busy = True
+    derived._defer(100.2)
+    values = {s.name: s.value for s in derived.samples() if s.name == "derived_deferrals_total"}
+    assert values == {"derived_deferrals_total": 2}

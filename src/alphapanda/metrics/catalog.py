@@ -302,6 +302,11 @@ DERIVED_TICKS_DROPPED = counter(
     "Ticks the derived streams dropped because they were behind (tick path unaffected).",
 )
 DERIVED_QUEUE_TICKS = gauge("derived_queue_ticks", "Ticks waiting.")
+DERIVED_DEFERRALS = counter(
+    "derived_deferrals_total",
+    "Times candles and quotes waited for the tick path to hand over a frame (each wait "
+    "is bounded).",
+)
 ORDERS_RECEIVED = counter("orders_received_total", "Kite order updates.")
 ORDERS_LOST = counter("orders_lost_total", "Order updates not published.")
 ORDERS_DUPLICATE = counter(

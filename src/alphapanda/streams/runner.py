@@ -456,6 +456,7 @@ class DerivedStreams:
         yield catalog.DERIVED_TICKS_OFFERED.sample(self.ticks_offered)
         yield catalog.DERIVED_TICKS_DROPPED.sample(self.ticks_dropped)
         yield catalog.DERIVED_QUEUE_TICKS.sample(self._queued)
+        yield catalog.DERIVED_DEFERRALS.sample(self.deferrals)
         yield catalog.ORDERS_RECEIVED.sample(self.orders_received)
         yield catalog.ORDERS_LOST.sample(self.orders_lost)
         yield catalog.ORDERS_DUPLICATE.sample(self.orders_duplicate)
