@@ -1,16 +1,22 @@
 """The derived streams' own Kafka producer and topic set-up.
 
 A producer of its own (not the tick path's): its queue filling up, or its broker
-errors, can never hold back a tick. Every record is sent with a delivery callback and
-counted per stream — sent, delivered, failed, dropped (the bounded queue was full) —
-so nothing leaves silently.
+errors, can never hold back a tick. Every record is counted per stream — sent,
+delivered, failed, dropped (the bounded queue was full) — so nothing leaves silently.
+
+The latest quotes are a record per tick at the exchange's one-frame-a-second cadence
+(nothing conflates), so they have a producer of their own that reports failures only:
+a success costs no Python call and no copy of the record (a report per record was
+most of what the quotes cost the feed). A failure is still reported, with its record,
+and counted; delivered is what was sent and neither failed nor is still in flight.
+Candles, feed events and order updates are few and keep a report per record.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import Future
 from functools import partial
 from typing import Final
@@ -47,16 +53,42 @@ class StreamCounts:
 
 
 class DerivedProducer:
-    """Sends derived records; ``run()`` serves delivery reports until ``close()``."""
+    """Sends derived records; ``run()`` serves delivery reports until ``close()``.
 
-    def __init__(self, settings: KafkaSettings, client_id: str = "alphapanda-derived") -> None:
+    ``bulk_stream`` goes through the producer that reports failures only (see the module
+    docstring)."""
+
+    def __init__(
+        self,
+        settings: KafkaSettings,
+        client_id: str = "alphapanda-derived",
+        bulk_stream: str | None = None,
+    ) -> None:
         config = producer_config(settings, client_id)
         config["queue.buffering.max.messages"] = QUEUE_MAX_MESSAGES
         self._producer = Producer(config)
         self.counts: dict[str, StreamCounts] = {}
         self._throttle = LogThrottle()
         self._loop_time = asyncio.get_running_loop().time
-        self.pending = 0
+        # Records of the producer with a report per record, not yet reported.
+        self._reported_pending = 0
+        self._bulk_stream = bulk_stream
+        self._bulk: Producer | None = None
+        self._on_bulk_failure: Callable[[KafkaError | None, Message], None] | None = None
+        if bulk_stream is not None:
+            self._bulk = Producer(
+                {**config, "client.id": f"{client_id}-bulk", "delivery.report.only.error": True}
+            )
+            # One handler for every record of the stream (none is made per record).
+            self._on_bulk_failure = partial(
+                self._on_failure_only, self.stream(bulk_stream), bulk_stream
+            )
+
+    @property
+    def pending(self) -> int:
+        """Records sent and not yet delivered or failed (with their reports served)."""
+        bulk = len(self._bulk) if self._bulk is not None else 0
+        return self._reported_pending + bulk
 
     def stream(self, name: str) -> StreamCounts:
         counts = self.counts.get(name)
@@ -74,14 +106,25 @@ class DerivedProducer:
     ) -> bool:
         """Queue one record; False (and counted as dropped) if the queue is full."""
         counts = self.stream(stream)
+        bulk = stream == self._bulk_stream
         try:
-            self._producer.produce(
-                topic,
-                value,
-                key,
-                headers=headers,  # type: ignore[arg-type]  # the stub's list is invariant
-                on_delivery=partial(self._on_delivery, counts, stream, key),
-            )
+            if bulk:
+                assert self._bulk is not None
+                self._bulk.produce(
+                    topic,
+                    value,
+                    key,
+                    headers=headers,  # type: ignore[arg-type]
+                    on_delivery=self._on_bulk_failure,
+                )
+            else:
+                self._producer.produce(
+                    topic,
+                    value,
+                    key,
+                    headers=headers,  # type: ignore[arg-type]  # the stub's list is invariant
+                    on_delivery=partial(self._on_delivery, counts, stream, key),
+                )
         except BufferError:
             counts.dropped += 1
             self._warn(stream, "queue full: record dropped")
@@ -91,7 +134,8 @@ class DerivedProducer:
             self._warn(stream, f"cannot produce: {exc}")
             return False
         counts.sent += 1
-        self.pending += 1
+        if not bulk:
+            self._reported_pending += 1
         return True
 
     def _on_delivery(
@@ -102,10 +146,21 @@ class DerivedProducer:
         error: KafkaError | None,
         message: Message,
     ) -> None:
-        self.pending -= 1
+        self._reported_pending -= 1
         if error is None:
             counts.delivered += 1
             return
+        self._failed(counts, stream, key, error)
+
+    def _on_failure_only(
+        self, counts: StreamCounts, stream: str, error: KafkaError | None, message: Message
+    ) -> None:
+        # Called for failures only ("delivery.report.only.error"); successes are counted
+        # in poll().
+        if error is not None:
+            self._failed(counts, stream, message.key() or b"", error)
+
+    def _failed(self, counts: StreamCounts, stream: str, key: bytes, error: KafkaError) -> None:
         counts.failed += 1
         # Throttled per stream and error (not per key: an outage fails every key at once).
         self._warn(
@@ -123,10 +178,22 @@ class DerivedProducer:
 
     def poll(self) -> None:
         self._producer.poll(0)
+        bulk = self._bulk
+        if bulk is None:
+            return
+        bulk.poll(0)
+        # What was sent and is neither failed nor in flight was delivered. In flight
+        # counts librdkafka's queued events as well, so this is a lower bound (exact
+        # once the queue is empty): the counter never goes back.
+        assert self._bulk_stream is not None
+        counts = self.counts[self._bulk_stream]
+        delivered = counts.sent - counts.failed - len(bulk)
+        if delivered > counts.delivered:
+            counts.delivered = delivered
 
     async def run(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
-            self._producer.poll(0)
+            self.poll()
             try:
                 async with asyncio.timeout(POLL_INTERVAL if self.pending else IDLE_POLL_INTERVAL):
                     await stop.wait()
@@ -137,9 +204,9 @@ class DerivedProducer:
         """Serve reports until nothing is pending or ``deadline`` (loop time); returns what is left."""
         loop_time = self._loop_time
         while self.pending and loop_time() < deadline:
-            self._producer.poll(0)
+            self.poll()
             await asyncio.sleep(0.005)
-        self._producer.poll(0)
+        self.poll()
         return self.pending
 
     def samples(self) -> Iterator[Sample]:
