@@ -7,13 +7,13 @@ import contextlib
 import logging
 import signal
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Final
 
 import typer
 
 from alphapanda.assembly import open_feed
 from alphapanda.cli.app import app, settings_from
-from alphapanda.heap import keep_freed_memory
+from alphapanda.heap import freeze_long_lived, keep_freed_memory
 from alphapanda.logs import configure_logging, flush_suppressed, secrets_of
 from alphapanda.ops.preflight import feed_preflight
 from alphapanda.parts import FeedParts
@@ -23,6 +23,9 @@ from alphapanda.service import MarketFeedService, ServiceFailed
 from alphapanda.settings import Settings, SubscriptionMode, resolve_paths
 
 log = logging.getLogger("alphapanda.feed")
+
+# Seconds after readiness at which the objects alive are frozen (alphapanda.heap).
+FREEZE_AFTER_READY: Final = 5.0
 
 
 @app.command(
@@ -143,6 +146,14 @@ async def run_feed(
     return parts
 
 
+async def _freeze_when_up(service: MarketFeedService) -> None:
+    # After the first frames, so that the per-instrument state they create is frozen too.
+    await service.ready.wait()
+    await asyncio.sleep(FREEZE_AFTER_READY)
+    if not service.stopping:
+        freeze_long_lived()
+
+
 async def _run(service: MarketFeedService, run_for: float | None) -> None:
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
@@ -150,6 +161,8 @@ async def _run(service: MarketFeedService, run_for: float | None) -> None:
     try:
         async with asyncio.TaskGroup() as tg:
             runner = tg.create_task(service.run(), name="market-feed")
+            freezer = tg.create_task(_freeze_when_up(service), name="gc-freeze")
+            runner.add_done_callback(lambda _: freezer.cancel())
             if run_for is not None:
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(run_for):
