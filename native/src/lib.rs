@@ -14,7 +14,7 @@
 use pyo3::exceptions::PyTypeError;
 use pyo3::ffi;
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyList, PyType};
+use pyo3::types::{PyBytes, PyDict, PyList, PyType};
 
 mod format;
 mod out;
@@ -188,6 +188,44 @@ fn decode_frame<'py>(
     Ok((list, heartbeat, skipped))
 }
 
+/// Each record's packet index in its frame (the ``pkt`` header), numbered as
+/// ``WireEncoder.position_headers`` numbers it, on that encoder's own state: ``state``
+/// maps a token to ``(receive time, index)`` of its last record, ``headers_at(index)``
+/// gives the (shared) header list for an index.
+struct Positions<'py> {
+    state: Bound<'py, PyDict>,
+    headers_at: Bound<'py, PyAny>,
+    max: usize,
+    // Header lists by index, asked of ``headers_at`` once per call.
+    lists: Vec<Bound<'py, PyAny>>,
+}
+
+impl<'py> Positions<'py> {
+    fn headers(&mut self, token: u32, received_at_ns: i64) -> PyResult<Bound<'py, PyAny>> {
+        let last = self.state.get_item(token)?;
+        let index = match &last {
+            Some(entry) => {
+                let (ns, index): (i64, usize) = entry.extract()?;
+                if ns == received_at_ns {
+                    index + 1
+                } else {
+                    0
+                }
+            }
+            None => 0,
+        };
+        if last.is_none() && self.state.len() >= self.max {
+            self.state.clear();
+        }
+        self.state.set_item(token, (received_at_ns, index))?;
+        while self.lists.len() <= index {
+            let list = self.headers_at.call1((self.lists.len(),))?;
+            self.lists.push(list);
+        }
+        Ok(self.lists[index].clone())
+    }
+}
+
 /// What the record encoder needs besides the ticks (mirrors ``WireEncoder`` state).
 struct Encoder<'py> {
     py: Python<'py>,
@@ -196,6 +234,7 @@ struct Encoder<'py> {
     id_mid: String,
     seq: u64,
     headers: Bound<'py, PyAny>,
+    positions: Option<Positions<'py>>,
     message_type: Bound<'py, PyType>,
     buf: Vec<u8>,
     memo: out::JsonMemo,
@@ -233,9 +272,13 @@ impl<'py> Encoder<'py> {
         let key = PyBytes::new(self.py, key.as_slice());
         let value = PyBytes::new(self.py, &self.buf);
         let received = received_at_ns.into_pyobject(self.py)?;
+        let headers = match &mut self.positions {
+            Some(positions) => positions.headers(formatted.token, received_at_ns)?,
+            None => self.headers.clone(),
+        };
         let message = new_tuple_of(
             &self.message_type,
-            [key.into_any(), value.into_any(), self.headers.clone(), received.into_any()],
+            [key.into_any(), value.into_any(), headers, received.into_any()],
         )?;
         self.out.append(message)
     }
@@ -319,6 +362,7 @@ fn make_encoder<'py>(
         id_mid,
         seq,
         headers,
+        positions: None,
         message_type,
         buf: Vec::with_capacity(2048),
         memo: out::JsonMemo::default(),
@@ -329,10 +373,12 @@ fn make_encoder<'py>(
 
 /// ``(records, seq, malformed)`` for a batch of ``NativeTick``s: each record is
 /// ``message_type((key, value, headers, received_at_ns))``; ``seq`` is the id counter
-/// after the batch; ``malformed`` lists ``(token, reason)`` per nulled field.
+/// after the batch; ``malformed`` lists ``(token, reason)`` per nulled field. With
+/// ``positions`` (and ``headers_at``, ``max_positions``) each record gets the header
+/// list of its packet index in its frame (see ``Positions``), else ``headers``.
 #[pyfunction]
 #[allow(clippy::too_many_arguments)]
-#[pyo3(signature = (ticks, emitted_at_ns, *, msgpack, include_depth, include_oi, id_mid, seq, headers, message_type))]
+#[pyo3(signature = (ticks, emitted_at_ns, *, msgpack, include_depth, include_oi, id_mid, seq, headers, message_type, positions=None, headers_at=None, max_positions=0))]
 fn encode_ticks<'py>(
     py: Python<'py>,
     ticks: &Bound<'py, PyList>,
@@ -344,10 +390,21 @@ fn encode_ticks<'py>(
     seq: u64,
     headers: Bound<'py, PyAny>,
     message_type: Bound<'py, PyType>,
+    positions: Option<Bound<'py, PyDict>>,
+    headers_at: Option<Bound<'py, PyAny>>,
+    max_positions: usize,
 ) -> PyResult<(Bound<'py, PyList>, u64, Vec<(u32, &'static str)>)> {
     let mut enc = make_encoder(
         py, emitted_at_ns, msgpack, include_depth, include_oi, id_mid, seq, headers, message_type,
     );
+    match (positions, headers_at) {
+        (Some(state), Some(headers_at)) => {
+            let lists = Vec::new();
+            enc.positions = Some(Positions { state, headers_at, max: max_positions, lists });
+        }
+        (None, None) => {}
+        _ => return Err(PyTypeError::new_err("positions and headers_at go together")),
+    }
     for item in ticks.iter() {
         let tick = item.cast::<NativeTick>()?;
         let tick = tick.get();
@@ -395,7 +452,7 @@ fn encode_frame<'py>(
 /// The interface this build offers; `alphapanda.pipeline.hotpath.NATIVE_API_VERSION`
 /// must say the same, so a build from older sources is refused rather than half used.
 /// Raise both when a function or a method is added or changed.
-const API_VERSION: u32 = 2;
+const API_VERSION: u32 = 3;
 
 #[pymodule]
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {

@@ -1,5 +1,6 @@
 """Type stubs of the Rust extension (native/src): Kite frames to Kafka records."""
 
+from collections.abc import Callable
 from typing import Any
 
 API_VERSION: int
@@ -41,6 +42,9 @@ def encode_ticks(
     seq: int,
     headers: list[tuple[str, bytes]],
     message_type: type[Any],
+    positions: dict[int, tuple[int, int]] | None = None,
+    headers_at: Callable[[int], list[tuple[str, bytes]]] | None = None,
+    max_positions: int = 0,
 ) -> tuple[list[Any], int, list[tuple[int, str]]]: ...
 def encode_frame(
     data: bytes,

@@ -46,7 +46,7 @@ log = logging.getLogger(__name__)
 
 # The extension's interface this code needs (its API_VERSION): an editable install run
 # without rebuilding after a pull has an older one, and falls back to the Python path.
-NATIVE_API_VERSION: Final = 2
+NATIVE_API_VERSION: Final = 3
 
 HotPathSetting = Literal["auto", "native", "python"]
 HotPathImpl = Literal["native", "python"]
@@ -127,6 +127,10 @@ def encode_native_ticks(
     would count them, with ids from ``wire``'s counter."""
     from alphapanda import _native
 
+    # Each record's position in its frame (the ``pkt`` header crash recovery matches on),
+    # numbered on the same encoder state as the Python path's records: by the extension,
+    # or, while a crash recovery's seeded positions are pending, here.
+    positions = wire.native_positions()
     records, seq, malformed = _native.encode_ticks(
         cast("list[_native.NativeTick]", ticks),
         emitted_at_ns,
@@ -137,11 +141,14 @@ def encode_native_ticks(
         seq=wire.seq,
         headers=wire.shared_headers,
         message_type=EncodedMessage,
+        positions=positions,
+        headers_at=None if positions is None else wire.headers_at,
+        max_positions=wire.max_positions,
     )
     wire.seq = seq
     formatter.count_external(len(records), malformed)
-    # Each record's position in its frame (the ``pkt`` header crash recovery matches on),
-    # numbered by the same encoder state as the Python path's records.
+    if positions is not None:
+        return cast("list[EncodedMessage]", records)
     position = wire.position_headers
     return [
         record._replace(headers=position(int(record.key), record.received_at_ns))

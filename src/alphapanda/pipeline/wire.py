@@ -132,10 +132,23 @@ class WireEncoder:
         if len(self._positions) >= _KEY_CACHE_MAX and last is None:
             self._positions.clear()
         self._positions[instrument_token] = (received_at_ns, index)
+        return self.headers_at(index)
+
+    def headers_at(self, index: int) -> list[tuple[str, bytes]]:
+        """``shared_headers`` plus packet index ``index`` (one shared list per index)."""
         cached = self._position_headers
         while len(cached) <= index:
             cached.append([*self._headers, (POSITION_HEADER, b"%d" % len(cached))])
         return cached[index]
+
+    def native_positions(self) -> dict[int, tuple[int, int]] | None:
+        """The state ``position_headers`` numbers records on, for the native encoder to
+        number them itself (with ``headers_at`` and ``max_positions``); None while part
+        of a frame published again after a crash is pending (``seed_position``): then
+        ``position_headers`` numbers them."""
+        return None if self._first_index else self._positions
+
+    max_positions: Final = _KEY_CACHE_MAX
 
     def seed_position(self, instrument_token: int, received_at_ns: int, index: int) -> None:
         """The next tick of ``instrument_token`` from the frame received at
