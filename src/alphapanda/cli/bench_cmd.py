@@ -559,7 +559,7 @@ def e2e(
             "(target ≥ 10×)"
         )
     if result.ratio_to_ceiling is not None:
-        console.print(f"feed / ceiling: {result.ratio_to_ceiling:.0%} (target ≥ 50 %)")
+        console.print(f"feed / ceiling: {result.ratio_to_ceiling:.0%} (target ≥ 60 %)")
     console.print(
         f"python {platform.python_version()} on {platform.machine()}, {os.cpu_count()} CPUs",
         highlight=False,
