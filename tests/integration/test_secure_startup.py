@@ -38,7 +38,8 @@ def run_cli(
         ALPHAPANDA_REDIS__URL=SHARED_REDIS,
         ALPHAPANDA_DATABASE__URL=SHARED_DATABASE,
         COLUMNS="200",
-        PYTHONPATH=str(ROOT),
+        # The code of this tree, also when the venv was installed from another checkout.
+        PYTHONPATH=os.pathsep.join((str(ROOT / "src"), str(ROOT))),
     )
     full_env.update(env)
     return subprocess.run(
@@ -157,6 +158,18 @@ def test_missing_csv_from_another_directory_names_the_setting_and_where_it_looke
         "feed", "--run-for", "1", cwd=tmp_path, ALPHAPANDA_HOME=str(tmp_path / "h"), **relative
     )
     _assert_clear_error(home, "ALPHAPANDA_HOME", str(tmp_path / "h" / "data" / "instruments.csv"))
+
+
+@pytest.mark.parametrize(
+    "command", [("e2e", "--seconds", "1"), ("soak", "--minutes", "1"), ("chaos",), ("derived",)]
+)
+def test_a_benchmark_away_from_the_checkout_names_the_missing_universe(
+    tmp_path: Path, command: tuple[str, ...]
+) -> None:
+    # The benchmarks stream the simulator's universe (data/instruments.csv of the
+    # checkout); run from elsewhere they said so with a traceback.
+    result = run_cli("bench", *command, cwd=tmp_path)
+    _assert_clear_error(result, "ALPHAPANDA_FEED__INSTRUMENTS_CSV", str(tmp_path / "data"))
 
 
 def test_traceback_only_with_debug_logging(tmp_path: Path) -> None:

@@ -20,6 +20,8 @@ from rich.table import Table
 from alphapanda.bench.decode import run_decode_benchmark
 from alphapanda.cli.app import app, settings_from
 from alphapanda.heap import keep_freed_memory
+from alphapanda.settings import Settings
+from alphapanda.sim.config import SimConfig
 
 bench_app = typer.Typer(
     name="bench",
@@ -30,6 +32,22 @@ bench_app = typer.Typer(
     "  alphapanda bench e2e --seconds 10 --rate 100000",
 )
 app.add_typer(bench_app, name="bench")
+
+
+def universe_settings(ctx: typer.Context) -> Settings:
+    """The settings of a benchmark that streams the simulator's instrument universe: one
+    clear line and exit 2 when its CSV is not where the benchmark will read it."""
+    settings = settings_from(ctx)
+    csv = (settings.feed.instruments_csv or SimConfig().instruments).resolve()
+    if not csv.is_file():
+        typer.secho(
+            f"instruments file {csv} not found: run the benchmark from the repository's "
+            "folder (it holds data/instruments.csv) or set ALPHAPANDA_FEED__INSTRUMENTS_CSV",
+            fg=typer.colors.RED,
+            err=True,
+        )
+        raise typer.Exit(2)
+    return settings
 
 
 @bench_app.command(
@@ -234,7 +252,7 @@ def soak(
 
     result = asyncio.run(
         run_soak(
-            settings_from(ctx),
+            universe_settings(ctx),
             minutes=seconds / 60,
             rate=rate,
             out_dir=out_dir,
@@ -306,7 +324,7 @@ def chaos(
         return
     try:
         result = asyncio.run(
-            run_chaos(settings_from(ctx), faults=names, rate=rate, drops=drops, on_fault=show)
+            run_chaos(universe_settings(ctx), faults=names, rate=rate, drops=drops, on_fault=show)
         )
     except ValueError as exc:
         console.print(str(exc))
@@ -384,7 +402,7 @@ def _failovers(ctx: typer.Context, console: Console, rate: float, faults: list[s
             )
 
         result = asyncio.run(
-            run_failover(settings_from(ctx), rate=rate, fault=fault, on_takeover=show)
+            run_failover(universe_settings(ctx), rate=rate, fault=fault, on_takeover=show)
         )
         for line in failover_lines(result):
             console.print(line, highlight=False)
@@ -411,7 +429,7 @@ def _feedkill(
             highlight=False,
         )
 
-    result = asyncio.run(run_feedkill(settings_from(ctx), rate=rate, on_kill=show))
+    result = asyncio.run(run_feedkill(universe_settings(ctx), rate=rate, on_kill=show))
     for line in feedkill_lines(result):
         console.print(line, highlight=False)
     if exit_on_failure and (failed or not result.passed):
@@ -477,7 +495,7 @@ def e2e(
 
         compare_wal(
             console,
-            settings_from(ctx),
+            universe_settings(ctx),
             rounds=wal_compare,
             seconds=seconds,
             rate=rate,
@@ -487,7 +505,7 @@ def e2e(
         return
     result = asyncio.run(
         run_e2e(
-            settings_from(ctx),
+            universe_settings(ctx),
             seconds=seconds,
             rate=rate,
             latency_rate=latency_rate,

@@ -10,8 +10,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from alphapanda.cli.app import settings_from
-from alphapanda.cli.bench_cmd import bench_app
+from alphapanda.cli.bench_cmd import bench_app, universe_settings
 
 
 @bench_app.command(
@@ -55,7 +54,7 @@ def derived(
 
     runs = asyncio.run(
         run_derived_ab(
-            settings_from(ctx),
+            universe_settings(ctx),
             seconds=seconds,
             rate=rate,
             latency_rate=latency_rate,
