@@ -237,6 +237,7 @@ struct Encoder<'py> {
     positions: Option<Positions<'py>>,
     message_type: Bound<'py, PyType>,
     buf: Vec<u8>,
+    key_buf: Vec<u8>,
     memo: out::JsonMemo,
     malformed: Vec<(u32, &'static str)>,
     out: Bound<'py, PyList>,
@@ -268,8 +269,9 @@ impl<'py> Encoder<'py> {
                 received_at_ns,
             );
         }
-        let mut key = itoa_buf(formatted.token as u64);
-        let key = PyBytes::new(self.py, key.as_slice());
+        self.key_buf.clear();
+        out::uint(&mut self.key_buf, formatted.token as u64);
+        let key = PyBytes::new(self.py, &self.key_buf);
         let value = PyBytes::new(self.py, &self.buf);
         let received = received_at_ns.into_pyobject(self.py)?;
         let headers = match &mut self.positions {
@@ -282,31 +284,6 @@ impl<'py> Encoder<'py> {
         )?;
         self.out.append(message)
     }
-}
-
-struct SmallBuf {
-    bytes: [u8; 20],
-    start: usize,
-}
-
-impl SmallBuf {
-    fn as_slice(&mut self) -> &[u8] {
-        &self.bytes[self.start..]
-    }
-}
-
-fn itoa_buf(mut n: u64) -> SmallBuf {
-    let mut bytes = [0u8; 20];
-    let mut i = 20;
-    loop {
-        i -= 1;
-        bytes[i] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    SmallBuf { bytes, start: i }
 }
 
 /// An instance of ``tp`` (a tuple subclass such as a NamedTuple) holding ``items``,
@@ -365,6 +342,7 @@ fn make_encoder<'py>(
         positions: None,
         message_type,
         buf: Vec::with_capacity(2048),
+        key_buf: Vec::with_capacity(20),
         memo: out::JsonMemo::default(),
         malformed: Vec::new(),
         out: PyList::empty(py),

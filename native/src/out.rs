@@ -78,7 +78,7 @@ const DIGIT_PAIRS: &[u8; 200] = b"0001020304050607080910111213141516171819\
 
 /// Written in place at the end of ``buf`` (no intermediate copy: a variable-length copy
 /// is a call to ``memmove``, which cost more than the digits themselves).
-fn uint(buf: &mut Vec<u8>, value: u64) {
+pub fn uint(buf: &mut Vec<u8>, value: u64) {
     let len = value.checked_ilog10().map_or(1, |log| log as usize + 1);
     buf.reserve(len);
     let start = buf.len();
