@@ -48,13 +48,13 @@ from pydantic import SecretStr
 from alphapanda.assembly import Overrides, build
 from alphapanda.bench import chaos_disk
 from alphapanda.bench.harness import LedgerFigures, SimProcess, StreamLedger, until
+from alphapanda.bench.universe import simulator_csv
 from alphapanda.metrics import catalog
 from alphapanda.metrics.collector import PipelineMetricsCollector
 from alphapanda.ops.devstack import DevstackService
 from alphapanda.parts import FeedParts
 from alphapanda.service import MarketFeedService, ServiceFailed
 from alphapanda.settings import Settings
-from alphapanda.sim.config import SimConfig
 from alphapanda.topics import TopicNames
 
 FAULTS: Final = (
@@ -372,7 +372,7 @@ def chaos_settings(
                 update={
                     "spool_dir": spool,
                     # The simulator's universe unless a CSV is configured.
-                    "instruments_csv": base.feed.instruments_csv or SimConfig().instruments,
+                    "instruments_csv": simulator_csv(base),
                     "spool_min_free_bytes": 0,
                     "spool_max_bytes": chaos_disk.SPOOL_MAX_BYTES,
                 }

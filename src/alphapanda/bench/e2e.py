@@ -39,6 +39,7 @@ from alphapanda.assembly import build
 from alphapanda.bench.baseline import BaselineError, BaselineResult, run_baseline
 from alphapanda.bench.ceiling import CeilingResult, run_ceiling
 from alphapanda.bench.harness import SimProcess, StreamLedger, until
+from alphapanda.bench.universe import simulator_csv
 from alphapanda.heap import keep_freed_memory
 from alphapanda.instruments import load_instrument_dump
 from alphapanda.kafka_security import security_config
@@ -46,7 +47,6 @@ from alphapanda.pipeline.producer import LatencyReservoir
 from alphapanda.pipeline.topics_admin import ensure_topic
 from alphapanda.service import MarketFeedService
 from alphapanda.settings import Settings
-from alphapanda.sim.config import SimConfig
 from alphapanda.topics import TopicNames
 
 # Enough to hold every ack of a latency window at 20k ticks/s for a minute.
@@ -169,7 +169,7 @@ async def run_e2e(
     baseline_topic = TopicNames.market_ticks(prefix + "baseline.")
     ceiling_topic = TopicNames.market_ticks(prefix + "ceiling.")
     # The simulator's universe unless a CSV is configured.
-    csv = (settings.feed.instruments_csv or SimConfig().instruments).resolve()
+    csv = simulator_csv(settings)
     instruments, _ = await asyncio.to_thread(load_instrument_dump, csv)
     tokens = [i.instrument_token for i in instruments]
     errors: list[str] = []

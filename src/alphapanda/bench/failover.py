@@ -32,9 +32,9 @@ from pathlib import Path
 
 from alphapanda.bench.feedkill import _Feed
 from alphapanda.bench.harness import LedgerFigures, SimProcess, StreamLedger
+from alphapanda.bench.universe import simulator_csv
 from alphapanda.ha.controller import EXIT_DEPOSED
 from alphapanda.settings import Settings
-from alphapanda.sim.config import SimConfig
 
 #: The faults: SIGKILL of the active, or SIGSTOP (resumed after the takeover).
 KILL = "failover"
@@ -91,9 +91,7 @@ def _group_env(
         ALPHAPANDA_KAFKA__BOOTSTRAP_SERVERS=base.kafka.bootstrap_servers,
         ALPHAPANDA_KAFKA__TOPIC_PREFIX=prefix,
         ALPHAPANDA_KAFKA__TOPIC_PARTITIONS="3",
-        ALPHAPANDA_FEED__INSTRUMENTS_CSV=str(
-            (base.feed.instruments_csv or SimConfig().instruments).resolve()
-        ),
+        ALPHAPANDA_FEED__INSTRUMENTS_CSV=str(simulator_csv(base)),
         ALPHAPANDA_FEED__MODE=base.feed.mode,
         ALPHAPANDA_REDIS__URL=base.redis.url.get_secret_value(),
         ALPHAPANDA_DATABASE__URL=base.database.url.get_secret_value(),

@@ -37,11 +37,11 @@ import msgspec
 from confluent_kafka import Consumer, KafkaError, TopicPartition
 
 from alphapanda.bench.harness import LedgerFigures, SimProcess, StreamLedger
+from alphapanda.bench.universe import simulator_csv
 from alphapanda.kite.protocol import decode_message
 from alphapanda.metrics import catalog
 from alphapanda.ops.devstack import DevstackService, free_port
 from alphapanda.settings import Settings
-from alphapanda.sim.config import SimConfig
 from alphapanda.wal.segments import ReadReport, read_wal
 
 TOPIC_PREFIX: Final = "feedkill."
@@ -252,7 +252,7 @@ async def run_feedkill(
         # Inside the try: a broker that starts too slowly is still stopped below.
         await asyncio.to_thread(broker.start)
         # The simulator's universe unless a CSV is configured.
-        instruments_csv = (base.feed.instruments_csv or SimConfig().instruments).resolve()
+        instruments_csv = simulator_csv(base)
         async with SimProcess(ticks_per_second=rate) as sim:
             env = {k: v for k, v in os.environ.items() if not k.startswith("ALPHAPANDA_")}
             env.update(

@@ -41,10 +41,10 @@ import redis.asyncio as aioredis
 from confluent_kafka.admin import AdminClient
 
 from alphapanda.bench.harness import LedgerFigures, SimProcess, StreamLedger, until
+from alphapanda.bench.universe import simulator_csv
 from alphapanda.kafka_security import security_config
 from alphapanda.metrics import redis_layout as k
 from alphapanda.settings import Settings
-from alphapanda.sim.config import SimConfig
 from alphapanda.topics import TopicNames
 
 RSS_TOLERANCE: Final = 0.10
@@ -191,9 +191,7 @@ def _feed_env(
             "ALPHAPANDA_REDIS__URL": settings.redis.url.get_secret_value(),
             "ALPHAPANDA_METRICS__NAMESPACE": namespace,
             "ALPHAPANDA_FEED__SPOOL_DIR": str(spool),
-            "ALPHAPANDA_FEED__INSTRUMENTS_CSV": str(
-                (settings.feed.instruments_csv or SimConfig().instruments).resolve()
-            ),
+            "ALPHAPANDA_FEED__INSTRUMENTS_CSV": str(simulator_csv(settings)),
             "ALPHAPANDA_LOG__LEVEL": "WARNING",
         }
     )

@@ -1,4 +1,5 @@
-"""A synthetic instrument universe of any size, for load benchmarks and tests.
+"""The instrument universes of the benchmarks: the simulator's CSV, and a synthetic
+universe of any size, for load benchmarks and tests.
 
 The shipped ``data/instruments.csv`` holds ~700 instruments; Kite's limits are 3,000
 per connection and 9,000 per API key. ``write_universe`` writes a dump of ``count`` NSE
@@ -13,9 +14,17 @@ from pathlib import Path
 from typing import Final
 
 from alphapanda.instruments.dump import COLUMNS
+from alphapanda.settings import Settings
+from alphapanda.sim.config import SimConfig
 
 _FIRST_EXCHANGE_TOKEN: Final = 700_000
 _NSE: Final = 1
+
+
+def simulator_csv(settings: Settings) -> Path:
+    """The instrument CSV a benchmark streams: the configured one, else the simulator's
+    (``data/instruments.csv``), relative paths against the working directory."""
+    return (settings.feed.instruments_csv or SimConfig().instruments).resolve()
 
 
 def universe_tokens(count: int) -> list[int]:

@@ -18,10 +18,10 @@ from rich.console import Console
 from rich.table import Table
 
 from alphapanda.bench.decode import run_decode_benchmark
+from alphapanda.bench.universe import simulator_csv
 from alphapanda.cli.app import app, settings_from
 from alphapanda.heap import keep_freed_memory
 from alphapanda.settings import Settings
-from alphapanda.sim.config import SimConfig
 
 bench_app = typer.Typer(
     name="bench",
@@ -38,7 +38,7 @@ def universe_settings(ctx: typer.Context) -> Settings:
     """The settings of a benchmark that streams the simulator's instrument universe: one
     clear line and exit 2 when its CSV is not where the benchmark will read it."""
     settings = settings_from(ctx)
-    csv = (settings.feed.instruments_csv or SimConfig().instruments).resolve()
+    csv = simulator_csv(settings)
     if not csv.is_file():
         typer.secho(
             f"instruments file {csv} not found: run the benchmark from the repository's "
