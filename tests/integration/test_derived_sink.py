@@ -45,7 +45,7 @@ async def test_quotes_are_counted_delivered_and_failed_without_a_report_per_succ
     # The broker refuses records over 2,000 bytes on this one: a failure reported by
     # the broker, not refused by the client at produce().
     _create(small, **{"max.message.bytes": "2000"})
-    producer = DerivedProducer(settings.kafka, bulk_stream="quotes")
+    producer = DerivedProducer(settings.kafka, "quotes")
     stop = asyncio.Event()
     runner = asyncio.create_task(producer.run(stop))
     try:
@@ -86,7 +86,7 @@ async def test_delivered_never_goes_back_while_records_are_in_flight(
     settings = settings_for()
     topic = f"test.{unique}.quotes"
     _create(topic)
-    producer = DerivedProducer(settings.kafka, bulk_stream="quotes")
+    producer = DerivedProducer(settings.kafka, "quotes")
     seen: list[int] = []
     for round_ in range(20):
         for i in range(500):

@@ -235,7 +235,7 @@ class DerivedStreams:
         self._wake.set()
 
     async def run(self) -> None:
-        self._producer = producer = DerivedProducer(self._settings.kafka, bulk_stream=STREAM_QUOTES)
+        self._producer = producer = DerivedProducer(self._settings.kafka, STREAM_QUOTES)
         producer_stop = asyncio.Event()
         async with asyncio.TaskGroup() as tg:
             setup = tg.create_task(self._ensure_topics(), name="derived-topics")

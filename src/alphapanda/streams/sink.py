@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from concurrent.futures import Future
 from functools import partial
 from typing import Final
@@ -59,36 +59,28 @@ class DerivedProducer:
     docstring)."""
 
     def __init__(
-        self,
-        settings: KafkaSettings,
-        client_id: str = "alphapanda-derived",
-        bulk_stream: str | None = None,
+        self, settings: KafkaSettings, bulk_stream: str, client_id: str = "alphapanda-derived"
     ) -> None:
         config = producer_config(settings, client_id)
         config["queue.buffering.max.messages"] = QUEUE_MAX_MESSAGES
         self._producer = Producer(config)
+        self._bulk = Producer(
+            {**config, "client.id": f"{client_id}-bulk", "delivery.report.only.error": True}
+        )
         self.counts: dict[str, StreamCounts] = {}
         self._throttle = LogThrottle()
         self._loop_time = asyncio.get_running_loop().time
         # Records of the producer with a report per record, not yet reported.
         self._reported_pending = 0
         self._bulk_stream = bulk_stream
-        self._bulk: Producer | None = None
-        self._on_bulk_failure: Callable[[KafkaError | None, Message], None] | None = None
-        if bulk_stream is not None:
-            self._bulk = Producer(
-                {**config, "client.id": f"{client_id}-bulk", "delivery.report.only.error": True}
-            )
-            # One handler for every record of the stream (none is made per record).
-            self._on_bulk_failure = partial(
-                self._on_failure_only, self.stream(bulk_stream), bulk_stream
-            )
+        self._bulk_counts = self.stream(bulk_stream)
+        # One handler for every record of the stream (none is made per record).
+        self._on_bulk_failure = partial(self._on_failure_only, self._bulk_counts, bulk_stream)
 
     @property
     def pending(self) -> int:
         """Records sent and not yet delivered or failed (with their reports served)."""
-        bulk = len(self._bulk) if self._bulk is not None else 0
-        return self._reported_pending + bulk
+        return self._reported_pending + len(self._bulk)
 
     def stream(self, name: str) -> StreamCounts:
         counts = self.counts.get(name)
@@ -109,7 +101,6 @@ class DerivedProducer:
         bulk = stream == self._bulk_stream
         try:
             if bulk:
-                assert self._bulk is not None
                 self._bulk.produce(
                     topic,
                     value,
@@ -178,16 +169,12 @@ class DerivedProducer:
 
     def poll(self) -> None:
         self._producer.poll(0)
-        bulk = self._bulk
-        if bulk is None:
-            return
-        bulk.poll(0)
+        self._bulk.poll(0)
         # What was sent and is neither failed nor in flight was delivered. In flight
         # counts librdkafka's queued events as well, so this is a lower bound (exact
         # once the queue is empty): the counter never goes back.
-        assert self._bulk_stream is not None
-        counts = self.counts[self._bulk_stream]
-        delivered = counts.sent - counts.failed - len(bulk)
+        counts = self._bulk_counts
+        delivered = counts.sent - counts.failed - len(self._bulk)
         if delivered > counts.delivered:
             counts.delivered = delivered
 
