@@ -201,7 +201,14 @@ struct Positions<'py> {
 }
 
 impl<'py> Positions<'py> {
-    fn headers(&mut self, token: u32, received_at_ns: i64) -> PyResult<Bound<'py, PyAny>> {
+    /// ``token`` and ``received`` are the record's own objects (its key's token as an
+    /// int, its receive time), reused here rather than made again.
+    fn headers(
+        &mut self,
+        token: &Bound<'py, PyAny>,
+        received: &Bound<'py, PyAny>,
+        received_at_ns: i64,
+    ) -> PyResult<Bound<'py, PyAny>> {
         let last = self.state.get_item(token)?;
         let index = match &last {
             Some(entry) => {
@@ -217,7 +224,7 @@ impl<'py> Positions<'py> {
         if last.is_none() && self.state.len() >= self.max {
             self.state.clear();
         }
-        self.state.set_item(token, (received_at_ns, index))?;
+        self.state.set_item(token, (received, index))?;
         while self.lists.len() <= index {
             let list = self.headers_at.call1((self.lists.len(),))?;
             self.lists.push(list);
@@ -275,7 +282,10 @@ impl<'py> Encoder<'py> {
         let value = PyBytes::new(self.py, &self.buf);
         let received = received_at_ns.into_pyobject(self.py)?;
         let headers = match &mut self.positions {
-            Some(positions) => positions.headers(formatted.token, received_at_ns)?,
+            Some(positions) => {
+                let token = formatted.token.into_pyobject(self.py)?.into_any();
+                positions.headers(&token, &received, received_at_ns)?
+            }
             None => self.headers.clone(),
         };
         let message = new_tuple_of(
