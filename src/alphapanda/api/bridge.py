@@ -66,7 +66,8 @@ MAX_ANSWER_BYTES = 64 * 1024 * 1024
 # healthy at most this often.
 HEALTH_TTL = 1.0
 
-_LENGTH = struct.Struct(">I")
+# Every frame between the two processes: a 4-byte big-endian length, then the body.
+LENGTH = struct.Struct(">I")
 _encoder = msgspec.msgpack.Encoder()
 _requests = msgspec.msgpack.Decoder(tuple[int, str, list[Any]])
 _answers = msgspec.msgpack.Decoder(list[Any])
@@ -84,7 +85,7 @@ CandleLimit = Annotated[int, msgspec.Meta(ge=1, le=60)]
 
 def _frame(value: Any) -> bytes:
     body = _encoder.encode(value)
-    return _LENGTH.pack(len(body)) + body
+    return LENGTH.pack(len(body)) + body
 
 
 # --- feed side: the calls it answers ------------------------------------------------
@@ -168,7 +169,7 @@ async def _read_request(reader: asyncio.StreamReader) -> tuple[int, str, list[An
     """The next request, or None once the channel must close (the API process went
     away, or sent what it never sends)."""
     try:
-        (length,) = _LENGTH.unpack(await reader.readexactly(_LENGTH.size))
+        (length,) = LENGTH.unpack(await reader.readexactly(LENGTH.size))
         if length > MAX_REQUEST_BYTES:
             log.error("control request of %d bytes refused; channel closed", length)
             return None
@@ -244,15 +245,15 @@ class _Channel:
         return _answers.decode(frame)
 
     def _take_frame(self) -> bytes | None:
-        if len(self._buffer) < _LENGTH.size:
+        if len(self._buffer) < LENGTH.size:
             return None
-        (length,) = _LENGTH.unpack_from(self._buffer)
+        (length,) = LENGTH.unpack_from(self._buffer)
         if length > MAX_ANSWER_BYTES:
             raise ConnectionError(f"control answer of {length} bytes")
-        end = _LENGTH.size + length
+        end = LENGTH.size + length
         if len(self._buffer) < end:
             return None
-        frame = bytes(self._buffer[_LENGTH.size : end])
+        frame = bytes(self._buffer[LENGTH.size : end])
         del self._buffer[:end]
         return frame
 

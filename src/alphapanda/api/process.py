@@ -39,7 +39,6 @@ import os
 import pickle
 import signal
 import socket
-import struct
 import sys
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -63,7 +62,6 @@ NICENESS = 10
 # prctl(2): the signal the kernel sends this process when its parent dies.
 _PR_SET_PDEATHSIG = 1
 
-_LENGTH = struct.Struct(">I")
 # Not ``-m alphapanda.api.process``: run as __main__, the module's classes would not be
 # the ones the pickled config names.
 _CHILD_MAIN = "from alphapanda.api.process import main; main()"
@@ -183,7 +181,7 @@ class ApiProcess:
         serves_quotes = quote_book(self._control) is not None
         config = ChildConfig(self._settings, fds, os.getpid(), serves_quotes)
         payload = pickle.dumps(config)
-        proc.stdin.write(_LENGTH.pack(len(payload)) + payload)
+        proc.stdin.write(bridge.LENGTH.pack(len(payload)) + payload)
         with contextlib.suppress(ConnectionError):
             await proc.stdin.drain()
         if self._stopping:
@@ -248,7 +246,7 @@ def _die_with(parent: int) -> None:
 
 def _read_config() -> ChildConfig:
     stdin = sys.stdin.buffer
-    (length,) = _LENGTH.unpack(stdin.read(_LENGTH.size))
+    (length,) = bridge.LENGTH.unpack(stdin.read(bridge.LENGTH.size))
     config = pickle.loads(stdin.read(length))  # written by our own parent, over a pipe
     assert isinstance(config, ChildConfig)
     return config

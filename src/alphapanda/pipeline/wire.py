@@ -75,6 +75,9 @@ class WireEncoder:
     encoder itself is pure apart from its id counter.
     """
 
+    # Instruments whose last packet position is kept (see ``position_headers``).
+    max_positions: Final = _KEY_CACHE_MAX
+
     def __init__(self, fmt: WireFormat = "json", source: str = DEFAULT_SOURCE) -> None:
         if fmt not in CONTENT_TYPES:
             raise ValueError(f"unknown wire format {fmt!r}; use 'json' or 'msgpack'")
@@ -147,8 +150,6 @@ class WireEncoder:
         of a frame published again after a crash is pending (``seed_position``): then
         ``position_headers`` numbers them."""
         return None if self._first_index else self._positions
-
-    max_positions: Final = _KEY_CACHE_MAX
 
     def seed_position(self, instrument_token: int, received_at_ns: int, index: int) -> None:
         """The next tick of ``instrument_token`` from the frame received at
