@@ -19,3 +19,10 @@ def test_free_ports_lie_below_the_range_of_outgoing_connections() -> None:
         assert 1024 <= port < _ephemeral_start()
         with socket.socket() as s:
             s.bind(("127.0.0.1", port))  # and it was free
+
+
+def test_a_port_is_never_handed_out_twice() -> None:
+    # A SASL_SSL Kafka asks for three ports before it binds any; the same port twice
+    # made the broker refuse to start ("two listeners on the same port").
+    ports = [free_port() for _ in range(2_000)]
+    assert len(set(ports)) == len(ports)

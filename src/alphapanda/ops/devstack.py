@@ -21,6 +21,9 @@ DEVSTACK: Final = Path(__file__).resolve().parents[3] / "scripts" / "devstack.sh
 
 # Ports below the kernel's range for outgoing connections are tried in this window.
 _BELOW_EPHEMERAL: Final = 12_000
+# Ports this process has handed out: a service asks for several (Kafka's listeners)
+# before any of them is bound, so a free port is never handed out twice.
+_handed_out: set[int] = set()
 
 
 def _ephemeral_start() -> int:
@@ -40,12 +43,15 @@ def free_port() -> int:
     low = max(1024, high - _BELOW_EPHEMERAL)
     for _ in range(200):
         port = random.randrange(low, high)
+        if port in _handed_out:
+            continue
         with socket.socket() as s:
             try:
                 s.bind(("127.0.0.1", port))
             except OSError:
                 continue
-            return port
+        _handed_out.add(port)
+        return port
     with socket.socket() as s:  # all taken: any free port, as the kernel picks one
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
