@@ -26,7 +26,14 @@ from alphapanda.replay import replay_to_kafka, replay_to_stdout
 from alphapanda.service import MarketFeedService
 from alphapanda.settings import Settings
 from alphapanda.testing import eventually
-from tests.support.feed import assert_books_balance, feed_settings, new_feed, quiesce
+from tests.support.feed import (
+    assert_books_balance,
+    assert_topic_holds_published,
+    feed_settings,
+    new_feed,
+    quiesce,
+)
+from tests.support.ledger import read_topic
 from tests.support.services import ROOT, SHARED_KAFKA
 from tests.support.sim import INSTRUMENTS_CSV, running_simulator
 
@@ -84,10 +91,13 @@ async def test_replay_to_kafka_publishes_what_the_live_feed_published(
             await eventually(
                 lambda: feed.accounting.published >= 2500, timeout=30.0, what="2500 acks"
             )
-            await quiesce(sim, feed)
+            stats = await quiesce(sim, feed)
             service.request_stop()
     assert_books_balance(feed)
     assert feed.accounting.dropped_total == 0
+    bootstrap = live_settings.kafka.bootstrap_servers
+    in_topic = await asyncio.to_thread(read_topic, bootstrap, feed.topic)
+    assert_topic_holds_published(in_topic, feed, stats["ticks_sent"])
     live_ticks = feed.accounting.published
 
     records = list(RecordingReader(path))
@@ -100,7 +110,6 @@ async def test_replay_to_kafka_publishes_what_the_live_feed_published(
     assert replayer.accounting.published == live_ticks
     assert replayer.topic != feed.topic
 
-    bootstrap = live_settings.kafka.bootstrap_servers
     live = await asyncio.to_thread(_read_all, bootstrap, feed.topic)
     replayed = await asyncio.to_thread(_read_all, bootstrap, replayer.topic)
     assert sum(map(len, live.values())) == live_ticks

@@ -13,7 +13,7 @@ from alphapanda.testing import eventually
 from alphapanda.topics import TopicNames
 from tests.support.candles import recompute
 from tests.support.derived import read_raw
-from tests.support.feed import feed_settings, new_feed, quiesce
+from tests.support.feed import assert_topic_holds_published, feed_settings, new_feed, quiesce
 from tests.support.ledger import read_topic
 from tests.support.sim import running_simulator
 
@@ -57,6 +57,7 @@ async def test_candles_match_recomputation_from_ticks(settings_for, hot_path: st
     assert agg.ticks_by_source["exchange"] > 0
     bootstrap = settings.kafka.bootstrap_servers
     ticks = await asyncio.to_thread(read_topic, bootstrap, feed.topic)
+    assert_topic_holds_published(ticks, feed)
     ticks.sort(key=lambda r: (r.partition, r.offset))
     topic = TopicNames.market_candles(INTERVAL, settings.kafka.topic_prefix)
     raw = await asyncio.to_thread(read_raw, bootstrap, topic)

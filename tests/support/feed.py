@@ -11,6 +11,7 @@ from alphapanda.assembly import Overrides, build
 from alphapanda.parts import FeedParts
 from alphapanda.service import MarketFeedService
 from alphapanda.settings import Settings
+from tests.support.ledger import TickRecord, check_ledger
 from tests.support.sim import INSTRUMENTS_CSV, SimHandle
 
 
@@ -92,4 +93,35 @@ def assert_stages_match(feed: FeedParts) -> None:
         feed.producer.pending,
         held,
         acct.snapshot(),
+    )
+
+
+def assert_topic_holds_published(
+    records: list[TickRecord], feed: FeedParts, sent: dict[str, int] | None = None
+) -> None:
+    """The topic read back holds exactly what the feed counted as published; if not,
+    say where the difference is (which instruments, the ledger's gaps, whether the
+    publisher ever left its direct route) so a rare failure explains itself."""
+    published = feed.accounting.published
+    if len(records) == published:
+        return
+    report = check_ledger(records)
+    short = {}
+    for token, n in (sent or {}).items():
+        got = report.per_instrument.get(int(token), 0)
+        if got != int(n):
+            short[int(token)] = (int(n), got)
+    core = feed.publisher.core
+    last = {}
+    for record in records:
+        if record.instrument_token in short:
+            last[record.instrument_token] = (record.partition, record.offset, record.volume_traded)
+    raise AssertionError(
+        f"topic holds {len(records)} records, the feed counted {published} published; "
+        f"instruments short (sent, in topic): {dict(list(short.items())[:10])}; "
+        f"their last record (partition, offset, volume): {dict(list(last.items())[:10])}; "
+        f"ledger problems: {report.problems}; accounting: {feed.accounting.snapshot()}; "
+        f"producer failed {feed.producer.failed}, client errors {feed.producer.client_errors}; "
+        f"publisher stalls {core.stalls}, spills {core.spill_events}, "
+        f"already published {core.already_published}"
     )
