@@ -144,6 +144,20 @@ class LatencyReservoir:
         self.total_ns = 0
 
 
+# librdkafka reports as delivered, with no offset, messages it never saw the broker
+# confirm: a retry the broker says it already holds, or the messages of a refused request
+# that it infers were written because a later request for the same partition was
+# accepted. That inference is wrong when the broker had no state yet for this producer
+# (a new topic whose leader refused writes for a moment, then took them): those messages
+# are not in the topic. So an ack without an offset is reported as a failure whose
+# outcome is unknown; the publisher then asks the topic (by exact position) and sends
+# again only what it lacks.
+UNCONFIRMED: Final = KafkaError(
+    KafkaError._INCONSISTENT, "reported delivered without an offset (not confirmed by the broker)"
+)
+UNCONFIRMED_REASON: Final = "unconfirmed_ack"
+
+
 class _Delivery(msgspec.Struct, frozen=True, gc=False):
     """The delivery handler of one ``produce_many`` message: only its receive time.
 
@@ -162,10 +176,12 @@ class _Delivery(msgspec.Struct, frozen=True, gc=False):
     def __call__(self, error: KafkaError | None, msg: Message) -> None:
         # Runs inside poll(), once per message: an ack is only noted here, and settled
         # in bulk right after poll() returns (MessageProducer._settle_acks).
-        if error is None:
+        if error is None and msg.offset() is not None:
             self.producer._acked.append(self.received_at_ns)
         else:
-            self.producer._report_direct(self.received_at_ns, self.headers, error, msg)
+            self.producer._report_direct(
+                self.received_at_ns, self.headers, error or UNCONFIRMED, msg
+            )
 
 
 class MessageProducer:
@@ -364,10 +380,19 @@ class MessageProducer:
         self._report(message, None, error, msg)
 
     def _report(
-        self, message: EncodedMessage, context: object, error: KafkaError | None, _msg: Any
+        self, message: EncodedMessage, context: object, error: KafkaError | None, msg: Any
     ) -> None:
         # Runs inside poll(), on the event loop thread.
         self.pending -= 1
+        if error is None and msg is not None and msg.offset() is None:
+            error = UNCONFIRMED
+        if error is UNCONFIRMED:
+            self._log_once(
+                UNCONFIRMED_REASON,
+                "librdkafka reported a message delivered that the broker never confirmed "
+                "(no offset): the topic is checked and what it lacks is sent again",
+                level=logging.WARNING,
+            )
         if error is None:
             self.delivered += 1
             now = self._wall_ns()
@@ -375,7 +400,7 @@ class MessageProducer:
             if message.received_at_ns:
                 self.latency.add(now - message.received_at_ns)
         else:
-            name = error.name()
+            name = UNCONFIRMED_REASON if error is UNCONFIRMED else error.name()
             self.failed[name] = self.failed.get(name, 0) + 1
         try:
             self._on_delivery(message, context, error)

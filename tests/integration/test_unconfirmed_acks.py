@@ -1,0 +1,107 @@
+"""Acks the broker never confirmed: the feed checks the topic and sends the missing ticks.
+
+librdkafka reports messages as delivered, without an offset, when it infers their
+delivery: a request of a partition was refused (``NOT_LEADER``, right after the topic
+was created) while the next one was accepted by a broker that had no state yet for the
+producer. Those messages never reached the topic. Reproducing the broker's side of that
+race on demand is not possible, so the feed's librdkafka producer is wrapped: a few of
+its ``produce()`` calls are not sent, and at the next ``poll()`` their reports say
+delivered without an offset, as librdkafka's do. Everything else is real (simulator,
+broker, the publisher's check of the topic, the re-send).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import defaultdict
+from typing import Any
+
+from confluent_kafka import Message
+
+from alphapanda.pipeline.producer import UNCONFIRMED_REASON
+from alphapanda.settings import Settings
+from alphapanda.testing import eventually
+from tests.support.feed import assert_books_balance, feed_settings, new_feed, quiesce
+from tests.support.ledger import TickRecord, check_ledger, read_topic
+from tests.support.sim import running_simulator
+
+# librdkafka's RD_KAFKA_OFFSET_INVALID: what a report without an offset carries.
+NO_OFFSET = -1001
+
+
+class InferredAcks:
+    """A librdkafka producer whose ``produce()`` calls numbered in ``withhold`` are not
+    sent; at the next ``poll()`` they are reported delivered, without an offset."""
+
+    def __init__(self, real: Any, withhold: range) -> None:
+        self._real = real
+        self._withhold = withhold
+        self._calls = 0
+        self._pending: list[tuple[Any, Message]] = []
+        self.withheld: list[bytes] = []
+
+    def produce(self, topic: str, value: bytes, key: bytes, **kw: Any) -> None:
+        number = self._calls
+        self._calls += 1
+        if number not in self._withhold:
+            self._real.produce(topic, value, key, **kw)
+            return
+        self.withheld.append(value)
+        report = Message(topic=topic, partition=0, offset=NO_OFFSET, key=key, value=value)
+        self._pending.append((kw["on_delivery"], report))
+
+    def poll(self, timeout: float = 0) -> int:
+        served = int(self._real.poll(timeout))
+        pending, self._pending = self._pending, []
+        for on_delivery, report in pending:
+            on_delivery(None, report)
+        return served + len(pending)
+
+    def __len__(self) -> int:
+        return len(self._real) + len(self._pending)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._real, name)
+
+
+def _in_volume_order(records: list[TickRecord]) -> list[TickRecord]:
+    """Each instrument's records by volume: the ticks re-sent after their newer ones
+    land behind them in the partition, so the ledger is checked on the volume chain."""
+    by_token: dict[int, list[TickRecord]] = defaultdict(list)
+    for record in records:
+        by_token[record.instrument_token].append(record)
+    ordered = []
+    for token_records in by_token.values():
+        if token_records[0].volume_traded is not None:
+            token_records.sort(key=lambda r: r.volume_traded or 0)
+        ordered.extend(token_records)
+    return ordered
+
+
+async def test_ticks_acked_without_an_offset_are_checked_and_sent_again(settings_for) -> None:  # type: ignore[no-untyped-def]
+    async with running_simulator(ticks_per_second=1000) as sim:
+        settings: Settings = feed_settings(settings_for, sim)
+        feed, service = new_feed(settings)
+        inferred = InferredAcks(feed.producer._producer, range(300, 304))
+        feed.producer._producer = inferred  # type: ignore[assignment]
+        async with asyncio.TaskGroup() as tg:
+            tg.create_task(service.run())
+            await eventually(
+                lambda: feed.accounting.published >= 1500, timeout=30.0, what="1500 acks"
+            )
+            stats = await quiesce(sim, feed)
+            service.request_stop()
+    assert len(inferred.withheld) == 4
+    # The four, and what the switch to the spool withdrew from librdkafka's queue.
+    failed = dict(feed.producer.failed)
+    assert failed.pop(UNCONFIRMED_REASON) == 4
+    assert set(failed) <= {"_PURGE_QUEUE"}
+    # Not in the topic, so none counted as already published: all four sent again.
+    assert feed.publisher.core.already_published == 0
+    assert_books_balance(feed)
+    assert feed.accounting.dropped_total == 0 and feed.spool.pending == 0
+
+    records = await asyncio.to_thread(read_topic, settings.kafka.bootstrap_servers, feed.topic)
+    assert len(records) == feed.accounting.published == stats["total_ticks_sent"]
+    assert len({r.event_id for r in records}) == len(records)
+    check_ledger(_in_volume_order(records)).assert_complete(sent=stats["ticks_sent"])
