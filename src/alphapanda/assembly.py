@@ -150,6 +150,7 @@ def build(settings: Settings, overrides: Overrides | None = None) -> FeedParts:
         published_check=partial(published_among, consumer_config(settings.kafka), topic),
         on_fatal=lifecycle.producer_failed,
         clock=clock,
+        topic_writable=lifecycle.topic_writable,
     )
     # Candles, latest quotes, feed events, order updates: fed after the tick path.
     derived = DerivedStreams(settings, clock=clock) if settings.streams.enabled else None

@@ -56,6 +56,9 @@ class FeedLifecycle:
 
     def __init__(self) -> None:
         self.topic_ready = False
+        # Set with ``topic_ready``: the topic exists and its partitions take writes (or
+        # stopped being waited for); the publisher sends nothing before.
+        self.topic_writable = asyncio.Event()
         # Names of the parts that failed (the feed then stops and reports them).
         self.failures: list[str] = []
         # Set when the feed can no longer do its job and must be restarted (a fatal

@@ -245,6 +245,7 @@ class MarketFeedService:
                         await self._lifecycle.stop_requested.wait()
                 continue
             self._lifecycle.topic_ready = True
+            self._lifecycle.topic_writable.set()
             return
 
     def _log_final(self) -> None:

@@ -12,6 +12,7 @@ at a time, so the loop that reads the sockets never waits on the disk.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Final, cast
@@ -74,6 +75,10 @@ _IDLE_WAIT: Final = 0.05
 _BUSY_WAIT: Final = 0.002
 # Ticks encoded and produced between two yields to the event loop.
 CHUNK: Final = 256
+# At start, how long nothing is handed to librdkafka while the topic is being created
+# and its partitions do not take writes yet (see ``topics_admin``); the TickBuffer holds
+# the ticks meanwhile. A broker still away after that is left to the stall detection.
+TOPIC_HOLD_S: Final = 5.0
 
 # Which of these messages does the topic already hold (their indices)? Blocking (it
 # reads the topic): run in a worker thread. Raises when the broker does not answer.
@@ -187,8 +192,12 @@ class Publisher:
         stall_after: float | None = None,
         on_fatal: Callable[[str], None] | None = None,
         clock: Clock = SYSTEM_CLOCK,
+        topic_writable: asyncio.Event | None = None,
     ) -> None:
+        """``topic_writable``: set once the topic exists and takes writes; nothing is
+        produced before that (for up to ``TOPIC_HOLD_S``)."""
         self._buffer = buffer
+        self._topic_writable = topic_writable
         self._encoder = encoder
         self._accounting = accounting
         self.core = PublisherCore(
@@ -275,6 +284,7 @@ class Publisher:
 
     async def run(self) -> None:
         """Publish until the buffer is closed and drained and the core is finished."""
+        await self._await_topic()
         core = self.core
         core.recovered(self._spool.pending, hold=self._hold_replay)
         ticks: list[Tick] = []
@@ -383,6 +393,14 @@ class Publisher:
                             "deadline; their delivery is unknown",
                             self.core.unresolved_at_shutdown,
                         )
+
+    async def _await_topic(self) -> None:
+        gate = self._topic_writable
+        if gate is None or gate.is_set():
+            return
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(TOPIC_HOLD_S):
+                await gate.wait()
 
     async def _check_published(self, check: CheckPublished) -> None:
         try:

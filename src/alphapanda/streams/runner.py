@@ -38,6 +38,7 @@ from alphapanda.metrics import catalog
 from alphapanda.metrics.samples import Sample
 from alphapanda.pipeline.hotpath import TickBatch
 from alphapanda.pipeline.producer import EncodedMessage
+from alphapanda.pipeline.topics_admin import ensure_topics
 from alphapanda.pipeline.wire import WireEncoder
 from alphapanda.settings import Settings
 from alphapanda.streams.candles import Candle, CandleAggregator
@@ -54,7 +55,7 @@ from alphapanda.streams.records import (
     ns_to_datetime,
 )
 from alphapanda.streams.sessions import SessionTable
-from alphapanda.streams.sink import DerivedProducer, ensure_topics
+from alphapanda.streams.sink import DerivedProducer
 from alphapanda.topics import TopicNames
 
 if TYPE_CHECKING:

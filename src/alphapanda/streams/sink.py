@@ -16,14 +16,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Iterator, Mapping
-from concurrent.futures import Future
+from collections.abc import Iterator
 from functools import partial
 from typing import Final
 
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
-from confluent_kafka.admin import AdminClient
-from confluent_kafka.cimpl import NewTopic
 
 from alphapanda.logs import LogThrottle
 from alphapanda.metrics import catalog
@@ -203,40 +200,3 @@ class DerivedProducer:
             yield catalog.DERIVED_DELIVERED.sample(counts.delivered, labels)
             yield catalog.DERIVED_FAILED.sample(counts.failed, labels)
             yield catalog.DERIVED_DROPPED.sample(counts.dropped, labels)
-
-
-async def ensure_topics(
-    settings: KafkaSettings, topics: Mapping[str, Mapping[str, str]], wait_seconds: float = 15.0
-) -> list[str]:
-    """Create the topics that do not exist yet, each with its config; returns those created."""
-    admin = AdminClient(
-        {
-            "bootstrap.servers": settings.bootstrap_servers,
-            "socket.timeout.ms": int(wait_seconds * 1000),
-            "log_level": 0,
-        }
-    )
-    new = [
-        NewTopic(
-            topic,
-            num_partitions=settings.topic_partitions,
-            replication_factor=settings.replication_factor,
-            config=dict(config),
-        )
-        for topic, config in topics.items()
-    ]
-    futures: dict[str, Future[None]] = admin.create_topics(
-        new, operation_timeout=wait_seconds, request_timeout=wait_seconds
-    )
-    created = []
-    for topic, future in futures.items():
-        try:
-            async with asyncio.timeout(wait_seconds + 5):
-                await asyncio.wrap_future(future)
-        except KafkaException as exc:
-            error = exc.args[0]
-            if isinstance(error, KafkaError) and error.code() == KafkaError.TOPIC_ALREADY_EXISTS:
-                continue
-            raise
-        created.append(topic)
-    return created
