@@ -9,7 +9,7 @@ import uuid
 from confluent_kafka import Consumer, KafkaError
 
 from alphapanda.pipeline.producer import EncodedMessage, MessageProducer
-from alphapanda.pipeline.topics_admin import ensure_topic
+from alphapanda.pipeline.topics_admin import admin_client, await_writable, ensure_topic
 from alphapanda.settings import Settings
 from alphapanda.topics import TopicNames
 
@@ -42,6 +42,9 @@ async def test_produce_every_report_observed_and_topic_created(settings_for) -> 
     settings: Settings = settings_for(kafka={"topic_partitions": 3})
     topic = TopicNames.market_ticks(settings.kafka.topic_prefix)
     assert await ensure_topic(settings.kafka, topic) is True
+    # Returned only once every partition's leader takes writes (answers ListOffsets).
+    admin = admin_client(settings.kafka, 5.0)
+    assert await await_writable(admin, topic, 0.0)
     assert await ensure_topic(settings.kafka, topic) is False  # already exists: fine
 
     outcomes: list[tuple[int, KafkaError | None]] = []
@@ -97,3 +100,15 @@ async def test_unreachable_broker_reports_timeout_for_each_message(settings_for)
     assert failures == ["_MSG_TIMED_OUT"] * 50
     assert producer.failed == {"_MSG_TIMED_OUT": 50}
     assert producer.client_errors  # the connection refusals were observed too
+
+
+async def test_a_topic_that_never_takes_writes_is_waited_for_and_reported(
+    settings_for, caplog
+) -> None:  # type: ignore[no-untyped-def]
+    settings: Settings = settings_for()
+    admin = admin_client(settings.kafka, 5.0)
+    started = time.monotonic()
+    missing = f"{settings.kafka.topic_prefix}never.created"
+    assert not await await_writable(admin, missing, 1.0)
+    assert time.monotonic() - started >= 1.0
+    assert f"topic {missing}: partitions all" in caplog.text

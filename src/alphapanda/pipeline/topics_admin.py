@@ -112,15 +112,17 @@ async def await_writable(admin: AdminClient, topic: str, within: float) -> bool:
     loop = asyncio.get_running_loop()
     deadline = loop.time() + within
     while True:
+        # Each round gets at least a second, even when the time is up (one more try).
+        request = max(1.0, deadline - loop.time())
         try:
-            metadata = await asyncio.to_thread(admin.list_topics, topic, timeout=within)
+            metadata = await asyncio.to_thread(admin.list_topics, topic, timeout=request)
             described = metadata.topics.get(topic)
             if described is None or described.error is not None or not described.partitions:
                 waiting = "all (no metadata yet)"
             else:
                 futures = admin.list_offsets(
                     {TopicPartition(topic, p): _LATEST for p in described.partitions},
-                    request_timeout=within,
+                    request_timeout=request,
                 )
                 refused = []
                 for partition, future in futures.items():
