@@ -12,7 +12,6 @@ at a time, so the loop that reads the sockets never waits on the disk.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Final, cast
@@ -77,8 +76,9 @@ _BUSY_WAIT: Final = 0.002
 CHUNK: Final = 256
 # At start, how long nothing is handed to librdkafka while the topic is being created
 # and its partitions do not take writes yet (see ``topics_admin``); the TickBuffer holds
-# the ticks meanwhile. A broker still away after that is left to the stall detection.
+# the ticks meanwhile. A broker that cannot be reached is left to the stall detection.
 TOPIC_HOLD_S: Final = 5.0
+_TOPIC_POLL_S: Final = 0.02
 
 # Which of these messages does the topic already hold (their indices)? Blocking (it
 # reads the topic): run in a worker thread. Raises when the broker does not answer.
@@ -395,12 +395,24 @@ class Publisher:
                         )
 
     async def _await_topic(self) -> None:
+        # Until the topic takes writes, for TOPIC_HOLD_S at most. Not while librdkafka
+        # reports trouble reaching the broker (then the usual route, stall detection and
+        # spool, takes the ticks), nor once the feed stops (what is held must still be
+        # published or spooled).
         gate = self._topic_writable
-        if gate is None or gate.is_set():
+        if gate is None:
             return
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(TOPIC_HOLD_S):
-                await gate.wait()
+        until = self._clock() + TOPIC_HOLD_S
+        while self._holding(gate, until):  # noqa: ASYNC110 (an event and three conditions)
+            await asyncio.sleep(_TOPIC_POLL_S)
+
+    def _holding(self, gate: asyncio.Event, until: float) -> bool:
+        return not (
+            gate.is_set()
+            or self.producer.client_errors
+            or self._buffer.closed
+            or self._clock() >= until
+        )
 
     async def _check_published(self, check: CheckPublished) -> None:
         try:
