@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import defaultdict
+from collections.abc import Callable
 from typing import Any
 
 from confluent_kafka import Message
@@ -33,9 +34,12 @@ class InferredAcks:
     """A librdkafka producer whose ``produce()`` calls numbered in ``withhold`` are not
     sent; at the next ``poll()`` they are reported delivered, without an offset."""
 
-    def __init__(self, real: Any, withhold: range) -> None:
+    def __init__(
+        self, real: Any, withhold: range, on_produce: Callable[[], None] | None = None
+    ) -> None:
         self._real = real
         self._withhold = withhold
+        self._on_produce = on_produce
         self._calls = 0
         self._pending: list[tuple[Any, Message]] = []
         self.withheld: list[bytes] = []
@@ -43,6 +47,8 @@ class InferredAcks:
     def produce(self, topic: str, value: bytes, key: bytes, **kw: Any) -> None:
         number = self._calls
         self._calls += 1
+        if self._on_produce is not None:
+            self._on_produce()
         if number not in self._withhold:
             self._real.produce(topic, value, key, **kw)
             return
@@ -105,3 +111,22 @@ async def test_ticks_acked_without_an_offset_are_checked_and_sent_again(settings
     assert len(records) == feed.accounting.published == stats["total_ticks_sent"]
     assert len({r.event_id for r in records}) == len(records)
     check_ledger(_in_volume_order(records)).assert_complete(sent=stats["ticks_sent"])
+
+
+async def test_nothing_is_produced_before_the_topic_takes_writes(settings_for) -> None:  # type: ignore[no-untyped-def]
+    async with running_simulator(ticks_per_second=1000) as sim:
+        settings: Settings = feed_settings(settings_for, sim)
+        feed, service = new_feed(settings)
+        writable_at_produce: list[bool] = []
+        feed.producer._producer = InferredAcks(  # type: ignore[assignment]
+            feed.producer._producer,
+            range(0),
+            lambda: writable_at_produce.append(feed.lifecycle.topic_writable.is_set()),
+        )
+        async with asyncio.TaskGroup() as tg:
+            tg.create_task(service.run())
+            await eventually(lambda: feed.accounting.published >= 500, timeout=30.0, what="acks")
+            await quiesce(sim, feed)
+            service.request_stop()
+    assert writable_at_produce and all(writable_at_produce)
+    assert not feed.producer.failed
