@@ -1,4 +1,5 @@
-"""Delivery reports without an offset count as failures whose outcome is unknown."""
+"""Delivery reports without an offset count as failures whose outcome is unknown
+(the tick path checks the topic for them; a derived record is counted failed)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from alphapanda.pipeline.producer import (
     _Delivery,
 )
 from alphapanda.settings import KafkaSettings
+from alphapanda.streams.sink import DerivedProducer
 
 NO_OFFSET = -1001  # librdkafka's RD_KAFKA_OFFSET_INVALID
 
@@ -49,3 +51,13 @@ def test_an_ack_with_an_offset_is_an_ack_and_one_without_is_unconfirmed() -> Non
     assert producer.failed == {UNCONFIRMED_REASON: 2} and producer.pending == 0
     producer._report(message, None, None, _report(7, b"again"))
     assert outcomes[-1][1] is None and producer.delivered == 2
+
+
+async def test_a_derived_record_acked_without_an_offset_counts_as_failed(caplog) -> None:  # type: ignore[no-untyped-def]
+    producer = DerivedProducer(KafkaSettings(bootstrap_servers="127.0.0.1:9"), "quotes")
+    counts = producer.stream("candles")
+    producer._reported_pending = 2
+    producer._on_delivery(counts, "candles", b"1", None, _report(3))
+    producer._on_delivery(counts, "candles", b"2", None, _report(NO_OFFSET))
+    assert (counts.delivered, counts.failed) == (1, 1)
+    assert "derived stream candles: delivery failed (unconfirmed_ack), e.g. key 2" in caplog.text

@@ -25,7 +25,7 @@ from confluent_kafka import KafkaError, KafkaException, Message, Producer
 from alphapanda.logs import LogThrottle
 from alphapanda.metrics import catalog
 from alphapanda.metrics.samples import Sample
-from alphapanda.pipeline.producer import producer_config
+from alphapanda.pipeline.producer import UNCONFIRMED, UNCONFIRMED_REASON, producer_config
 from alphapanda.settings import KafkaSettings
 
 log = logging.getLogger(__name__)
@@ -135,10 +135,12 @@ class DerivedProducer:
         message: Message,
     ) -> None:
         self._reported_pending -= 1
-        if error is None:
+        if error is None and message.offset() is not None:
             counts.delivered += 1
             return
-        self._failed(counts, stream, key, error)
+        # An ack without an offset is one librdkafka inferred (see producer.UNCONFIRMED):
+        # not counted as delivered. Derived records are not sent again.
+        self._failed(counts, stream, key, error or UNCONFIRMED)
 
     def _on_failure_only(
         self, counts: StreamCounts, stream: str, error: KafkaError | None, message: Message
@@ -151,9 +153,10 @@ class DerivedProducer:
     def _failed(self, counts: StreamCounts, stream: str, key: bytes, error: KafkaError) -> None:
         counts.failed += 1
         # Throttled per stream and error (not per key: an outage fails every key at once).
+        reason = UNCONFIRMED_REASON if error is UNCONFIRMED else error.name()
         self._warn(
             stream,
-            f"delivery failed ({error.name()})",
+            f"delivery failed ({reason})",
             f", e.g. key {key.decode(errors='replace')}",
         )
 
