@@ -18,7 +18,10 @@ KAFKA_VERSION=${KAFKA_VERSION:-4.1.1}
 LOG4J_VERSION=${LOG4J_VERSION:-2.24.3}
 KAFKA_PORT=${KAFKA_PORT:-19092}
 KAFKA_CONTROLLER_PORT=${KAFKA_CONTROLLER_PORT:-19093}
-KAFKA_HEAP=${KAFKA_HEAP:-384m}
+# Every partition costs the broker heap: one run of the test suite creates about 3,000
+# (topics are per test); with 384m the broker ran out of memory after about 10,000, and
+# long before that its collections slowed topic creation down to seconds.
+KAFKA_HEAP=${KAFKA_HEAP:-768m}
 # Opt-in second listener, SASL_SSL with SCRAM-SHA-512, as managed Kafka services require
 # (off by default so the usual start-up stays fast). Its CA certificate is written to
 # $DEVSTACK_DIR/kafka/tls/ca.pem (point ALPHAPANDA_KAFKA__SSL_CA_LOCATION at it).
