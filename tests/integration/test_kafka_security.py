@@ -77,6 +77,10 @@ async def test_the_feed_publishes_through_sasl_ssl(
                 lambda: service.readiness()[0], timeout=60, what="feed ready over SASL_SSL"
             )
             await eventually(lambda: feed.accounting.published > 200, timeout=30)
+            # The derived streams' topics are created through the same secured listener.
+            derived = feed.derived
+            assert derived is not None
+            await eventually(lambda: derived.topics_ready, timeout=30, what="derived topics")
             service.request_stop()
     topic = feed.topic
     published = feed.accounting.published
