@@ -80,6 +80,16 @@ async def test_ticks_keep_flowing_while_redis_is_down(
 
                 await eventually(count_in_redis, timeout=30, what="figures in Redis")
 
+                async def api_answers() -> bool:
+                    # The API runs in a child process, up a moment after the feed (its
+                    # imports take seconds on a busy machine): up before the outage.
+                    try:
+                        return (await http.get("/status")).status_code == 200
+                    except httpx.TransportError:
+                        return False
+
+                await eventually(api_answers, timeout=30, what="the API serving")
+
                 # -- outage ------------------------------------------------------------
                 await asyncio.to_thread(private_redis.stop)
                 failures_at_stop = sum(collector.flush_failures.values())
