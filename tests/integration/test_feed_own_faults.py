@@ -184,13 +184,20 @@ async def test_fatal_producer_error_fails_health_spools_and_exits_then_replays(
     spool_dir = tmp_path / "spool"
     async with running_simulator(ticks_per_second=1500) as sim:
         settings = feed_settings(settings_for, sim, spool_dir=spool_dir, shutdown_deadline=3.0)
-        first, first_service = new_feed(settings)
         seen: dict[str, object] = {}
 
+        def inject_with_a_frame(data: bytes, received_at_ns: int) -> None:
+            # Injected as a frame with ticks arrives, before they reach the buffer: at
+            # least those ticks come after the fatal error and must end in the spool.
+            if "injected" not in seen and len(data) > 1 and first.accounting.published >= 1000:
+                seen["injected"] = True
+                error = KafkaError(KafkaError._FATAL, "injected fatal error", fatal=True)
+                first.producer._error(error)
+
+        first, first_service = new_feed(settings, frame_listener=inject_with_a_frame)
+
         async def inject() -> None:
-            await eventually(lambda: first.accounting.published >= 1000, timeout=30.0, what="acks")
-            error = KafkaError(KafkaError._FATAL, "injected fatal error", fatal=True)
-            first.producer._error(error)
+            await eventually(lambda: "injected" in seen, timeout=30.0, what="fatal error injected")
             await eventually(
                 lambda: first_service.unhealthy is not None, timeout=30.0, what="unhealthy"
             )
