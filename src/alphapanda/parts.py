@@ -55,9 +55,8 @@ class FeedLifecycle:
     """Stop requested, topic created, parts failed: what the running feed knows of itself."""
 
     def __init__(self) -> None:
-        self.topic_ready = False
-        # Set with ``topic_ready``: the topic exists and its partitions take writes (or
-        # stopped being waited for); the publisher sends nothing before.
+        # Set once the topic exists and its partitions take writes (or stopped being
+        # waited for); the publisher sends nothing before.
         self.topic_writable = asyncio.Event()
         # Names of the parts that failed (the feed then stops and reports them).
         self.failures: list[str] = []
@@ -71,6 +70,11 @@ class FeedLifecycle:
         # Told first of a fatal producer error (a hot-standby member: its producer was
         # fenced by the group's new active, so it is deposed rather than shut down).
         self.on_producer_failed: Callable[[str], None] | None = None
+
+    @property
+    def topic_ready(self) -> bool:
+        """The topic exists (and takes writes, or stopped being waited for)."""
+        return self.topic_writable.is_set()
 
     @property
     def stopping(self) -> bool:

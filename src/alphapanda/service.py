@@ -244,7 +244,6 @@ class MarketFeedService:
                     async with asyncio.timeout(TOPIC_RETRY_DELAY):
                         await self._lifecycle.stop_requested.wait()
                 continue
-            self._lifecycle.topic_ready = True
             self._lifecycle.topic_writable.set()
             return
 

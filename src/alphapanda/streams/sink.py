@@ -25,7 +25,7 @@ from confluent_kafka import KafkaError, KafkaException, Message, Producer
 from alphapanda.logs import LogThrottle
 from alphapanda.metrics import catalog
 from alphapanda.metrics.samples import Sample
-from alphapanda.pipeline.producer import UNCONFIRMED, UNCONFIRMED_REASON, producer_config
+from alphapanda.pipeline.producer import UNCONFIRMED, failure_reason, producer_config
 from alphapanda.settings import KafkaSettings
 
 log = logging.getLogger(__name__)
@@ -153,10 +153,9 @@ class DerivedProducer:
     def _failed(self, counts: StreamCounts, stream: str, key: bytes, error: KafkaError) -> None:
         counts.failed += 1
         # Throttled per stream and error (not per key: an outage fails every key at once).
-        reason = UNCONFIRMED_REASON if error is UNCONFIRMED else error.name()
         self._warn(
             stream,
-            f"delivery failed ({reason})",
+            f"delivery failed ({failure_reason(error)})",
             f", e.g. key {key.decode(errors='replace')}",
         )
 
