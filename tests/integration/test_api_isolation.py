@@ -354,7 +354,10 @@ async def test_the_api_process_is_restarted_and_stopped_with_the_feed(
         base_url = f"http://127.0.0.1:{settings.api.port}"
         async with feed_with_api(settings) as feed:
             child = api_server_of(feed).process
-            assert isinstance(child, ApiProcess) and child.pid is not None and child.up
+            assert isinstance(child, ApiProcess)
+            # The child may answer HTTP a moment before the feed has read its "ready".
+            await eventually(lambda: child.up, timeout=30.0, what="the API process up")
+            assert child.pid is not None
             first = child.pid
             assert first != os.getpid() and process_alive(first)
             async with httpx.AsyncClient(base_url=base_url) as http:
