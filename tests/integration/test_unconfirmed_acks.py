@@ -20,9 +20,16 @@ from typing import Any
 from confluent_kafka import Message
 
 from alphapanda.pipeline.producer import UNCONFIRMED_REASON
+from alphapanda.pipeline.topics_admin import ensure_topic
 from alphapanda.settings import Settings
 from alphapanda.testing import eventually
-from tests.support.feed import assert_books_balance, feed_settings, new_feed, quiesce
+from tests.support.feed import (
+    assert_books_balance,
+    feed_settings,
+    new_feed,
+    quiesce,
+    settled_sent,
+)
 from tests.support.ledger import TickRecord, check_ledger, read_topic
 from tests.support.sim import running_simulator
 
@@ -130,3 +137,33 @@ async def test_nothing_is_produced_before_the_topic_takes_writes(settings_for) -
             service.request_stop()
     assert writable_at_produce and all(writable_at_produce)
     assert not feed.producer.failed
+
+
+async def test_ticks_held_for_the_topic_are_published_when_the_feed_stops(settings_for) -> None:  # type: ignore[no-untyped-def]
+    # The feed stops while the publisher still waits for the topic to take writes (a
+    # short replay does): what it held is published then, not left behind.
+    async with running_simulator(ticks_per_second=1000) as sim:
+        settings: Settings = feed_settings(settings_for, sim)
+        feed, service = new_feed(settings)
+        await ensure_topic(settings.kafka, feed.topic)
+        stop = feed.lifecycle.stop_requested
+
+        async def topic_never_reported() -> None:
+            await stop.wait()
+
+        service._ensure_topic = topic_never_reported  # type: ignore[method-assign]
+        async with asyncio.TaskGroup() as tg:
+            tg.create_task(service.run())
+            await eventually(lambda: feed.accounting.received >= 200, timeout=30.0, what="ticks")
+            await sim.set_rate(0)
+            sent = await settled_sent(sim)
+            await eventually(
+                lambda: feed.accounting.received_socket == sent, timeout=10.0, what="all sent"
+            )
+            # Still held: nothing sent yet (the hold lasts TOPIC_HOLD_S at most).
+            assert feed.accounting.published == 0 and len(feed.buffer) > 0
+            service.request_stop()
+    assert_books_balance(feed)
+    assert feed.accounting.dropped_total == 0 and feed.spool.pending == 0
+    records = await asyncio.to_thread(read_topic, settings.kafka.bootstrap_servers, feed.topic)
+    assert len(records) == feed.accounting.published == sent

@@ -56,8 +56,14 @@ class Driver:
         stall_after: float | None = None,
     ) -> None:
         self.acct = Accounting()
+        # Ticks the shell holds for the core (in its buffer), not yet fed.
+        self.upstream = 0
         self.core = PublisherCore(
-            self.acct, policy=policy, replay_window=window, stall_after=stall_after
+            self.acct,
+            policy=policy,
+            replay_window=window,
+            stall_after=stall_after,
+            upstream=lambda: self.upstream,
         )
         self.producer = FakeProducer(capacity)
         self.spool = FakeSpool()

@@ -230,6 +230,29 @@ def test_shutdown_waits_for_acks_on_a_healthy_broker() -> None:
     d.assert_balanced()
 
 
+def test_shutdown_waits_for_the_ticks_the_shell_still_holds() -> None:
+    # Closed while idle, with ticks still in the buffer (the feed stopped while the
+    # publisher waited for the topic): they are taken and published, not left behind.
+    d = Driver()
+    d.upstream = 10
+    d.core.close(d.now + 10, d.now)
+    d.tick(1.0)
+    assert d.finished is None and d.core.wants_input
+    d.upstream = 0
+    d.feed([msg(i) for i in range(10)])
+    d.deliver()
+    assert d.finished is not None and d.topic == [msg(i) for i in range(10)]
+    d.assert_balanced()
+
+
+def test_the_shutdown_deadline_ends_the_wait_for_ticks_the_shell_holds() -> None:
+    d = Driver()
+    d.upstream = 10
+    d.core.close(d.now + 10, d.now)
+    d.tick(10.0)
+    assert d.finished is not None  # the shell counts what it still holds as dropped
+
+
 def test_the_shutdown_deadline_waits_for_a_produce_about_to_run() -> None:
     # The deadline passes between an ack that queued a Produce and its run: those
     # ticks must not also be counted as dropped at shutdown.

@@ -26,6 +26,7 @@ from alphapanda.metrics.samples import Sample
 from alphapanda.pipeline.accounting import (
     DROP_ENCODE_ERROR,
     DROP_MALFORMED,
+    DROP_SHUTDOWN,
     Accounting,
 )
 from alphapanda.pipeline.buffer import TickBuffer
@@ -205,6 +206,7 @@ class Publisher:
             policy=buffer.policy,
             replay_window=max(1, min(REPLAY_WINDOW, queue_max_messages // 2)),
             stall_after=stall_after,
+            upstream=self._upstream,
         )
         self.producer = producer_factory(self._on_delivery, self.core.on_direct_acked)
         self._spool = spool
@@ -339,7 +341,24 @@ class Publisher:
                 core.on_timer(self._clock())
             if self._spool_op is not None:
                 await self._spool_op
+        await self._drop_leftover()
         self.producer.stop()
+
+    def _upstream(self) -> int:
+        # Ticks not yet handed to the core: in the buffer, or taken and not encoded.
+        return self._unsent + len(self._buffer)
+
+    async def _drop_leftover(self) -> None:
+        # The shutdown deadline passed before the core took everything (it waits for
+        # the rest otherwise): what is left is counted as dropped, never left unsaid.
+        while len(self._buffer):
+            self._unsent += len(await self._buffer.take_batch(len(self._buffer), 0))
+        if self._unsent:
+            log.error(
+                "%d ticks were not yet encoded at the shutdown deadline: dropped", self._unsent
+            )
+            self._accounting.drop("encoding", DROP_SHUTDOWN, self._unsent)
+            self._unsent = 0
 
     def _check_fatal(self) -> None:
         reason = self.producer.fatal_error

@@ -75,6 +75,7 @@ from __future__ import annotations
 import enum
 import logging
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Final, Literal
 
@@ -258,8 +259,12 @@ class PublisherCore:
         policy: str,
         replay_window: int = REPLAY_WINDOW,
         stall_after: float | None = None,
+        upstream: Callable[[], int] = lambda: 0,
     ) -> None:
         self._acct = accounting
+        # How many ticks the shell still holds for the core (the buffer, a batch in
+        # hand): while any are left, closing does not finish before the deadline.
+        self._upstream = upstream
         # No delivery report for this long while messages are outstanding: the broker
         # is away (None: rely on the producer's own timeouts).
         self.stall_after = stall_after
@@ -909,6 +914,7 @@ class PublisherCore:
             and self._input_pos >= len(self._input)
             and not self._spool_busy
             and self._window is None
+            and not self._upstream()
         )
         done = settled and (
             not self.spooling or self.spool_records == 0 or self.fatal_reason is not None or final
@@ -919,6 +925,7 @@ class PublisherCore:
                 self.direct_outstanding == 0
                 and not self._failed
                 and (self._window is None or not self._window.outstanding)
+                and not self._upstream()
             )
         if not done and now < self._deadline:
             return
