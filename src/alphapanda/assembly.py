@@ -279,6 +279,7 @@ def _ha_controller(settings: Settings, parts: FeedParts, gate: StandbyGate) -> H
         streaming=parts.client.is_streaming,
         emit=derived.emit if derived is not None else None,
         request_stop=parts.lifecycle.request_stop,
+        topic_ready=parts.lifecycle.topic_writable,
     )
     if derived is not None:
         # A standby's own feed events are not published: the active's are the group's.

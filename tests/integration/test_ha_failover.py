@@ -23,50 +23,16 @@ from pathlib import Path
 
 import httpx
 import pytest
-from confluent_kafka import Consumer, KafkaError, TopicPartition
+from confluent_kafka import Consumer, TopicPartition
 from playwright.async_api import async_playwright
 
-from alphapanda.pipeline.wire import WireDecoder
 from alphapanda.streams.records import ns_to_datetime
 from alphapanda.testing import eventually
 from tests.integration.test_status_page import CHROMIUM, CHROMIUM_ARGS
 from tests.integration.test_wal_crash import FeedProcess
-from tests.support.ledger import TickRecord, check_ledger, tick_record
+from tests.support.ledger import TickRecord, check_ledger, read_committed
 from tests.support.services import ROOT, SHARED_DATABASE, SHARED_KAFKA
 from tests.support.sim import SimHandle, running_simulator
-
-
-def read_committed(bootstrap: str, topic: str, timeout: float = 60.0) -> list[TickRecord]:
-    """Every committed record of ``topic``, in partition order (to each partition's end)."""
-    consumer = Consumer(
-        {
-            "bootstrap.servers": bootstrap,
-            "group.id": f"ha-ledger-{uuid.uuid4().hex}",
-            "enable.auto.commit": False,
-            "enable.partition.eof": True,
-            "isolation.level": "read_committed",
-        }
-    )
-    decoder = WireDecoder()
-    records: list[TickRecord] = []
-    try:
-        partitions = sorted(consumer.list_topics(topic, timeout=timeout).topics[topic].partitions)
-        consumer.assign([TopicPartition(topic, p, 0) for p in partitions])
-        done: set[int] = set()
-        deadline = time.monotonic() + timeout
-        while len(done) < len(partitions):
-            assert time.monotonic() < deadline, f"could not read {topic} to its end"
-            for message in consumer.consume(5000, 0.5):
-                error = message.error()
-                if error is not None:
-                    assert error.code() == KafkaError._PARTITION_EOF, str(error)
-                    done.add(message.partition() or 0)
-                    continue
-                records.append(tick_record(message, decoder))
-    finally:
-        consumer.close()
-    records.sort(key=lambda r: (r.partition, r.offset))
-    return records
 
 
 def read_events(bootstrap: str, topic: str) -> list[dict[str, object]]:

@@ -26,7 +26,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, TopicPartition
 
 from alphapanda.market_tick import MarketTick
 from alphapanda.pipeline.wire import WireDecoder, content_type_of
@@ -102,6 +102,39 @@ def read_topic(bootstrap: str, topic: str, timeout: float = 60.0) -> list[TickRe
                 records.append(tick_record(message, decoder))
     finally:
         consumer.close()
+    return records
+
+
+def read_committed(bootstrap: str, topic: str, timeout: float = 60.0) -> list[TickRecord]:
+    """Every committed record of ``topic``, in partition order (to each partition's end)."""
+    consumer = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": f"ha-ledger-{uuid.uuid4().hex}",
+            "enable.auto.commit": False,
+            "enable.partition.eof": True,
+            "isolation.level": "read_committed",
+        }
+    )
+    decoder = WireDecoder()
+    records: list[TickRecord] = []
+    try:
+        partitions = sorted(consumer.list_topics(topic, timeout=timeout).topics[topic].partitions)
+        consumer.assign([TopicPartition(topic, p, 0) for p in partitions])
+        done: set[int] = set()
+        deadline = time.monotonic() + timeout
+        while len(done) < len(partitions):
+            assert time.monotonic() < deadline, f"could not read {topic} to its end"
+            for message in consumer.consume(5000, 0.5):
+                error = message.error()
+                if error is not None:
+                    assert error.code() == KafkaError._PARTITION_EOF, str(error)
+                    done.add(message.partition() or 0)
+                    continue
+                records.append(tick_record(message, decoder))
+    finally:
+        consumer.close()
+    records.sort(key=lambda r: (r.partition, r.offset))
     return records
 
 

@@ -30,7 +30,9 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterator
 from datetime import UTC, datetime
-from typing import Any, Final, Literal
+from typing import Any, Final, Literal, TypeVar
+
+from confluent_kafka import KafkaException
 
 from alphapanda.ha.gate import StandbyGate, Takeover
 from alphapanda.ha.lease import PgLease, Term
@@ -40,6 +42,7 @@ from alphapanda.metrics.samples import Sample
 from alphapanda.pipeline.producer import MessageProducer
 from alphapanda.settings import Settings
 from alphapanda.streams.records import GAP, GAP_POSSIBLE, HA_ACTIVE, FeedEvent, ns_to_datetime
+from alphapanda.wal.tails import is_transient
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +51,18 @@ EXIT_DEPOSED: Final = 75
 # Records per partition read back at a takeover to find the active's last ticks.
 TAIL_WINDOW: Final = 3_000
 
+# A takeover step that failed for a reason that may pass (a slow broker, one that is
+# restarting) is tried again, still holding the lease: first after this long, then
+# twice as long each time, up to TAKEOVER_RETRY_MAX.
+TAKEOVER_RETRY: Final = 0.2
+TAKEOVER_RETRY_MAX: Final = 2.0
+
 Role = Literal["standby", "active", "deposed"]
+T = TypeVar("T")
+
+
+class _Stopped(Exception):
+    """The feed began to stop during the takeover."""
 
 
 def instance_name(api_port: int) -> str:
@@ -92,8 +106,11 @@ class HaController:
         streaming: Callable[[], bool],
         emit: Callable[[FeedEvent], None] | None,
         request_stop: Callable[[], None],
+        topic_ready: asyncio.Event | None = None,
         exit: Callable[[int], None] = os._exit,
     ) -> None:
+        """``topic_ready``: set once the feed created its topic (the first active of a
+        group creates it while it takes over; the tail is read after that)."""
         ha = settings.ha
         self._settings = settings
         self.group = ha.group
@@ -112,6 +129,7 @@ class HaController:
         self._streaming = streaming
         self._emit = emit
         self._request_stop = request_stop
+        self._topic_ready = topic_ready
         self._exit = exit
         self.standby: Literal["warm", "cold"] = "warm"
         self._subscriptions: dict[int, str] = {}
@@ -169,7 +187,11 @@ class HaController:
             if self._stop.is_set() or keeper.finished.is_set():
                 return
             await self._sleep(min(poll, 0.05))
-        await self._take_over(keeper.term, keeper.acquired_at)
+        try:
+            await self._take_over(keeper.term, keeper.acquired_at)
+        except _Stopped:
+            log.warning("ha %s: the feed stops: takeover abandoned", self.group)
+            return
         lease_s = self._settings.ha.lease_ms / 1000
         budget = lease_s * 0.75  # give up before the server hands the lock on
         while not self._stop.is_set():
@@ -191,6 +213,43 @@ class HaController:
         except TimeoutError:
             pass
 
+    async def _retrying(self, what: str, step: Callable[[], Awaitable[T]]) -> T:
+        # A transient failure (the broker slow or away for a moment) must not end the
+        # feed: the lease is still ours, so the step is simply tried again.
+        delay = TAKEOVER_RETRY
+        while True:
+            try:
+                return await step()
+            except (KafkaException, TimeoutError) as exc:
+                if isinstance(exc, KafkaException) and not is_transient(exc):
+                    raise
+                log.warning(
+                    "ha %s: takeover: %s failed (%s); trying again in %.1f s",
+                    self.group,
+                    what,
+                    exc,
+                    delay,
+                )
+            await self._sleep(delay)
+            if self._stop.is_set():
+                raise _Stopped
+            delay = min(delay * 2, TAKEOVER_RETRY_MAX)
+
+    async def _await_topic(self) -> None:
+        ready = self._topic_ready
+        if ready is None or ready.is_set():
+            return
+        log.info("ha %s: takeover: waiting for topic %s to be created", self.group, self.topic)
+        stopping = asyncio.ensure_future(self._stop.wait())
+        topic = asyncio.ensure_future(ready.wait())
+        try:
+            await asyncio.wait({stopping, topic}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stopping.cancel()
+            topic.cancel()
+        if not ready.is_set():
+            raise _Stopped
+
     async def _take_over(self, term: Term, started: float) -> None:
         # ``started``: when the lease was taken (time.monotonic()).
         ha = self._settings.ha
@@ -202,7 +261,10 @@ class HaController:
         )
         if self.producer.transactional:
             # Fences the previous owner: nothing it writes from now on can be committed.
-            await self.producer.start_transactions(ha.lease_ms / 1000 * 4)
+            await self._retrying(
+                "fencing (init_transactions)",
+                lambda: self.producer.start_transactions(ha.lease_ms / 1000 * 4),
+            )
         fenced = time.monotonic()
         follower = self._follower
         caught = None
@@ -215,14 +277,16 @@ class HaController:
                     self.group,
                     follower.error,
                 )
+        if caught is None:
+            await self._await_topic()
         tail: LastPublished = (
             caught
             if caught is not None
-            else await asyncio.to_thread(
-                read_last_published,
-                self._settings.kafka,
-                self.topic,
-                window=TAIL_WINDOW,
+            else await self._retrying(
+                "reading the tail",
+                lambda: asyncio.to_thread(
+                    read_last_published, self._settings.kafka, self.topic, window=TAIL_WINDOW
+                ),
             )
         )
         tail_read = time.monotonic()

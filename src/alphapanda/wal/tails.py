@@ -278,6 +278,13 @@ _TRANSIENT: Final = frozenset(
 )
 
 
+def is_transient(exc: KafkaException) -> bool:
+    """A broker answer that may pass if asked again (no leader yet right after the topic
+    was created, a leader moving, a slow broker)."""
+    error = exc.args[0] if exc.args else None
+    return isinstance(error, KafkaError) and (error.retriable() or error.code() in _TRANSIENT)
+
+
 def watermarks(consumer: Consumer, partition: TopicPartition, timeout: float) -> tuple[int, int]:
     """``(low, high)`` of ``partition``. A transient answer (no leader yet right after
     the topic was created, a leader moving) is asked again until ``timeout``."""
@@ -287,11 +294,7 @@ def watermarks(consumer: Consumer, partition: TopicPartition, timeout: float) ->
             low, high = consumer.get_watermark_offsets(partition, timeout=timeout)
             return int(low), int(high)
         except KafkaException as exc:
-            error = exc.args[0] if exc.args else None
-            transient = isinstance(error, KafkaError) and (
-                error.retriable() or error.code() in _TRANSIENT
-            )
-            if not transient or time.monotonic() > deadline:
+            if not is_transient(exc) or time.monotonic() > deadline:
                 raise
             time.sleep(0.1)
 
