@@ -75,7 +75,7 @@ async def test_the_first_active_reads_the_tail_once_its_topic_exists(
 async def test_a_transient_failure_of_the_fencing_is_tried_again(
     settings_for: Any, unique: str
 ) -> None:
-    failures = []
+    failures: list[float] = []
 
     def slow_coordinator(feed: FeedParts, service: MarketFeedService) -> None:
         start = feed.producer.start_transactions
