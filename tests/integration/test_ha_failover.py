@@ -83,8 +83,11 @@ class HaFeed(FeedProcess):
             ALPHAPANDA_HA__GROUP=group,
             ALPHAPANDA_DATABASE__URL=SHARED_DATABASE,
             ALPHAPANDA_KAFKA__TOPIC_PARTITIONS="3",
-            **env,
+            # Twice the default lease: on a loaded CI machine a member's lease thread
+            # can miss a 1.1 s renewal budget, deposing an active the test needs.
+            ALPHAPANDA_HA__LEASE_MS="3000",
         )
+        self.env.update(env)
 
     async def active(self) -> bool:
         try:
