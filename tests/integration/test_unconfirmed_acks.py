@@ -19,6 +19,7 @@ from typing import Any
 
 from confluent_kafka import Message
 
+from alphapanda.parts import FeedParts
 from alphapanda.pipeline import publisher
 from alphapanda.pipeline.producer import UNCONFIRMED_REASON
 from alphapanda.pipeline.topics_admin import ensure_topic
@@ -143,14 +144,11 @@ async def test_nothing_is_produced_before_the_topic_takes_writes(settings_for, m
     assert not feed.producer.failed
 
 
-async def test_ticks_held_for_the_topic_are_published_when_the_feed_stops(  # type: ignore[no-untyped-def]
-    settings_for, monkeypatch
-) -> None:
-    # The feed stops while the publisher still waits for the topic to take writes (a
-    # short replay does): what it held is published then, not left behind.
-    monkeypatch.setattr(publisher, "TOPIC_HOLD_S", 120.0)
+async def _stop_while_held(settings_for, **feed_settings_: Any) -> tuple[FeedParts, int]:  # type: ignore[no-untyped-def]
+    """Run a feed whose topic is never reported writable, stop it while it still holds
+    every tick it received; returns the feed and how many ticks the simulator sent."""
     async with running_simulator(ticks_per_second=1000) as sim:
-        settings: Settings = feed_settings(settings_for, sim)
+        settings: Settings = feed_settings(settings_for, sim, **feed_settings_)
         feed, service = new_feed(settings)
         await ensure_topic(settings.kafka, feed.topic)
         stop = feed.lifecycle.stop_requested
@@ -170,7 +168,32 @@ async def test_ticks_held_for_the_topic_are_published_when_the_feed_stops(  # ty
             # Still held: nothing sent yet.
             assert feed.accounting.published == 0 and len(feed.buffer) > 0
             service.request_stop()
+    return feed, sent
+
+
+async def test_ticks_held_for_the_topic_are_published_when_the_feed_stops(  # type: ignore[no-untyped-def]
+    settings_for, monkeypatch
+) -> None:
+    # The feed stops while the publisher still waits for the topic to take writes (a
+    # short replay does): what it held is published then, not left behind.
+    monkeypatch.setattr(publisher, "TOPIC_HOLD_S", 120.0)
+    feed, sent = await _stop_while_held(settings_for)
     assert_books_balance(feed)
     assert feed.accounting.dropped_total == 0 and feed.spool.pending == 0
-    records = await asyncio.to_thread(read_topic, settings.kafka.bootstrap_servers, feed.topic)
+    bootstrap = feed.settings.kafka.bootstrap_servers
+    records = await asyncio.to_thread(read_topic, bootstrap, feed.topic)
     assert len(records) == feed.accounting.published == sent
+
+
+async def test_ticks_still_held_at_the_shutdown_deadline_are_counted_as_dropped(  # type: ignore[no-untyped-def]
+    settings_for, monkeypatch, caplog
+) -> None:
+    # A deadline too short to take them all: what the publisher did not take is
+    # counted (reason shutdown) and logged, never left in the books as in flight.
+    monkeypatch.setattr(publisher, "TOPIC_HOLD_S", 120.0)
+    feed, sent = await _stop_while_held(settings_for, shutdown_deadline=1e-6)
+    assert_books_balance(feed)
+    acct = feed.accounting
+    assert acct.dropped.get("shutdown", 0) > 0
+    assert acct.received == sent == acct.published + acct.dropped_total + acct.spooled
+    assert "not yet encoded at the shutdown deadline: dropped" in caplog.text
