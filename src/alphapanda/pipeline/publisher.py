@@ -245,7 +245,7 @@ class Publisher:
     @property
     def busy(self) -> bool:
         """Ticks are waiting to be encoded and produced (in the buffer or in hand)."""
-        return self._unsent > 0 or len(self._buffer) > 0
+        return self._upstream() > 0
 
     def hold_replay(self) -> None:
         """Before ``run``: crash recovery will put older ticks than the spool holds into
