@@ -86,3 +86,30 @@ async def test_latest_quotes_topic_and_api(settings_for: SettingsFor, unique: st
     gaps = [b - a for times in writes.values() for a, b in itertools.pairwise(times)]
     assert gaps and min(gaps) >= INTERVAL_MS / 1000 * 0.95
     assert derived.quotes.conflated > 0
+
+
+async def test_the_latest_quotes_are_written_when_the_feed_stops(
+    settings_for: SettingsFor, unique: str
+) -> None:
+    # An interval longer than the run: only the stop writes what changed since the
+    # first write. A strategy reading the topic after a stop must find every
+    # instrument's last tick, not one from up to an interval before.
+    async with running_feed(settings_for, unique, quotes={"interval_ms": 60_000}) as feed:
+        parts = feed.parts
+        derived = parts.derived
+        assert derived is not None
+        streaming = set(parts.client.subscriptions())
+        await eventually(
+            lambda: set(derived.quotes.tokens()) == streaming, timeout=30.0, what="every quote"
+        )
+        await asyncio.sleep(2)  # every instrument ticks again after its first quote
+        await quiesce(feed.sim, parts)
+    latest = {str(t).encode(): msgspec.to_builtins(derived.quotes.get(t)) for t in streaming}
+    bootstrap = feed.settings.kafka.bootstrap_servers
+    topic = TopicNames.market_quotes_latest(feed.settings.kafka.topic_prefix)
+    records = await asyncio.to_thread(read_raw, bootstrap, topic)
+    last = {
+        r.key: json.loads(r.value)["data"]
+        for r in sorted(records, key=lambda r: (r.partition, r.offset))
+    }
+    assert last == latest

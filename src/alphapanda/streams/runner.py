@@ -247,6 +247,9 @@ class DerivedStreams:
                 )
                 await self._loop()
                 self._drain_inbox()
+                # What changed since the last interval's write: a reader of the topic
+                # after the stop finds every instrument's last tick.
+                self._send_quotes()
                 self._send_orders()
                 self._send_emitted()
                 self._sample_events()  # the sockets closed by the shutdown
