@@ -11,6 +11,10 @@ Standby: try the lease every ``poll_ms``. Takeover, in this order:
 4. warm: the gate publishes the held ticks after those and opens; cold: the
    connections open now and the time without a feed is published as a ``gap``.
 
+A step of 2. or 3. that fails for a reason that may pass (a broker slow or away for a
+moment) is tried again while the lease is held; the first active of a group reads the
+tail only once its own start-up created the topic.
+
 Active: renew the lease every quarter lease. An active that cannot renew for 3/4 of the
 lease, or whose transaction commit failed (fenced), is deposed: it exits at once
 without publishing anything more (its restart joins as a standby). A requested
