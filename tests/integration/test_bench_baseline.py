@@ -16,7 +16,7 @@ from confluent_kafka import Consumer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
 from alphapanda.bench.baseline import BaselineError, run_baseline
-from alphapanda.bench.ceiling import run_ceiling, sample_records
+from alphapanda.bench.ceiling import run_ceiling, run_paced, sample_records
 from alphapanda.instruments import load_instrument_dump
 from alphapanda.pipeline.topics_admin import ensure_topic
 from alphapanda.pipeline.wire import WireDecoder
@@ -113,6 +113,34 @@ async def test_ceiling_reports_failures_instead_of_hiding_them(
     assert result.sent == 100
     assert result.acked == 0
     assert result.failed == 100
+    assert result.first_error is not None
+
+
+async def test_the_paced_producer_sends_its_rate_in_frames_and_times_every_record(
+    topic: tuple[Settings, str],
+) -> None:
+    settings, name = topic
+    result = await asyncio.to_thread(
+        run_paced, settings.kafka, name, rate=2_000, duration_s=1.0, frame_interval_s=0.05
+    )
+    assert result.first_error is None and result.failed == 0
+    assert result.sent == 2_000  # 20 frames of 100
+    assert result.acked == result.sent == _records_on(name)
+    assert 0 < result.p50_ms <= result.p99_ms
+
+
+async def test_the_paced_producer_reports_failures_instead_of_timing_them(
+    topic: tuple[Settings, str],
+) -> None:
+    settings, _ = topic
+    missing = f"{settings.kafka.topic_prefix}does.not.exist"  # auto-creation is off
+    quick = settings.kafka.model_copy(update={"message_timeout_ms": 2000})
+    result = await asyncio.to_thread(
+        run_paced, quick, missing, rate=100, duration_s=0.5, flush_timeout_s=15.0
+    )
+    assert result.sent == 50
+    assert result.acked == 0 and result.failed == 50
+    assert result.p50_ms == result.p99_ms == 0.0
     assert result.first_error is not None
 
 

@@ -7,6 +7,10 @@ headers. No decoding, no formatting, no buffering — only ``produce()`` in a ti
 with one delivery callback per record (the feed observes every send too, so the ceiling
 pays for that as well). The feed's throughput is reported as a fraction of this.
 
+``run_paced`` is the same producer at a fixed rate, in frames as the simulator sends
+them: the frame → ack latency a bare producer gets from this broker, the floor under
+the feed's own figure.
+
 Blocking by design (it is a loop around librdkafka); call it from a worker thread
 (``asyncio.to_thread``) when inside an event loop.
 """
@@ -15,6 +19,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
+from functools import partial
 from typing import Final
 
 import msgspec
@@ -42,6 +47,18 @@ class CeilingResult(msgspec.Struct, frozen=True):
     messages_per_s: float  # acked / elapsed_s
     bytes_per_s: float  # acked value bytes / elapsed_s
     message_bytes: float  # mean value size
+    first_error: str | None = None
+
+
+class PacedResult(msgspec.Struct, frozen=True):
+    """What the bare producer got at a fixed rate: frame → ack latency of every record."""
+
+    rate: float
+    sent: int
+    acked: int
+    failed: int
+    p50_ms: float
+    p99_ms: float
     first_error: str | None = None
 
 
@@ -142,5 +159,79 @@ def run_ceiling(
         messages_per_s=acked / elapsed if elapsed > 0 else 0.0,
         bytes_per_s=acked_bytes / elapsed if elapsed > 0 else 0.0,
         message_bytes=total_bytes / count,
+        first_error=first_error[0] if first_error else None,
+    )
+
+
+def run_paced(
+    kafka: KafkaSettings,
+    topic: str,
+    *,
+    rate: float,
+    duration_s: float = 5.0,
+    frame_interval_s: float = 0.02,
+    records: Sequence[Record] | None = None,
+    flush_timeout_s: float = 30.0,
+) -> PacedResult:
+    """Produce ``rate`` records a second to ``topic`` for ``duration_s``, in frames of
+    ``rate * frame_interval_s`` records produced at once every ``frame_interval_s``, and
+    time each record from its frame's start to its delivery report. Between frames the
+    producer only waits for reports, so each is timed as soon as librdkafka has it."""
+    payloads = list(records) if records is not None else sample_records()
+    if not payloads or rate <= 0 or frame_interval_s <= 0:
+        raise ValueError("run_paced needs records, a rate > 0 and a frame interval > 0")
+    producer = Producer(producer_config(kafka, client_id="alphapanda-bench-paced"))
+    latencies: list[float] = []
+    failed = 0
+    first_error: list[str] = []
+    clock = time.perf_counter
+
+    def delivered(frame_start: float, err: KafkaError | None, msg: Message) -> None:
+        nonlocal failed
+        if err is None:
+            latencies.append(clock() - frame_start)
+        else:
+            failed += 1
+            if not first_error:
+                first_error.append(str(err))
+
+    per_frame = max(1, round(rate * frame_interval_s))
+    frames = max(1, round(duration_s / frame_interval_s))
+    count = len(payloads)
+    produce = producer.produce
+    sent = 0
+    start = clock()
+    for frame in range(frames):
+        due = start + frame * frame_interval_s
+        while (wait := due - clock()) > 0:
+            producer.poll(wait)
+        on_delivery = partial(delivered, clock())
+        for _ in range(per_frame):
+            key, value, headers = payloads[sent % count]
+            while True:
+                try:
+                    produce(topic, value, key, headers=headers, on_delivery=on_delivery)  # type: ignore[arg-type]
+                    break
+                except BufferError:
+                    producer.poll(0.005)
+            sent += 1
+        producer.poll(0)
+    remaining = producer.flush(flush_timeout_s)
+    if remaining and not first_error:
+        first_error.append(f"{remaining} records had no delivery report after flush")
+    latencies.sort()
+
+    def quantile(q: float) -> float:
+        return (
+            latencies[min(len(latencies) - 1, int(q * len(latencies)))] * 1000 if latencies else 0.0
+        )
+
+    return PacedResult(
+        rate=rate,
+        sent=sent,
+        acked=len(latencies),
+        failed=failed,
+        p50_ms=quantile(0.5),
+        p99_ms=quantile(0.99),
         first_error=first_error[0] if first_error else None,
     )

@@ -15,7 +15,9 @@ One run, side by side on the same machine and broker:
 4. **Baseline** (``bench/baseline.py``, the original design in a child process) against
    the same simulator at each of ``baseline_rates`` (its throughput is its best run
    that kept up: every tick acked), and the **ceiling** (``bench/ceiling.py``, a bare
-   producer loop of pre-encoded records) against the same broker.
+   producer loop of pre-encoded records) against the same broker; with it, the same
+   bare producer paced at ``latency_rate`` gives the frame → ack latency the broker
+   allows at that rate (the floor under the feed's figure of step 2).
 
 Every topic the run creates is deleted at the end.
 """
@@ -37,7 +39,7 @@ from pydantic import SecretStr
 
 from alphapanda.assembly import build
 from alphapanda.bench.baseline import BaselineError, BaselineResult, run_baseline
-from alphapanda.bench.ceiling import CeilingResult, run_ceiling
+from alphapanda.bench.ceiling import CeilingResult, PacedResult, run_ceiling, run_paced
 from alphapanda.bench.harness import SimProcess, StreamLedger, until
 from alphapanda.bench.universe import simulator_csv
 from alphapanda.heap import keep_freed_memory
@@ -96,6 +98,8 @@ class E2EResult(msgspec.Struct):
     sim_cores: float = 0.0
     baselines: list[BaselineRun] = msgspec.field(default_factory=list)
     ceiling: CeilingResult | None = None
+    # The bare producer at latency_rate, in frames like the simulator's (with ceiling).
+    paced: PacedResult | None = None
     errors: list[str] = msgspec.field(default_factory=list)
 
     @property
@@ -305,10 +309,14 @@ async def run_e2e(
                         baselines.append(BaselineRun(baseline_rate, None, str(exc)))
                     await sim.set_rate(0)
         ceiling: CeilingResult | None = None
+        paced: PacedResult | None = None
         if with_ceiling:
             await ensure_topic(settings.kafka, ceiling_topic)
             ceiling = await asyncio.to_thread(
                 run_ceiling, settings.kafka, ceiling_topic, duration_s=seconds
+            )
+            paced = await asyncio.to_thread(
+                run_paced, settings.kafka, ceiling_topic, rate=latency_rate, duration_s=seconds
             )
     finally:
         await asyncio.to_thread(
@@ -351,5 +359,6 @@ async def run_e2e(
         sim_cores=(sim_cpu1 - sim_cpu0) / (t1 - t0),
         baselines=baselines,
         ceiling=ceiling,
+        paced=paced,
         errors=errors,
     )

@@ -459,7 +459,10 @@ def e2e(
     ] = True,
     ceiling: Annotated[
         bool,
-        typer.Option(help="Also run a bare producer loop: the most the broker can take here."),
+        typer.Option(
+            help="Also run a bare producer: flat out (the most the broker can take here), "
+            "then paced at --latency-rate (the lowest frame → ack latency it gives)."
+        ),
     ] = True,
     baseline_rates: Annotated[
         str,
@@ -556,6 +559,15 @@ def e2e(
             "",
             "",
             f"{c.message_bytes:,.0f} B/record, failed {c.failed}",
+        )
+    if result.paced is not None:
+        paced = result.paced
+        table.add_row(
+            f"bare producer @ {paced.rate:,.0f}/s",
+            "",
+            f"{paced.p50_ms:.1f}",
+            f"{paced.p99_ms:.1f}",
+            f"{paced.acked:,} acks, failed {paced.failed}; frames every 20 ms (the floor)",
         )
     console.print(table)
     console.print(
