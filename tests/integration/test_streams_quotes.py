@@ -102,7 +102,12 @@ async def test_the_latest_quotes_are_written_when_the_feed_stops(
         await eventually(
             lambda: set(derived.quotes.tokens()) == streaming, timeout=30.0, what="every quote"
         )
-        await asyncio.sleep(2)  # every instrument ticks again after its first quote
+        first = {t: derived.quotes.get(t) for t in streaming}
+        await eventually(
+            lambda: all(derived.quotes.get(t) != first[t] for t in streaming),
+            timeout=30.0,
+            what="every instrument ticked again",
+        )
         await quiesce(feed.sim, parts)
     latest = {str(t).encode(): msgspec.to_builtins(derived.quotes.get(t)) for t in streaming}
     bootstrap = feed.settings.kafka.bootstrap_servers
