@@ -18,6 +18,7 @@ use pyo3::types::{PyBytes, PyDict, PyList, PyType};
 
 mod format;
 mod out;
+mod wal;
 
 use format::{format_packet, Formatted, Options};
 
@@ -440,12 +441,13 @@ fn encode_frame<'py>(
 /// The interface this build offers; `alphapanda.pipeline.hotpath.NATIVE_API_VERSION`
 /// must say the same, so a build from older sources is refused rather than half used.
 /// Raise both when a function or a method is added or changed.
-const API_VERSION: u32 = 3;
+const API_VERSION: u32 = 4;
 
 #[pymodule]
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("API_VERSION", API_VERSION)?;
     m.add_class::<NativeTick>()?;
+    m.add_class::<wal::WalWriter>()?;
     m.add_function(wrap_pyfunction!(decode_frame, m)?)?;
     m.add_function(wrap_pyfunction!(encode_ticks, m)?)?;
     m.add_function(wrap_pyfunction!(encode_frame, m)?)?;

@@ -175,6 +175,8 @@ def build(settings: Settings, overrides: Overrides | None = None) -> FeedParts:
             # What recovery at start found: a crash_recovery feed event.
             emit=derived.emit if derived is not None else None,
             clock=clock,
+            # The native hot path also writes the WAL from a native thread.
+            native=hot_path.native,
         )
         publisher.producer.ack_listener = wal.resolved
     tokens = overrides.tokens

@@ -1,14 +1,18 @@
-"""The WAL: segments, group-committed writes, damage on read, retention, pausing."""
+"""The WAL: segments, group-committed writes, damage on read, retention, pausing.
+
+Every test runs with both writer threads: the Python one and the extension's."""
 
 from __future__ import annotations
 
 import itertools
 import os
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from alphapanda.pipeline.hotpath import load_native
 from alphapanda.wal.log import WriteAheadLog
 from alphapanda.wal.segments import (
     ReadReport,
@@ -31,10 +35,32 @@ class Clock:
         return self.mono
 
 
+NATIVE, NATIVE_MISSING = load_native()
+_writer: dict[str, object] = {"native": None}
+
+
+@pytest.fixture(
+    autouse=True,
+    params=[
+        "python",
+        pytest.param(
+            "native",
+            marks=pytest.mark.skipif(NATIVE is None, reason=f"extension: {NATIVE_MISSING}"),
+        ),
+    ],
+)
+def writer(request: pytest.FixtureRequest) -> Iterator[str]:
+    """Which writer thread ``make_wal`` builds the WAL with."""
+    _writer["native"] = NATIVE if request.param == "native" else None
+    yield request.param
+    _writer["native"] = None
+
+
 def make_wal(directory: Path, clock: Clock, **kwargs: object) -> WriteAheadLog:
     return WriteAheadLog(
         directory,
         clock=clock,
+        native=_writer["native"],  # type: ignore[arg-type]
         **kwargs,  # type: ignore[arg-type]
     )
 

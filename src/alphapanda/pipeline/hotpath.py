@@ -46,7 +46,7 @@ log = logging.getLogger(__name__)
 
 # The extension's interface this code needs (its API_VERSION): an editable install run
 # without rebuilding after a pull has an older one, and falls back to the Python path.
-NATIVE_API_VERSION: Final = 3
+NATIVE_API_VERSION: Final = 4
 
 HotPathSetting = Literal["auto", "native", "python"]
 HotPathImpl = Literal["native", "python"]
@@ -80,6 +80,11 @@ class HotPath:
     def __init__(self, native: ModuleType | None) -> None:
         self._native = native
         self.impl: HotPathImpl = "python" if native is None else "native"
+
+    @property
+    def native(self) -> ModuleType | None:
+        """The extension module on the native path (its WAL writer too), else None."""
+        return self._native
 
     def decode(self, frame: bytes, received_at_ns: int) -> DecodedMessage:
         """The frame's ticks (``NativeTick``s on the native path), heartbeat and skips."""
@@ -178,6 +183,11 @@ class FrameRecordBuilder:
         self.wire = wire
         self._native = native
         self.impl: HotPathImpl = "python" if native is None else "native"
+
+    @property
+    def native(self) -> ModuleType | None:
+        """The extension module on the native path (its WAL writer too), else None."""
+        return self._native
 
     def encode(self, frame: bytes, received_at_ns: int, emitted_at_ns: int) -> FrameRecords:
         if self._native is None:

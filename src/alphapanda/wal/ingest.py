@@ -34,6 +34,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Iterable, Iterator
 from datetime import datetime
 from pathlib import Path
+from types import ModuleType
 from typing import Final
 
 from alphapanda.clock import SYSTEM_CLOCK, Clock
@@ -93,10 +94,15 @@ class WalIngest:
         decode: FrameDecoder = decode_message,
         emit: Callable[[FeedEvent], None] | None = None,
         clock: Clock = SYSTEM_CLOCK,
+        native: ModuleType | None = None,
     ) -> None:
         feed = settings.feed
         self.wal = WriteAheadLog(
-            feed.wal_dir, fsync_ms=feed.wal_fsync_ms, max_bytes=feed.wal_max_bytes, clock=clock
+            feed.wal_dir,
+            fsync_ms=feed.wal_fsync_ms,
+            max_bytes=feed.wal_max_bytes,
+            clock=clock,
+            native=native,
         )
         self._monotonic = clock.monotonic
         self._wall_ns = clock.wall_ns

@@ -25,13 +25,14 @@ import shutil
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
 from typing import Final
 
 from alphapanda.clock import SYSTEM_CLOCK, Clock
 from alphapanda.metrics import catalog
 from alphapanda.metrics.samples import Sample
 from alphapanda.wal.segments import RECORD_OVERHEAD, list_segments, read_watermark, segment_name
-from alphapanda.wal.writer import Append, Delete, Rotate, WalWriterThread
+from alphapanda.wal.writer import Append, Delete, Rotate, make_writer
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +65,7 @@ class WriteAheadLog:
         min_free_bytes: int = 64 << 20,
         clock: Clock = SYSTEM_CLOCK,
         disk_free: Callable[[Path], int] | None = None,
+        native: ModuleType | None = None,
     ) -> None:
         self.directory = directory
         self.max_bytes = max_bytes
@@ -72,7 +74,9 @@ class WriteAheadLog:
         self._clock_ns = clock.wall_ns
         self._monotonic = clock.monotonic
         self._disk_free = disk_free or (lambda path: shutil.disk_usage(path).free)
-        self._thread = WalWriterThread(directory, fsync_ms, monotonic=clock.monotonic)
+        # The extension's writer thread when given (it never takes the interpreter
+        # lock), else the Python one.
+        self._thread = make_writer(directory, fsync_ms, native=native, monotonic=clock.monotonic)
         self._segments: list[_Segment] = []
         self._starts: list[int] = []  # first_ns of each segment, for bisect
         self._current: _Segment | None = None

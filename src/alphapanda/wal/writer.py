@@ -11,6 +11,14 @@ Errors never reach the socket readers: the thread records the first one in ``err
 and discards appends until a ``Rotate`` opens a fresh segment (the owner pauses the WAL
 meanwhile). The damaged segment keeps whatever it holds; a torn last record is what a
 reader expects at a segment's end.
+
+``NativeWalWriter`` is the same thread in the Rust extension (used when the feed runs
+the native hot path): same operations, bytes and counters, but it never takes the
+interpreter lock. A Python thread needs the lock back after every system call (the
+CRC, the write, the fsync, waking up), and each hand-over makes the event loop stop and
+wait until the thread is scheduled; on a loaded machine that delayed the loop's
+delivery reports by a millisecond or more per large frame. This class stays as the
+reference and the fallback.
 """
 
 from __future__ import annotations
@@ -22,9 +30,12 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
+from typing import Protocol
 
 from alphapanda.wal.segments import (
     RECORD_OVERHEAD,
+    WATERMARK,
     frame_buffers,
     fsync_dir,
     segment_name,
@@ -60,6 +71,53 @@ class Delete:
 
 
 Op = Append | Rotate | Delete
+
+
+class WalWriter(Protocol):
+    """What ``WriteAheadLog`` needs of its writer thread."""
+
+    @property
+    def error(self) -> str | None: ...
+
+    @property
+    def written_frames(self) -> int: ...
+
+    @property
+    def written_bytes(self) -> int: ...
+
+    @property
+    def discarded_frames(self) -> int: ...
+
+    @property
+    def fsyncs(self) -> int: ...
+
+    @property
+    def durable_ns(self) -> int: ...
+
+    @property
+    def deleted_segments(self) -> int: ...
+
+    @property
+    def taken_bytes(self) -> int: ...
+
+    def start(self) -> None: ...
+
+    def submit(self, op: Op) -> None: ...
+
+    def close(self) -> None: ...
+
+
+def make_writer(
+    directory: Path,
+    fsync_ms: int,
+    *,
+    native: ModuleType | None = None,
+    monotonic: Callable[[], float] = time.monotonic,
+) -> WalWriter:
+    """The native writer thread when the extension is given, else the Python one."""
+    if native is not None:
+        return NativeWalWriter(directory, fsync_ms, native)
+    return WalWriterThread(directory, fsync_ms, monotonic=monotonic)
 
 
 class WalWriterThread:
@@ -233,6 +291,72 @@ class WalWriterThread:
             self.error = f"{what} failed: {exc.strerror or exc}"
 
     _pending_ns = 0
+
+
+class NativeWalWriter:
+    """``WalWriterThread``'s operations on the extension's native thread (module doc)."""
+
+    def __init__(self, directory: Path, fsync_ms: int, native: ModuleType) -> None:
+        self.directory = directory
+        self._writer = native.WalWriter(fsync_ms)
+        self._delete_failures = 0
+
+    def start(self) -> None:
+        self._writer.start()
+
+    def submit(self, op: Op) -> None:
+        writer = self._writer
+        if isinstance(op, Append):
+            writer.append(op.received_at_ns, op.shard, op.frame)
+        elif isinstance(op, Rotate):
+            writer.rotate(self.directory / segment_name(op.first_ns))
+        else:
+            self._report_delete_failures()
+            writer.delete(list(op.paths), self.directory / WATERMARK, op.watermark_ns)
+
+    def close(self) -> None:
+        self._writer.close()
+        self._report_delete_failures()
+
+    def _report_delete_failures(self) -> None:
+        failures = self._writer.delete_failures
+        if failures > self._delete_failures:
+            self._delete_failures = failures
+            # Not fatal: the segments stay and are deleted with the next batch.
+            log.warning("WAL: cannot delete resolved segments (%d failed so far)", failures)
+
+    @property
+    def error(self) -> str | None:
+        error: str | None = self._writer.error
+        return error
+
+    @property
+    def written_frames(self) -> int:
+        return int(self._writer.written_frames)
+
+    @property
+    def written_bytes(self) -> int:
+        return int(self._writer.written_bytes)
+
+    @property
+    def discarded_frames(self) -> int:
+        return int(self._writer.discarded_frames)
+
+    @property
+    def fsyncs(self) -> int:
+        return int(self._writer.fsyncs)
+
+    @property
+    def durable_ns(self) -> int:
+        return int(self._writer.durable_ns)
+
+    @property
+    def deleted_segments(self) -> int:
+        return int(self._writer.deleted_segments)
+
+    @property
+    def taken_bytes(self) -> int:
+        return int(self._writer.taken_bytes)
 
 
 def write_all(fd: int, buffers: list[bytes]) -> int:
