@@ -22,14 +22,20 @@ every stall longer than 50 µs: the writer taking the interpreter lock shows up 
 End-to-end p99s on a shared machine move by tens of milliseconds between two runs of
 one configuration; these figures are per frame and per stall.
 
+``--writer python`` runs the Python writer thread (the fallback), ``--writer native``
+the extension's (what the native hot path uses; it never takes the interpreter lock, so
+the per-write timings are not available and only its total CPU, read from
+``/proc/self/task``, is printed).
+
 Usage: ``python scripts/profile_wal_path.py [--instruments N] [--frames-per-second F]
-[--seconds S] [--dir PATH] [--no-wal]``. A diagnostic: run it side by side with
-``--no-wal``.
+[--seconds S] [--dir PATH] [--writer {native,python}] [--no-wal]``. A diagnostic: run
+it side by side with ``--no-wal``.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import tempfile
 import time
@@ -38,7 +44,9 @@ from pathlib import Path
 from typing import Any
 
 from alphapanda.bench.decode import build_full_frames
+from alphapanda.pipeline.hotpath import load_native
 from alphapanda.wal.log import WriteAheadLog
+from alphapanda.wal.writer import WalWriterThread
 
 ACK_BATCH = 256  # acks settled per producer poll, about what a large frame gives
 
@@ -76,16 +84,37 @@ def _spin_until(deadline: float, stalls: list[float]) -> None:
         last = now
 
 
+def _writer_thread_cpu() -> float:
+    """CPU seconds (user + system) of this process's ``wal-writer`` thread so far."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    for task in Path("/proc/self/task").iterdir():
+        if (task / "comm").read_text().strip() == "wal-writer":
+            fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
+            return (int(fields[11]) + int(fields[12])) / ticks
+    return 0.0
+
+
 def run(
-    directory: Path, instruments: int, frames_per_second: float, seconds: float, wal_on: bool
+    directory: Path,
+    instruments: int,
+    frames_per_second: float,
+    seconds: float,
+    wal_on: bool,
+    writer_impl: str,
 ) -> None:
     frames = build_full_frames(instruments * 4, instruments)
-    wal = WriteAheadLog(directory, fsync_ms=20)
+    native = None
+    if writer_impl == "native":
+        native, why = load_native()
+        if native is None:
+            raise SystemExit(f"--writer native: the extension cannot be used ({why})")
+    wal = WriteAheadLog(directory, fsync_ms=20, native=native)
     writes: list[float] = []
     syncs: list[float] = []
     writer = wal._thread
-    writer._execute = _timed_thread_cpu(writes, writer._execute)  # type: ignore[method-assign]
-    writer._sync = _timed_thread_cpu(syncs, writer._sync)  # type: ignore[method-assign]
+    if isinstance(writer, WalWriterThread):
+        writer._execute = _timed_thread_cpu(writes, writer._execute)  # type: ignore[method-assign]
+        writer._sync = _timed_thread_cpu(syncs, writer._sync)  # type: ignore[method-assign]
     wal.open()
     loop_log: list[float] = []
     loop_acks: list[float] = []
@@ -113,6 +142,8 @@ def run(
         loop_collect.append(time.perf_counter() - start)
         _spin_until(wall0 + (i + 1) * interval, stalls)
     wall = time.perf_counter() - wall0
+    # The native thread is named for the OS; the Python one is timed around its work.
+    writer_cpu = _writer_thread_cpu() if writer_impl == "native" else sum(writes) + sum(syncs)
     wal.close()
     spun = f"loop thread stalls over 50 µs while spinning (µs): {_quantiles(stalls, 1e6)}"
     over_ms = sum(1 for s in stalls if s > 1e-3)
@@ -123,18 +154,19 @@ def run(
     print(
         f"WAL path: {count} frames of {instruments:,} full packets "
         f"({len(frames[0]) / 1e3:,.0f} KB), {frames_per_second:g} frames/s for {wall:.1f} s, "
-        f"fsync every 20 ms, in {directory}"
+        f"fsync every 20 ms, in {directory}, {writer_impl} writer thread"
     )
     print(f"loop thread, append + decoded per frame (µs):  {_quantiles(loop_log, 1e6)}")
     print(f"loop thread, acks settled per frame (µs):      {_quantiles(loop_acks, 1e6)}")
     print(f"loop thread, collect per frame (µs):           {_quantiles(loop_collect, 1e6)}")
-    print(f"writer thread CPU per write (µs):              {_quantiles(writes, 1e6)}")
-    print(f"writer thread CPU per fsync (µs):              {_quantiles(syncs, 1e6)}")
+    if writer_impl == "python":
+        print(f"writer thread CPU per write (µs):              {_quantiles(writes, 1e6)}")
+        print(f"writer thread CPU per fsync (µs):              {_quantiles(syncs, 1e6)}")
     print(f"{spun}; {len(stalls)} stalls, {over_ms} over 1 ms")
     per_frame = (sum(loop_log) + sum(loop_acks) + sum(loop_collect)) / count
     print(
         f"loop thread {per_frame * 1e6 / instruments:.2f} µs per tick of the WAL's own work; "
-        f"writer thread {(sum(writes) + sum(syncs)) / wall * 100:.1f} % of a core"
+        f"writer thread {writer_cpu / wall * 100:.1f} % of a core"
     )
 
 
@@ -145,8 +177,20 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=20.0)
     parser.add_argument("--dir", type=Path, default=None, help="default: a temporary directory")
     parser.add_argument("--no-wal", action="store_true", help="only spin (the control run)")
+    parser.add_argument(
+        "--writer",
+        choices=("native", "python"),
+        default="native" if load_native()[0] is not None else "python",
+        help="which WAL writer thread (default: native when the extension is built)",
+    )
     args = parser.parse_args()
-    options = (args.instruments, args.frames_per_second, args.seconds, not args.no_wal)
+    options = (
+        args.instruments,
+        args.frames_per_second,
+        args.seconds,
+        not args.no_wal,
+        args.writer,
+    )
     if args.dir is not None:
         args.dir.mkdir(parents=True, exist_ok=True)
         run(args.dir, *options)

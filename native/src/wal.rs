@@ -3,7 +3,7 @@
 //! Same operations, same bytes and same counters as `alphapanda.wal.writer.
 //! WalWriterThread` (the Python reference and fallback; the differential tests in
 //! `tests/unit/test_wal_native.py` hold the two together). The event loop hands over
-//! a frame with one copy into a channel; the thread frames it as a framed-log record
+//! a frame (a reference, no copy) through a channel; the thread frames it as a framed-log record
 //! (magic, length, CRC-32 over both and the payload; payload = receive time, shard,
 //! frame), writes with `writev`, and commits with group commit: one `fsync` at most
 //! every `fsync_ms` (0: after every write).
@@ -28,6 +28,7 @@ use std::time::{Duration, Instant};
 
 use pyo3::exceptions::PyRuntimeError;
 use pyo3::prelude::*;
+use pyo3::types::PyBytes;
 
 const MAGIC: &[u8; 4] = b"\xa7APL";
 /// Framed-log header (magic, length, CRC) plus the frame head (receive time u64, shard u8).
@@ -37,8 +38,29 @@ const WRITEV_MAX: usize = 1024;
 /// How long the idle thread sleeps when nothing needs an fsync (it wakes on any op).
 const IDLE_WAIT: Duration = Duration::from_secs(3600);
 
+/// A frame handed over without a copy: the Python `bytes` object, kept alive by the
+/// reference held here, and its buffer (immutable for the object's lifetime). Dropped on
+/// the writer thread without the interpreter lock, the reference is released by the
+/// next call into the extension (pyo3's deferred reference pool).
+struct Frame {
+    _owner: Py<PyBytes>,
+    ptr: *const u8,
+    len: usize,
+}
+
+// SAFETY: the buffer belongs to an immutable `bytes` object that `_owner` keeps alive;
+// it is only read.
+unsafe impl Send for Frame {}
+
+impl Frame {
+    fn bytes(&self) -> &[u8] {
+        // SAFETY: see `unsafe impl Send`: valid and unchanging while `self` lives.
+        unsafe { std::slice::from_raw_parts(self.ptr, self.len) }
+    }
+}
+
 enum Op {
-    Append { received_at_ns: u64, shard: u8, frame: Vec<u8> },
+    Append { received_at_ns: u64, shard: u8, frame: Frame },
     Rotate { path: PathBuf },
     Delete { paths: Vec<PathBuf>, watermark: PathBuf, watermark_ns: u64 },
     Close,
@@ -121,9 +143,12 @@ impl WalWriter {
         Ok(())
     }
 
-    /// Queue one frame (copied: the caller's bytes are not kept).
-    fn append(&self, received_at_ns: u64, shard: u8, frame: &[u8]) {
-        self.send(Op::Append { received_at_ns, shard, frame: frame.to_vec() });
+    /// Queue one frame (not copied: the writer thread holds a reference until written).
+    fn append(&self, received_at_ns: u64, shard: u8, frame: Bound<'_, PyBytes>) {
+        let data = frame.as_bytes();
+        let (ptr, len) = (data.as_ptr(), data.len());
+        let frame = Frame { _owner: frame.unbind(), ptr, len };
+        self.send(Op::Append { received_at_ns, shard, frame });
     }
 
     /// Commit and close the current segment; open `path` (created if missing).
@@ -240,7 +265,7 @@ impl Thread {
             let taken: u64 = ops
                 .iter()
                 .map(|op| match op {
-                    Op::Append { frame, .. } => frame.len() as u64 + RECORD_OVERHEAD,
+                    Op::Append { frame, .. } => frame.len as u64 + RECORD_OVERHEAD,
                     _ => 0,
                 })
                 .sum();
@@ -261,7 +286,7 @@ impl Thread {
     }
 
     fn execute(&mut self, ops: Vec<Op>) {
-        let mut batch: Vec<(u64, u8, Vec<u8>)> = Vec::new();
+        let mut batch: Vec<(u64, u8, Frame)> = Vec::new();
         for op in ops {
             match op {
                 Op::Append { received_at_ns, shard, frame } => {
@@ -285,7 +310,7 @@ impl Thread {
         self.write(batch);
     }
 
-    fn write(&mut self, batch: Vec<(u64, u8, Vec<u8>)>) {
+    fn write(&mut self, batch: Vec<(u64, u8, Frame)>) {
         if batch.is_empty() {
             return;
         }
@@ -293,11 +318,12 @@ impl Thread {
         if self.shared.failed() {
             return;
         }
-        let heads: Vec<[u8; 21]> = batch.iter().map(|(ns, shard, frame)| head(*ns, *shard, frame)).collect();
+        let heads: Vec<[u8; 21]> =
+            batch.iter().map(|(ns, shard, frame)| head(*ns, *shard, frame.bytes())).collect();
         let mut slices: Vec<IoSlice<'_>> = Vec::with_capacity(batch.len() * 2);
         for (head, (_, _, frame)) in heads.iter().zip(&batch) {
             slices.push(IoSlice::new(head));
-            slices.push(IoSlice::new(frame));
+            slices.push(IoSlice::new(frame.bytes()));
         }
         let total: usize = slices.iter().map(|s| s.len()).sum();
         let frames = batch.len() as u64;

@@ -3,6 +3,7 @@ byte-identical segments, the same watermark and the same counters."""
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import pytest
@@ -119,6 +120,22 @@ def test_appends_after_close_are_counted_as_discarded(tmp_path: Path) -> None:
     writer.close()
     writer.submit(Append(3, 0, b"late"))
     assert writer.written_frames == 1 and writer.discarded_frames == 1
+
+
+def test_frames_are_not_copied_and_every_reference_is_released(tmp_path: Path) -> None:
+    # The thread holds the caller's bytes object until written, then lets go of it
+    # without the interpreter lock; the next call into the extension releases it.
+    assert native is not None
+    frame = bytes(300_000)
+    before = sys.getrefcount(frame)
+    writer = NativeWalWriter(tmp_path, 20, native)
+    writer.start()
+    writer.submit(Rotate(1))
+    for ns in range(2, 202):
+        writer.submit(Append(ns, 0, frame))
+    writer.close()
+    assert writer.written_frames == 200  # a call into the extension: references released
+    assert sys.getrefcount(frame) == before
 
 
 def test_make_writer_picks_the_extension_when_given(tmp_path: Path) -> None:
