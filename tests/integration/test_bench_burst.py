@@ -3,9 +3,14 @@ process, Kafka, a consumer process and the bare-producer reference."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import pytest
 
 from alphapanda.bench.burst import run_burst, summary_lines
+from tests.support.services import ROOT, SHARED_DATABASE, SHARED_KAFKA, SHARED_REDIS
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.serial]
 
@@ -27,3 +32,25 @@ async def test_short_burst_measures_every_tick_of_both_sides_with_zero_loss(  # 
     assert result.feed_cpu_us_per_tick > 0 and result.official_parse_ms > 0
     assert result.sent == result.consumed > 0
     assert any("zero loss" in line for line in summary_lines(result))
+
+
+def test_wal_compare_runs_pairs_with_the_wal_off_and_on_and_reports_its_cost(
+    unique: str,
+) -> None:
+    env = {
+        **os.environ,
+        "ALPHAPANDA_KAFKA__BOOTSTRAP_SERVERS": SHARED_KAFKA,
+        "ALPHAPANDA_KAFKA__TOPIC_PREFIX": f"test.{unique}.",
+        "ALPHAPANDA_REDIS__URL": SHARED_REDIS,
+        "ALPHAPANDA_DATABASE__URL": SHARED_DATABASE,
+    }
+    command = [sys.executable, "-m", "alphapanda", "bench", "burst", "--wal-compare", "1"]
+    command += ["--instruments", "60", "--seconds", "2", "--frame-interval", "0.5"]
+    done = subprocess.run(command, env=env, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    out = done.stdout
+    # One pair, off first, both lossless; no reference; the cost per figure.
+    assert out.index("WAL off") < out.index("WAL on") and out.count("-> zero loss") == 2
+    assert "reference" not in out
+    assert "WAL cost at Kite's cadence, 1 pair(s)" in out
+    assert out.count("WAL later in") == 6 and "of 1" in out

@@ -10,8 +10,9 @@ from __future__ import annotations
 import asyncio
 import os
 import platform
+from collections.abc import Awaitable
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
@@ -22,6 +23,9 @@ from alphapanda.bench.universe import simulator_csv
 from alphapanda.cli.app import app, settings_from
 from alphapanda.heap import keep_freed_memory
 from alphapanda.settings import Settings
+
+if TYPE_CHECKING:
+    from alphapanda.bench.burst import BurstResult
 
 bench_app = typer.Typer(
     name="bench",
@@ -119,7 +123,8 @@ def decode(
     "burst",
     epilog="Examples:\n\n"
     "  alphapanda bench burst\n\n"
-    "  alphapanda bench burst --instruments 9000 --seconds 30 --hot-path python",
+    "  alphapanda bench burst --instruments 9000 --seconds 30 --hot-path python\n\n"
+    "  alphapanda bench burst --wal-compare 8 --seconds 15",
 )
 def burst(
     ctx: typer.Context,
@@ -157,6 +162,15 @@ def burst(
             "production)."
         ),
     ] = True,
+    wal_compare: Annotated[
+        int,
+        typer.Option(
+            "--wal-compare",
+            min=0,
+            help="Instead: N pairs of runs with the write-ahead log off and on (no "
+            "reference), and its cost per figure (0: off).",
+        ),
+    ] = 0,
 ) -> None:
     """Kite's cadence end to end: the simulator sends one frame per connection per
     interval → `alphapanda feed` → Kafka → a consumer process. Reports the frame →
@@ -166,6 +180,34 @@ def burst(
 
     if hot_path not in ("auto", "native", "python"):
         raise typer.BadParameter("use auto, native or python", param_hint="--hot-path")
+    console = Console(width=160)
+    if wal_compare:
+        from alphapanda.bench.walburst import compare_wal_burst, comparison_lines
+
+        settings = settings_from(ctx)
+
+        def run(with_wal: bool) -> Awaitable[BurstResult]:
+            return run_burst(
+                settings,
+                instruments=instruments,
+                seconds=seconds,
+                frame_interval=frame_interval,
+                hot_path=hot_path,
+                with_reference=False,
+                wal=with_wal,
+                derived=derived,
+            )
+
+        def report(result: BurstResult) -> None:
+            for line in summary_lines(result):
+                console.print(line, highlight=False)
+
+        pairs, comparisons = asyncio.run(compare_wal_burst(run, wal_compare, report))
+        for line in comparison_lines(comparisons):
+            console.print(line, highlight=False)
+        if not all(r.lossless for pair in pairs for r in pair):
+            raise typer.Exit(1)
+        return
     result = asyncio.run(
         run_burst(
             settings_from(ctx),
@@ -178,7 +220,6 @@ def burst(
             derived=derived,
         )
     )
-    console = Console(width=160)
     for line in summary_lines(result):
         console.print(line, highlight=False)
     if not result.lossless:
