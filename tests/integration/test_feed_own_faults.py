@@ -1,10 +1,12 @@
 """Faults of the feed's own disk and process, against the real broker and simulator:
 a full disk while spooling, a corrupt spool record, a second process on the spool, a
-fatal producer error, a flapping broker, and spool I/O kept off the event loop."""
+fatal producer error, a flapping broker, spool I/O kept off the event loop, and a full
+disk under the write-ahead log."""
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import subprocess
 import sys
@@ -30,7 +32,7 @@ from tests.support.feed import (
 from tests.support.ledger import check_ledger, read_topic
 from tests.support.services import ROOT, PrivateService, free_port
 from tests.support.sim import SimHandle, running_simulator
-from tests.support.smallfs import small_filesystem
+from tests.support.smallfs import fill, small_filesystem
 
 pytestmark = pytest.mark.slow
 
@@ -341,3 +343,65 @@ async def test_spool_file_io_never_runs_on_the_event_loop(
             second_service.request_stop()
     assert set(names) <= set(calls)
     assert on_loop == []
+
+
+@pytest.mark.parametrize("hot_path", ["native", "python"])
+async def test_a_full_wal_disk_pauses_crash_protection_and_never_the_ticks(
+    settings_for: Any, tmp_path: Path, hot_path: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The WAL on a real filesystem that fills up: its writer thread (the extension's on
+    # the native path, Python's on the other) meets ENOSPC. The ticks keep flowing, the
+    # feed stays ready, and the status says crash protection is off until there is
+    # room again; then the WAL resumes by itself.
+    caplog.set_level(logging.WARNING, logger="alphapanda.wal")
+    # Above the WAL's 64 MiB minimum of free space to resume.
+    with small_filesystem(tmp_path / "fs", 80 << 20) as fs:
+        async with running_simulator(ticks_per_second=1500) as sim:
+            settings = feed_settings(
+                settings_for, sim, hot_path=hot_path, wal_dir=fs / "wal", shutdown_deadline=5.0
+            )
+            feed, service = new_feed(settings)
+            assert feed.wal is not None and feed.hot_path.impl == hot_path
+            wal = feed.wal.wal
+            async with asyncio.TaskGroup() as tg:
+                tg.create_task(service.run())
+                await eventually(
+                    lambda: feed.accounting.published > 1000 and wal.appended_frames > 10,
+                    timeout=60,
+                    what="ticks published with the WAL writing",
+                )
+                assert not wal.paused
+                ballast = fill(fs, leave_bytes=64 << 10)
+                await eventually(lambda: wal.paused, timeout=30, what="the WAL to pause")
+                assert "No space left on device" in (wal.paused_reason or "")
+                status = feed.status()["wal"]
+                assert status["paused"] is True and status["crash_protection"] is False
+                assert [s.value for s in wal.samples() if s.name == "wal_paused"] == [1]
+                # Ticks keep flowing to the broker, and the feed stays ready.
+                published = feed.accounting.published
+                await eventually(
+                    lambda: feed.accounting.published > published + 1500,
+                    timeout=30,
+                    what="ticks published while the WAL is paused",
+                )
+                assert feed.readiness() == (True, [])
+                assert wal.unlogged_frames > 0
+                # Room again: the WAL resumes in a fresh segment.
+                ballast.unlink()
+                await eventually(lambda: not wal.paused, timeout=30, what="the WAL to resume")
+                logged = wal.appended_frames
+                await eventually(
+                    lambda: wal.appended_frames > logged + 5, timeout=30, what="frames logged again"
+                )
+                stats = await quiesce(sim, feed)
+                service.request_stop()
+        assert_books_balance(feed)
+        records = await asyncio.to_thread(read_topic, settings.kafka.bootstrap_servers, feed.topic)
+        assert len(records) == feed.accounting.received_socket == stats["total_ticks_sent"]
+        assert not check_ledger(records).reordered
+    messages = [r.getMessage() for r in caplog.records]
+    assert any(
+        r.levelno == logging.ERROR and "Crash protection is OFF" in r.getMessage()
+        for r in caplog.records
+    ), messages
+    assert any("WAL resumed" in m for m in messages), messages
