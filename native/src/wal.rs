@@ -223,13 +223,12 @@ impl WalWriter {
 
 impl WalWriter {
     fn send(&self, op: Op) {
+        let is_frame = matches!(op, Op::Append { .. });
         let guard = self.tx.lock().unwrap();
-        match guard.as_ref() {
-            Some(tx) if tx.send(op).is_ok() => {}
-            // Closed (or the thread is gone): what is appended now is not logged.
-            _ => {
-                self.shared.discarded_frames.fetch_add(1, Ordering::Relaxed);
-            }
+        let sent = guard.as_ref().is_some_and(|tx| tx.send(op).is_ok());
+        // Closed (or the thread is gone): a frame appended now is not logged.
+        if !sent && is_frame {
+            self.shared.discarded_frames.fetch_add(1, Ordering::Relaxed);
         }
     }
 }

@@ -119,6 +119,7 @@ def test_appends_after_close_are_counted_as_discarded(tmp_path: Path) -> None:
     writer.submit(Append(2, 0, b"kept"))
     writer.close()
     writer.submit(Append(3, 0, b"late"))
+    writer.submit(Rotate(4))  # not a frame: not counted
     assert writer.written_frames == 1 and writer.discarded_frames == 1
 
 
