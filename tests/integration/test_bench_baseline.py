@@ -20,7 +20,7 @@ from alphapanda.bench.ceiling import run_ceiling, run_paced, sample_records
 from alphapanda.instruments import load_instrument_dump
 from alphapanda.pipeline.topics_admin import ensure_topic
 from alphapanda.pipeline.wire import WireDecoder
-from alphapanda.settings import Settings
+from alphapanda.settings import KafkaSettings, Settings
 from alphapanda.sim.config import SimConfig
 from alphapanda.sim.server import Simulator
 from alphapanda.topics import TopicNames
@@ -55,6 +55,15 @@ async def topic(settings_for: Callable[..., Settings]) -> AsyncIterator[tuple[Se
     admin = AdminClient({"bootstrap.servers": SHARED_KAFKA})
     for future in admin.delete_topics([name], operation_timeout=10).values():
         await asyncio.wrap_future(future)
+
+
+@pytest.fixture
+def missing_topic(settings_for: Callable[..., Settings]) -> tuple[KafkaSettings, str]:
+    """Kafka settings that give up on a record after 2 s, and a topic that does not
+    exist (auto-creation is off): every record fails."""
+    kafka = settings_for().kafka
+    quick = kafka.model_copy(update={"message_timeout_ms": 2000})
+    return quick, f"{kafka.topic_prefix}does.not.exist"
 
 
 def test_sample_records_are_real_feed_records() -> None:
@@ -102,11 +111,9 @@ async def test_ceiling_runs_for_its_duration_and_reports_a_rate(
 
 
 async def test_ceiling_reports_failures_instead_of_hiding_them(
-    topic: tuple[Settings, str],
+    missing_topic: tuple[KafkaSettings, str],
 ) -> None:
-    settings, _ = topic
-    missing = f"{settings.kafka.topic_prefix}does.not.exist"  # auto-creation is off
-    quick = settings.kafka.model_copy(update={"message_timeout_ms": 2000})
+    quick, missing = missing_topic
     result = await asyncio.to_thread(
         run_ceiling, quick, missing, duration_s=30.0, max_messages=100, flush_timeout_s=15.0
     )
@@ -130,11 +137,9 @@ async def test_the_paced_producer_sends_its_rate_in_frames_and_times_every_recor
 
 
 async def test_the_paced_producer_reports_failures_instead_of_timing_them(
-    topic: tuple[Settings, str],
+    missing_topic: tuple[KafkaSettings, str],
 ) -> None:
-    settings, _ = topic
-    missing = f"{settings.kafka.topic_prefix}does.not.exist"  # auto-creation is off
-    quick = settings.kafka.model_copy(update={"message_timeout_ms": 2000})
+    quick, missing = missing_topic
     result = await asyncio.to_thread(
         run_paced, quick, missing, rate=100, duration_s=0.5, flush_timeout_s=15.0
     )
