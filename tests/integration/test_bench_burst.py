@@ -54,3 +54,39 @@ def test_wal_compare_runs_pairs_with_the_wal_off_and_on_and_reports_its_cost(
     assert "reference" not in out
     assert "WAL cost at Kite's cadence, 1 pair(s)" in out
     assert out.count("WAL later in") == 6 and "of 1" in out
+
+
+def test_the_consumer_takes_every_record_of_a_partial_batch_from_kafka(unique: str) -> None:
+    # Five records, a batch of up to 1,000: all five come back from the real broker.
+    from confluent_kafka import Consumer, Producer, TopicPartition
+    from confluent_kafka.admin import AdminClient, NewTopic
+
+    from alphapanda.bench.burst_procs import take_available
+
+    topic = f"test.{unique}.burst-consumer"
+    admin = AdminClient({"bootstrap.servers": SHARED_KAFKA})
+    admin.create_topics([NewTopic(topic, 1, 1)])[topic].result(30)
+    try:
+        producer = Producer({"bootstrap.servers": SHARED_KAFKA})
+        for i in range(5):
+            producer.produce(topic, b"%d" % i)
+        assert producer.flush(30) == 0
+        consumer = Consumer(
+            {
+                "bootstrap.servers": SHARED_KAFKA,
+                "group.id": f"test-{unique}",
+                "enable.auto.commit": False,
+            }
+        )
+        consumer.assign([TopicPartition(topic, 0, 0)])
+        taken: list[bytes] = []
+        try:
+            for _ in range(20):
+                taken += [m.value() or b"" for m in take_available(consumer, 1000, 1.0)]
+                if len(taken) >= 5:
+                    break
+        finally:
+            consumer.close()
+        assert taken == [b"0", b"1", b"2", b"3", b"4"]
+    finally:
+        admin.delete_topics([topic])[topic].result(30)

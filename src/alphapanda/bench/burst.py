@@ -26,11 +26,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import shutil
 import signal
 import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -64,13 +66,41 @@ class LatencyFigures:
     p90: float = 0.0
     p99: float = 0.0
     max: float = 0.0
+    # Per frame (the ticks sharing one receive stamp): how long its first and its last
+    # tick took, the medians over the frames, and the slowest frame's last tick.
+    frames: int = 0
+    first_p50: float = 0.0
+    last_p50: float = 0.0
 
     @classmethod
-    def of(cls, latencies_ns: list[int]) -> LatencyFigures:
+    def of(cls, latencies_ns: list[int], stamps_ns: list[int]) -> LatencyFigures:
+        """``stamps_ns[i]``: the receive stamp of the frame that carried tick ``i``."""
         ms = sorted(v / 1e6 for v in latencies_ns)
         if not ms:
             return cls()
-        return cls(len(ms), percentile(ms, 0.5), percentile(ms, 0.9), percentile(ms, 0.99), ms[-1])
+        first: dict[int, int] = {}
+        last: dict[int, int] = {}
+        for latency, stamp in zip(latencies_ns, stamps_ns, strict=True):
+            if latency < first.get(stamp, latency + 1):
+                first[stamp] = latency
+            if latency > last.get(stamp, -1):
+                last[stamp] = latency
+        return cls(
+            len(ms),
+            percentile(ms, 0.5),
+            percentile(ms, 0.9),
+            percentile(ms, 0.99),
+            ms[-1],
+            frames=len(last),
+            first_p50=percentile(sorted(v / 1e6 for v in first.values()), 0.5),
+            last_p50=percentile(sorted(v / 1e6 for v in last.values()), 0.5),
+        )
+
+    def frame_line(self) -> str:
+        return (
+            f"          per frame: first tick p50 {self.first_p50:.1f}, last tick p50 "
+            f"{self.last_p50:.1f} ms over {self.frames} frames"
+        )
 
 
 @dataclass
@@ -273,6 +303,7 @@ async def run_burst(
     sent = consumed = 0
     missing: dict[int, tuple[int, int]] = {}
     ledger_problems = 0
+    finished = False
     try:
         sim_process = SimProcess(
             ticks_per_second=0,  # paused until the feed is up
@@ -350,13 +381,7 @@ async def run_burst(
                     await asyncio.to_thread(ledger.stop)
                 seen = await consumer.stop()
                 feed_figures = LatencyFigures.of(
-                    [
-                        latency
-                        for latency, stamp in zip(
-                            seen["latencies_ns"], seen["received_at_ns"], strict=True
-                        )
-                        if measure_from <= stamp < measure_to
-                    ]
+                    *_window(seen, lambda stamp: measure_from <= stamp < measure_to)
                 )
                 # CPU over the window per tick received in it.
                 cpu_per_tick = (cpu1 - cpu0) / max(1, feed_figures.ticks) * 1e6
@@ -377,11 +402,18 @@ async def run_burst(
             reference_figures = await _run_reference(
                 settings, reference_topic, tokens, record_bytes, frame_interval, frames, work
             )
+        finished = True
     finally:
         await redis.aclose()
         await asyncio.to_thread(
             _delete_topics, settings.kafka.bootstrap_servers, [topic, reference_topic]
         )
+        # The run's files (WAL, spool, the consumers' figures) go; the feed's log stays
+        # when something went wrong, and the errors say where.
+        if errors or not finished:
+            errors.append(f"the run's files are kept in {work}")
+        else:
+            shutil.rmtree(work, ignore_errors=True)
     if hot_path == "auto":
         hot_path = f"auto ({select_hot_path('auto').impl})"
     return BurstResult(
@@ -443,13 +475,17 @@ async def _run_reference(
     await producer.wait()
     await asyncio.sleep(1.0)
     seen = await consumer.stop()
-    return LatencyFigures.of(
-        [
-            latency
-            for latency, stamp in zip(seen["latencies_ns"], seen["received_at_ns"], strict=True)
-            if stamp >= measure_from
-        ]
-    )
+    return LatencyFigures.of(*_window(seen, lambda stamp: stamp >= measure_from))
+
+
+def _window(seen: dict[str, Any], measured: Callable[[int], bool]) -> tuple[list[int], list[int]]:
+    """The consumer's latencies and frame stamps of the ticks whose stamp is ``measured``."""
+    pairs = [
+        (latency, stamp)
+        for latency, stamp in zip(seen["latencies_ns"], seen["received_at_ns"], strict=True)
+        if measured(stamp)
+    ]
+    return [latency for latency, _ in pairs], [stamp for _, stamp in pairs]
 
 
 def _delete_topics(bootstrap: str, topics: list[str]) -> None:
@@ -469,6 +505,7 @@ def summary_lines(result: BurstResult) -> list[str]:
         f"derived streams {'on' if result.derived else 'off'}, records ~{result.record_bytes} B",
         f"feed      frame -> consumer: p50 {f.p50:.1f}  p90 {f.p90:.1f}  p99 {f.p99:.1f}  "
         f"max {f.max:.1f} ms over {f.ticks:,} ticks",
+        f.frame_line(),
     ]
     if result.reference is not None:
         r = result.reference
@@ -477,6 +514,7 @@ def summary_lines(result: BurstResult) -> list[str]:
             f"max {r.max:.1f} ms over {r.ticks:,} records (bare producer: feed's settings, "
             "same-size records and headers)"
         )
+        lines.append(r.frame_line())
         lines.append(f"ratio feed p99 / reference p99: {result.ratio:.2f}x (target <= 1.5x)")
     lines += [
         f"feed frame -> ack: p50 {result.ack_p50_ms:.1f}  p99 {result.ack_p99_ms:.1f} ms "

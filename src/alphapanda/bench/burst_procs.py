@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 from typing import Final
 
-from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, Message, Producer, TopicPartition
 
 from alphapanda.pipeline.producer import producer_config
 from alphapanda.pipeline.wire import WireEncoder
@@ -37,6 +37,21 @@ _STAMP_DIGITS: Final = 19  # received_at_ns of any date this century
 def received_at_ns_of(value: bytes) -> int:
     """The ``received_at_ns`` of a JSON record: its last field (``…:123}}``)."""
     return int(value[value.rindex(b":") + 1 : -2])
+
+
+def take_available(consumer: Consumer, most: int, timeout: float) -> list[Message]:
+    """Up to ``most`` records: waits at most ``timeout`` for the first, then takes only
+    what is already there.
+
+    Not ``consume(most, timeout)``: librdkafka returns from that only once ``most``
+    records are in or the whole timeout has passed, so the last records of a frame sat
+    in the consumer for up to the timeout and were timed late (by up to 50 ms here,
+    differently from one frame to the next). A strategy reading record by record does
+    not wait like that."""
+    first = consumer.poll(timeout)
+    if first is None:
+        return []
+    return [first, *consumer.consume(most - 1, 0)]
 
 
 def consume(bootstrap: str, topic: str, out: Path) -> None:
@@ -67,7 +82,7 @@ def consume(bootstrap: str, topic: str, out: Path) -> None:
     clock = time.time_ns
     print("ready", flush=True)
     while not stop.is_set():
-        batch = consumer.consume(1000, 0.05)
+        batch = take_available(consumer, 1000, 0.05)
         now = clock()
         for message in batch:
             error = message.error()

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import shutil
 import tempfile
 import time
 import uuid
@@ -324,6 +325,8 @@ async def run_e2e(
             settings.kafka.bootstrap_servers,
             [topic, baseline_topic, ceiling_topic],
         )
+        # The run's spool and WAL (a benchmark leaves nothing behind in /tmp).
+        shutil.rmtree(spool_dir, ignore_errors=True)
     if ledger.error:
         errors.append(f"ledger consumer: {ledger.error}")
     zero_loss = (

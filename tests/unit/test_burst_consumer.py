@@ -1,0 +1,54 @@
+"""The burst benchmark's consumer takes what is there instead of waiting to fill a batch."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from alphapanda.bench.burst_procs import take_available
+
+
+class _Recorder:
+    """Stands in for a confluent-kafka Consumer: records how it is asked for records."""
+
+    def __init__(self, ready: list[str]) -> None:
+        self.ready = ready
+        self.calls: list[tuple[Any, ...]] = []
+
+    def poll(self, timeout: float) -> str | None:
+        self.calls.append(("poll", timeout))
+        return self.ready.pop(0) if self.ready else None
+
+    def consume(self, num_messages: int, timeout: float) -> list[str]:
+        self.calls.append(("consume", num_messages, timeout))
+        taken, self.ready = self.ready[:num_messages], self.ready[num_messages:]
+        return taken
+
+
+def test_waits_only_for_the_first_record_then_takes_what_is_already_there() -> None:
+    consumer = _Recorder(["a", "b", "c"])
+    assert take_available(consumer, 1000, 0.05) == ["a", "b", "c"]  # type: ignore[arg-type]
+    # Never consume(n, timeout > 0): librdkafka would hold the records until n are in.
+    assert consumer.calls == [("poll", 0.05), ("consume", 999, 0)]
+
+
+def test_takes_at_most_the_limit_and_nothing_when_nothing_came() -> None:
+    consumer = _Recorder(list("abcdef"))
+    assert take_available(consumer, 4, 0.05) == list("abcd")  # type: ignore[arg-type]
+    assert take_available(consumer, 4, 0.05) == list("ef")  # type: ignore[arg-type]
+    assert take_available(consumer, 4, 0.05) == []  # type: ignore[arg-type]
+    assert consumer.calls[-1] == ("poll", 0.05)
+
+
+def test_latency_figures_per_frame_take_each_frames_first_and_last_tick() -> None:
+    from alphapanda.bench.burst import LatencyFigures
+
+    ms = 1_000_000
+    # Three frames (stamps 1, 2, 3); their ticks arrive out of order.
+    latencies = [30 * ms, 10 * ms, 20 * ms, 5 * ms, 50 * ms, 7 * ms, 8 * ms]
+    stamps = [1, 1, 1, 2, 2, 3, 3]
+    figures = LatencyFigures.of(latencies, stamps)
+    assert figures.ticks == 7 and figures.frames == 3 and figures.max == 50.0
+    # First ticks 10, 5, 7 ms; last ticks 30, 50, 8 ms.
+    assert figures.first_p50 == 7.0 and figures.last_p50 == 30.0
+    assert "last tick p50 30.0 ms over 3 frames" in figures.frame_line()
+    assert LatencyFigures.of([], []) == LatencyFigures()
