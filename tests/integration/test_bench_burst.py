@@ -29,6 +29,10 @@ async def test_short_burst_measures_every_tick_of_both_sides_with_zero_loss(  # 
     assert 0 < result.feed.p50 <= result.feed.p99 <= result.feed.max
     assert result.reference is not None and result.reference.ticks % 120 == 0
     assert result.reference.ticks > 0 and result.ratio > 0
+    # Per frame: each measured frame's first and last tick (a frame is one stamp).
+    assert result.feed.frames == result.feed.ticks // 120
+    assert 0 < result.feed.first_p50 <= result.feed.last_p50 <= result.feed.max
+    assert result.last_tick_ratio > 0
     assert result.feed_cpu_us_per_tick > 0 and result.official_parse_ms > 0
     assert result.sent == result.consumed > 0
     assert any("zero loss" in line for line in summary_lines(result))

@@ -52,3 +52,16 @@ def test_latency_figures_per_frame_take_each_frames_first_and_last_tick() -> Non
     assert figures.first_p50 == 7.0 and figures.last_p50 == 30.0
     assert "last tick p50 30.0 ms over 3 frames" in figures.frame_line()
     assert LatencyFigures.of([], []) == LatencyFigures()
+
+
+def test_the_last_tick_ratio_compares_the_medians_of_each_sides_frames() -> None:
+    from alphapanda.bench.burst import BurstResult, LatencyFigures
+
+    def result(reference: LatencyFigures | None) -> BurstResult:
+        feed = LatencyFigures(ticks=10, p99=40.0, frames=2, last_p50=30.0)
+        return BurstResult(1, 1, 1.0, 1.0, "native", 100, feed, reference, 0, 0, 0, 0, 1, 1, 0, 0)
+
+    assert (
+        result(LatencyFigures(ticks=10, p99=20.0, frames=2, last_p50=12.0)).last_tick_ratio == 2.5
+    )
+    assert result(None).last_tick_ratio == 0.0 and result(None).ratio == 0.0
