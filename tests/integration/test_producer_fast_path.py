@@ -13,7 +13,6 @@ from confluent_kafka import KafkaError
 from alphapanda.pipeline.producer import EncodedMessage, MessageProducer
 from alphapanda.pipeline.topics_admin import ensure_topic
 from alphapanda.settings import Settings
-from alphapanda.testing import always, eventually
 from alphapanda.topics import TopicNames
 from tests.integration.test_producer import read_all
 
@@ -118,60 +117,3 @@ def test_fast_path_handlers_are_not_tracked_by_the_gc() -> None:
 
     handler = _Delivery(object(), 1, [("n", b"1")])  # type: ignore[arg-type]
     assert not gc.is_tracked(handler)
-
-
-async def test_held_reports_wait_until_released_or_the_hold_runs_out(settings_for) -> None:  # type: ignore[no-untyped-def]
-    settings: Settings = settings_for()
-    topic = TopicNames.market_ticks(settings.kafka.topic_prefix)
-    await ensure_topic(settings.kafka, topic)
-    acked: list[int] = []
-    producer = MessageProducer(settings.kafka, topic, lambda *_: None, on_ack=acked.append)
-
-    async with asyncio.TaskGroup() as tg:
-        tg.create_task(producer.run())
-        # Held (far longer than the broker takes to ack): run() serves nothing.
-        producer.hold_reports(60)
-        assert producer.reports_held
-        await _produce_all_unpolled(producer, _messages(500, time.time_ns()))
-        await asyncio.to_thread(_until_on_the_topic, settings.kafka.bootstrap_servers, topic, 500)
-        # run() loops every millisecond meanwhile, and serves nothing.
-        await always(lambda: producer.delivered == 0 and acked == [], duration=0.3)
-        assert producer.pending == 500
-        producer.release_reports()
-        await eventually(lambda: producer.delivered == 500, timeout=30)
-        # A hold that is never released runs out by itself.
-        producer.hold_reports(0.3)
-        await _produce_all_unpolled(producer, _messages(200, time.time_ns()))
-        await eventually(lambda: producer.delivered == 700, timeout=30)
-        assert not producer.reports_held
-        producer.stop()
-    assert producer.delivered == 700 and sum(acked) == 700
-
-
-async def _produce_all_unpolled(producer: MessageProducer, messages: list[EncodedMessage]) -> None:
-    done = 0
-    while done < len(messages):
-        done += producer.produce_many(messages, done)
-        await asyncio.sleep(0)
-
-
-def _until_on_the_topic(bootstrap: str, topic: str, n: int) -> None:
-    # The broker has taken them (its high watermarks), so their reports are ready in
-    # librdkafka: only the hold keeps them from being served.
-    from confluent_kafka import Consumer, TopicPartition
-
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "hold"})
-    try:
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
-            total = 0
-            for p in partitions:
-                _, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
-                total += high
-            if total >= n:
-                return
-            time.sleep(0.05)
-        raise AssertionError(f"the broker did not take {n} records")
-    finally:
-        consumer.close()

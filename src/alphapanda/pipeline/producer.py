@@ -263,8 +263,6 @@ class MessageProducer:
         self.last_ack_ns = 0
         self.fatal_error: str | None = None
         self._throttle = LogThrottle(_ERROR_LOG_INTERVAL)
-        # Monotonic time until which run() leaves delivery reports unserved (0: never).
-        self._hold_until = 0.0
 
     # -- sending ------------------------------------------------------------------------
 
@@ -445,26 +443,10 @@ class MessageProducer:
         """Serve ready delivery reports now; returns how many events were served."""
         return self._poll()
 
-    def hold_reports(self, seconds: float) -> None:
-        """Let ``run()`` leave delivery reports unserved for at most ``seconds``, until
-        ``release_reports()``: while a large batch (a Kite frame of thousands of ticks)
-        is being produced, its first records' reports would otherwise be served between
-        its chunks and push its last records later. Nothing is lost meanwhile: the
-        reports wait in librdkafka's queue, which still counts their messages."""
-        self._hold_until = self._monotonic() + seconds
-
-    def release_reports(self) -> None:
-        self._hold_until = 0.0
-
-    @property
-    def reports_held(self) -> bool:
-        return self._hold_until > 0.0 and self._monotonic() < self._hold_until
-
     async def run(self) -> None:
         """Serve delivery reports until ``stop()``; one supervised task."""
         while not self._stopping.is_set():
-            if not self.reports_held:
-                self._poll()
+            self._poll()
             if (
                 self._in_transaction
                 and self._uncommitted

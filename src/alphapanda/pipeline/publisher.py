@@ -75,9 +75,6 @@ _IDLE_WAIT: Final = 0.05
 _BUSY_WAIT: Final = 0.002
 # Ticks encoded and produced between two yields to the event loop.
 CHUNK: Final = 256
-# The longest a large batch's delivery reports wait for its last chunk to be produced
-# (a 3,000-tick Kite frame takes ~30-50 ms here; 9,000 from three sockets, longer).
-REPORT_HOLD: Final = 0.1
 # At start, how long nothing is handed to librdkafka while the topic is being created
 # and its partitions do not take writes yet (see ``topics_admin``); the TickBuffer holds
 # the ticks meanwhile. A broker that cannot be reached is left to the stall detection.
@@ -314,12 +311,9 @@ class Publisher:
                     self._unsent = len(ticks) - position
                     core.on_batch(self._encoder.encode(chunk), self._clock())
                     await self._execute(tg)
-                    # Let the socket readers run between chunks: one big batch encoded
-                    # in one go would hold the loop. The batch's delivery reports wait
-                    # until its last chunk is out (for REPORT_HOLD at most).
-                    if position >= len(ticks) or not self.producer.reports_held:
-                        self.producer.release_reports()
-                        self.producer.poll()
+                    # Serve delivery reports and let the socket readers run between
+                    # chunks: one big batch encoded in one go would hold the loop.
+                    self.producer.poll()
                     await asyncio.sleep(0)
                     continue
                 if self._buffer.closed and self._shutdown_started is not None and not core.closing:
@@ -337,8 +331,6 @@ class Publisher:
                     )
                     position = 0
                     self._unsent = len(ticks)
-                    if len(ticks) > CHUNK:
-                        self.producer.hold_reports(REPORT_HOLD)
                     if not ticks and self._buffer.closed and not len(self._buffer):
                         self.begin_shutdown()
                         assert self._shutdown_started is not None
