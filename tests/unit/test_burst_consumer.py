@@ -50,8 +50,23 @@ def test_latency_figures_per_frame_take_each_frames_first_and_last_tick() -> Non
     assert figures.ticks == 7 and figures.frames == 3 and figures.max == 50.0
     # First ticks 10, 5, 7 ms; last ticks 30, 50, 8 ms.
     assert figures.first_p50 == 7.0 and figures.last_p50 == 30.0
-    assert "last tick p50 30.0 ms over 3 frames" in figures.frame_line()
+    assert "last tick p50 30.0 ms over 3 intervals" in figures.frame_line()
     assert LatencyFigures.of([], []) == LatencyFigures()
+
+
+def test_latency_figures_group_the_frames_of_one_interval() -> None:
+    from alphapanda.bench.burst import LatencyFigures
+
+    ms = 1_000_000
+    second = 1_000 * ms
+    # Three connections' frames per interval, stamped a few ms apart; two intervals.
+    stamps = [0, 2 * ms, 4 * ms, second + 1 * ms, second + 3 * ms, second + 5 * ms]
+    latencies = [10 * ms, 40 * ms, 20 * ms, 15 * ms, 12 * ms, 60 * ms]
+    figures = LatencyFigures.of(latencies, stamps, interval_ns=second)
+    assert figures.frames == 2
+    # First ticks 10 and 12 ms, last 40 and 60 ms (nearest-rank median of two: the lower).
+    assert figures.first_p50 == 10.0 and figures.last_p50 == 40.0
+    assert LatencyFigures.of(latencies, stamps).frames == 6
 
 
 def test_the_last_tick_ratio_compares_the_medians_of_each_sides_frames() -> None:
