@@ -94,3 +94,28 @@ def test_the_consumer_takes_every_record_of_a_partial_batch_from_kafka(unique: s
         assert taken == [b"0", b"1", b"2", b"3", b"4"]
     finally:
         admin.delete_topics([topic])[topic].result(30)
+
+
+def test_rounds_run_the_burst_again_and_summarise_the_ratios(unique: str) -> None:
+    env = {
+        **os.environ,
+        "ALPHAPANDA_KAFKA__BOOTSTRAP_SERVERS": SHARED_KAFKA,
+        "ALPHAPANDA_KAFKA__TOPIC_PREFIX": f"test.{unique}.",
+        "ALPHAPANDA_REDIS__URL": SHARED_REDIS,
+        "ALPHAPANDA_DATABASE__URL": SHARED_DATABASE,
+    }
+    command = [sys.executable, "-m", "alphapanda", "bench", "burst", "--rounds", "2"]
+    command += ["--instruments", "60", "--seconds", "2", "--frame-interval", "0.5"]
+    done = subprocess.run(command, env=env, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    out = done.stdout
+    assert out.count("ratio feed p99 / reference p99") == 2 and out.count("-> zero loss") == 2
+    assert "burst over 2 run(s), medians:" in out and "zero loss in 2 of 2" in out
+    assert "p99 ratio: median" in out and "last-tick ratio: median" in out
+
+
+def test_rounds_and_wal_compare_do_not_mix() -> None:
+    command = [sys.executable, "-m", "alphapanda", "bench", "burst", "--rounds", "2"]
+    command += ["--wal-compare", "1"]
+    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2 and "--rounds" in done.stderr

@@ -1,8 +1,11 @@
-"""The burst benchmark's consumer takes what is there instead of waiting to fill a batch."""
+"""The burst benchmark's own parts: its consumer takes what is there instead of waiting
+to fill a batch; the per-interval figures; the summary over rounds."""
 
 from __future__ import annotations
 
 from typing import Any
+
+import pytest
 
 from alphapanda.bench.burst_procs import take_available
 
@@ -80,3 +83,40 @@ def test_the_last_tick_ratio_compares_the_medians_of_each_sides_frames() -> None
         result(LatencyFigures(ticks=10, p99=20.0, frames=2, last_p50=12.0)).last_tick_ratio == 2.5
     )
     assert result(None).last_tick_ratio == 0.0 and result(None).ratio == 0.0
+
+
+def _run(p99: float, reference_p99: float | None, lossless: bool = True) -> Any:
+    from alphapanda.bench.burst import BurstResult, LatencyFigures
+
+    feed = LatencyFigures(ticks=10, p99=p99, frames=2, last_p50=p99 / 2)
+    reference = (
+        None
+        if reference_p99 is None
+        else LatencyFigures(ticks=10, p99=reference_p99, frames=2, last_p50=reference_p99 / 2)
+    )
+    sent = 10 if lossless else 11
+    return BurstResult(
+        1, 1, 1.0, 1.0, "native", 100, feed, reference, 0, 0, 30.0, 0, sent, 10, 0, 0
+    )
+
+
+def test_rounds_give_each_ratios_median_range_and_how_often_it_met_the_target() -> None:
+    from alphapanda.bench.burst import rounds_lines
+
+    # Ratios 1.2, 2.0 and 3.0: median 2.0, one of three within 1.5x.
+    lines = rounds_lines([_run(60, 50), _run(100, 50), _run(90, 30)])
+    assert lines[0] == "burst over 3 run(s), medians:"
+    assert "feed p99 90.0 ms, last tick 45.0 ms, CPU per tick 30.0 us" in lines[1]
+    assert lines[2] == "  p99 ratio: median 2.00x (from 1.20 to 3.00), at most 1.5x in 1 of 3"
+    assert lines[3].startswith("  last-tick ratio: median 2.00x") and lines[3].endswith("1 of 3")
+    assert lines[4] == "  zero loss in 3 of 3"
+
+
+def test_rounds_without_a_reference_report_the_feed_and_loss_only() -> None:
+    from alphapanda.bench.burst import rounds_lines
+
+    lines = rounds_lines([_run(60, None), _run(80, None, lossless=False)])
+    assert not any("ratio" in line for line in lines)
+    assert lines[-1] == "  zero loss in 1 of 2"
+    with pytest.raises(ValueError, match="no runs"):
+        rounds_lines([])

@@ -124,7 +124,8 @@ def decode(
     epilog="Examples:\n\n"
     "  alphapanda bench burst\n\n"
     "  alphapanda bench burst --instruments 9000 --seconds 30 --hot-path python\n\n"
-    "  alphapanda bench burst --wal-compare 8 --seconds 15",
+    "  alphapanda bench burst --wal-compare 8 --seconds 15\n\n"
+    "  alphapanda bench burst --rounds 6 --seconds 15",
 )
 def burst(
     ctx: typer.Context,
@@ -171,15 +172,28 @@ def burst(
             "reference), and its cost per figure (0: off).",
         ),
     ] = 0,
+    rounds: Annotated[
+        int,
+        typer.Option(
+            "--rounds",
+            min=1,
+            help="Runs of this configuration, one after the other; with more than one, "
+            "the median and range of each ratio, and in how many runs it met the target.",
+        ),
+    ] = 1,
 ) -> None:
     """Kite's cadence end to end: the simulator sends one frame per connection per
     interval → `alphapanda feed` → Kafka → a consumer process. Reports the frame →
     consumer latency of every tick, side by side with a bare producer pushing the same
     records. Exit code 1 if a tick was lost."""
-    from alphapanda.bench.burst import run_burst, summary_lines
+    from alphapanda.bench.burst import rounds_lines, run_burst, summary_lines
 
     if hot_path not in ("auto", "native", "python"):
         raise typer.BadParameter("use auto, native or python", param_hint="--hot-path")
+    if wal_compare and rounds > 1:
+        raise typer.BadParameter(
+            "--wal-compare runs its own pairs; give it or --rounds", param_hint="--rounds"
+        )
     console = Console(width=160)
     if wal_compare:
         from alphapanda.bench.walburst import compare_wal_burst, comparison_lines
@@ -208,21 +222,28 @@ def burst(
         if not all(r.lossless for pair in pairs for r in pair):
             raise typer.Exit(1)
         return
-    result = asyncio.run(
-        run_burst(
-            settings_from(ctx),
-            instruments=instruments,
-            seconds=seconds,
-            frame_interval=frame_interval,
-            hot_path=hot_path,
-            with_reference=reference,
-            wal=wal,
-            derived=derived,
+    settings = settings_from(ctx)
+    results = []
+    for _ in range(rounds):
+        result = asyncio.run(
+            run_burst(
+                settings,
+                instruments=instruments,
+                seconds=seconds,
+                frame_interval=frame_interval,
+                hot_path=hot_path,
+                with_reference=reference,
+                wal=wal,
+                derived=derived,
+            )
         )
-    )
-    for line in summary_lines(result):
-        console.print(line, highlight=False)
-    if not result.lossless:
+        for line in summary_lines(result):
+            console.print(line, highlight=False)
+        results.append(result)
+    if rounds > 1:
+        for line in rounds_lines(results):
+            console.print(line, highlight=False)
+    if not all(r.lossless for r in results):
         raise typer.Exit(1)
 
 
