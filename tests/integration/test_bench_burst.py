@@ -30,7 +30,7 @@ async def test_short_burst_measures_every_tick_of_both_sides_with_zero_loss(  # 
     assert result.reference is not None and result.reference.ticks % 120 == 0
     assert result.reference.ticks > 0 and result.ratio > 0
     # Per frame: each measured frame's first and last tick (a frame is one stamp).
-    assert result.feed.frames == result.feed.ticks // 120
+    assert result.feed.intervals == result.feed.ticks // 120
     assert 0 < result.feed.first_p50 <= result.feed.last_p50 <= result.feed.max
     assert result.last_tick_ratio > 0
     assert result.feed_cpu_us_per_tick > 0 and result.official_parse_ms > 0
@@ -41,18 +41,7 @@ async def test_short_burst_measures_every_tick_of_both_sides_with_zero_loss(  # 
 def test_wal_compare_runs_pairs_with_the_wal_off_and_on_and_reports_its_cost(
     unique: str,
 ) -> None:
-    env = {
-        **os.environ,
-        "ALPHAPANDA_KAFKA__BOOTSTRAP_SERVERS": SHARED_KAFKA,
-        "ALPHAPANDA_KAFKA__TOPIC_PREFIX": f"test.{unique}.",
-        "ALPHAPANDA_REDIS__URL": SHARED_REDIS,
-        "ALPHAPANDA_DATABASE__URL": SHARED_DATABASE,
-    }
-    command = [sys.executable, "-m", "alphapanda", "bench", "burst", "--wal-compare", "1"]
-    command += ["--instruments", "60", "--seconds", "2", "--frame-interval", "0.5"]
-    done = subprocess.run(command, env=env, cwd=ROOT, capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stdout + done.stderr
-    out = done.stdout
+    out = _short_burst_cli(unique, "--wal-compare", "1")
     # One pair, off first, both lossless; no reference; the cost per figure.
     assert out.index("WAL off") < out.index("WAL on") and out.count("-> zero loss") == 2
     assert "reference" not in out
@@ -97,18 +86,7 @@ def test_the_consumer_takes_every_record_of_a_partial_batch_from_kafka(unique: s
 
 
 def test_rounds_run_the_burst_again_and_summarise_the_ratios(unique: str) -> None:
-    env = {
-        **os.environ,
-        "ALPHAPANDA_KAFKA__BOOTSTRAP_SERVERS": SHARED_KAFKA,
-        "ALPHAPANDA_KAFKA__TOPIC_PREFIX": f"test.{unique}.",
-        "ALPHAPANDA_REDIS__URL": SHARED_REDIS,
-        "ALPHAPANDA_DATABASE__URL": SHARED_DATABASE,
-    }
-    command = [sys.executable, "-m", "alphapanda", "bench", "burst", "--rounds", "2"]
-    command += ["--instruments", "60", "--seconds", "2", "--frame-interval", "0.5"]
-    done = subprocess.run(command, env=env, cwd=ROOT, capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stdout + done.stderr
-    out = done.stdout
+    out = _short_burst_cli(unique, "--rounds", "2")
     assert out.count("ratio feed p99 / reference p99") == 2 and out.count("-> zero loss") == 2
     assert "burst over 2 run(s), medians:" in out and "zero loss in 2 of 2" in out
     assert "p99 ratio: median" in out and "last-tick ratio: median" in out
@@ -119,3 +97,20 @@ def test_rounds_and_wal_compare_do_not_mix() -> None:
     command += ["--wal-compare", "1"]
     done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert done.returncode == 2 and "--rounds" in done.stderr
+
+
+def _short_burst_cli(unique: str, *args: str) -> str:
+    """``alphapanda bench burst ARGS`` on 60 instruments for 2 s against the shared stack;
+    its output (it must exit 0)."""
+    env = {
+        **os.environ,
+        "ALPHAPANDA_KAFKA__BOOTSTRAP_SERVERS": SHARED_KAFKA,
+        "ALPHAPANDA_KAFKA__TOPIC_PREFIX": f"test.{unique}.",
+        "ALPHAPANDA_REDIS__URL": SHARED_REDIS,
+        "ALPHAPANDA_DATABASE__URL": SHARED_DATABASE,
+    }
+    command = [sys.executable, "-m", "alphapanda", "bench", "burst", *args]
+    command += ["--instruments", "60", "--seconds", "2", "--frame-interval", "0.5"]
+    done = subprocess.run(command, env=env, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    return done.stdout

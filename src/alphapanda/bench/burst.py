@@ -70,7 +70,7 @@ class LatencyFigures:
     # Per interval (the frames of every connection that arrived in one interval, i.e.
     # the ticks a strategy gets that second): how long its first and its last tick
     # took, the medians over the intervals.
-    frames: int = 0
+    intervals: int = 0
     first_p50: float = 0.0
     last_p50: float = 0.0
 
@@ -100,15 +100,15 @@ class LatencyFigures:
             percentile(ms, 0.9),
             percentile(ms, 0.99),
             ms[-1],
-            frames=len(last),
+            intervals=len(last),
             first_p50=percentile(sorted(v / 1e6 for v in first.values()), 0.5),
             last_p50=percentile(sorted(v / 1e6 for v in last.values()), 0.5),
         )
 
-    def frame_line(self) -> str:
+    def interval_line(self) -> str:
         return (
             f"          per interval: first tick p50 {self.first_p50:.1f}, last tick p50 "
-            f"{self.last_p50:.1f} ms over {self.frames} intervals"
+            f"{self.last_p50:.1f} ms over {self.intervals} intervals"
         )
 
 
@@ -515,7 +515,7 @@ def _delete_topics(bootstrap: str, topics: list[str]) -> None:
             future.result(timeout=30)
 
 
-# The target for both ratios (feed / the bare producer).
+# The target for both ratios: the feed within 1.5x of the bare producer.
 RATIO_TARGET: Final = 1.5
 
 
@@ -527,12 +527,6 @@ def rounds_lines(results: Sequence[BurstResult]) -> list[str]:
     if not results:
         raise ValueError("no runs to summarise")
     n = len(results)
-
-    def spread(values: list[float], unit: str) -> str:
-        return (
-            f"median {statistics.median(values):.2f}{unit} "
-            f"(from {min(values):.2f} to {max(values):.2f})"
-        )
 
     lines = [f"burst over {n} run(s), medians:"]
     lines.append(
@@ -548,7 +542,8 @@ def rounds_lines(results: Sequence[BurstResult]) -> list[str]:
         for label, values in ratios:
             within = sum(1 for v in values if v <= RATIO_TARGET)
             lines.append(
-                f"  {label}: {spread(values, 'x')}, at most {RATIO_TARGET}x in {within} of {n}"
+                f"  {label}: median {statistics.median(values):.2f}x (from {min(values):.2f} "
+                f"to {max(values):.2f}), at most {RATIO_TARGET}x in {within} of {n}"
             )
     lossless = sum(1 for r in results if r.lossless)
     lines.append(f"  zero loss in {lossless} of {n}")
@@ -565,7 +560,7 @@ def summary_lines(result: BurstResult) -> list[str]:
         f"derived streams {'on' if result.derived else 'off'}, records ~{result.record_bytes} B",
         f"feed      frame -> consumer: p50 {f.p50:.1f}  p90 {f.p90:.1f}  p99 {f.p99:.1f}  "
         f"max {f.max:.1f} ms over {f.ticks:,} ticks",
-        f.frame_line(),
+        f.interval_line(),
     ]
     if result.reference is not None:
         r = result.reference
@@ -574,7 +569,7 @@ def summary_lines(result: BurstResult) -> list[str]:
             f"max {r.max:.1f} ms over {r.ticks:,} records (bare producer: feed's settings, "
             "same-size records and headers)"
         )
-        lines.append(r.frame_line())
+        lines.append(r.interval_line())
         lines.append(
             f"ratio feed p99 / reference p99: {result.ratio:.2f}x (target <= {RATIO_TARGET}x)"
         )

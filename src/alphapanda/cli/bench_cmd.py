@@ -10,7 +10,8 @@ from __future__ import annotations
 import asyncio
 import os
 import platform
-from collections.abc import Awaitable
+from collections.abc import Coroutine, Iterable
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -36,6 +37,12 @@ bench_app = typer.Typer(
     "  alphapanda bench e2e --seconds 10 --rate 100000",
 )
 app.add_typer(bench_app, name="bench")
+
+
+def _print_lines(console: Console, lines: Iterable[str]) -> None:
+    """A benchmark's report lines, as they are (no rich highlighting of numbers)."""
+    for line in lines:
+        console.print(line, highlight=False)
 
 
 def universe_settings(ctx: typer.Context) -> Settings:
@@ -195,54 +202,40 @@ def burst(
             "--wal-compare runs its own pairs; give it or --rounds", param_hint="--rounds"
         )
     console = Console(width=160)
+    settings = settings_from(ctx)
+
+    def run(with_wal: bool, with_reference: bool) -> Coroutine[Any, Any, BurstResult]:
+        return run_burst(
+            settings,
+            instruments=instruments,
+            seconds=seconds,
+            frame_interval=frame_interval,
+            hot_path=hot_path,
+            with_reference=with_reference,
+            wal=with_wal,
+            derived=derived,
+        )
+
+    def report(result: BurstResult) -> None:
+        _print_lines(console, summary_lines(result))
+
     if wal_compare:
         from alphapanda.bench.walburst import compare_wal_burst, comparison_lines
 
-        settings = settings_from(ctx)
-
-        def run(with_wal: bool) -> Awaitable[BurstResult]:
-            return run_burst(
-                settings,
-                instruments=instruments,
-                seconds=seconds,
-                frame_interval=frame_interval,
-                hot_path=hot_path,
-                with_reference=False,
-                wal=with_wal,
-                derived=derived,
-            )
-
-        def report(result: BurstResult) -> None:
-            for line in summary_lines(result):
-                console.print(line, highlight=False)
-
-        pairs, comparisons = asyncio.run(compare_wal_burst(run, wal_compare, report))
-        for line in comparison_lines(comparisons):
-            console.print(line, highlight=False)
+        pairs, comparisons = asyncio.run(
+            compare_wal_burst(partial(run, with_reference=False), wal_compare, report)
+        )
+        _print_lines(console, comparison_lines(comparisons))
         if not all(r.lossless for pair in pairs for r in pair):
             raise typer.Exit(1)
         return
-    settings = settings_from(ctx)
     results = []
     for _ in range(rounds):
-        result = asyncio.run(
-            run_burst(
-                settings,
-                instruments=instruments,
-                seconds=seconds,
-                frame_interval=frame_interval,
-                hot_path=hot_path,
-                with_reference=reference,
-                wal=wal,
-                derived=derived,
-            )
-        )
-        for line in summary_lines(result):
-            console.print(line, highlight=False)
+        result = asyncio.run(run(wal, reference))
+        report(result)
         results.append(result)
     if rounds > 1:
-        for line in rounds_lines(results):
-            console.print(line, highlight=False)
+        _print_lines(console, rounds_lines(results))
     if not all(r.lossless for r in results):
         raise typer.Exit(1)
 
@@ -322,8 +315,7 @@ def soak(
             on_sample=show,
         )
     )
-    for line in summary_lines(result):
-        console.print(line, highlight=False)
+    _print_lines(console, summary_lines(result))
     console.print(f"wrote {out_dir / 'soak.csv'} and {out_dir / 'soak.png'}", highlight=False)
     if not result.passed:
         raise typer.Exit(1)
@@ -402,8 +394,7 @@ def chaos(
             cost.note,
         )
     console.print(table)
-    for line in summary_lines(result):
-        console.print(line, highlight=False)
+    _print_lines(console, summary_lines(result))
     if feedkill:
         _feedkill(ctx, console, rate, failed=not result.passed, exit_on_failure=not failover)
     _failovers(ctx, console, rate, failovers)
@@ -437,8 +428,7 @@ def fencing(
     phases = asyncio.run(
         run_fencing_cost(settings_from(ctx), rate=rate, seconds=seconds, rounds=rounds)
     )
-    for line in fencing_lines(phases):
-        console.print(line, highlight=False)
+    _print_lines(console, fencing_lines(phases))
 
 
 def _failovers(ctx: typer.Context, console: Console, rate: float, faults: list[str]) -> None:
@@ -466,8 +456,7 @@ def _failovers(ctx: typer.Context, console: Console, rate: float, faults: list[s
         result = asyncio.run(
             run_failover(universe_settings(ctx), rate=rate, fault=fault, on_takeover=show)
         )
-        for line in failover_lines(result):
-            console.print(line, highlight=False)
+        _print_lines(console, failover_lines(result))
         failed = failed or not result.passed
     if failed:
         raise typer.Exit(1)
@@ -492,8 +481,7 @@ def _feedkill(
         )
 
     result = asyncio.run(run_feedkill(universe_settings(ctx), rate=rate, on_kill=show))
-    for line in feedkill_lines(result):
-        console.print(line, highlight=False)
+    _print_lines(console, feedkill_lines(result))
     if exit_on_failure and (failed or not result.passed):
         raise typer.Exit(1)
 

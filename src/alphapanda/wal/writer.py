@@ -293,6 +293,11 @@ class WalWriterThread:
     _pending_ns = 0
 
 
+def _native_counter(name: str) -> property:
+    """A read-only ``int`` property passing the native writer's counter ``name`` on."""
+    return property(lambda self: int(getattr(self._writer, name)))
+
+
 class NativeWalWriter:
     """``WalWriterThread``'s operations on the extension's native thread (module doc)."""
 
@@ -330,33 +335,14 @@ class NativeWalWriter:
         error: str | None = self._writer.error
         return error
 
-    @property
-    def written_frames(self) -> int:
-        return int(self._writer.written_frames)
-
-    @property
-    def written_bytes(self) -> int:
-        return int(self._writer.written_bytes)
-
-    @property
-    def discarded_frames(self) -> int:
-        return int(self._writer.discarded_frames)
-
-    @property
-    def fsyncs(self) -> int:
-        return int(self._writer.fsyncs)
-
-    @property
-    def durable_ns(self) -> int:
-        return int(self._writer.durable_ns)
-
-    @property
-    def deleted_segments(self) -> int:
-        return int(self._writer.deleted_segments)
-
-    @property
-    def taken_bytes(self) -> int:
-        return int(self._writer.taken_bytes)
+    # The counters, read from the native writer as they are.
+    written_frames = _native_counter("written_frames")
+    written_bytes = _native_counter("written_bytes")
+    discarded_frames = _native_counter("discarded_frames")
+    fsyncs = _native_counter("fsyncs")
+    durable_ns = _native_counter("durable_ns")
+    deleted_segments = _native_counter("deleted_segments")
+    taken_bytes = _native_counter("taken_bytes")
 
 
 def write_all(fd: int, buffers: list[bytes]) -> int:

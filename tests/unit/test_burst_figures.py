@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from alphapanda.bench.burst import BurstResult, LatencyFigures, rounds_lines
 from alphapanda.bench.burst_procs import take_available
 
 
@@ -43,66 +44,72 @@ def test_takes_at_most_the_limit_and_nothing_when_nothing_came() -> None:
 
 
 def test_latency_figures_per_frame_take_each_frames_first_and_last_tick() -> None:
-    from alphapanda.bench.burst import LatencyFigures
-
     ms = 1_000_000
     # Three frames (stamps 1, 2, 3); their ticks arrive out of order.
     latencies = [30 * ms, 10 * ms, 20 * ms, 5 * ms, 50 * ms, 7 * ms, 8 * ms]
     stamps = [1, 1, 1, 2, 2, 3, 3]
     figures = LatencyFigures.of(latencies, stamps)
-    assert figures.ticks == 7 and figures.frames == 3 and figures.max == 50.0
+    assert figures.ticks == 7 and figures.intervals == 3 and figures.max == 50.0
     # First ticks 10, 5, 7 ms; last ticks 30, 50, 8 ms.
     assert figures.first_p50 == 7.0 and figures.last_p50 == 30.0
-    assert "last tick p50 30.0 ms over 3 intervals" in figures.frame_line()
+    assert "last tick p50 30.0 ms over 3 intervals" in figures.interval_line()
     assert LatencyFigures.of([], []) == LatencyFigures()
 
 
 def test_latency_figures_group_the_frames_of_one_interval() -> None:
-    from alphapanda.bench.burst import LatencyFigures
-
     ms = 1_000_000
     second = 1_000 * ms
     # Three connections' frames per interval, stamped a few ms apart; two intervals.
     stamps = [0, 2 * ms, 4 * ms, second + 1 * ms, second + 3 * ms, second + 5 * ms]
     latencies = [10 * ms, 40 * ms, 20 * ms, 15 * ms, 12 * ms, 60 * ms]
     figures = LatencyFigures.of(latencies, stamps, interval_ns=second)
-    assert figures.frames == 2
+    assert figures.intervals == 2
     # First ticks 10 and 12 ms, last 40 and 60 ms (nearest-rank median of two: the lower).
     assert figures.first_p50 == 10.0 and figures.last_p50 == 40.0
-    assert LatencyFigures.of(latencies, stamps).frames == 6
+    assert LatencyFigures.of(latencies, stamps).intervals == 6
+
+
+def _run(
+    p99: float,
+    reference_p99: float | None,
+    *,
+    feed_last: float | None = None,
+    reference_last: float | None = None,
+    lossless: bool = True,
+) -> BurstResult:
+    """A run's result: p99s as given, each side's last tick half its p99 unless given."""
+    feed = LatencyFigures(ticks=10, p99=p99, intervals=2, last_p50=feed_last or p99 / 2)
+    reference = None
+    if reference_p99 is not None:
+        last = reference_last or reference_p99 / 2
+        reference = LatencyFigures(ticks=10, p99=reference_p99, intervals=2, last_p50=last)
+    return BurstResult(
+        instruments=1,
+        connections=1,
+        seconds=1.0,
+        frame_interval=1.0,
+        hot_path="native",
+        record_bytes=100,
+        feed=feed,
+        reference=reference,
+        ack_p50_ms=0,
+        ack_p99_ms=0,
+        feed_cpu_us_per_tick=30.0,
+        official_parse_ms=0,
+        sent=10 if lossless else 11,
+        consumed=10,
+        missing_instruments=0,
+        ledger_problems=0,
+    )
 
 
 def test_the_last_tick_ratio_compares_the_medians_of_each_sides_frames() -> None:
-    from alphapanda.bench.burst import BurstResult, LatencyFigures
-
-    def result(reference: LatencyFigures | None) -> BurstResult:
-        feed = LatencyFigures(ticks=10, p99=40.0, frames=2, last_p50=30.0)
-        return BurstResult(1, 1, 1.0, 1.0, "native", 100, feed, reference, 0, 0, 0, 0, 1, 1, 0, 0)
-
-    assert (
-        result(LatencyFigures(ticks=10, p99=20.0, frames=2, last_p50=12.0)).last_tick_ratio == 2.5
-    )
-    assert result(None).last_tick_ratio == 0.0 and result(None).ratio == 0.0
-
-
-def _run(p99: float, reference_p99: float | None, lossless: bool = True) -> Any:
-    from alphapanda.bench.burst import BurstResult, LatencyFigures
-
-    feed = LatencyFigures(ticks=10, p99=p99, frames=2, last_p50=p99 / 2)
-    reference = (
-        None
-        if reference_p99 is None
-        else LatencyFigures(ticks=10, p99=reference_p99, frames=2, last_p50=reference_p99 / 2)
-    )
-    sent = 10 if lossless else 11
-    return BurstResult(
-        1, 1, 1.0, 1.0, "native", 100, feed, reference, 0, 0, 30.0, 0, sent, 10, 0, 0
-    )
+    run = _run(40, 20, feed_last=30, reference_last=12)
+    assert run.ratio == 2.0 and run.last_tick_ratio == 2.5
+    assert _run(40, None).last_tick_ratio == 0.0 and _run(40, None).ratio == 0.0
 
 
 def test_rounds_give_each_ratios_median_range_and_how_often_it_met_the_target() -> None:
-    from alphapanda.bench.burst import rounds_lines
-
     # Ratios 1.2, 2.0 and 3.0: median 2.0, one of three within 1.5x.
     lines = rounds_lines([_run(60, 50), _run(100, 50), _run(90, 30)])
     assert lines[0] == "burst over 3 run(s), medians:"
@@ -113,8 +120,6 @@ def test_rounds_give_each_ratios_median_range_and_how_often_it_met_the_target() 
 
 
 def test_rounds_without_a_reference_report_the_feed_and_loss_only() -> None:
-    from alphapanda.bench.burst import rounds_lines
-
     lines = rounds_lines([_run(60, None), _run(80, None, lossless=False)])
     assert not any("ratio" in line for line in lines)
     assert lines[-1] == "  zero loss in 1 of 2"
