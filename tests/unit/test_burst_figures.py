@@ -9,6 +9,7 @@ import pytest
 
 from alphapanda.bench.burst import BurstResult, LatencyFigures, rounds_lines
 from alphapanda.bench.burst_procs import take_available
+from tests.support.burst import burst_result
 
 
 class _Recorder:
@@ -83,24 +84,7 @@ def _run(
     if reference_p99 is not None:
         last = reference_last or reference_p99 / 2
         reference = LatencyFigures(ticks=10, p99=reference_p99, intervals=2, last_p50=last)
-    return BurstResult(
-        instruments=1,
-        connections=1,
-        seconds=1.0,
-        frame_interval=1.0,
-        hot_path="native",
-        record_bytes=100,
-        feed=feed,
-        reference=reference,
-        ack_p50_ms=0,
-        ack_p99_ms=0,
-        feed_cpu_us_per_tick=30.0,
-        official_parse_ms=0,
-        sent=10 if lossless else 11,
-        consumed=10,
-        missing_instruments=0,
-        ledger_problems=0,
-    )
+    return burst_result(feed, reference, sent=10 if lossless else 11, consumed=10)
 
 
 def test_the_last_tick_ratio_compares_the_medians_of_each_sides_frames() -> None:

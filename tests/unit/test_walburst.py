@@ -6,28 +6,12 @@ import pytest
 
 from alphapanda.bench.burst import BurstResult, LatencyFigures
 from alphapanda.bench.walburst import compare, compare_wal_burst, comparison_lines
+from tests.support.burst import burst_result
 
 
 def result(wal: bool, p99: float, ack_p50: float = 10.0) -> BurstResult:
-    return BurstResult(
-        instruments=60,
-        connections=1,
-        seconds=2,
-        frame_interval=0.5,
-        hot_path="native",
-        record_bytes=1174,
-        feed=LatencyFigures(ticks=120, p50=p99 / 2, p90=p99 * 0.9, p99=p99, max=p99 + 1),
-        reference=None,
-        ack_p50_ms=ack_p50,
-        ack_p99_ms=ack_p50 * 2,
-        feed_cpu_us_per_tick=30.0,
-        official_parse_ms=50.0,
-        sent=120,
-        consumed=120,
-        missing_instruments=0,
-        ledger_problems=0,
-        wal=wal,
-    )
+    feed = LatencyFigures(ticks=120, p50=p99 / 2, p90=p99 * 0.9, p99=p99, max=p99 + 1)
+    return burst_result(feed, ack_p50_ms=ack_p50, ack_p99_ms=ack_p50 * 2, wal=wal)
 
 
 async def test_rounds_alternate_the_order_and_pair_off_with_on() -> None:
